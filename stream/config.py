@@ -1,0 +1,232 @@
+"""One place for configuration: every setting, its environment variable and its default.
+
+`Settings.from_env()` is called once in the entry point, never at import. The README's
+configuration table is generated from `SETTINGS_DOC` below (tests check they agree).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Mapping
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A setting has a value the service cannot run with."""
+
+
+def parse_duration_seconds(text: str) -> int:
+    """`90s`, `5m`, `12h`, `30d` -> whole seconds."""
+    match = _DURATION.match(text)
+    if not match or match.group(2) == "ms":
+        raise ConfigError(f"not a duration (want e.g. 90s, 5m, 12h, 30d): {text!r}")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def parse_duration_list(text: str) -> tuple[int, ...]:
+    values = tuple(parse_duration_seconds(part) for part in text.split(",") if part.strip())
+    if not values:
+        raise ConfigError(f"empty duration list: {text!r}")
+    return values
+
+
+def format_duration(seconds: int) -> str:
+    """The label used in KPI keys: the largest unit that divides exactly (30d, 12h, 5m, 90s)."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockSetting:
+    """KPI_CLOCK: wall clock (mode 'wall'), pinned at `pinned_us`, or following event time."""
+
+    mode: str  # "wall" | "pinned" | "event"
+    pinned_us: int | None = None
+
+
+def parse_clock(text: str | None) -> ClockSetting:
+    if text is None or text.strip() == "":
+        return ClockSetting("wall")
+    if text.strip() == "event":
+        return ClockSetting("event")
+    from .timeparse import parse_rfc3339_us  # local: config must stay import-light
+
+    pinned = parse_rfc3339_us(text.strip())
+    if pinned is None:
+        raise ConfigError(f"KPI_CLOCK must be unset, 'event' or an RFC 3339 instant: {text!r}")
+    return ClockSetting("pinned", pinned)
+
+
+@dataclass(frozen=True, slots=True)
+class KpiSettings:
+    """The settings of spec section 6: the ones that change KPI values."""
+
+    slot_seconds: int = 60
+    windows_seconds: tuple[int, ...] = (7 * 86400, 30 * 86400, 60 * 86400)
+    conversion_horizons_seconds: tuple[int, ...] = (7 * 86400, 14 * 86400, 30 * 86400)
+    dormancy_seconds: int = 30 * 86400
+    base_currency: str = "USD"
+    future_tolerance_seconds: int = 300
+    max_event_bytes: int = 65536
+    dedupe_horizon_seconds: int = 7 * 86400
+    clock: ClockSetting = field(default_factory=lambda: ClockSetting("wall"))
+
+    def __post_init__(self) -> None:
+        if self.slot_seconds <= 0:
+            raise ConfigError("KPI_SLOT_SECONDS must be positive")
+        for window in self.windows_seconds:
+            if window <= 0 or window % self.slot_seconds:
+                raise ConfigError(
+                    f"window {format_duration(window)} is not a positive multiple of the "
+                    f"{self.slot_seconds}s slot (KPI_WINDOWS / KPI_SLOT_SECONDS)"
+                )
+        if len(set(map(format_duration, self.windows_seconds))) != len(self.windows_seconds):
+            raise ConfigError("KPI_WINDOWS has a repeated window")
+        if len(set(self.conversion_horizons_seconds)) != len(self.conversion_horizons_seconds):
+            raise ConfigError("KPI_CONVERSION_HORIZONS has a repeated horizon")
+        if not re.fullmatch(r"[A-Z]{3}", self.base_currency):
+            raise ConfigError(f"KPI_BASE_CURRENCY must be an ISO 4217 code: {self.base_currency!r}")
+        if self.max_event_bytes <= 0:
+            raise ConfigError("KPI_MAX_EVENT_BYTES must be positive")
+
+    @property
+    def slot_us(self) -> int:
+        return self.slot_seconds * 1_000_000
+
+    @property
+    def window_labels(self) -> tuple[str, ...]:
+        return tuple(format_duration(w) for w in self.windows_seconds)
+
+    @property
+    def horizon_labels(self) -> tuple[str, ...]:
+        return tuple(format_duration(h) for h in self.conversion_horizons_seconds)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "KpiSettings":
+        env = os.environ if env is None else env
+        return cls(
+            slot_seconds=int(env.get("KPI_SLOT_SECONDS", "60")),
+            windows_seconds=parse_duration_list(env.get("KPI_WINDOWS", "7d,30d,60d")),
+            conversion_horizons_seconds=parse_duration_list(
+                env.get("KPI_CONVERSION_HORIZONS", "7d,14d,30d")
+            ),
+            dormancy_seconds=parse_duration_seconds(env.get("KPI_DORMANCY", "30d")),
+            base_currency=env.get("KPI_BASE_CURRENCY", "USD"),
+            future_tolerance_seconds=parse_duration_seconds(env.get("KPI_FUTURE_TOLERANCE", "5m")),
+            max_event_bytes=int(env.get("KPI_MAX_EVENT_BYTES", "65536")),
+            dedupe_horizon_seconds=parse_duration_seconds(env.get("KPI_DEDUPE_HORIZON", "7d")),
+            clock=parse_clock(env.get("KPI_CLOCK")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SecretStr:
+    """A credential that never prints itself."""
+
+    value: str
+
+    def __repr__(self) -> str:
+        return "SecretStr('****')" if self.value else "SecretStr('')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """Everything else the worker needs: where Kafka and Redis are, topics, ports, intervals."""
+
+    kpi: KpiSettings
+    app_id: str = "kpi-stream"
+    kafka_bootstrap: str = "localhost:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = ""
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = ""
+    redis_url: str = "redis://localhost:6379/0"
+    redis_password: SecretStr = SecretStr("")
+    topic_prefix: str = ""
+    partitions: int = 8
+    replication_factor: int = 1
+    web_port: int = 6066
+    web_host: str = "0.0.0.0"
+    publish_interval_seconds: float = 1.0
+    export_scopes: tuple[str, ...] = ("global", "region", "territory")
+    state_dir: str = "/tmp/kpi-stream-state"
+    store: str = "memory://"
+    log_level: str = "INFO"
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
+        env = os.environ if env is None else env
+        scopes = tuple(s.strip() for s in env.get("KPI_EXPORT_SCOPES", "global,region,territory").split(",") if s.strip())
+        unknown = set(scopes) - {"global", "region", "territory", "distributor", "channel", "rep"}
+        if unknown:
+            raise ConfigError(f"KPI_EXPORT_SCOPES has unknown scope types: {sorted(unknown)}")
+        interval = float(env.get("KPI_PUBLISH_INTERVAL", "1.0"))
+        if interval <= 0:
+            raise ConfigError("KPI_PUBLISH_INTERVAL must be positive (seconds)")
+        return cls(
+            kpi=KpiSettings.from_env(env),
+            app_id=env.get("KPI_APP_ID", "kpi-stream"),
+            kafka_bootstrap=env.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
+            kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+            kafka_sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", ""),
+            kafka_username=env.get("KAFKA_USERNAME", ""),
+            kafka_password=SecretStr(env.get("KAFKA_PASSWORD", "")),
+            kafka_ssl_cafile=env.get("KAFKA_SSL_CAFILE", ""),
+            redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
+            redis_password=SecretStr(env.get("REDIS_PASSWORD", "")),
+            topic_prefix=env.get("KPI_TOPIC_PREFIX", ""),
+            partitions=int(env.get("KPI_PARTITIONS", "8")),
+            replication_factor=int(env.get("KPI_REPLICATION_FACTOR", "1")),
+            web_port=int(env.get("KPI_WEB_PORT", "6066")),
+            web_host=env.get("KPI_WEB_HOST", "0.0.0.0"),
+            publish_interval_seconds=interval,
+            export_scopes=scopes,
+            state_dir=env.get("KPI_STATE_DIR", "/tmp/kpi-stream-state"),
+            store=env.get("KPI_STORE", "memory://"),
+            log_level=env.get("KPI_LOG_LEVEL", "INFO"),
+        )
+
+
+# (variable, default, meaning): rendered into the README's configuration table.
+SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
+    ("KPI_SLOT_SECONDS", "60", "slot length R in seconds; windows are whole slots aligned to the Unix epoch"),
+    ("KPI_WINDOWS", "7d,30d,60d", "windows W (each a multiple of R)"),
+    ("KPI_CONVERSION_HORIZONS", "7d,14d,30d", "first-order conversion horizons N"),
+    ("KPI_DORMANCY", "30d", "reactivation gap D"),
+    ("KPI_BASE_CURRENCY", "USD", "the only accepted order currency"),
+    ("KPI_FUTURE_TOLERANCE", "5m", "how far ahead of the reference instant an event may be"),
+    ("KPI_MAX_EVENT_BYTES", "65536", "larger events are dead-lettered as `oversized`"),
+    ("KPI_DEDUPE_HORIZON", "7d", "how long an accepted `event_id` is remembered"),
+    ("KPI_CLOCK", "(unset)", "unset: wall clock; an RFC 3339 instant: pinned clock; `event`: greatest accepted `occurred_at`"),
+    ("KPI_APP_ID", "kpi-stream", "Faust application id = consumer group and prefix of internal topics"),
+    ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
+    ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
+    ("KAFKA_SASL_MECHANISM", "(empty)", "e.g. SCRAM-SHA-512 when SASL is used"),
+    ("KAFKA_USERNAME", "(empty)", "SASL user"),
+    ("KAFKA_PASSWORD", "(empty)", "SASL password (secret: never logged)"),
+    ("KAFKA_SSL_CAFILE", "(empty)", "CA bundle for TLS to Kafka"),
+    ("REDIS_URL", "redis://localhost:6379/0", "Redis for latest values (`rediss://` for TLS)"),
+    ("REDIS_PASSWORD", "(empty)", "Redis password (secret: never logged)"),
+    ("KPI_TOPIC_PREFIX", "(empty)", "prefix for every topic name (input, output, dead letter)"),
+    ("KPI_PARTITIONS", "8", "partitions of the topics the service creates"),
+    ("KPI_REPLICATION_FACTOR", "1", "replication factor of the topics the service creates"),
+    ("KPI_WEB_PORT", "6066", "port of /metrics, /kpi, /health, /ready"),
+    ("KPI_WEB_HOST", "0.0.0.0", "bind address of the web server"),
+    ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; a key is republished at most once per interval"),
+    ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
+    ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
+    ("KPI_STORE", "memory://", "Faust table store (`memory://` or `rocksdb://`)"),
+    ("KPI_LOG_LEVEL", "INFO", "log level"),
+)

@@ -1,0 +1,98 @@
+"""Decoded input events: the contract of spec section 1 after validation.
+
+Times are integer microseconds since the Unix epoch (`*_us`); amounts and lead values are exact
+`Decimal`s. Every event also carries `ref_us`, the reference instant it was judged against
+(pinned clock, Kafka timestamp, or processor clock: spec section 4), which dedupe uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Union
+
+OUTLET_TYPES = ("outlet.onboarded", "outlet.updated")
+LEAD_TYPES = ("lead.created", "lead.updated", "lead.won", "lead.lost")
+ACTIVITY_KINDS = ("call", "email", "meeting", "demo")
+EVENT_TYPES = OUTLET_TYPES + ("order.placed", "visit.completed") + LEAD_TYPES + ("activity.logged",)
+
+# Outlet attribute order, used wherever attributes are held as a tuple.
+OUTLET_ATTRIBUTES = ("region", "territory", "distributor_id", "channel", "rep_id")
+UNASSIGNED = "unassigned"
+
+
+@dataclass(frozen=True, slots=True)
+class OutletEvent:
+    event_id: str
+    type: str  # outlet.onboarded | outlet.updated
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    # region, territory, distributor_id, channel, rep_id; None = absent or null
+    attributes: tuple[str | None, str | None, str | None, str | None, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlaced:
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    order_id: str
+    amount: Decimal
+    currency: str
+    lines: int
+    rep_id: str | None
+    visit_id: str | None
+    type: str = "order.placed"
+
+
+@dataclass(frozen=True, slots=True)
+class VisitCompleted:
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    visit_id: str
+    rep_id: str
+    checked_in_us: int | None
+    checked_out_us: int | None
+    type: str = "visit.completed"
+
+
+@dataclass(frozen=True, slots=True)
+class LeadEvent:
+    event_id: str
+    type: str  # lead.created | lead.updated | lead.won | lead.lost
+    occurred_us: int
+    ref_us: int
+    lead_id: str
+    rep_id: str | None
+    value: Decimal | None
+    stage: str | None
+    region: str | None
+    reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityLogged:
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    rep_id: str
+    kind: str
+    lead_id: str | None
+    outlet_id: str | None
+    type: str = "activity.logged"
+
+
+Event = Union[OutletEvent, OrderPlaced, VisitCompleted, LeadEvent, ActivityLogged]
+
+
+def partition_key(event: Event) -> str:
+    """The key that places an event's state: outlet_id, lead_id or rep_id (spec section 1)."""
+    if isinstance(event, LeadEvent):
+        return event.lead_id
+    if isinstance(event, ActivityLogged):
+        return event.rep_id
+    return event.outlet_id

@@ -1,0 +1,78 @@
+"""Prometheus metrics: the processor's health and one gauge per KPI.
+
+Names are public (dashboards and alert rules use them; a test checks every panel query
+against a live /metrics). KPI gauges are `kpi_<kpi name>` with labels
+window (`none` for KPIs without one), scope, scope_id, and horizon / kind where the KPI has one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+KPI_GAUGE_PREFIX = "kpi_"
+NO_WINDOW_LABEL = "none"
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+
+
+@dataclass(slots=True)
+class ProcessorMetrics:
+    registry: CollectorRegistry
+    events_in: Counter  # labels: topic, type
+    deadletters: Counter  # labels: reason
+    ignored: Counter  # labels: reason (duplicate, already_closed)
+    late_corrections: Counter  # labels: family
+    consumer_lag: Gauge  # labels: topic, partition
+    publish_latency: Histogram  # event produced -> KPI update published
+    state_entities: Gauge  # labels: kind
+    last_publish: Gauge
+    updates_published: Counter
+    redis_up: Gauge
+    ready: Gauge
+
+
+def build_processor_metrics(registry: CollectorRegistry | None = None) -> ProcessorMetrics:
+    registry = registry or CollectorRegistry()
+    return ProcessorMetrics(
+        registry=registry,
+        events_in=Counter(
+            "kpi_stream_events_consumed", "Input messages consumed, by source topic and event type "
+            "(`invalid` when the type could not be read)", ["topic", "type"], registry=registry,
+        ),
+        deadletters=Counter(
+            "kpi_stream_deadletters", "Input messages rejected to the dead-letter topic, by reason",
+            ["reason"], registry=registry,
+        ),
+        ignored=Counter(
+            "kpi_stream_ignored_events", "Valid events that change no KPI: duplicate, already_closed",
+            ["reason"], registry=registry,
+        ),
+        late_corrections=Counter(
+            "kpi_stream_late_corrections", "Accepted events whose slot is older than the current slot "
+            "(they correct already published windows)", ["family"], registry=registry,
+        ),
+        consumer_lag=Gauge(
+            "kpi_stream_consumer_lag", "Messages behind the end of each assigned input partition",
+            ["topic", "partition"], registry=registry,
+        ),
+        publish_latency=Histogram(
+            "kpi_stream_publish_latency_seconds",
+            "Time from an input message's Kafka timestamp to the publication of the KPI updates it caused",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        ),
+        state_entities=Gauge(
+            "kpi_stream_state_entities", "Entities held in state (outlets, leads, reps, scopes)",
+            ["kind"], registry=registry,
+        ),
+        last_publish=Gauge(
+            "kpi_stream_last_publish_timestamp_seconds", "Unix time of the last KPI publication round "
+            "that sent at least one update", registry=registry,
+        ),
+        updates_published=Counter(
+            "kpi_stream_kpi_updates_published", "KPI update messages written to kpi.updates", registry=registry,
+        ),
+        redis_up=Gauge("kpi_stream_redis_up", "1 when the last Redis write succeeded", registry=registry),
+        ready=Gauge("kpi_stream_ready", "1 when the worker has recovered state and is publishing", registry=registry),
+    )

@@ -1,0 +1,71 @@
+"""RFC 3339 timestamps <-> integer microseconds since the Unix epoch (UTC).
+
+Hand-written because `datetime.fromisoformat` accepts non-RFC 3339 forms (dates alone, missing
+offsets) and is slower. Fractions finer than a microsecond are truncated (floor), which keeps
+slot arithmetic exact: floor(floor(t)/R) == floor(t/R).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_US_PER_DAY = 86_400_000_000
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 (proleptic Gregorian); Howard Hinnant's algorithm."""
+    year -= month <= 2
+    era = year // 400
+    yoe = year - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_rfc3339_us(text: str) -> int | None:
+    """Microseconds since the epoch, or None when `text` is not an RFC 3339 date-time."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    y, mo, d, h, mi, s, frac, zulu, sign, oh, om = match.groups()
+    year, month, day = int(y), int(mo), int(d)
+    hour, minute, second = int(h), int(mi), int(s)
+    if not 1 <= month <= 12 or day < 1:
+        return None
+    days_in_month = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
+    # second 60 is RFC 3339's leap second; it is read as the last microsecond-free instant
+    # of the minute + 60 s, i.e. the same as second 0 of the next minute.
+    if day > days_in_month or hour > 23 or minute > 59 or second > 60:
+        return None
+    offset_minutes = 0
+    if zulu is None:
+        off_h, off_m = int(oh), int(om)
+        if off_h > 23 or off_m > 59:
+            return None
+        offset_minutes = off_h * 60 + off_m
+        if sign == "-":
+            offset_minutes = -offset_minutes
+    micros = int((frac or "0")[:6].ljust(6, "0"))
+    seconds = hour * 3600 + minute * 60 + second - offset_minutes * 60
+    return _days_from_civil(year, month, day) * _US_PER_DAY + seconds * 1_000_000 + micros
+
+
+def format_rfc3339_us(t_us: int) -> str:
+    """UTC, `Z`, milliseconds when not whole seconds (e.g. 2026-11-23T07:15:00.412Z)."""
+    dt = datetime.fromtimestamp(t_us // 1_000_000, tz=timezone.utc)
+    base = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    micros = t_us % 1_000_000
+    if micros == 0:
+        return base + "Z"
+    if micros % 1000 == 0:
+        return f"{base}.{micros // 1000:03d}Z"
+    return f"{base}.{micros:06d}Z"
