@@ -1,0 +1,33 @@
+"""Activity KPIs (spec 3.5): activity events per kind inside the window, for the global scope and
+the event's rep. An activity is counted in [slot, slot + w) for each window w."""
+
+from __future__ import annotations
+
+from .catalogue import GLOBAL_SCOPE, ActivityLayout
+from .config import KpiSettings
+from .events import ACTIVITY_KINDS, ActivityLogged
+from .windows import DeltaLedger
+
+_KIND_INDEX = {kind: index for index, kind in enumerate(ACTIVITY_KINDS)}
+
+
+class ActivityBook:
+    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: ActivityLayout) -> None:
+        self.ledger = ledger
+        self.layout = layout
+        self.reps: set[str] = set()
+        self._slot_us = settings.slot_us
+        self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
+
+    def apply(self, event: ActivityLogged) -> None:
+        self.reps.add(event.rep_id)
+        slot = event.occurred_us // self._slot_us
+        kind = _KIND_INDEX[event.kind]
+        add = self.ledger.add
+        rep_scope = ("rep", event.rep_id)
+        for w_index, width in enumerate(self._windows):
+            field_index = self.layout.by_kind[w_index][kind]
+            add(GLOBAL_SCOPE, slot, field_index, 1)
+            add(GLOBAL_SCOPE, slot + width, field_index, -1)
+            add(rep_scope, slot, field_index, 1)
+            add(rep_scope, slot + width, field_index, -1)

@@ -1,0 +1,165 @@
+"""The KPI engine: dedupe, the three books (outlets, leads, activities), and their ledgers.
+
+Pure and deterministic: no Kafka, no Faust, no clock reads. The caller passes time in with
+`advance(now_us)` (monotonic; an earlier instant is ignored) and events with `apply(event)`.
+One engine holds one partition's state in the worker, or everything in a replay.
+
+Where a KPI is computed: the per-entity contributions are in outlets.py / leads.py /
+activities.py, the per-scope running sums in windows.py, the final arithmetic in kpis.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Iterator
+
+from .activities import ActivityBook
+from .catalogue import ActivityLayout, LeadLayout, OutletLayout
+from .config import KpiSettings
+from .events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
+from .kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
+from .leads import LeadBook
+from .outlets import OutletBook
+from .windows import DeltaLedger, Scope
+
+
+class Outcome(Enum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+    ALREADY_CLOSED = "already_closed"
+
+
+class Family(str, Enum):
+    """A group of KPIs sharing one per-scope vector (and one entity kind)."""
+
+    OUTLET = "outlet"  # outlet, order and visit KPIs; entities keyed by outlet_id
+    LEAD = "lead"  # entities keyed by lead_id
+    ACTIVITY = "activity"  # entities keyed by rep_id
+
+
+def family_of(event: Event) -> Family:
+    if isinstance(event, LeadEvent):
+        return Family.LEAD
+    if isinstance(event, ActivityLogged):
+        return Family.ACTIVITY
+    return Family.OUTLET
+
+
+@dataclass(frozen=True, slots=True)
+class Layouts:
+    outlet: OutletLayout
+    lead: LeadLayout
+    activity: ActivityLayout
+
+    @classmethod
+    def build(cls, settings: KpiSettings) -> "Layouts":
+        return cls(OutletLayout.build(settings), LeadLayout.build(settings), ActivityLayout.build(settings))
+
+    def size(self, family: Family) -> int:
+        return {Family.OUTLET: self.outlet.size, Family.LEAD: self.lead.size, Family.ACTIVITY: self.activity.size}[family]
+
+
+class Deduper:
+    """Remembers accepted event ids per entity for the dedupe horizon, on reference instants."""
+
+    __slots__ = ("horizon_us", "seen", "_sweep_at")
+
+    def __init__(self, horizon_us: int) -> None:
+        self.horizon_us = horizon_us
+        self.seen: dict[tuple[Family, str, str], int] = {}  # (family, entity, event_id) -> ref_us
+        self._sweep_at = 1 << 16
+
+    def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
+        first = self.seen.get((family, entity, event_id))
+        return first is not None and abs(ref_us - first) <= self.horizon_us
+
+    def remember(self, family: Family, entity: str, event_id: str, ref_us: int) -> None:
+        self.seen[(family, entity, event_id)] = ref_us
+        if len(self.seen) >= self._sweep_at:
+            self.forget_before(ref_us - self.horizon_us)
+            self._sweep_at = max(1 << 16, 2 * len(self.seen))
+
+    def forget_before(self, ref_us: int) -> None:
+        stale = [key for key, first in self.seen.items() if first < ref_us]
+        for key in stale:
+            del self.seen[key]
+
+
+class KpiEngine:
+    def __init__(self, settings: KpiSettings, now_us: int) -> None:
+        self.settings = settings
+        self.layouts = Layouts.build(settings)
+        slot = now_us // settings.slot_us
+        self.now_us = now_us
+        self.ledgers = {family: DeltaLedger(self.layouts.size(family), slot) for family in Family}
+        self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet)
+        self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead)
+        self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity)
+        self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
+
+    @property
+    def slot(self) -> int:
+        return self.now_us // self.settings.slot_us
+
+    def advance(self, now_us: int) -> None:
+        if now_us <= self.now_us:
+            return
+        self.now_us = now_us
+        slot = now_us // self.settings.slot_us
+        for ledger in self.ledgers.values():
+            ledger.advance(slot)
+
+    def is_duplicate(self, event: Event) -> bool:
+        family = family_of(event)
+        return self.deduper.is_duplicate(family, partition_key(event), event.event_id, event.ref_us)
+
+    def apply(self, event: Event) -> Outcome:
+        """Apply one decoded event (dedupe first). Cost is independent of windows and outlet count."""
+        family = family_of(event)
+        entity = partition_key(event)
+        if self.deduper.is_duplicate(family, entity, event.event_id, event.ref_us):
+            return Outcome.DUPLICATE
+        self.deduper.remember(family, entity, event.event_id, event.ref_us)
+        if isinstance(event, OrderPlaced):
+            self.outlets.apply_order(event)
+        elif isinstance(event, VisitCompleted):
+            self.outlets.apply_visit(event)
+        elif isinstance(event, OutletEvent):
+            self.outlets.apply_outlet_event(event)
+        elif isinstance(event, LeadEvent):
+            if not self.leads.apply(event):
+                return Outcome.ALREADY_CLOSED
+        else:
+            self.activities.apply(event)
+        return Outcome.APPLIED
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def vectors(self, family: Family) -> dict[Scope, list]:
+        return self.ledgers[family].values
+
+    def take_dirty(self) -> Iterator[tuple[Family, Scope]]:
+        for family, ledger in self.ledgers.items():
+            for scope in ledger.take_dirty():
+                yield family, scope
+
+    def evaluate(self, family: Family, scope: Scope, vector: list, as_of_us: int) -> list[KpiValue]:
+        return evaluate_family(self.settings, self.layouts, family, scope, vector, as_of_us)
+
+    def all_values(self) -> list[KpiValue]:
+        out: list[KpiValue] = []
+        for family in Family:
+            for scope, vector in self.vectors(family).items():
+                out.extend(self.evaluate(family, scope, vector, self.now_us))
+        return out
+
+
+def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: list,
+                    as_of_us: int) -> list[KpiValue]:
+    if family is Family.OUTLET:
+        return evaluate_outlet_scope(vector, scope, settings, layouts.outlet)
+    if family is Family.LEAD:
+        return evaluate_lead_scope(vector, scope, settings, layouts.lead, as_of_us)
+    return evaluate_activity_scope(vector, scope, settings, layouts.activity)
+

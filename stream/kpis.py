@@ -1,0 +1,122 @@
+"""KPI values from per-scope vectors (spec section 3): the definitions, as arithmetic.
+
+`evaluate_*` turn one scope's summed vector into the published values. Vectors from several
+partitions are summed first (every field is additive), so ratios are always computed on totals.
+
+Publication conventions (the oracle follows the same text):
+- counts: int; ratios of counts: numerator / denominator (ints), null when the denominator is 0;
+- money (sales_amount, average_order_value, avg_deal_size): exact Decimal sums, the value rounded
+  half-even to 2 places; a money ratio's numerator is the rounded sum;
+- days (avg_open_lead_age_days, avg_sales_cycle_days): numerator = total days, denominator = count;
+- pipeline_velocity: exact rational arithmetic of its parts, published as a float, no numerator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal
+from fractions import Fraction
+from typing import Sequence
+
+from .catalogue import ACTIVITY_KIND_LABELS, ActivityLayout, LeadLayout, OutletLayout
+from .config import KpiSettings
+
+US_PER_DAY = 86_400_000_000
+_CENT = Decimal("0.01")
+_MONEY = Context(prec=200, rounding=ROUND_HALF_EVEN)
+
+
+@dataclass(frozen=True, slots=True)
+class KpiValue:
+    kpi: str
+    window: str | None
+    scope: str
+    scope_id: str
+    value: int | float | None
+    numerator: int | float | None = None
+    denominator: int | float | None = None
+    horizon: str | None = None
+    kind: str | None = None
+
+
+def money(amount) -> float:
+    return float(Decimal(amount).quantize(_CENT, context=_MONEY))
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _money_mean(total, count: int) -> float | None:
+    if not count:
+        return None
+    return float(_MONEY.divide(Decimal(total), Decimal(count)).quantize(_CENT, context=_MONEY))
+
+
+def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: OutletLayout) -> list[KpiValue]:
+    scope_type, scope_id = scope
+    out: list[KpiValue] = []
+    ever = v[layout.ever_ordered]
+    for i, window in enumerate(settings.window_labels):
+        active = v[layout.active[i]]
+        out.append(KpiValue("active_accounts", window, scope_type, scope_id, active))
+        out.append(KpiValue("dormant_accounts", window, scope_type, scope_id, ever - active))
+        out.append(KpiValue("reactivated_accounts", window, scope_type, scope_id, v[layout.reactivated[i]]))
+        onboarded = v[layout.onboarded[i]]
+        for h, horizon in enumerate(settings.horizon_labels):
+            converted = v[layout.converted[i][h]]
+            out.append(KpiValue("first_order_conversion", window, scope_type, scope_id,
+                                _ratio(converted, onboarded), converted, onboarded, horizon=horizon))
+        orders, amount, lines = v[layout.orders[i]], v[layout.amount[i]], v[layout.lines[i]]
+        out.append(KpiValue("orders", window, scope_type, scope_id, orders))
+        out.append(KpiValue("sales_amount", window, scope_type, scope_id, money(amount)))
+        out.append(KpiValue("average_order_value", window, scope_type, scope_id,
+                            _money_mean(amount, orders), money(amount), orders))
+        out.append(KpiValue("lines_per_order", window, scope_type, scope_id, _ratio(lines, orders), lines, orders))
+        visits, productive = v[layout.visits[i]], v[layout.productive[i]]
+        out.append(KpiValue("visits", window, scope_type, scope_id, visits))
+        out.append(KpiValue("productive_visits", window, scope_type, scope_id, productive))
+        out.append(KpiValue("visit_to_order_ratio", window, scope_type, scope_id,
+                            _ratio(productive, visits), productive, visits))
+    return out
+
+
+def evaluate_lead_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: LeadLayout,
+                        as_of_us: int) -> list[KpiValue]:
+    scope_type, scope_id = scope
+    open_leads = v[layout.open]
+    age_us = open_leads * as_of_us - v[layout.open_created_us]
+    out = [
+        KpiValue("open_leads", None, scope_type, scope_id, open_leads),
+        KpiValue("avg_open_lead_age_days", None, scope_type, scope_id,
+                 age_us / (open_leads * US_PER_DAY) if open_leads else None,
+                 age_us / US_PER_DAY, open_leads),
+    ]
+    for i, window in enumerate(settings.window_labels):
+        won, lost = v[layout.won[i]], v[layout.lost[i]]
+        valued, value_sum, cycle_us = v[layout.valued_wins[i]], v[layout.won_value[i]], v[layout.cycle_us[i]]
+        out.append(KpiValue("new_leads", window, scope_type, scope_id, v[layout.created[i]]))
+        out.append(KpiValue("win_rate", window, scope_type, scope_id, _ratio(won, won + lost), won, won + lost))
+        out.append(KpiValue("avg_deal_size", window, scope_type, scope_id,
+                            _money_mean(value_sum, valued), money(value_sum), valued))
+        out.append(KpiValue("avg_sales_cycle_days", window, scope_type, scope_id,
+                            cycle_us / (won * US_PER_DAY) if won else None, cycle_us / US_PER_DAY, won))
+        velocity = None
+        if won and valued and cycle_us:
+            velocity = float(
+                Fraction(open_leads) * Fraction(won, won + lost) * (Fraction(Decimal(value_sum)) / valued)
+                / Fraction(cycle_us, won * US_PER_DAY)
+            )
+        out.append(KpiValue("pipeline_velocity", window, scope_type, scope_id, velocity))
+    return out
+
+
+def evaluate_activity_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings,
+                            layout: ActivityLayout) -> list[KpiValue]:
+    scope_type, scope_id = scope
+    out: list[KpiValue] = []
+    for i, window in enumerate(settings.window_labels):
+        counts = [v[index] for index in layout.by_kind[i]]
+        for kind, count in zip(ACTIVITY_KIND_LABELS, counts + [sum(counts)]):
+            out.append(KpiValue("activities", window, scope_type, scope_id, count, kind=kind))
+    return out

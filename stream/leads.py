@@ -1,0 +1,134 @@
+"""Lead KPIs (spec 3.4): per-lead state and its slot-delta contributions.
+
+A lead's whole contribution is a short list of (scope, slot, field, delta) computed from its
+state alone (never from the clock): created -> new_leads in [created, created + w) and open from
+its created slot until its close slot; its close -> won/lost (and value, cycle) in
+[close, close + w). Open-lead age is held as two running sums, open count and sum of creation
+instants, so the mean age at any `as_of` is (n * as_of - sum) / n without visiting any lead.
+A lead whose events change is withdrawn (old list, negated) and added again (new list).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from .catalogue import GLOBAL_SCOPE, LeadLayout
+from .config import KpiSettings
+from .events import UNASSIGNED, LeadEvent
+from .windows import DeltaLedger, Scope
+
+_NO_STAMP: tuple[int, str] = (-(1 << 80), "")
+Contribution = tuple[Scope, int, int, object]  # scope, slot, field, delta
+
+
+@dataclass(slots=True)
+class LeadState:
+    lead_id: str
+    created_us: int | None = None
+    owner: tuple[tuple[int, str], str | None] = (_NO_STAMP, None)  # (stamp, rep_id)
+    region: tuple[tuple[int, str], str | None] = (_NO_STAMP, None)
+    # Values given by lead.created / lead.updated: (occurred_us, event_id, value)
+    values: list[tuple[int, str, Decimal]] = field(default_factory=list)
+    # Every close event: (occurred_us, event_id, won, value)
+    closes: list[tuple[int, str, bool, Decimal | None]] = field(default_factory=list)
+    applied: list[Contribution] = field(default_factory=list)
+
+    def close(self) -> tuple[int, str, bool, Decimal | None] | None:
+        """The earliest close by occurred_at; among equal instants the greater event_id."""
+        if not self.closes:
+            return None
+        earliest = min(c[0] for c in self.closes)
+        return max((c for c in self.closes if c[0] == earliest), key=lambda c: c[1])
+
+    def won_value(self, close: tuple[int, str, bool, Decimal | None]) -> Decimal | None:
+        """Latest value given at or before the close instant (the close event's own included)."""
+        close_us, close_id, _won, close_value = close
+        best: tuple[int, str, Decimal] | None = None
+        for given in self.values:
+            if given[0] <= close_us and (best is None or given[:2] > best[:2]):
+                best = given
+        if close_value is not None and (best is None or (close_us, close_id) > best[:2]):
+            return close_value
+        return None if best is None else best[2]
+
+
+class LeadBook:
+    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: LeadLayout) -> None:
+        self.ledger = ledger
+        self.layout = layout
+        self.leads: dict[str, LeadState] = {}
+        self._slot_us = settings.slot_us
+        self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
+
+    def apply(self, event: LeadEvent) -> bool:
+        """Apply one lead event. False when it is a second close: one of the lead's closes is then
+        ignored (counted as already_closed) -- the new one, or the old one if the new is earlier."""
+        state = self.leads.get(event.lead_id)
+        if state is None:
+            state = self.leads[event.lead_id] = LeadState(event.lead_id)
+        stamp = (event.occurred_us, event.event_id)
+        if event.rep_id is not None and stamp > state.owner[0]:
+            state.owner = (stamp, event.rep_id)
+        if event.region is not None and stamp > state.region[0]:
+            state.region = (stamp, event.region)
+        effective = True
+        if event.type in ("lead.won", "lead.lost"):
+            effective = not state.closes
+            state.closes.append((event.occurred_us, event.event_id, event.type == "lead.won", event.value))
+        else:
+            if event.value is not None:
+                state.values.append((event.occurred_us, event.event_id, event.value))
+            if event.type == "lead.created" and (state.created_us is None or event.occurred_us < state.created_us):
+                state.created_us = event.occurred_us
+        self._recontribute(state)
+        return effective
+
+    def _recontribute(self, state: LeadState) -> None:
+        new = self._contributions(state)
+        if new == state.applied:
+            return
+        add = self.ledger.add
+        for scope, slot, field_index, delta in state.applied:
+            add(scope, slot, field_index, -delta)
+        for scope, slot, field_index, delta in new:
+            add(scope, slot, field_index, delta)
+        state.applied = new
+
+    def _contributions(self, state: LeadState) -> list[Contribution]:
+        if state.created_us is None:
+            return []
+        layout, slot_us = self.layout, self._slot_us
+        scopes = (GLOBAL_SCOPE, ("rep", state.owner[1] or UNASSIGNED), ("region", state.region[1] or UNASSIGNED))
+        created_us = state.created_us
+        created_slot = created_us // slot_us
+        out: list[Contribution] = []
+
+        def window_span(slot: int, fields: tuple[int, ...], amount: object) -> None:
+            for w_index, width in enumerate(self._windows):
+                for scope in scopes:
+                    out.append((scope, slot, fields[w_index], amount))
+                    out.append((scope, slot + width, fields[w_index], -amount))
+
+        window_span(created_slot, layout.created, 1)
+        close = state.close()
+        close_slot = None if close is None else close[0] // slot_us
+        if close_slot is None or close_slot > created_slot:
+            for scope in scopes:
+                out.append((scope, created_slot, layout.open, 1))
+                out.append((scope, created_slot, layout.open_created_us, created_us))
+                if close_slot is not None:
+                    out.append((scope, close_slot, layout.open, -1))
+                    out.append((scope, close_slot, layout.open_created_us, -created_us))
+        if close is not None:
+            close_us, _close_id, won, _value = close
+            if won:
+                window_span(close_slot, layout.won, 1)
+                window_span(close_slot, layout.cycle_us, close_us - created_us)
+                value = state.won_value(close)
+                if value is not None:
+                    window_span(close_slot, layout.valued_wins, 1)
+                    window_span(close_slot, layout.won_value, value)
+            else:
+                window_span(close_slot, layout.lost, 1)
+        return out
