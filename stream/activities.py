@@ -6,7 +6,7 @@ from __future__ import annotations
 from .catalogue import GLOBAL_SCOPE, ActivityLayout
 from .config import KpiSettings
 from .events import ACTIVITY_KINDS, ActivityLogged
-from .windows import DeltaLedger
+from .windows import DeltaLedger, Scope
 
 _KIND_INDEX = {kind: index for index, kind in enumerate(ACTIVITY_KINDS)}
 
@@ -24,10 +24,12 @@ class ActivityBook:
         slot = event.occurred_us // self._slot_us
         kind = _KIND_INDEX[event.kind]
         add = self.ledger.add
-        rep_scope = ("rep", event.rep_id)
+        cell = (event.rep_id,)
         for w_index, width in enumerate(self._windows):
             field_index = self.layout.by_kind[w_index][kind]
-            add(GLOBAL_SCOPE, slot, field_index, 1)
-            add(GLOBAL_SCOPE, slot + width, field_index, -1)
-            add(rep_scope, slot, field_index, 1)
-            add(rep_scope, slot + width, field_index, -1)
+            add(cell, slot, field_index, 1)
+            add(cell, slot + width, field_index, -1)
+
+
+def activity_cell_scopes(cell: tuple[str]) -> tuple[Scope, ...]:
+    return (GLOBAL_SCOPE, ("rep", cell[0]))

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator
 
-from .activities import ActivityBook
+from .activities import ActivityBook, activity_cell_scopes
 from .catalogue import ActivityLayout, LeadLayout, OutletLayout
 from .config import KpiSettings
 from .events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
 from .kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
-from .leads import LeadBook
-from .outlets import OutletBook
-from .windows import DeltaLedger, Scope
+from .leads import LeadBook, lead_cell_scopes
+from .outlets import OutletBook, outlet_cell_scopes
+from .windows import DeltaLedger, Scope, ScopeRollup
 
 
 class Outcome(Enum):
@@ -93,6 +93,11 @@ class KpiEngine:
         slot = now_us // settings.slot_us
         self.now_us = now_us
         self.ledgers = {family: DeltaLedger(self.layouts.size(family), slot) for family in Family}
+        self.rollups = {
+            Family.OUTLET: ScopeRollup(self.ledgers[Family.OUTLET], outlet_cell_scopes),
+            Family.LEAD: ScopeRollup(self.ledgers[Family.LEAD], lead_cell_scopes),
+            Family.ACTIVITY: ScopeRollup(self.ledgers[Family.ACTIVITY], activity_cell_scopes),
+        }
         self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet)
         self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead)
         self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity)
@@ -137,11 +142,14 @@ class KpiEngine:
     # -- reading -----------------------------------------------------------------------------
 
     def vectors(self, family: Family) -> dict[Scope, list]:
-        return self.ledgers[family].values
+        """Per-scope vectors at the current slot (cells rolled up first)."""
+        rollup = self.rollups[family]
+        rollup.flush()
+        return rollup.values
 
     def take_dirty(self) -> Iterator[tuple[Family, Scope]]:
-        for family, ledger in self.ledgers.items():
-            for scope in ledger.take_dirty():
+        for family, rollup in self.rollups.items():
+            for scope in rollup.take_dirty():
                 yield family, scope
 
     def evaluate(self, family: Family, scope: Scope, vector: list, as_of_us: int) -> list[KpiValue]:
@@ -150,7 +158,7 @@ class KpiEngine:
     def all_values(self) -> list[KpiValue]:
         out: list[KpiValue] = []
         for family in Family:
-            for scope, vector in self.vectors(family).items():
+            for scope, vector in list(self.vectors(family).items()):
                 out.extend(self.evaluate(family, scope, vector, self.now_us))
         return out
 

@@ -99,7 +99,7 @@ class LeadBook:
         if state.created_us is None:
             return []
         layout, slot_us = self.layout, self._slot_us
-        scopes = (GLOBAL_SCOPE, ("rep", state.owner[1] or UNASSIGNED), ("region", state.region[1] or UNASSIGNED))
+        scopes = ((state.owner[1] or UNASSIGNED, state.region[1] or UNASSIGNED),)  # the lead's cell
         created_us = state.created_us
         created_slot = created_us // slot_us
         out: list[Contribution] = []
@@ -132,3 +132,8 @@ class LeadBook:
             else:
                 window_span(close_slot, layout.lost, 1)
         return out
+
+
+def lead_cell_scopes(cell: tuple[str, str]) -> tuple[Scope, ...]:
+    owner, region = cell
+    return (GLOBAL_SCOPE, ("rep", owner), ("region", region))

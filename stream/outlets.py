@@ -10,9 +10,10 @@ Each outlet contributes slot deltas (see windows.py) to its scopes:
 - orders / amount / lines and visits in [x, x + w); a visit is productive from the slot of its
   earliest linked order (or its own slot, if later) until x + w.
 
-"Current hierarchy" view (spec 2): when an outlet's region/territory/distributor/channel or
-assigned rep changes, every contribution it made is withdrawn from the old scope and added to
-the new one. Orders keep the rep they name; orders naming none follow the assigned rep.
+Contributions go to the outlet's *cell* (region, territory, distributor, channel, rep); the
+engine rolls cells up into scopes. "Current hierarchy" view (spec 2): when an outlet's
+attributes change, every contribution it made is withdrawn from its old cells and added to the
+new ones. Orders keep the rep they name; orders naming none follow the assigned rep.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
 from .windows import DeltaLedger, Scope, SlotUnion
 
-# Attribute index -> scope type (distributor_id is published as scope "distributor").
-_DIMENSION_SCOPE_TYPES = ("region", "territory", "distributor", "channel")
 _REP_ATTRIBUTE = 4
+# The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
+# cell; scopes are sums over cells (see windows.ScopeRollup), so an event updates one vector.
+Cell = tuple[str, str, str, str, str]
 _NO_STAMP: tuple[int, str] = (-(1 << 80), "")
 
 
@@ -58,14 +60,12 @@ class OutletState:
     # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
     conversion: tuple[int, int, int | None] | None = None
 
-    def dimension_scopes(self) -> tuple[Scope, ...]:
-        attrs = self.attributes
-        return (GLOBAL_SCOPE,) + tuple(
-            (scope_type, attrs[index] or UNASSIGNED) for index, scope_type in enumerate(_DIMENSION_SCOPE_TYPES)
-        )
-
-    def assigned_rep_scope(self) -> Scope:
-        return ("rep", self.attributes[_REP_ATTRIBUTE] or UNASSIGNED)
+    def cell(self, rep_id: str | None = None) -> tuple[Cell]:
+        """The cell this outlet's contributions go to: its current region, territory,
+        distributor, channel, and `rep_id` (or, when None, its assigned rep)."""
+        a = self.attributes
+        return ((a[0] or UNASSIGNED, a[1] or UNASSIGNED, a[2] or UNASSIGNED, a[3] or UNASSIGNED,
+                 rep_id or a[_REP_ATTRIBUTE] or UNASSIGNED),)
 
 
 class OutletBook:
@@ -108,9 +108,8 @@ class OutletBook:
     def apply_order(self, order: OrderPlaced) -> None:
         state = self.state(order.outlet_id)
         slot = order.occurred_us // self._slot_us
-        dims = state.dimension_scopes()
-        outlet_scopes = dims + (state.assigned_rep_scope(),)
-        order_scopes = dims + (("rep", order.rep_id) if order.rep_id else state.assigned_rep_scope(),)
+        outlet_scopes = state.cell()
+        order_scopes = state.cell(order.rep_id)
 
         self._insert_order_time(state, order.occurred_us, outlet_scopes)
         sums = state.orders_by_slot.setdefault(slot, {}).setdefault(order.rep_id, OrderSums())
@@ -124,7 +123,7 @@ class OutletBook:
             if previous is None or slot < previous:
                 state.first_link_slot[order.visit_id] = slot
                 for visit_slot, visit_rep in state.visits.get(order.visit_id, ()):
-                    scopes = dims + (("rep", visit_rep),)
+                    scopes = state.cell(visit_rep)
                     if previous is not None:
                         self._emit_productive(scopes, visit_slot, previous, -1)
                     self._emit_productive(scopes, visit_slot, slot, 1)
@@ -138,7 +137,7 @@ class OutletBook:
         state = self.state(visit.outlet_id)
         slot = visit.occurred_us // self._slot_us
         state.visits.setdefault(visit.visit_id, []).append((slot, visit.rep_id))
-        scopes = state.dimension_scopes() + (("rep", visit.rep_id),)
+        scopes = state.cell(visit.rep_id)
         self._emit_visit(scopes, slot, state.first_link_slot.get(visit.visit_id), 1)
 
     # -- contributions -------------------------------------------------------------------------
@@ -157,10 +156,9 @@ class OutletBook:
         state.order_slots.add(t_us // slot_us, self._windows, emit_active)
 
         if first_before is None or t_us < first_before:
-            for scope in scopes:
-                if first_before is not None:
-                    self.ledger.add(scope, first_before // slot_us, layout.ever_ordered, -1)
-                self.ledger.add(scope, t_us // slot_us, layout.ever_ordered, 1)
+            if first_before is not None:
+                self.ledger.add_many(scopes, first_before // slot_us, ((layout.ever_ordered, -1),))
+            self.ledger.add_many(scopes, t_us // slot_us, ((layout.ever_ordered, 1),))
 
         emit_reactivated = self._emitter(scopes, layout.reactivated)
         if previous is not None and t_us - previous > gap:
@@ -173,7 +171,7 @@ class OutletBook:
                 change(following // slot_us, self._windows, emit_reactivated)
 
     def _refresh_conversion(self, state: OutletState) -> None:
-        scopes = state.dimension_scopes() + (state.assigned_rep_scope(),)
+        scopes = state.cell()
         if state.conversion is not None:
             self._emit_conversion(scopes, state.conversion, -1)
         onboarded = state.onboarded_us
@@ -187,12 +185,11 @@ class OutletBook:
 
     def _emit_conversion(self, scopes: tuple[Scope, ...], conversion: tuple, sign: int) -> None:
         onboard_slot, onboarded_us, first_order_us = conversion
-        layout, add = self.layout, self.ledger.add
+        layout, add_many = self.layout, self.ledger.add_many
         for w_index, width in enumerate(self._windows):
             end = onboard_slot + width
-            for scope in scopes:
-                add(scope, onboard_slot, layout.onboarded[w_index], sign)
-                add(scope, end, layout.onboarded[w_index], -sign)
+            add_many(scopes, onboard_slot, ((layout.onboarded[w_index], sign),))
+            add_many(scopes, end, ((layout.onboarded[w_index], -sign),))
             if first_order_us is None:
                 continue
             start = first_order_us // self._slot_us
@@ -201,89 +198,73 @@ class OutletBook:
             for h_index, horizon_us in enumerate(self._horizons_us):
                 if first_order_us - onboarded_us <= horizon_us:
                     field_index = layout.converted[w_index][h_index]
-                    for scope in scopes:
-                        add(scope, start, field_index, sign)
-                        add(scope, end, field_index, -sign)
+                    add_many(scopes, start, ((field_index, sign),))
+                    add_many(scopes, end, ((field_index, -sign),))
 
     def _emitter(self, scopes: tuple[Scope, ...], fields: tuple[int, ...]):
-        add = self.ledger.add
+        add_many = self.ledger.add_many
 
         def emit(w_index: int, slot: int, delta: int) -> None:
-            field_index = fields[w_index]
-            for scope in scopes:
-                add(scope, slot, field_index, delta)
+            add_many(scopes, slot, ((fields[w_index], delta),))
 
         return emit
 
     def _emit_order_sums(self, scopes, slot: int, count: int, amount, lines: int, sign: int) -> None:
-        layout, add = self.layout, self.ledger.add
+        layout, add_many = self.layout, self.ledger.add_many
+        if sign < 0:
+            count, amount, lines = -count, -amount, -lines
+        starts = []
         for w_index, width in enumerate(self._windows):
-            end = slot + width
-            for scope in scopes:
-                add(scope, slot, layout.orders[w_index], sign * count)
-                add(scope, end, layout.orders[w_index], -sign * count)
-                add(scope, slot, layout.amount[w_index], amount if sign > 0 else -amount)
-                add(scope, end, layout.amount[w_index], -amount if sign > 0 else amount)
-                add(scope, slot, layout.lines[w_index], sign * lines)
-                add(scope, end, layout.lines[w_index], -sign * lines)
+            ends = ((layout.orders[w_index], -count), (layout.amount[w_index], -amount), (layout.lines[w_index], -lines))
+            starts.extend((field_index, -delta) for field_index, delta in ends)
+            add_many(scopes, slot + width, ends)
+        add_many(scopes, slot, tuple(starts))
 
     def _emit_visit(self, scopes, visit_slot: int, link_slot: int | None, sign: int) -> None:
-        layout, add = self.layout, self.ledger.add
+        layout, add_many = self.layout, self.ledger.add_many
         for w_index, width in enumerate(self._windows):
-            for scope in scopes:
-                add(scope, visit_slot, layout.visits[w_index], sign)
-                add(scope, visit_slot + width, layout.visits[w_index], -sign)
+            add_many(scopes, visit_slot + width, ((layout.visits[w_index], -sign),))
+        add_many(scopes, visit_slot, tuple((field_index, sign) for field_index in layout.visits))
         if link_slot is not None:
             self._emit_productive(scopes, visit_slot, link_slot, sign)
 
     def _emit_productive(self, scopes, visit_slot: int, link_slot: int, sign: int) -> None:
-        layout, add = self.layout, self.ledger.add
+        layout, add_many = self.layout, self.ledger.add_many
         start = max(visit_slot, link_slot)
         for w_index, width in enumerate(self._windows):
             end = visit_slot + width
-            if start >= end:
-                continue
-            for scope in scopes:
-                add(scope, start, layout.productive[w_index], sign)
-                add(scope, end, layout.productive[w_index], -sign)
+            if start < end:
+                field_index = layout.productive[w_index]
+                add_many(scopes, start, ((field_index, sign),))
+                add_many(scopes, end, ((field_index, -sign),))
 
     # -- moving between scopes ---------------------------------------------------------------
 
     def _move(self, state: OutletState, new_attributes: list[str | None]) -> None:
-        old_dims = state.dimension_scopes()
-        old_rep = state.assigned_rep_scope()
+        self._emit_everything(state, -1)
         state.attributes = new_attributes
-        new_dims = state.dimension_scopes()
-        new_rep = state.assigned_rep_scope()
-        dims_out = tuple(scope for scope in old_dims if scope not in new_dims)
-        dims_in = tuple(scope for scope in new_dims if scope not in old_dims)
-        if dims_out:
-            self._emit_everything(state, dims_out, -1, dimension=True)
-            self._emit_everything(state, dims_in, 1, dimension=True)
-        if old_rep != new_rep:
-            self._emit_everything(state, (old_rep,), -1, dimension=False)
-            self._emit_everything(state, (new_rep,), 1, dimension=False)
+        self._emit_everything(state, 1)
 
-    def _emit_everything(self, state: OutletState, scopes: tuple[Scope, ...], sign: int, dimension: bool) -> None:
-        """All of an outlet's contributions to `scopes`, times `sign`.
-
-        dimension=True: everything (scopes are region/territory/...); False: what follows the
-        assigned rep (outlet-level KPIs and the orders that name no rep).
-        """
+    def _emit_everything(self, state: OutletState, sign: int) -> None:
+        """All of an outlet's contributions to its current cells, times `sign`."""
         layout, slot_us = self.layout, self._slot_us
-        state.order_slots.emit_all(self._windows, sign, self._emitter(scopes, layout.active))
-        state.reactivation_slots.emit_all(self._windows, sign, self._emitter(scopes, layout.reactivated))
+        own = state.cell()
+        state.order_slots.emit_all(self._windows, sign, self._emitter(own, layout.active))
+        state.reactivation_slots.emit_all(self._windows, sign, self._emitter(own, layout.reactivated))
         if state.order_times:
-            for scope in scopes:
-                self.ledger.add(scope, state.order_times[0] // slot_us, layout.ever_ordered, sign)
+            self.ledger.add_many(own, state.order_times[0] // slot_us, ((layout.ever_ordered, sign),))
         if state.conversion is not None:
-            self._emit_conversion(scopes, state.conversion, sign)
+            self._emit_conversion(own, state.conversion, sign)
         for slot, by_rep in state.orders_by_slot.items():
             for rep, sums in by_rep.items():
-                if dimension or rep is None:
-                    self._emit_order_sums(scopes, slot, sums.count, sums.amount, sums.lines, sign)
-        if dimension:
-            for visit_id, visits in state.visits.items():
-                link = state.first_link_slot.get(visit_id)
-                for visit_slot, _rep in visits:
-                    self._emit_visit(scopes, visit_slot, link, sign)
+                self._emit_order_sums(state.cell(rep), slot, sums.count, sums.amount, sums.lines, sign)
+        for visit_id, visits in state.visits.items():
+            link = state.first_link_slot.get(visit_id)
+            for visit_slot, rep in visits:
+                self._emit_visit(state.cell(rep), visit_slot, link, sign)
+
+
+def outlet_cell_scopes(cell: Cell) -> tuple[Scope, ...]:
+    region, territory, distributor, channel, rep = cell
+    return (GLOBAL_SCOPE, ("region", region), ("territory", territory), ("distributor", distributor),
+            ("channel", channel), ("rep", rep))

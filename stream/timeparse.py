@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 
+# ASCII digits only (\d would accept other scripts' digits); `T`/`t` separator; offset required.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))"
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]+))?(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))"
 )
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _US_PER_DAY = 86_400_000_000
@@ -42,9 +43,8 @@ def parse_rfc3339_us(text: str) -> int | None:
     if not 1 <= month <= 12 or day < 1:
         return None
     days_in_month = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
-    # second 60 is RFC 3339's leap second; it is read as the last microsecond-free instant
-    # of the minute + 60 s, i.e. the same as second 0 of the next minute.
-    if day > days_in_month or hour > 23 or minute > 59 or second > 60:
+    # Leap seconds (second 60) are rejected: Unix time has no instant for them.
+    if year == 0 or day > days_in_month or hour > 23 or minute > 59 or second > 59:
         return None
     offset_minutes = 0
     if zulu is None:

@@ -60,6 +60,29 @@ class DeltaLedger:
             vector = by_scope[scope] = [0] * self.field_count
         vector[field] += delta
 
+    def add_many(self, scopes: tuple[Scope, ...], slot: int, deltas: tuple[tuple[int, Number], ...]) -> None:
+        """`add` of several (field, delta) pairs at one slot to several scopes, in one call."""
+        if slot <= self.slot:
+            values, dirty = self.values, self.dirty
+            for scope in scopes:
+                vector = values.get(scope)
+                if vector is None:
+                    vector = values[scope] = [0] * self.field_count
+                for field, delta in deltas:
+                    vector[field] += delta
+                dirty.add(scope)
+            return
+        by_scope = self.pending.get(slot)
+        if by_scope is None:
+            by_scope = self.pending[slot] = {}
+            heapq.heappush(self._due, slot)
+        for scope in scopes:
+            vector = by_scope.get(scope)
+            if vector is None:
+                vector = by_scope[scope] = [0] * self.field_count
+            for field, delta in deltas:
+                vector[field] += delta
+
     def advance(self, slot: int) -> None:
         """Move the current slot forward, applying every delta that became due."""
         if slot <= self.slot:
@@ -172,3 +195,41 @@ def insort_time(times: list[int], t: int) -> int:
     insort(times, t)
     return bisect_left(times, t + 1) - 1
 
+
+
+class ScopeRollup:
+    """Scope vectors as sums of cell vectors. Books write one cell per contribution (the finest
+    grouping); `flush` adds each changed cell's change since the last flush to every scope the
+    cell belongs to, so the fan-out to scopes is paid once per changed cell per flush, not per event."""
+
+    __slots__ = ("cells", "scopes_of", "propagated", "values", "dirty")
+
+    def __init__(self, cells: DeltaLedger, scopes_of: Callable[[tuple], tuple[Scope, ...]]) -> None:
+        self.cells = cells
+        self.scopes_of = scopes_of
+        self.propagated: dict[tuple, list] = {}
+        self.values: dict[Scope, list] = {}
+        self.dirty: set[Scope] = set()
+
+    def flush(self) -> None:
+        values, size = self.values, self.cells.field_count
+        for cell in self.cells.take_dirty():
+            now = self.cells.values[cell]
+            before = self.propagated.get(cell)
+            delta = list(now) if before is None else [a - b for a, b in zip(now, before)]
+            if not any(delta):
+                continue
+            self.propagated[cell] = list(now)
+            changes = [(index, d) for index, d in enumerate(delta) if d]
+            for scope in self.scopes_of(cell):
+                vector = values.get(scope)
+                if vector is None:
+                    vector = values[scope] = [0] * size
+                for index, d in changes:
+                    vector[index] += d
+                self.dirty.add(scope)
+
+    def take_dirty(self) -> set[Scope]:
+        self.flush()
+        dirty, self.dirty = self.dirty, set()
+        return dirty
