@@ -1,0 +1,411 @@
+"""Build the Grafana dashboards of kpi-stream as JSON (the JSON files are committed).
+
+    python deploy/grafana/build_dashboards.py           # (re)write deploy/grafana/dashboards/*.json
+    python deploy/grafana/build_dashboards.py --check   # exit 1 if a committed file is out of date
+
+Two dashboards: "KPI overview" (the KPIs of the spec, section 3) and "Processor health" (the
+worker's own metrics). Every query is checked against the metrics a worker exports by
+tests/unit/test_dashboards.py (tests/dashboards_check.py).
+
+KPI gauges are exported by the one worker owning a scope's partition; which worker that is changes
+with rebalances, so KPI queries aggregate `max by (...)` over the labels they show, never per
+instance. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT_DIR = HERE / "dashboards"
+
+DATASOURCE = {"type": "prometheus", "uid": "prometheus"}  # provisioning/datasources/prometheus.yml
+SCHEMA_VERSION = 39
+WINDOWS = ("7d", "30d", "60d")  # KPI_WINDOWS default; the `$window` variable
+HORIZONS = ("7d", "14d", "30d")
+
+
+# -- panel helpers --------------------------------------------------------------------------------
+
+
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict:
+    out = {"datasource": DATASOURCE, "refId": ref, "expr": expr, "legendFormat": legend or "__auto",
+           "range": not instant, "instant": instant, "editorMode": "code"}
+    return out
+
+
+def _targets(queries: list[tuple[str, str]], instant: bool = False) -> list[dict]:
+    return [target(expr, legend, chr(ord("A") + i), instant) for i, (expr, legend) in enumerate(queries)]
+
+
+def timeseries(title: str, queries: list[tuple[str, str]], unit: str = "short", description: str = "",
+               stack: bool = False, decimals: int | None = None, min_zero: bool = True) -> dict:
+    defaults: dict = {
+        "unit": unit,
+        "custom": {
+            "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10 if not stack else 60,
+            "showPoints": "never", "spanNulls": False,
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+        },
+    }
+    if min_zero:
+        defaults["min"] = 0
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "timeseries", "title": title, "description": description, "datasource": DATASOURCE,
+        "targets": _targets(queries),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+                    "tooltip": {"mode": "multi", "sort": "desc"}},
+    }
+
+
+def stat(title: str, expr: str, unit: str = "short", description: str = "", decimals: int | None = None,
+         thresholds: list[tuple[float | None, str]] | None = None, mappings: list | None = None,
+         legend: str = "") -> dict:
+    steps = [{"color": color, "value": value} for value, color in (thresholds or [(None, "green")])]
+    defaults: dict = {"unit": unit, "thresholds": {"mode": "absolute", "steps": steps}, "mappings": mappings or []}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "stat", "title": title, "description": description, "datasource": DATASOURCE,
+        "targets": _targets([(expr, legend)], instant=True),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                    "colorMode": "value", "graphMode": "area", "justifyMode": "auto", "textMode": "auto"},
+    }
+
+
+def row(title: str) -> dict:
+    return {"type": "row", "title": title, "collapsed": False, "panels": []}
+
+
+@dataclass
+class Layout:
+    """Places panels left to right on Grafana's 24-column grid, wrapping to a new line."""
+
+    panels: list[dict] = field(default_factory=list)
+    x: int = 0
+    y: int = 0
+    line_height: int = 0
+
+    def row(self, title: str) -> None:
+        self._newline()
+        self._place(row(title), 24, 1)
+        self._newline()
+
+    def add(self, panel: dict, w: int = 12, h: int = 8) -> None:
+        if self.x + w > 24:
+            self._newline()
+        self._place(panel, w, h)
+
+    def _place(self, panel: dict, w: int, h: int) -> None:
+        panel["id"] = len(self.panels) + 1
+        panel["gridPos"] = {"h": h, "w": w, "x": self.x, "y": self.y}
+        self.panels.append(panel)
+        self.x += w
+        self.line_height = max(self.line_height, h)
+
+    def _newline(self) -> None:
+        if self.x:
+            self.y += self.line_height
+        self.x, self.line_height = 0, 0
+
+
+def custom_variable(name: str, label: str, values: tuple[str, ...], default: str, description: str) -> dict:
+    return {
+        "type": "custom", "name": name, "label": label, "description": description,
+        "query": ",".join(values), "multi": False, "includeAll": False,
+        "current": {"selected": True, "text": default, "value": default},
+        "options": [{"selected": v == default, "text": v, "value": v} for v in values],
+        "hide": 0,
+    }
+
+
+def query_variable(name: str, label: str, query: str, description: str) -> dict:
+    return {
+        "type": "query", "name": name, "label": label, "description": description,
+        "datasource": DATASOURCE,
+        "definition": query,
+        "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
+        "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [], "regex": "", "hide": 0,
+    }
+
+
+def dashboard(uid: str, title: str, description: str, tags: list[str], layout: Layout, variables: list[dict],
+              time_from: str, links: list[dict]) -> dict:
+    return {
+        "uid": uid,
+        "title": title,
+        "description": description,
+        "tags": tags,
+        "timezone": "browser",
+        "editable": True,
+        "graphTooltip": 1,
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "refresh": "30s",
+        "time": {"from": time_from, "to": "now"},
+        "timepicker": {},
+        "fiscalYearStartMonth": 0,
+        "liveNow": False,
+        "weekStart": "",
+        "links": links,
+        "annotations": {"list": [{
+            "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
+            "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
+        }]},
+        "templating": {"list": variables},
+        "panels": layout.panels,
+    }
+
+
+def _link(title: str, uid: str) -> dict:
+    return {"title": title, "type": "link", "url": f"/d/{uid}", "icon": "dashboard", "keepTime": True,
+            "includeVars": False, "asDropdown": False, "tags": [], "targetBlank": False, "tooltip": ""}
+
+
+# -- KPI overview ---------------------------------------------------------------------------------
+
+KPI_UID = "kpi-stream-overview"
+HEALTH_UID = "kpi-stream-processor-health"
+
+
+def _by_region(metric: str, window: str = "$window", extra: str = "") -> str:
+    return f'max by (scope_id) ({metric}{{scope="region", scope_id=~"$region", window="{window}"{extra}}})'
+
+
+def _by_territory(metric: str, window: str = "$window", extra: str = "") -> str:
+    return f'max by (scope_id) ({metric}{{scope="territory", scope_id=~"$territory", window="{window}"{extra}}})'
+
+
+def _global(metric: str, window: str = "$window", extra: str = "") -> str:
+    return f'max({metric}{{scope="global", window="{window}"{extra}}})'
+
+
+def kpi_overview() -> dict:
+    lay = Layout()
+    lay.row("Accounts ($window window)")
+    lay.add(stat("Active accounts", _global("kpi_active_accounts"),
+                 description="Outlets with at least one order inside the window (global)."), 6, 4)
+    lay.add(stat("Dormant accounts", _global("kpi_dormant_accounts"),
+                 description="Outlets that ordered before, but not inside the window (global)."), 6, 4)
+    lay.add(stat("Reactivated accounts", _global("kpi_reactivated_accounts"),
+                 description="Outlets ordering inside the window after a gap longer than KPI_DORMANCY (global)."), 6, 4)
+    lay.add(stat("Strike rate", _global("kpi_visit_to_order_ratio"), unit="percentunit", decimals=1,
+                 description="Productive visits / visits inside the window (global)."), 6, 4)
+    for metric, name in (("kpi_active_accounts", "Active"), ("kpi_dormant_accounts", "Dormant"),
+                         ("kpi_reactivated_accounts", "Reactivated")):
+        lay.add(timeseries(f"{name} accounts by region", [(_by_region(metric), "{{scope_id}}")]))
+        lay.add(timeseries(f"{name} accounts by territory", [(_by_territory(metric), "{{scope_id}}")]))
+
+    lay.row("Conversion and visits ($window window)")
+    lay.add(timeseries(
+        "First-order conversion by horizon",
+        [(f'max by (horizon) (kpi_first_order_conversion{{scope="global", window="$window"}})', "{{horizon}} horizon")],
+        unit="percentunit", description="Outlets onboarded inside the window that ordered within the horizon "
+                                        "after onboarding (global).", decimals=1))
+    lay.add(timeseries(
+        "First-order conversion by region (30d horizon)",
+        [(_by_region("kpi_first_order_conversion", extra=', horizon="30d"'), "{{scope_id}}")],
+        unit="percentunit", decimals=1))
+    lay.add(timeseries(
+        "Strike rate by region", [(_by_region("kpi_visit_to_order_ratio"), "{{scope_id}}")],
+        unit="percentunit", decimals=1, description="visit_to_order_ratio: productive visits / visits."))
+    lay.add(timeseries(
+        "Visits and productive visits",
+        [(_global("kpi_visits"), "visits"), (_global("kpi_productive_visits"), "productive visits")],
+        description="Global; a productive visit has an order with the same outlet_id and visit_id."))
+
+    lay.row("Orders ($window window)")
+    lay.add(timeseries("Orders by region", [(_by_region("kpi_orders"), "{{scope_id}}")]))
+    lay.add(timeseries("Sales amount by region", [(_by_region("kpi_sales_amount"), "{{scope_id}}")],
+                       description="Sum of order amounts in the base currency (KPI_BASE_CURRENCY).", decimals=2))
+    lay.add(timeseries("Average order value by region", [(_by_region("kpi_average_order_value"), "{{scope_id}}")],
+                       description="sales_amount / orders, base currency.", decimals=2))
+    lay.add(timeseries(
+        "Orders, average order value and lines per order",
+        [(_global("kpi_orders"), "orders"), (_global("kpi_average_order_value"), "average order value"),
+         (_global("kpi_lines_per_order"), "lines per order")],
+        description="Global.", decimals=2))
+
+    lay.row("Lead pipeline")
+    lay.add(stat("Open leads", _global("kpi_open_leads", window="none"),
+                 description="Leads created and not won or lost (no window)."), 6, 4)
+    lay.add(stat("Win rate ($window)", _global("kpi_win_rate"), unit="percentunit", decimals=1,
+                 description="won / (won + lost) over leads closed inside the window."), 6, 4)
+    lay.add(stat("Pipeline velocity ($window)", _global("kpi_pipeline_velocity"), decimals=2,
+                 description="open leads x win rate x average deal size / average sales cycle, per day."), 6, 4)
+    lay.add(stat("New leads ($window)", _global("kpi_new_leads")), 6, 4)
+    lay.add(timeseries("Open leads by region", [
+        (_global("kpi_open_leads", window="none"), "all"),
+        (_by_region("kpi_open_leads", window="none"), "{{scope_id}}")]))
+    lay.add(timeseries("New leads by region ($window)", [
+        (_global("kpi_new_leads"), "all"), (_by_region("kpi_new_leads"), "{{scope_id}}")]))
+    lay.add(timeseries("Win rate ($window)", [
+        (_global("kpi_win_rate"), "all"), (_by_region("kpi_win_rate"), "{{scope_id}}")],
+        unit="percentunit", decimals=1))
+    lay.add(timeseries("Pipeline velocity ($window, per day)", [
+        (_global("kpi_pipeline_velocity"), "all"), (_by_region("kpi_pipeline_velocity"), "{{scope_id}}")],
+        decimals=2))
+    lay.add(timeseries("Average deal size ($window)", [
+        (_global("kpi_avg_deal_size"), "all"), (_by_region("kpi_avg_deal_size"), "{{scope_id}}")], decimals=2), 8)
+    lay.add(timeseries("Average sales cycle ($window, days)", [
+        (_global("kpi_avg_sales_cycle_days"), "all"), (_by_region("kpi_avg_sales_cycle_days"), "{{scope_id}}")],
+        decimals=1), 8)
+    lay.add(timeseries("Average open lead age (days)", [
+        (_global("kpi_avg_open_lead_age_days", window="none"), "all"),
+        (_by_region("kpi_avg_open_lead_age_days", window="none"), "{{scope_id}}")], decimals=1), 8)
+
+    lay.row("Rep activity ($window window)")
+    lay.add(timeseries(
+        "Activities by kind",
+        [(f'max by (kind) (kpi_activities{{scope="global", window="$window", kind!="all"}})', "{{kind}}")],
+        stack=True, description="Activity events inside the window, by kind (global; rep-level series are "
+                                "exported only when KPI_EXPORT_SCOPES includes rep)."), 18)
+    lay.add(stat("Activities, all kinds", _global("kpi_activities", extra=', kind="all"')), 6, 8)
+
+    variables = [
+        custom_variable("window", "Window", WINDOWS, "30d", "KPI window (KPI_WINDOWS)"),
+        query_variable("region", "Region", 'label_values(kpi_active_accounts{scope="region"}, scope_id)',
+                       "Regions (scope_id of scope=region)"),
+        query_variable("territory", "Territory", 'label_values(kpi_active_accounts{scope="territory"}, scope_id)',
+                       "Territories (scope_id of scope=territory)"),
+    ]
+    return dashboard(
+        KPI_UID, "KPI overview",
+        "Field-sales KPIs of kpi-stream (spec section 3): accounts, conversion, orders, visits, lead pipeline "
+        "and rep activity, by region and territory.",
+        ["kpi-stream", "kpi"], lay, variables, "now-7d", [_link("Processor health", HEALTH_UID)],
+    )
+
+
+# -- Processor health -----------------------------------------------------------------------------
+
+_I = 'instance=~"$instance"'
+
+
+def processor_health() -> dict:
+    lay = Layout()
+    lay.row("Workers")
+    lay.add(stat("Workers up", 'sum(up{job="kpi-stream", instance=~"$instance"})',
+                 thresholds=[(None, "red"), (1, "green")]), 4, 4)
+    lay.add(stat("Workers ready", f"sum(kpi_stream_ready{{{_I}}})",
+                 description="kpi_stream_ready: state recovered and not rebalancing (updated when /ready is "
+                             "probed).", thresholds=[(None, "red"), (1, "green")]), 4, 4)
+    lay.add(stat("Redis", f"min(kpi_stream_redis_up{{{_I}}})",
+                 description="0 when any worker's last Redis write failed.",
+                 thresholds=[(None, "red"), (1, "green")],
+                 mappings=[{"type": "value", "options": {"0": {"text": "DOWN", "color": "red"},
+                                                          "1": {"text": "UP", "color": "green"}}}]), 4, 4)
+    lay.add(stat("Last publish age", f"time() - max(kpi_stream_last_publish_timestamp_seconds{{{_I}}})", unit="s",
+                 description="Seconds since the newest KPI publication round of any worker (KpiSeriesStale "
+                             "fires above 300 s while there is work).",
+                 thresholds=[(None, "green"), (60, "orange"), (300, "red")], decimals=0), 4, 4)
+    lay.add(stat("KPI updates / s", f"sum(rate(kpi_stream_kpi_updates_published_total{{{_I}}}[$__rate_interval]))",
+                 unit="ops", decimals=1), 4, 4)
+    lay.add(stat("Events consumed / s", f"sum(rate(kpi_stream_events_consumed_total{{{_I}}}[$__rate_interval]))",
+                 unit="ops", decimals=1), 4, 4)
+    lay.add(timeseries("Up, ready and Redis per worker", [
+        ('up{job="kpi-stream", instance=~"$instance"}', "{{instance}} up"),
+        (f"kpi_stream_ready{{{_I}}}", "{{instance}} ready"),
+        (f"kpi_stream_redis_up{{{_I}}}", "{{instance}} redis")], decimals=0))
+    lay.add(timeseries("Last publish age per worker", [
+        (f"time() - kpi_stream_last_publish_timestamp_seconds{{{_I}}}", "{{instance}}")], unit="s",
+        description="A worker that owns no scope partition with data never publishes; that is normal."))
+
+    lay.row("Throughput")
+    lay.add(timeseries("Events consumed by topic and type", [
+        (f"sum by (topic, type) (rate(kpi_stream_events_consumed_total{{{_I}}}[$__rate_interval]))",
+         "{{topic}} {{type}}")], unit="ops",
+        description="type `invalid`: the message could not be decoded (see dead letters). Events routed from "
+                    "sales.events are counted again on their typed topic."), 16)
+    lay.add(timeseries("Events consumed by worker", [
+        (f"sum by (instance) (rate(kpi_stream_events_consumed_total{{{_I}}}[$__rate_interval]))", "{{instance}}")],
+        unit="ops"), 8)
+    lay.add(timeseries("KPI updates published by worker", [
+        (f"sum by (instance) (rate(kpi_stream_kpi_updates_published_total{{{_I}}}[$__rate_interval]))",
+         "{{instance}}")], unit="ops"))
+    lay.add(timeseries("Late corrections by family", [
+        (f"sum by (family) (rate(kpi_stream_late_corrections_total{{{_I}}}[$__rate_interval]))", "{{family}}")],
+        unit="ops", description="Accepted events older than the current slot: they correct published windows."))
+
+    lay.row("Lag and latency")
+    lay.add(timeseries("Consumer lag by topic", [
+        (f"sum by (topic) (max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}}))", "{{topic}}")],
+        description="Messages behind the end of the assigned partitions (ConsumerLagGrowing: > 10000 and growing)."))
+    lay.add(timeseries("Consumer lag by partition", [
+        (f"max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}})", "{{topic}}[{{partition}}]")]))
+    lay.add(timeseries("Publish latency (event to KPI update)", [
+        (f"histogram_quantile({q}, sum by (le) (rate(kpi_stream_publish_latency_seconds_bucket{{{_I}}}"
+         f"[$__rate_interval])))", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], unit="s",
+        description="From an input message's Kafka timestamp to the publication of the KPI updates it caused."))
+    lay.add(timeseries("Mean publish latency by worker", [
+        (f"sum by (instance) (rate(kpi_stream_publish_latency_seconds_sum{{{_I}}}[$__rate_interval])) / "
+         f"sum by (instance) (rate(kpi_stream_publish_latency_seconds_count{{{_I}}}[$__rate_interval]))",
+         "{{instance}}")], unit="s"))
+
+    lay.row("Input quality")
+    lay.add(timeseries("Dead letters by reason", [
+        (f"sum by (reason) (rate(kpi_stream_deadletters_total{{{_I}}}[$__rate_interval]))", "{{reason}}")],
+        unit="ops", stack=True, description="Messages rejected to kpi.deadletter (spec section 4 reasons)."), 8)
+    lay.add(timeseries("Dead-letter share of consumed", [
+        (f"sum(rate(kpi_stream_deadletters_total{{{_I}}}[$__rate_interval])) / "
+         f"sum(rate(kpi_stream_events_consumed_total{{{_I}}}[$__rate_interval]))", "dead-lettered")],
+        unit="percentunit", decimals=2, description="DeadLetterRateHigh fires above 5% for 10 minutes."), 8)
+    lay.add(timeseries("Ignored events by reason", [
+        (f"sum by (reason) (rate(kpi_stream_ignored_events_total{{{_I}}}[$__rate_interval]))", "{{reason}}")],
+        unit="ops", description="duplicate: same event_id as an accepted event; already_closed: a second close "
+                                "of a lead."), 8)
+
+    lay.row("State")
+    lay.add(timeseries("State entities by kind", [
+        (f"sum by (kind) (kpi_stream_state_entities{{{_I}}})", "{{kind}}")],
+        description="Outlets, leads and scopes held in memory across the workers."))
+    lay.add(timeseries("State entities per worker", [
+        (f"kpi_stream_state_entities{{{_I}}}", "{{instance}} {{kind}}")]))
+
+    variables = [query_variable("instance", "Worker", 'label_values(up{job="kpi-stream"}, instance)',
+                                "kpi-stream workers (scrape targets of job kpi-stream)")]
+    return dashboard(
+        HEALTH_UID, "Processor health",
+        "kpi-stream workers: throughput, consumer lag, dead letters, publish latency, state, liveness.",
+        ["kpi-stream", "operations"], lay, variables, "now-6h", [_link("KPI overview", KPI_UID)],
+    )
+
+
+DASHBOARDS = {"kpi-overview.json": kpi_overview, "processor-health.json": processor_health}
+
+
+def render() -> dict[str, str]:
+    return {name: json.dumps(build(), indent=2, sort_keys=False) + "\n" for name, build in DASHBOARDS.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="fail if a committed dashboard is out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, text in render().items():
+        path = OUT_DIR / name
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    if stale:
+        print(f"out of date: {', '.join(stale)}; run {Path(__file__).name}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

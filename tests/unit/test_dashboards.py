@@ -1,0 +1,214 @@
+"""Grafana dashboards: valid dashboard JSON, in step with their builder, and every query asks for
+metrics and labels the worker really exports.
+
+The exposition text comes from the fixture `live_metrics_text` when one is defined (a conftest
+can serve a running worker's /metrics there); otherwise from `dashboards_check.default_metrics_text()`, built
+from stream/metrics.py's registry and the real KPI gauges (stream/publish.py) with a few samples
+per label combination the worker produces with the default settings.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import dashboards_check as dc
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+GRAFANA = ROOT / "deploy" / "grafana"
+DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
+
+# The KPI gauges of spec section 3 (names are public; see stream/metrics.py).
+KPI_GAUGES = (
+    "kpi_active_accounts", "kpi_dormant_accounts", "kpi_reactivated_accounts", "kpi_first_order_conversion",
+    "kpi_orders", "kpi_sales_amount", "kpi_average_order_value", "kpi_lines_per_order",
+    "kpi_visits", "kpi_productive_visits", "kpi_visit_to_order_ratio",
+    "kpi_new_leads", "kpi_open_leads", "kpi_avg_open_lead_age_days", "kpi_win_rate", "kpi_avg_deal_size",
+    "kpi_avg_sales_cycle_days", "kpi_pipeline_velocity", "kpi_activities",
+)
+PROCESSOR_SERIES = (
+    "kpi_stream_events_consumed_total", "kpi_stream_deadletters_total", "kpi_stream_ignored_events_total",
+    "kpi_stream_late_corrections_total", "kpi_stream_consumer_lag", "kpi_stream_publish_latency_seconds_bucket",
+    "kpi_stream_state_entities", "kpi_stream_last_publish_timestamp_seconds",
+    "kpi_stream_kpi_updates_published_total", "kpi_stream_redis_up", "kpi_stream_ready",
+)
+
+
+def _load_builder():
+    name = "kpi_stream_build_dashboards"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, GRAFANA / "build_dashboards.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses need their module registered
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+@pytest.fixture
+def metrics_text(request) -> str:
+    try:
+        return request.getfixturevalue("live_metrics_text")
+    except pytest.FixtureLookupError:
+        return dc.default_metrics_text()
+
+
+@pytest.fixture
+def exported_series(metrics_text) -> dict[str, set[str]]:
+    """Metric name -> label names of what the worker exports."""
+    return dc.exported_series(metrics_text)
+
+
+@pytest.fixture(scope="module")
+def dashboards() -> list[dict]:
+    assert DASHBOARD_FILES, "no dashboards in deploy/grafana/dashboards"
+    return dc.load_dashboards(DASHBOARD_FILES)
+
+
+def _provisioned_datasource_uids() -> set[str]:
+    config = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    return {ds["uid"] for ds in config["datasources"]}
+
+
+# -- the JSON files ----------------------------------------------------------------------------------
+
+
+def test_committed_json_is_what_the_builder_writes():
+    rendered = _load_builder().render()
+    assert sorted(rendered) == [p.name for p in DASHBOARD_FILES]
+    for name, text in rendered.items():
+        assert (GRAFANA / "dashboards" / name).read_text(encoding="utf-8") == text, (
+            f"{name} is out of date: run python deploy/grafana/build_dashboards.py")
+
+
+def test_dashboards_are_valid_dashboard_json(dashboards):
+    uids = _provisioned_datasource_uids()
+    problems = [p for d in dashboards for p in dc.check_dashboard_structure(d, uids)]
+    assert problems == []
+    assert len({d["uid"] for d in dashboards}) == len(dashboards)
+    assert {d["title"] for d in dashboards} == {"KPI overview", "Processor health"}
+
+
+def test_provisioning_points_at_prometheus_and_the_dashboards_directory():
+    ds = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert [(d["type"], d["url"]) for d in ds] == [("prometheus", "http://prometheus:9090")]
+    providers = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "provider.yml").read_text())["providers"]
+    assert providers[0]["type"] == "file" and providers[0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_kpi_overview_has_a_window_variable_and_shows_every_kpi(dashboards):
+    overview = next(d for d in dashboards if d["title"] == "KPI overview")
+    window = next(v for v in overview["templating"]["list"] if v["name"] == "window")
+    assert [o["value"] for o in window["options"]] == ["7d", "30d", "60d"]
+    selected = dc.selected_metrics(overview)
+    assert set(KPI_GAUGES) <= selected, f"KPIs without a panel: {sorted(set(KPI_GAUGES) - selected)}"
+
+
+def test_processor_health_shows_every_processor_metric(dashboards):
+    health = next(d for d in dashboards if d["title"] == "Processor health")
+    selected = dc.selected_metrics(health)
+    assert set(PROCESSOR_SERIES) | {"up"} <= selected, f"missing: {sorted(set(PROCESSOR_SERIES) - selected)}"
+
+
+# -- queries against the exported series ---------------------------------------------------------------
+
+
+def test_exposition_has_every_kpi_gauge_and_processor_metric(exported_series):
+    missing = [name for name in KPI_GAUGES + PROCESSOR_SERIES if name not in exported_series]
+    assert missing == []
+    assert {"window", "scope", "scope_id"} <= exported_series["kpi_active_accounts"]
+    assert "horizon" in exported_series["kpi_first_order_conversion"]
+    assert "kind" in exported_series["kpi_activities"]
+
+
+def test_every_dashboard_query_matches_exported_series(dashboards, metrics_text):
+    assert dc.check_dashboard_queries(dashboards, metrics_text) == []
+
+
+def test_dashboard_queries_parse_with_promtool(dashboards):
+    promtool = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)
+    assert promtool, "promtool not found: install Debian's `prometheus` package (scripts/setup.sh does)"
+    exprs = []
+    for dashboard in dashboards:
+        variables = dc._variable_values(dashboard)
+        for where, expr, _legend in dc.iter_queries(dashboard):
+            expansions, unknown = dc.expand(expr, variables)
+            assert unknown == [], where
+            exprs += [(where, e) for e in expansions]
+    assert dc.promql_syntax_problems(exprs, promtool) == []
+
+
+# -- the checker itself finds mistakes --------------------------------------------------------------------
+
+
+def _panel_dashboard(*exprs: tuple[str, str], variables: list[dict] | None = None) -> dict:
+    builder = _load_builder()
+    return {
+        "uid": "t", "title": "t", "schemaVersion": 39, "templating": {"list": variables or []},
+        "panels": [builder.timeseries(f"p{i}", [(expr, legend)]) | {"id": i + 1, "gridPos": {"h": 1, "w": 1, "x": 0, "y": i}}
+                   for i, (expr, legend) in enumerate(exprs)],
+    }
+
+
+@pytest.mark.parametrize("expr, legend, expected", [
+    ('max(kpi_active_acounts{scope="global"})', "", "metric 'kpi_active_acounts' is not exported"),
+    ('max(kpi_active_accounts{region="north"})', "", "has no label 'region'"),
+    ('max(kpi_open_leads{scope="global", window="30d"})', "", "matches no exported series"),
+    ('max(kpi_activities{scope="region", window="7d"})', "", "matches no exported series"),
+    ('max(kpi_active_accounts{scope="rep", window="30d"})', "", "matches no exported series"),
+    ('sum by (topic) (kpi_stream_deadletters_total)', "", "grouping label 'topic'"),
+    ('sum by (reason) (rate(kpi_stream_deadletters_total[5m]))', "{{topic}}", "legend uses {{topic}}"),
+    ('max(kpi_active_accounts{window="$windw"})', "", "unknown variable $windw"),
+    ('kpi_stream_publish_latency_seconds{le="1.0"}', "", "not exported"),
+])
+def test_checker_reports_mistakes(expr, legend, expected):
+    problems = dc.check_dashboard_queries([_panel_dashboard((expr, legend))], dc.default_metrics_text())
+    assert any(expected in p for p in problems), problems
+
+
+def test_checker_expands_custom_variables_to_each_option():
+    window = _load_builder().custom_variable("window", "Window", ("7d", "30d", "90d"), "30d", "")
+    dashboard = _panel_dashboard(('max(kpi_active_accounts{scope="global", window="$window"})', ""),
+                                 variables=[window])
+    problems = dc.check_dashboard_queries([dashboard], dc.default_metrics_text())
+    assert len(problems) == 1 and "'90d'" in problems[0], problems
+
+
+def test_checker_accepts_target_labels_and_histogram_buckets():
+    dashboard = _panel_dashboard(
+        ('up{job="kpi-stream", instance=~".*"}', "{{instance}}"),
+        ('histogram_quantile(0.9, sum by (le) (rate(kpi_stream_publish_latency_seconds_bucket[5m])))', "p90"),
+        ('kpi_stream_consumer_lag{instance="w1", topic="sales.orders"} offset 5m', "{{topic}}[{{partition}}]"),
+    )
+    assert dc.check_dashboard_queries([dashboard], dc.default_metrics_text()) == []
+
+
+def test_structure_check_reports_a_panel_without_datasource():
+    dashboard = _panel_dashboard(('kpi_stream_ready', ""))
+    del dashboard["panels"][0]["datasource"]
+    assert any("datasource" in p for p in dc.check_dashboard_structure(dashboard))
+
+
+def test_exported_series_reads_a_plain_exposition():
+    text = (
+        "# HELP kpi_orders KPI orders\n# TYPE kpi_orders gauge\n"
+        'kpi_orders{window="7d",scope="global",scope_id="all"} 3.0\n'
+        "# HELP kpi_stream_deadletters_total x\n# TYPE kpi_stream_deadletters_total counter\n"
+        'kpi_stream_deadletters_total{reason="bad_value"} 1.0\n'
+    )
+    series = dc.exported_series(text)
+    assert series["kpi_orders"] == {"window", "scope", "scope_id"}
+    assert series["kpi_stream_deadletters_total"] == {"reason"}
+
+
+def test_builder_output_is_deterministic():
+    builder = _load_builder()
+    assert builder.render() == builder.render()
+    json.loads(builder.render()["kpi-overview.json"])
