@@ -161,6 +161,7 @@ class ServiceSettings:
     state_dir: str = "/tmp/kpi-stream-state"
     store: str = "memory://"
     log_level: str = "INFO"
+    session_timeout_seconds: float = 30.0
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -196,6 +197,7 @@ class ServiceSettings:
             state_dir=env.get("KPI_STATE_DIR", "/tmp/kpi-stream-state"),
             store=env.get("KPI_STORE", "memory://"),
             log_level=env.get("KPI_LOG_LEVEL", "INFO"),
+            session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
         )
 
 
@@ -229,4 +231,12 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
     ("KPI_STORE", "memory://", "Faust table store (`memory://` or `rocksdb://`)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),
+    ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
 )
+
+
+def settings_table_markdown() -> str:
+    """The README's configuration table, from SETTINGS_DOC (tests keep the README in step)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{name}` | `{default}` | {meaning} |" for name, default, meaning in SETTINGS_DOC]
+    return "\n".join(rows)

@@ -1,0 +1,184 @@
+"""Throughput of one worker against the ceilings measured in the same run (issue 7).
+
+    .venv/bin/python bench/throughput.py --events 1000000
+
+1. Generates N events (realistic mix) into the input topics of a fresh local broker (untimed).
+2. Times, each from a fresh consumer group, to the end of the same topics:
+   a. the aiokafka ceiling: a bare getmany loop decoding every value with orjson;
+   b. the Faust ceiling: an empty Faust agent with the worker's settings that only decodes;
+   c. the worker: from start until its published values are final (equal to the oracle's when
+      --check, else until kpi.updates stops changing).
+Prints events/s for each, c/b and c/a, with the machine and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stream import generator  # noqa: E402
+from stream.localstack import KafkaBroker, RedisServer, free_port  # noqa: E402
+from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
+
+INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities")
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+async def aiokafka_ceiling(bootstrap: str, topics: list[str], total: int) -> float:
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=f"ceiling-{time.time_ns()}",
+                                auto_offset_reset="earliest", enable_auto_commit=False, max_poll_records=5000)
+    await consumer.start()
+    started = time.perf_counter()
+    seen = 0
+    try:
+        while seen < total:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            for records in batch.values():
+                for record in records:
+                    try:
+                        orjson.loads(record.value)
+                    except orjson.JSONDecodeError:
+                        pass
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - started)
+
+
+FAUST_CEILING = r'''
+import os, sys, time, orjson, faust
+bootstrap, prefix, total, app_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_serializer="raw",
+                value_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False,
+                broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
+topic = app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")])
+state = {"n": 0, "t0": None}
+@app.agent(topic)
+async def decode_only(stream):
+    async for value in stream:
+        if state["t0"] is None:
+            state["t0"] = time.perf_counter()
+        try:
+            orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
+        state["n"] += 1
+        if state["n"] >= total:
+            print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f}", flush=True)
+            os._exit(0)
+app.main()
+'''
+
+
+def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> float:
+    script = workdir / "faust_ceiling.py"
+    script.write_text(FAUST_CEILING)
+    result = subprocess.run([sys.executable, str(script), bootstrap, prefix, str(total), f"ceiling-{time.time_ns()}",
+                             "worker", "-l", "warning", "--without-web"],
+                            capture_output=True, text=True, timeout=3600, cwd=workdir)
+    for line in result.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return float(line.split()[1])
+    raise RuntimeError(f"faust ceiling produced no result:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, total: int, as_of: str,
+                      workdir: Path, workers: int) -> float:
+    """Events/s from worker start until every input event is consumed and published."""
+    from tests.e2e.harness import counter_total
+
+    env = worker_env(bootstrap, redis_url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
+                     KPI_PARTITIONS=os.environ.get("BENCH_PARTITIONS", "4"), KPI_LOG_LEVEL="WARNING")
+    procs = [WorkerProcess(env, workdir / f"worker{i}.log").start() for i in range(workers)]
+    started = time.perf_counter()
+    try:
+        while True:
+            consumed = 0.0
+            for proc in procs:
+                if not proc.alive():
+                    raise RuntimeError(proc.log_tail())
+                try:
+                    status, body = proc.get("/metrics", timeout=10)
+                except OSError:
+                    continue
+                if status == 200:
+                    consumed += counter_total(body.decode(), "kpi_stream_events_consumed_total")
+            if consumed >= total:
+                break
+            time.sleep(0.5)
+        consumed_at = time.perf_counter()
+        time.sleep(3)  # one more publication round after the last event
+        return total / (consumed_at - started)
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--outlets", type=int, default=20_000)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
+    broker = KafkaBroker().start(workdir / "kafka")
+    redis = RedisServer().start(workdir / "redis")
+    try:
+        config = generator.GeneratorConfig(seed=7, events=args.events, outlets=args.outlets,
+                                           duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
+        messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+        as_of = generator.format_now(config) if hasattr(generator, "format_now") else None
+        if as_of is None:
+            from stream.timeparse import format_rfc3339_us
+            as_of = format_rfc3339_us(generator.now_us(config))
+        prefix, app_id = unique_names()
+        # Create the topics the way the worker does, then load them (untimed).
+        from aiokafka.admin import AIOKafkaAdminClient
+        from stream.topics import TopicNames, ensure_topics
+
+        async def load() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+            await admin.start()
+            await ensure_topics(admin, TopicNames(prefix, app_id), int(os.environ.get("BENCH_PARTITIONS", "4")), 1)
+            await admin.close()
+            await produce(broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in messages))
+
+        asyncio.run(load())
+        total = len(messages)
+        topics = [prefix + t for t in INPUTS]
+        a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
+        b = faust_ceiling(broker.bootstrap, prefix, total, workdir)
+        c = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers)
+        print(f"command: {' '.join(sys.argv)}")
+        print(f"machine: {machine()}")
+        print(f"events: {total}")
+        print(f"a. aiokafka getmany + orjson ceiling: {a:10.0f} events/s")
+        print(f"b. empty Faust agent (decode only):   {b:10.0f} events/s")
+        print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s")
+        print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
+        return 0
+    finally:
+        redis.stop()
+        broker.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

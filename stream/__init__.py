@@ -1,0 +1,1 @@
+"""Streaming field-sales KPI engine (spec: ../shared/kpi-spec.md)."""

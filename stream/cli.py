@@ -1,0 +1,165 @@
+"""`kpi-stream` (also `python -m stream`): worker, replay, generate, stack up/down."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, KpiSettings, ServiceSettings
+
+log = logging.getLogger("stream")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = ServiceSettings.from_env()
+    _setup_logging(settings.log_level)
+    from aiokafka.admin import AIOKafkaAdminClient
+    from faust.worker import Worker
+
+    from .topics import TopicNames, ensure_topics
+    from .worker import KpiWorker
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    async def prepare() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_kafka_security(settings))
+        await admin.start()
+        try:
+            await ensure_topics(admin, TopicNames(settings.topic_prefix, settings.app_id),
+                                settings.partitions, settings.replication_factor)
+        finally:
+            await admin.close()
+
+    loop.run_until_complete(prepare())
+    kpi_worker = KpiWorker(settings)
+    log.info("worker starting: app=%s kafka=%s web=:%d clock=%s", settings.app_id, settings.kafka_bootstrap,
+             settings.web_port, settings.kpi.clock.mode)
+    worker = Worker(kpi_worker.app, loglevel=settings.log_level.lower(), loop=loop,
+                    override_logging=False, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _kafka_security(settings: ServiceSettings) -> dict:
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol == "PLAINTEXT":
+        return {}
+    import ssl
+
+    options: dict = {"security_protocol": protocol}
+    if protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
+    if protocol.startswith("SASL"):
+        options.update(sasl_mechanism=settings.kafka_sasl_mechanism or "SCRAM-SHA-512",
+                       sasl_plain_username=settings.kafka_username,
+                       sasl_plain_password=settings.kafka_password.value)
+    return options
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    settings = KpiSettings.from_env()
+    _setup_logging("INFO")
+    from .replay import run_replay
+
+    run_replay(Path(args.events), settings, Path(args.deadletter) if args.deadletter else None)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    _setup_logging("INFO")
+    from . import generator
+
+    config = generator.GeneratorConfig(
+        seed=args.seed, outlets=args.outlets, events=args.events,
+        **({"days": args.days} if args.days else {}),
+    )
+    messages = generator.generate(config)
+    if args.out:
+        count = generator.write_jsonl(messages, Path(args.out))
+        log.info("wrote %s messages to %s", count, args.out)
+        return 0
+    if not args.kafka:
+        print("generate: give --out FILE or --kafka BOOTSTRAP", file=sys.stderr)
+        return 2
+    counts = asyncio.run(generator.produce(messages, args.kafka, args.rate, topic_prefix=args.topic_prefix))
+    log.info("produced %s", counts)
+    return 0
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    _setup_logging("INFO")
+    from .localstack import start_stack, stop_stack
+
+    run_dir = Path(args.run_dir)
+    if args.action == "up":
+        info = start_stack(run_dir)
+        print(json.dumps(info, indent=2))
+    else:
+        stop_stack(run_dir)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _setup_logging("INFO")
+    from .demo import run_demo
+
+    return run_demo(Path(args.run_dir), args.duration, args.rate, args.events)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kpi-stream", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    worker = sub.add_parser("worker", help="run a stream worker (settings from the environment)")
+    worker.set_defaults(func=cmd_worker)
+
+    replay = sub.add_parser("replay", help="decode + engine over a JSON Lines file, no broker (spec 7)")
+    replay.add_argument("events", help="file with one raw input message per line")
+    replay.add_argument("--deadletter", help="write rejected lines here (JSON Lines: line, reason, detail)")
+    replay.set_defaults(func=cmd_replay)
+
+    generate = sub.add_parser("generate", help="synthetic field-sales traffic")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--events", type=int, default=20000)
+    generate.add_argument("--outlets", type=int, default=2000)
+    generate.add_argument("--days", type=int, default=0)
+    generate.add_argument("--out", help="write JSON Lines here instead of producing")
+    generate.add_argument("--kafka", help="bootstrap servers to produce to")
+    generate.add_argument("--rate", type=float, default=None, help="messages per second (default: as fast as possible)")
+    generate.add_argument("--topic-prefix", default="")
+    generate.set_defaults(func=cmd_generate)
+
+    stack = sub.add_parser("stack", help="start/stop the local Kafka broker and Redis")
+    stack.add_argument("action", choices=("up", "down"))
+    stack.add_argument("--run-dir", default="run/stack")
+    stack.set_defaults(func=cmd_stack)
+
+    demo = sub.add_parser("demo", help="local broker + Redis + worker + generator; Ctrl-C stops all")
+    demo.add_argument("--run-dir", default="run/demo")
+    demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    demo.add_argument("--rate", type=float, default=200.0, help="generator messages per second")
+    demo.add_argument("--events", type=int, default=1_000_000)
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as error:
+        print(f"kpi-stream: configuration error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,503 @@
+"""The Faust wiring: thin agents around the pure engine.
+
+Stage 1 (entity stage), one agent per input family, partitioned by entity key:
+    decode -> dedupe + engine.apply -> persist the accepted raw event in a facts table
+    (key = entity + event_id + reference instant: a re-read after a crash overwrites the same
+    key, so the table is idempotent) -> a timer sends each changed scope's partial vector
+    (absolute, not a delta) to the partials topic, keyed by scope.
+Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
+    partition in a table, sums them, evaluates the KPIs and publishes changes once per interval
+    to kpi.updates, Redis and the gauges.
+Recovery: the facts tables are changelog-backed; after recovery each assigned partition's
+engine is rebuilt by re-applying its stored facts (facts commute: the result does not depend on
+their order), and all its scopes are sent again. Partials are absolute, so resending is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import faust
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .clock import Clock, clock_for, reference_instant_us
+from .config import ServiceSettings
+from .decode import Rejected, decode_event, rejection_record
+from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
+from .events import partition_key
+from .metrics import ProcessorMetrics, build_processor_metrics
+from .publish import KpiGauges, RedisSink
+from .topics import TopicNames
+from .updates import ChangeFilter, cloudevent_headers, encode, update_message
+
+log = logging.getLogger(__name__)
+_METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+
+FAMILY_TOPICS = {
+    Family.OUTLET: ("sales.outlets", "sales.orders", "sales.visits"),
+    Family.LEAD: ("sales.leads",),
+    Family.ACTIVITY: ("sales.activities",),
+}
+TYPE_TOPIC = {
+    "outlet.onboarded": "sales.outlets", "outlet.updated": "sales.outlets",
+    "order.placed": "sales.orders", "visit.completed": "sales.visits",
+    "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
+    "lead.lost": "sales.leads", "activity.logged": "sales.activities",
+}
+
+
+def encode_vector(vector: list) -> list:
+    return [str(x) if isinstance(x, Decimal) else x for x in vector]
+
+
+def decode_vector(vector: list) -> list:
+    return [Decimal(x) if isinstance(x, str) else x for x in vector]
+
+
+def sum_vectors(vectors) -> list:
+    vectors = list(vectors)
+    total = list(vectors[0])
+    for vector in vectors[1:]:
+        for index, x in enumerate(vector):
+            if x:
+                total[index] += x
+    return total
+
+
+@dataclass(slots=True)
+class EntityPartition:
+    engine: KpiEngine
+    oldest_unsent_ms: int | None = None
+
+
+@dataclass(slots=True)
+class ScopePartials:
+    own_partition: int
+    by_source: dict[int, list] = field(default_factory=dict)
+
+
+class KpiWorker:
+    """Builds the Faust app for one ServiceSettings; holds the in-memory side of both stages."""
+
+    def __init__(self, settings: ServiceSettings, metrics: ProcessorMetrics | None = None) -> None:
+        self.settings = settings
+        self.kpi = settings.kpi
+        self.metrics = metrics or build_processor_metrics()
+        self.clock: Clock = clock_for(settings.kpi.clock)
+        self.layouts = Layouts.build(settings.kpi)
+        self.topics = TopicNames(settings.topic_prefix, settings.app_id)
+        self.entities: dict[tuple[Family, int], EntityPartition] = {}
+        self.scopes: dict[tuple[str, str, str], ScopePartials] = {}
+        self.dirty_scopes: set[tuple[str, str, str]] = set()
+        self.scope_oldest_ms: int | None = None
+        self.change_filter = ChangeFilter()
+        # scope -> the values last published for it (to withdraw gauges when it moves away)
+        self.published: dict[tuple[str, str, str], dict[str, object]] = {}
+        self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
+        self.redis: RedisSink | None = None
+        self.recovered = False
+        self.last_as_of_us: int | None = None
+        self.app = self._build_app()
+
+    # -- app -----------------------------------------------------------------------------------
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.app_id,
+            broker=[f"kafka://{host}" for host in s.kafka_bootstrap.split(",")],
+            broker_credentials=_credentials(s),
+            store=s.store,
+            datadir=s.state_dir,
+            env_prefix="KPI_FAUST_",
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            topic_allow_declare=True,
+            key_serializer="raw",
+            value_serializer="raw",
+            consumer_auto_offset_reset="earliest",
+            web_enabled=True,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host="localhost",
+            broker_max_poll_records=500,
+            broker_session_timeout=s.session_timeout_seconds,
+            broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
+            producer_acks=-1,
+            table_cleanup_interval=3600.0,
+        )
+        t = self.topics
+        self.deadletter_topic = app.topic(t.deadletter, internal=False)
+        self.updates_topic = app.topic(t.updates, internal=False)
+        self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
+        self.typed_topics = {name: app.topic(t.input(name)) for name in TYPE_TOPIC.values()}
+        self.fact_tables = {
+            family: app.Table(f"{family.value}-facts", default=None, partitions=s.partitions, schema=_raw_schema())
+            for family in Family
+        }
+        self.partials_table = app.Table("scope-partials", default=None, partitions=s.partitions, schema=_raw_schema())
+
+        for family, names in FAMILY_TOPICS.items():
+            topic = app.topic(*[t.input(name) for name in names])
+            app.agent(topic, name=f"{family.value}-stage")(self._make_entity_agent(family))
+            self.fact_tables[family].on_recover(self._crash_on_error(self._make_rebuild(family)))
+        router_topic = app.topic(t.input("sales.events"))
+        app.agent(router_topic, name="router")(self._route_agent)
+        app.agent(self.partials_topic, name="scope-stage")(self._scope_agent)
+        self.partials_table.on_recover(self._crash_on_error(self._rebuild_scopes))
+        app.on_partitions_revoked.connect(self._on_revoked)
+        app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
+        app.timer(s.publish_interval_seconds, name="publish-kpis")(self._publish_round)
+        app.timer(5.0, name="observe-lag")(self._observe_lag)
+        app.service(self._redis_service())
+        self._add_pages(app)
+        return app
+
+    # -- stage 1 -------------------------------------------------------------------------------
+
+    def _make_entity_agent(self, family: Family):
+        async def entity_agent(stream):
+            async for event in stream.events():
+                await self._handle_input(family, event.message)
+        entity_agent.__name__ = f"{family.value}_stage"
+        return entity_agent
+
+    async def _route_agent(self, stream) -> None:
+        async for event in stream.events():
+            await self._handle_input(None, event.message)
+
+    async def _handle_input(self, family: Family | None, message) -> None:
+        raw: bytes = message.value if message.value is not None else b""
+        timestamp_ms = int(round(message.timestamp * 1000)) if message.timestamp else None
+        ref_us = reference_instant_us(self.kpi.clock, timestamp_ms)
+        try:
+            event = decode_event(raw, ref_us, self.kpi)
+        except Rejected as rejected:
+            self.metrics.events_in.labels(message.topic, "invalid").inc()
+            await self._dead_letter(message, raw, rejected)
+            return
+        self.metrics.events_in.labels(message.topic, event.type).inc()
+        target_family = family_of(event)
+        key = partition_key(event)
+        if family is not target_family or message.key != key.encode():
+            # Wrong topic or wrong key for this event: re-key it onto its own topic so the state
+            # of one entity always lives in one partition. The timestamp travels with it.
+            await self.typed_topics[TYPE_TOPIC[event.type]].send(
+                key=key.encode(), value=raw, timestamp=message.timestamp
+            )
+            return
+        entity = self._entity_partition(family, message.partition)
+        engine = entity.engine
+        if engine.is_duplicate(event):
+            self.metrics.ignored.labels("duplicate").inc()
+            return
+        outcome = engine.apply(event)
+        if outcome is Outcome.ALREADY_CLOSED:
+            self.metrics.ignored.labels("already_closed").inc()
+        self.clock.observe(event.occurred_us)
+        if event.occurred_us // self.kpi.slot_us < engine.slot:
+            self.metrics.late_corrections.labels(family.value).inc()
+        fact_key = orjson.dumps([key, event.event_id, event.ref_us])
+        self.fact_tables[family][fact_key] = orjson.dumps([message.partition, event.ref_us, raw.decode()])
+        if timestamp_ms is not None and (entity.oldest_unsent_ms is None or timestamp_ms < entity.oldest_unsent_ms):
+            entity.oldest_unsent_ms = timestamp_ms
+
+    async def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
+        record = rejection_record(
+            raw, rejected.reason, rejected.detail,
+            topic=message.topic, partition=message.partition, offset=message.offset,
+        )
+        await self.deadletter_topic.send(key=message.key, value=orjson.dumps(record))
+        self.metrics.deadletters.labels(rejected.reason).inc()
+        log.info("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
+                 message.partition, message.offset, rejected.detail)
+
+    def _entity_partition(self, family: Family, partition: int) -> EntityPartition:
+        entity = self.entities.get((family, partition))
+        if entity is None:
+            entity = self.entities[(family, partition)] = EntityPartition(KpiEngine(self.kpi, self.clock.now_us()))
+        return entity
+
+    def _make_rebuild(self, family: Family):
+        async def rebuild() -> None:
+            assigned = self._assigned_partitions(FAMILY_TOPICS[family][0])
+            for (fam, partition) in list(self.entities):
+                if fam is family and partition not in assigned:
+                    del self.entities[(fam, partition)]
+            missing = assigned - {p for (fam, p) in self.entities if fam is family}
+            if not missing:
+                self.recovered = True
+                return
+            started = time.perf_counter()
+            engines = {p: self._entity_partition(family, p).engine for p in missing}
+            facts = 0
+            for value in self.fact_tables[family].data.values():
+                partition, ref_us, raw = _stored(value)
+                engine = engines.get(partition)
+                if engine is None:
+                    continue
+                try:
+                    event = decode_event(raw.encode(), ref_us, self.kpi)
+                except Rejected:  # settings changed since it was accepted; keep going, say so
+                    log.warning("stored fact no longer valid under current settings: %s", raw[:200])
+                    continue
+                engine.apply(event)
+                self.clock.observe(event.occurred_us)
+                facts += 1
+            log.info("rebuilt %s partitions %s from %d facts in %.2fs", family.value, sorted(missing),
+                     facts, time.perf_counter() - started)
+            self.recovered = True
+        return rebuild
+
+    def _crash_on_error(self, rebuild):
+        """A rebuild that fails would publish wrong numbers: stop the worker, loudly, instead."""
+        async def guarded() -> None:
+            try:
+                await rebuild()
+            except Exception as error:
+                log.exception("state rebuild failed; stopping the worker")
+                await self.app.crash(error)
+        guarded.__name__ = getattr(rebuild, "__name__", "rebuild")
+        return guarded
+
+    def _assigned_partitions(self, topic_name: str) -> set[int]:
+        full = self.topics.input(topic_name)
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == full}
+
+    async def _on_revoked(self, app, revoked, **kwargs) -> None:
+        by_topic = {(tp.topic, tp.partition) for tp in revoked}
+        for (family, partition) in list(self.entities):
+            if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
+                del self.entities[(family, partition)]
+        for key, partials in list(self.scopes.items()):
+            if (self.topics.partials, partials.own_partition) in by_topic:
+                del self.scopes[key]
+                # Another worker publishes this scope now: stop exporting our stale gauges.
+                for update_key, value in self.published.pop(key, {}).items():
+                    self.gauges.remove(value)
+                    self.change_filter.forget([update_key])
+        for tp in revoked:
+            try:
+                self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
+    async def _flush_partials(self) -> None:
+        if self.app.rebalancing:
+            return
+        now_us = self.clock.now_us()
+        for (family, partition), entity in list(self.entities.items()):
+            engine = entity.engine
+            engine.advance(now_us)
+            sent = False
+            for fam, scope in engine.take_dirty():
+                vector = engine.vectors(fam)[scope]
+                await self.partials_topic.send(
+                    key=orjson.dumps([fam.value, scope[0], scope[1]]),
+                    value=orjson.dumps({"p": partition, "v": encode_vector(vector), "ts": entity.oldest_unsent_ms}),
+                )
+                sent = True
+            if sent:
+                entity.oldest_unsent_ms = None
+        self.metrics.state_entities.labels("outlet").set(
+            sum(len(e.engine.outlets.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
+        self.metrics.state_entities.labels("lead").set(
+            sum(len(e.engine.leads.leads) for (f, _), e in self.entities.items() if f is Family.LEAD))
+        self.metrics.state_entities.labels("scope").set(len(self.scopes))
+
+    # -- stage 2 -------------------------------------------------------------------------------
+
+    async def _scope_agent(self, stream) -> None:
+        async for event in stream.events():
+            message = event.message
+            family, scope_type, scope_id = orjson.loads(message.key)
+            key = (family, scope_type, scope_id)
+            partial = orjson.loads(message.value)
+            entry = self.scopes.get(key)
+            if entry is None:
+                entry = self.scopes[key] = ScopePartials(message.partition)
+            entry.by_source[partial["p"]] = decode_vector(partial["v"])
+            self.partials_table[message.key] = orjson.dumps(
+                {"part": message.partition, "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()}}
+            )
+            self.dirty_scopes.add(key)
+            ts = partial.get("ts")
+            if ts is not None and (self.scope_oldest_ms is None or ts < self.scope_oldest_ms):
+                self.scope_oldest_ms = ts
+
+    async def _rebuild_scopes(self) -> None:
+        assigned = self._assigned_partitions_full(self.topics.partials)
+        for key, entry in list(self.scopes.items()):
+            if entry.own_partition not in assigned:
+                del self.scopes[key]
+        for raw_key, value in self.partials_table.data.items():
+            stored = _stored(value)
+            if stored["part"] not in assigned:
+                continue
+            key = tuple(_stored(raw_key))
+            entry = self.scopes[key] = ScopePartials(stored["part"])
+            entry.by_source = {int(p): decode_vector(v) for p, v in stored["by"].items()}
+            self.dirty_scopes.add(key)
+
+    def _assigned_partitions_full(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
+
+    async def _publish_round(self) -> None:
+        if self.app.rebalancing:
+            return
+        as_of = self.clock.now_us()
+        keys = set(self.dirty_scopes)
+        self.dirty_scopes.clear()
+        if as_of != self.last_as_of_us:  # lead ages move with as_of itself
+            keys.update(k for k in self.scopes if k[0] == Family.LEAD.value)
+            self.last_as_of_us = as_of
+        computed_at = time.time_ns() // 1000
+        redis_batch: dict[str, bytes] = {}
+        sent = 0
+        for key in keys:
+            entry = self.scopes.get(key)
+            if entry is None or not entry.by_source:
+                continue
+            family = Family(key[0])
+            total = sum_vectors(entry.by_source.values())
+            values = evaluate_family(self.kpi, self.layouts, family, (key[1], key[2]), total, as_of)
+            published = self.published.setdefault(key, {})
+            for update_key, value in self.change_filter.changed(values):
+                published[update_key] = value
+                message = update_message(value, as_of, computed_at)
+                body = encode(message)
+                await self.updates_topic.send(
+                    key=update_key.encode(), value=body,
+                    headers=cloudevent_headers(update_key, message, f"/kpi-stream/{self.settings.app_id}"),
+                )
+                redis_batch[update_key] = body
+                self.gauges.set(value)
+                sent += 1
+        if sent:
+            self.metrics.updates_published.inc(sent)
+            self.metrics.last_publish.set(time.time())
+            if self.scope_oldest_ms is not None:
+                self.metrics.publish_latency.observe(max(0.0, time.time() - self.scope_oldest_ms / 1000))
+        self.scope_oldest_ms = None
+        if self.redis is not None:
+            await self.redis.write(redis_batch)
+
+    # -- lag, redis, web -----------------------------------------------------------------------
+
+    async def _observe_lag(self) -> None:
+        state = self.readiness()
+        self.metrics.ready.set(1 if state["recovered"] and not state["rebalancing"] else 0)
+        consumer = self.app.consumer
+        for tp in self.app.assignor.assigned_actives():
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                continue
+            read = consumer._read_offset.get(tp)  # faust keeps the last read offset here
+            position = (read + 1) if read is not None else 0
+            if highwater is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    def _redis_service(self):
+        worker = self
+
+        class RedisService(faust.Service):
+            async def on_start(self) -> None:
+                import redis.asyncio as redis_asyncio
+
+                password = worker.settings.redis_password.value or None
+                client = redis_asyncio.from_url(worker.settings.redis_url, password=password,
+                                                socket_timeout=2.0, socket_connect_timeout=2.0)
+                worker.redis = RedisSink(client, worker.settings.topic_prefix, worker.metrics)
+                await worker.redis.ping()
+
+            @faust.Service.timer(2.0)
+            async def _retry(self) -> None:
+                if worker.redis is not None and not worker.redis.up:
+                    if await worker.redis.ping():
+                        await worker.redis.write({})
+
+        return RedisService
+
+    def readiness(self) -> dict[str, Any]:
+        app = self.app
+        return {
+            "recovered": self.recovered,
+            "rebalancing": bool(app.rebalancing),
+            "redis": bool(self.redis and self.redis.up),
+            "entity_partitions": len(self.entities),
+            "scopes": len(self.scopes),
+        }
+
+    def _add_pages(self, app: faust.App) -> None:
+        worker = self
+
+        @app.page("/metrics")
+        async def metrics_page(view, request):
+            # aiohttp takes the charset separately from the content type
+            return view.bytes(generate_latest(worker.metrics.registry), content_type=_METRICS_CONTENT_TYPE)
+
+        @app.page("/health")
+        async def health_page(view, request):
+            return view.json({"status": "ok"})
+
+        @app.page("/ready")
+        async def ready_page(view, request):
+            state = worker.readiness()
+            ready = state["recovered"] and not state["rebalancing"]
+            worker.metrics.ready.set(1 if ready else 0)
+            # Redis down does not make the worker unready: it keeps consuming and catches Redis
+            # up later; the state is reported so operators can see it.
+            return view.json({"ready": ready, **state}, status=200 if ready else 503)
+
+        @app.page("/kpi")
+        async def kpi_page(view, request):
+            filters = {name: request.query.get(name) for name in ("kpi", "window", "scope", "scope_id", "horizon", "kind")}
+            if worker.redis is None:
+                return view.json({"error": "redis not connected"}, status=503)
+            try:
+                latest = await worker.redis.read_all()
+            except Exception as error:  # noqa: BLE001
+                return view.json({"error": f"redis unavailable: {error}"}, status=503)
+            rows = [
+                message for message in latest.values()
+                if all(wanted is None or str(message.get(name)) == wanted for name, wanted in filters.items())
+            ]
+            rows.sort(key=lambda m: (m["kpi"], m["window"] or "", m["scope"], m["scope_id"]))
+            return view.json({"count": len(rows), "values": rows})
+
+
+def _stored(value):
+    """A table key or value as we wrote it (JSON bytes). Faust's recovery path hands back the
+    JSON already parsed even with raw serializers, so accept both forms."""
+    return value if isinstance(value, (list, tuple, dict)) else orjson.loads(value)
+
+
+def _raw_schema() -> faust.Schema:
+    """Table keys and values are bytes we encode ourselves, in the changelog and after recovery."""
+    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _credentials(settings: ServiceSettings):
+    protocol = settings.kafka_security_protocol.upper()
+    if protocol in ("SASL_SSL", "SASL_PLAINTEXT"):
+        import ssl
+
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None) if protocol == "SASL_SSL" else None
+        return faust.SASLCredentials(
+            username=settings.kafka_username,
+            password=settings.kafka_password.value,
+            mechanism=settings.kafka_sasl_mechanism or "SCRAM-SHA-512",
+            ssl_context=context,
+        )
+    if protocol == "SSL":
+        import ssl
+
+        return faust.SSLCredentials(ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None))
+    return None
+

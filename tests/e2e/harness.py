@@ -1,0 +1,160 @@
+"""Running real workers against the real local broker and Redis, and reading every output."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream.catalogue import kpi_key
+from stream.localstack import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class WorkerProcess:
+    """One `kpi-stream worker` subprocess with its own web port and log file."""
+
+    env: dict[str, str]
+    log_path: Path
+    web_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self) -> "WorkerProcess":
+        env = dict(self.env, KPI_WEB_PORT=str(self.web_port), KPI_WEB_HOST="127.0.0.1")
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, cwd=REPO,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.web_port}{path}"
+
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> None:
+        if not self.alive():
+            return
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def unique_names() -> tuple[str, str]:
+    """A topic prefix and app id of our own, so runs on one broker never see each other."""
+    tag = uuid.uuid4().hex[:8]
+    return f"t{tag}.", f"kpi-test-{tag}"
+
+
+def worker_env(bootstrap: str, redis_url: str, prefix: str, app_id: str, state_dir: Path, **extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "REDIS_URL": redis_url, "KPI_TOPIC_PREFIX": prefix,
+        "KPI_APP_ID": app_id, "KPI_PARTITIONS": "4", "KPI_PUBLISH_INTERVAL": "0.5",
+        "KPI_STATE_DIR": str(state_dir), "KPI_LOG_LEVEL": "INFO",
+    })
+    env.update(extra)
+    return env
+
+
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]]) -> int:
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_batch_size=262144)
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for topic, key, value in records:
+            futures.append(await producer.send(topic, key=key, value=value))
+            count += 1
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return count
+
+
+async def latest_updates(bootstrap: str, topic: str) -> dict[str, dict]:
+    """The compacted view of kpi.updates: the last message per key, with its headers."""
+    from stream.tail import read_topic
+
+    latest: dict[str, dict] = {}
+    for row in await read_topic(bootstrap, topic, timeout_s=3.0, follow=False):
+        latest[row["key"]] = {**row["value"], "_headers": row["headers"]}
+    return latest
+
+
+def as_records(messages: dict[str, dict]) -> dict[str, dict]:
+    return {key: {"value": m["value"], "numerator": m["numerator"], "denominator": m["denominator"]}
+            for key, m in messages.items()}
+
+
+def gauge_values(metrics_text: str) -> dict[str, dict]:
+    """kpi_* gauges -> spec key -> {"value"}; window label 'none' -> no window."""
+    out: dict[str, dict] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if not family.name.startswith("kpi_") or family.name.startswith("kpi_stream_"):
+            continue
+        kpi = family.name[len("kpi_"):]
+        for sample in family.samples:
+            labels = sample.labels
+            window = None if labels["window"] == "none" else labels["window"]
+            key = kpi_key(kpi, window, labels["scope"], labels["scope_id"], labels.get("horizon") or labels.get("kind"))
+            out[key] = {"value": sample.value}
+    return out
+
+
+def wait_until(check: Callable[[], object], timeout: float, interval: float = 1.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()  # True, or a list of problems (empty: satisfied)
+        if last is True or (isinstance(last, list) and not last):
+            return
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; last: {str(last)[:2000]}")
+
+
+def counter_total(metrics_text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def loads(body: bytes):
+    return orjson.loads(body)

@@ -1,0 +1,120 @@
+"""End to end: real broker, real Redis, real worker processes, generator traffic with late,
+duplicate and malformed events; every output compared with the oracle at the pinned clock."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+
+from stream import generator
+from stream.timeparse import format_rfc3339_us
+from tests.e2e.harness import (
+    WorkerProcess, as_records, gauge_values, latest_updates, produce, unique_names, wait_until, worker_env,
+)
+from tests.kpi_compare import kpi_differences, values_by_key
+from tests.oracle import OracleSettings, oracle_kpis
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = 20_000
+
+
+@pytest.fixture(scope="module")
+def traffic():
+    config = generator.GeneratorConfig(seed=20261124, events=EVENTS)
+    messages = list(generator.generate(config))
+    as_of = format_rfc3339_us(generator.now_us(config))
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
+    return messages, as_of, expected
+
+
+def _redis_values(redis_client, prefix: str) -> dict[str, dict]:
+    raw = redis_client.hgetall(f"{prefix}kpi:latest")
+    return as_records({k.decode(): orjson.loads(v) for k, v in raw.items()})
+
+
+def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) -> None:
+    import redis
+
+    messages, as_of, expected = traffic
+    prefix, app_id = unique_names()
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
+                     KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="10")
+    procs = [WorkerProcess(env, tmp_path / f"worker{i}.log").start() for i in range(workers)]
+    try:
+        asyncio.run(produce(kafka_broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in messages)))
+        client = redis.Redis.from_url(redis_server.url)
+
+        def redis_matches():
+            for proc in procs:
+                assert proc.alive(), proc.log_tail()
+            return kpi_differences(_redis_values(client, prefix), expected)
+
+        wait_until(redis_matches, timeout=240, interval=2, what="Redis values to equal the oracle")
+        # Settled: no publication round changes anything any more; compare every output.
+        time.sleep(2)
+        assert kpi_differences(_redis_values(client, prefix), expected) == []
+
+        topic = asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates"))
+        assert kpi_differences(as_records(topic), expected) == []
+        sample = next(iter(topic.values()))
+        assert sample["_headers"]["ce_type"] == "kpi.updated.v1"
+        assert sample["_headers"]["ce_specversion"] == "1.0"
+        assert sample["as_of"] == as_of.replace("+00:00", "Z")
+
+        status, body = procs[0].get("/kpi")
+        assert status == 200
+        assert kpi_differences(values_by_key(orjson.loads(body)["values"]), expected) == []
+
+        exported = {"global", "region", "territory"}
+        expected_gauges = {
+            key: {"value": record["value"]} for key, record in expected.items()
+            if key.split("|")[2] in exported and record["value"] is not None
+        }
+        gauges: dict[str, dict] = {}
+        for proc in procs:  # each worker exports the scopes whose partitions it owns
+            status, text = proc.get("/metrics")
+            assert status == 200
+            gauges.update(gauge_values(text.decode()))
+        assert kpi_differences(gauges, expected_gauges) == []
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_one_worker_publishes_the_oracle_values_in_every_output(kafka_broker, redis_server, tmp_path, traffic):
+    _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers=1)
+
+
+def test_two_workers_in_one_group_publish_the_same_values(kafka_broker, redis_server, tmp_path, traffic):
+    _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers=2)
+
+
+def test_time_passing_alone_republishes_values_that_left_the_window(kafka_broker, redis_server, tmp_path):
+    """Wall clock, 1 s slots, a 3 s window: one order, then no events at all."""
+    prefix, app_id = unique_names()
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
+                     KPI_SLOT_SECONDS="1", KPI_WINDOWS="3s", KPI_CONVERSION_HORIZONS="1s", KPI_DORMANCY="2s")
+    proc = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        wait_until(lambda: proc.get("/ready")[0] == 200 or [proc.log_tail(5)], timeout=90, what="worker ready")
+        order = {"event_id": "only", "type": "order.placed", "occurred_at": format_rfc3339_us(time.time_ns() // 1000),
+                 "outlet_id": "o1", "order_id": "x", "amount": "1.00", "currency": "USD", "lines": 1}
+        asyncio.run(produce(kafka_broker.bootstrap, [(prefix + "sales.orders", b"o1", orjson.dumps(order))]))
+        key = "active_accounts|3s|global|all"
+
+        def published_values():
+            topic = asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates"))
+            return topic
+
+        wait_until(lambda: published_values().get(key, {}).get("value") == 1 or ["not yet 1"],
+                   timeout=60, interval=0.5, what="active_accounts 1")
+        wait_until(lambda: published_values().get(key, {}).get("value") == 0 or ["not yet 0"],
+                   timeout=30, interval=0.5, what="active_accounts back to 0 by expiry alone")
+        dormant = published_values()["dormant_accounts|3s|global|all"]
+        assert dormant["value"] == 1
+    finally:
+        proc.stop()
