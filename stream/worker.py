@@ -72,6 +72,11 @@ def sum_vectors(vectors) -> list:
 @dataclass(slots=True)
 class EntityPartition:
     engine: KpiEngine
+    # Partials carry (generation, sequence): the consumer-group generation in which this engine
+    # was built, then a counter. A new owner of the partition builds in a newer generation, so a
+    # late partial from the previous owner can never overwrite the new owner's.
+    generation: int = 0
+    sequence: int = 0
     oldest_unsent_ms: int | None = None
 
 
@@ -79,6 +84,7 @@ class EntityPartition:
 class ScopePartials:
     own_partition: int
     by_source: dict[int, list] = field(default_factory=dict)
+    versions: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 class KpiWorker:
@@ -220,8 +226,12 @@ class KpiWorker:
     def _entity_partition(self, family: Family, partition: int) -> EntityPartition:
         entity = self.entities.get((family, partition))
         if entity is None:
-            entity = self.entities[(family, partition)] = EntityPartition(KpiEngine(self.kpi, self.clock.now_us()))
+            entity = self.entities[(family, partition)] = EntityPartition(
+                KpiEngine(self.kpi, self.clock.now_us()), generation=self._generation())
         return entity
+
+    def _generation(self) -> int:
+        return int(getattr(self.app, "consumer_generation_id", 0) or 0)
 
     def _make_rebuild(self, family: Family):
         async def rebuild() -> None:
@@ -296,10 +306,14 @@ class KpiWorker:
             engine.advance(now_us)
             sent = False
             for fam, scope in engine.take_dirty():
+                if self.entities.get((family, partition)) is not entity:
+                    break  # revoked while we were sending: the new owner sends from now on
                 vector = engine.vectors(fam)[scope]
+                entity.sequence += 1
                 await self.partials_topic.send(
                     key=orjson.dumps([fam.value, scope[0], scope[1]]),
-                    value=orjson.dumps({"p": partition, "v": encode_vector(vector), "ts": entity.oldest_unsent_ms}),
+                    value=orjson.dumps({"p": partition, "g": entity.generation, "n": entity.sequence,
+                                        "v": encode_vector(vector), "ts": entity.oldest_unsent_ms}),
                 )
                 sent = True
             if sent:
@@ -321,10 +335,16 @@ class KpiWorker:
             entry = self.scopes.get(key)
             if entry is None:
                 entry = self.scopes[key] = ScopePartials(message.partition)
-            entry.by_source[partial["p"]] = decode_vector(partial["v"])
-            self.partials_table[message.key] = orjson.dumps(
-                {"part": message.partition, "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()}}
-            )
+            source, version = partial["p"], (partial["g"], partial["n"])
+            if version < entry.versions.get(source, (-1, -1)):
+                continue  # a previous owner's late partial
+            entry.by_source[source] = decode_vector(partial["v"])
+            entry.versions[source] = version
+            self.partials_table[message.key] = orjson.dumps({
+                "part": message.partition,
+                "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()},
+                "ver": {str(p): list(v) for p, v in entry.versions.items()},
+            })
             self.dirty_scopes.add(key)
             ts = partial.get("ts")
             if ts is not None and (self.scope_oldest_ms is None or ts < self.scope_oldest_ms):
@@ -342,6 +362,7 @@ class KpiWorker:
             key = tuple(_stored(raw_key))
             entry = self.scopes[key] = ScopePartials(stored["part"])
             entry.by_source = {int(p): decode_vector(v) for p, v in stored["by"].items()}
+            entry.versions = {int(p): tuple(v) for p, v in stored.get("ver", {}).items()}
             self.dirty_scopes.add(key)
 
     def _assigned_partitions_full(self, topic: str) -> set[int]:

@@ -48,6 +48,8 @@ class WorkerProcess:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
+        except OSError:  # not listening yet (or any more)
+            return 0, b""
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

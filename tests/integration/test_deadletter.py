@@ -52,7 +52,11 @@ async def _produce_each(bootstrap: str, topic: str, values: list[bytes]) -> list
     try:
         coordinates = []
         for value in values:
-            meta = await producer.send_and_wait(topic, key=b"o1", value=value)
+            try:  # keyed as producers should: by outlet_id (a wrong key would be re-keyed, consumed twice)
+                key = orjson.loads(value)["outlet_id"].encode()
+            except Exception:  # noqa: BLE001 - the bad ones: any key
+                key = b"o1"
+            meta = await producer.send_and_wait(topic, key=key, value=value)
             coordinates.append((meta.partition, meta.offset))
         return coordinates
     finally:
