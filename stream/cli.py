@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--run-dir", default="run/demo")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     demo.add_argument("--rate", type=float, default=200.0, help="generator messages per second")
-    demo.add_argument("--events", type=int, default=1_000_000)
+    demo.add_argument("--events", type=int, default=200_000, help="generated up front, then produced at --rate")
     demo.set_defaults(func=cmd_demo)
     return parser
 

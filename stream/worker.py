@@ -414,7 +414,11 @@ class KpiWorker:
         state = self.readiness()
         self.metrics.ready.set(1 if state["recovered"] and not state["rebalancing"] else 0)
         consumer = self.app.consumer
+        watched = {self.topics.input(name) for name in TYPE_TOPIC.values()} | {
+            self.topics.input("sales.events"), self.topics.partials}
         for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in watched:  # changelogs are read only during recovery
+                continue
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet

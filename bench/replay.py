@@ -1,0 +1,80 @@
+"""`kpi-stream replay` speed on a generated file, against the Python ceiling in the same run.
+
+    .venv/bin/python bench/replay.py --events 1000000
+
+Ceiling: reading the same lines and orjson-decoding each (no validation, no engine). Also
+prints decode-only (the real validator) so the engine's share is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stream import generator  # noqa: E402
+from stream.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.decode import Rejected, decode_event  # noqa: E402
+from stream.replay import read_lines, replay_lines  # noqa: E402
+
+
+def machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--outlets", type=int, default=20_000)
+    args = parser.parse_args()
+    config = generator.GeneratorConfig(seed=11, events=args.events, outlets=args.outlets)
+    path = Path(tempfile.mkdtemp(prefix="kpi-replay-")) / "events.jsonl"
+    generator.write_jsonl(generator.generate(config), path)
+    lines = list(read_lines(path))
+    now = generator.now_us(config)
+    settings = KpiSettings(clock=ClockSetting("pinned", now))
+
+    started = time.perf_counter()
+    for raw in lines:
+        try:
+            orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    ceiling = len(lines) / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    for raw in lines:
+        try:
+            decode_event(raw, now, settings)
+        except Rejected:
+            pass
+    decode_only = len(lines) / (time.perf_counter() - started)
+
+    started = time.perf_counter()
+    engine, report = replay_lines(iter(lines), settings, None)
+    values = engine.all_values()
+    replay = len(lines) / (time.perf_counter() - started)
+
+    print(f"command: {' '.join(sys.argv)}")
+    print(f"machine: {machine()}")
+    print(f"lines: {len(lines)} ({report.applied} applied, rejected {sum(report.rejected.values())}, "
+          f"ignored {sum(report.ignored.values())}), {len(values)} KPI values")
+    print(f"ceiling (orjson.loads only): {ceiling:10.0f} lines/s")
+    print(f"decode only (validation):    {decode_only:10.0f} lines/s")
+    print(f"replay (decode + engine):    {replay:10.0f} lines/s   ratio to ceiling {replay / ceiling:.3f}, "
+          f"to the 150k/s target {replay / 150_000:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
