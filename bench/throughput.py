@@ -65,7 +65,8 @@ async def aiokafka_ceiling(bootstrap: str, topics: list[str], total: int) -> flo
 
 FAUST_CEILING = r'''
 import os, sys, time, orjson, faust
-bootstrap, prefix, total, app_id = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+env = os.environ
+bootstrap, prefix, total, app_id = env["BENCH_BOOTSTRAP"], env["BENCH_PREFIX"], int(env["BENCH_TOTAL"]), env["BENCH_APP"]
 app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_serializer="raw",
                 value_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False,
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
@@ -91,12 +92,13 @@ app.main()
 def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> float:
     script = workdir / "faust_ceiling.py"
     script.write_text(FAUST_CEILING)
-    result = subprocess.run([sys.executable, str(script), bootstrap, prefix, str(total), f"ceiling-{time.time_ns()}",
-                             "worker", "-l", "warning", "--without-web"],
-                            capture_output=True, text=True, timeout=3600, cwd=workdir)
-    for line in result.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return float(line.split()[1])
+    env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=prefix, BENCH_TOTAL=str(total),
+               BENCH_APP=f"ceiling-{time.time_ns()}")
+    result = subprocess.run([sys.executable, str(script), "worker", "-l", "warn", "--without-web"],
+                            capture_output=True, text=True, timeout=3600, cwd=workdir, env=env)
+    for line in (result.stdout + result.stderr).splitlines():  # faust may route stdout to its log
+        if "RESULT " in line:
+            return float(line.split("RESULT ")[1].split()[0])
     raise RuntimeError(f"faust ceiling produced no result:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
 
