@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream import generator  # noqa: E402
-from stream.localstack import KafkaBroker, RedisServer, free_port  # noqa: E402
+from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
 from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
 
 INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities")

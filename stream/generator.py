@@ -135,7 +135,7 @@ class _World:
 
     def timeline(self, valid: int) -> list[tuple[int, str, dict]]:
         """(occurred_us, topic, doc) for `valid` events, in occurred order."""
-        rng, cfg = self.rng, self.config
+        rng = self.rng
         out: list[tuple[int, str, dict]] = []
         for outlet in self.outlets:
             if outlet.onboards:

@@ -18,7 +18,7 @@ new ones. Orders keep the rep they name; orders naming none follow the assigned 
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
 

@@ -8,8 +8,6 @@ message per key is kept (bounded by the number of keys) and written when it is b
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
-
 import orjson
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -81,7 +79,7 @@ class RedisSink:
         try:
             await self.client.hset(self.hash_name, mapping=self.backlog)
         except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
-            if self.up or self.up is False:
+            if self.up:  # say it once per outage, not every round
                 log.warning("redis write failed, %d keys kept for retry: %s", len(self.backlog), error)
             self.up = False
             self.metrics.redis_up.set(0)
@@ -105,5 +103,3 @@ class RedisSink:
         raw = await self.client.hgetall(self.hash_name)
         return {key.decode() if isinstance(key, bytes) else key: orjson.loads(value) for key, value in raw.items()}
 
-
-SendUpdate = Callable[[str, bytes, list[tuple[str, bytes]]], Awaitable[None]]

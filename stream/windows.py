@@ -13,7 +13,7 @@ the number of deltas scheduled for it, never the number of outlets or the window
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from typing import Callable
 
 Scope = tuple[str, str]  # (scope type, scope id), e.g. ("territory", "JKT-01"), ("global", "all")
@@ -188,13 +188,6 @@ def _move_end(start: int, width: int, old_following: int | None, new_following: 
     if old_end != new_end:
         emit(w_index, old_end, 1)
         emit(w_index, new_end, -1)
-
-
-def insort_time(times: list[int], t: int) -> int:
-    """Insert t after any equal times; return its index."""
-    insort(times, t)
-    return bisect_left(times, t + 1) - 1
-
 
 
 class ScopeRollup:

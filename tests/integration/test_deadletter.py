@@ -10,7 +10,6 @@ import time
 import orjson
 import pytest
 
-from stream.timeparse import format_rfc3339_us
 from tests.e2e.harness import WorkerProcess, counter_total, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from stream.localstack import KafkaBroker, RedisServer
+from stream.localstack import RedisServer
 
 pytestmark = pytest.mark.integration
 
