@@ -104,6 +104,9 @@ class KpiWorker:
         self.change_filter = ChangeFilter()
         # scope -> the values last published for it (to withdraw gauges when it moves away)
         self.published: dict[tuple[str, str, str], dict[str, object]] = {}
+        # key -> latest update message body of the scopes this worker publishes; rewritten in
+        # full to Redis after an outage (Redis may come back empty)
+        self.latest_bodies: dict[str, bytes] = {}
         self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
         self.redis: RedisSink | None = None
         self.recovered = False
@@ -291,6 +294,7 @@ class KpiWorker:
                 for update_key, value in self.published.pop(key, {}).items():
                     self.gauges.remove(value)
                     self.change_filter.forget([update_key])
+                    self.latest_bodies.pop(update_key, None)
         for tp in revoked:
             try:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
@@ -397,6 +401,7 @@ class KpiWorker:
                     headers=cloudevent_headers(update_key, message, f"/kpi-stream/{self.settings.app_id}"),
                 )
                 redis_batch[update_key] = body
+                self.latest_bodies[update_key] = body
                 self.gauges.set(value)
                 sent += 1
         if sent:
@@ -445,7 +450,8 @@ class KpiWorker:
             async def _retry(self) -> None:
                 if worker.redis is not None and not worker.redis.up:
                     if await worker.redis.ping():
-                        await worker.redis.write({})
+                        log.info("redis is back: rewriting %d latest values", len(worker.latest_bodies))
+                        await worker.redis.write(dict(worker.latest_bodies))
 
         return RedisService
 
