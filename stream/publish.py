@@ -8,6 +8,8 @@ message per key is kept (bounded by the number of keys) and written when it is b
 from __future__ import annotations
 
 import logging
+from typing import Callable
+
 import orjson
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -65,15 +67,24 @@ class KpiGauges:
 
 
 class RedisSink:
-    def __init__(self, client, prefix: str, metrics: ProcessorMetrics) -> None:
+    """Latest values in Redis. After any outage -- a failed write, or a Redis that restarted
+    (its run_id changed), possibly empty -- the next successful write rewrites every latest
+    value this worker publishes (`snapshot()`), not only the changes made meanwhile."""
+
+    def __init__(self, client, prefix: str, metrics: ProcessorMetrics, snapshot: Callable[[], dict[str, bytes]]) -> None:
         self.client = client
         self.hash_name = f"{prefix}{REDIS_HASH}"
         self.metrics = metrics
+        self.snapshot = snapshot
         self.backlog: dict[str, bytes] = {}
         self.up = False
+        self.needs_full_write = True
+        self.run_id: str | None = None
 
     async def write(self, messages: dict[str, bytes]) -> None:
         self.backlog.update(messages)
+        if self.needs_full_write:
+            self.backlog = {**self.snapshot(), **self.backlog}
         if not self.backlog:
             return
         try:
@@ -81,23 +92,34 @@ class RedisSink:
         except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
             if self.up:  # say it once per outage, not every round
                 log.warning("redis write failed, %d keys kept for retry: %s", len(self.backlog), error)
-            self.up = False
-            self.metrics.redis_up.set(0)
+            self._down()
             return
         self.backlog.clear()
+        self.needs_full_write = False
         self.up = True
         self.metrics.redis_up.set(1)
 
-    async def ping(self) -> bool:
+    def _down(self) -> None:
+        self.up = False
+        self.needs_full_write = True
+        self.metrics.redis_up.set(0)
+
+    async def check(self) -> None:
+        """Ping; notice a restarted Redis by its run_id; rewrite everything when needed."""
         try:
-            await self.client.ping()
+            run_id = (await self.client.info("server")).get("run_id")
         except Exception:  # noqa: BLE001
-            self.up = False
-            self.metrics.redis_up.set(0)
-            return False
-        self.up = True
-        self.metrics.redis_up.set(1)
-        return True
+            if self.up:
+                log.warning("redis unreachable; values are kept and rewritten when it is back")
+            self._down()
+            return
+        if run_id != self.run_id:
+            if self.run_id is not None:
+                log.info("redis restarted (run_id changed): rewriting every latest value")
+            self.run_id = run_id
+            self.needs_full_write = True
+        if self.needs_full_write or self.backlog:
+            await self.write({})
 
     async def read_all(self) -> dict[str, dict]:
         raw = await self.client.hgetall(self.hash_name)

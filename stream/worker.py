@@ -443,15 +443,14 @@ class KpiWorker:
                 password = worker.settings.redis_password.value or None
                 client = redis_asyncio.from_url(worker.settings.redis_url, password=password,
                                                 socket_timeout=2.0, socket_connect_timeout=2.0)
-                worker.redis = RedisSink(client, worker.settings.topic_prefix, worker.metrics)
-                await worker.redis.ping()
+                worker.redis = RedisSink(client, worker.settings.topic_prefix, worker.metrics,
+                                         snapshot=lambda: dict(worker.latest_bodies))
+                await worker.redis.check()
 
             @faust.Service.timer(2.0)
-            async def _retry(self) -> None:
-                if worker.redis is not None and not worker.redis.up:
-                    if await worker.redis.ping():
-                        log.info("redis is back: rewriting %d latest values", len(worker.latest_bodies))
-                        await worker.redis.write(dict(worker.latest_bodies))
+            async def _check_redis(self) -> None:
+                if worker.redis is not None:
+                    await worker.redis.check()
 
         return RedisService
 
