@@ -54,6 +54,12 @@ class Message:
     value: bytes
 
 
+# Events one draw of the timeline produces on average (a visit may bring an order, a lead its
+# updates and closing): used to size the draws so that `events` is reached near the period's end.
+EVENTS_PER_DRAW = 1.28
+THINNABLE_TOPICS = frozenset({"sales.orders", "sales.visits", "sales.activities"})
+
+
 def now_us(config: GeneratorConfig) -> int:
     """The generator's "now": the end of the simulated period (pin KPI_CLOCK here)."""
     end = parse_rfc3339_us(config.end)
@@ -141,7 +147,8 @@ class _World:
             if outlet.onboards:
                 t = max(outlet.onboarded_us, self.start - 400 * DAY_US)
                 out.append((t, "sales.outlets", self.outlet_event(outlet, t, True)))
-        times = sorted(rng.randint(self.start, self.end) for _ in range(max(0, valid - len(out))))
+        draws = max(0, round((valid - len(out)) / EVENTS_PER_DRAW))
+        times = sorted(rng.randint(self.start, self.end) for _ in range(draws))
         for t in times:
             roll = rng.random()
             if roll < 0.36:
@@ -165,7 +172,13 @@ class _World:
                     outlet.rep = rng.choice(self.reps)
                 out.append((t, "sales.outlets", self.outlet_event(outlet, t, False)))
         out.sort(key=lambda item: item[0])
-        return out[:valid] if len(out) > valid else out
+        if len(out) > valid:
+            # Thin uniformly over the period (orders, visits, activities), never by cutting the
+            # tail: the last days before "now" are what the short windows look at.
+            thinnable = [i for i, (_, topic, _) in enumerate(out) if topic in THINNABLE_TOPICS]
+            dropped = set(rng.sample(thinnable, min(len(thinnable), len(out) - valid)))
+            out = [event for i, event in enumerate(out) if i not in dropped][:valid]
+        return out
 
     def _pick_outlet(self, t: int) -> _Outlet:
         for _ in range(5):

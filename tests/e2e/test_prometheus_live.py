@@ -1,0 +1,223 @@
+"""A real Prometheus (Debian's package) scraping a real worker, with the project's prometheus.yml
+and alert rules: the KPI series arrive in Prometheus with the oracle's values, ActiveAccountsSharpFall
+fires for the territory whose active accounts fall (and only for it), and every Grafana panel query
+matches the worker's live /metrics and is accepted by Prometheus's query API.
+
+The rules are the committed ones with `for:` shortened to a few seconds (render_rules.py
+--live-test); scrape and evaluation intervals are shortened in the copied prometheus.yml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stream import generator
+from stream.localstack import free_port
+from stream.timeparse import format_rfc3339_us
+from tests import dashboards_check as dc
+from tests.e2e.harness import WorkerProcess, produce, unique_names, wait_until, worker_env
+from tests.oracle import OracleSettings, oracle_kpis
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
+
+FALLING, STEADY, RECEIVING = "T-FALL", "T-STEADY", "T-RECEIVE"
+OUTLETS_PER_TERRITORY = 30
+MOVED = 20  # of FALLING's 30 active outlets: 30 -> 10, far below the rule's 95 % of the 3h maximum
+
+
+def _event(doc: dict) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def _territory_traffic(as_of_us: int) -> tuple[list[tuple[str, bytes, bytes]], list[tuple[str, bytes, bytes]]]:
+    """Outlets in FALLING and STEADY, each with an order 3 days before as_of (active over 30d);
+    then the reassignment that moves MOVED of FALLING's outlets to RECEIVING."""
+    def at(days: float) -> str:
+        return format_rfc3339_us(as_of_us - int(timedelta(days=days).total_seconds() * 1_000_000))
+
+    before: list[tuple[str, bytes, bytes]] = []
+    for territory in (FALLING, STEADY):
+        for n in range(OUTLETS_PER_TERRITORY):
+            outlet = f"{territory}-{n:02d}"
+            before.append(("sales.outlets", outlet.encode(), _event({
+                "event_id": f"on-{outlet}", "type": "outlet.onboarded", "occurred_at": at(20),
+                "outlet_id": outlet, "region": "R-LIVE", "territory": territory})))
+            before.append(("sales.orders", outlet.encode(), _event({
+                "event_id": f"ord-{outlet}", "type": "order.placed", "occurred_at": at(3), "outlet_id": outlet,
+                "order_id": f"o-{outlet}", "amount": "12.50", "currency": "USD", "lines": 2})))
+    moves = [("sales.outlets", f"{FALLING}-{n:02d}".encode(), _event({
+        "event_id": f"move-{FALLING}-{n:02d}", "type": "outlet.updated", "occurred_at": at(1),
+        "outlet_id": f"{FALLING}-{n:02d}", "territory": RECEIVING})) for n in range(MOVED)]
+    return before, moves
+
+
+class LocalPrometheus:
+    """Debian's /usr/bin/prometheus on a free port, with a copy of deploy/prometheus/."""
+
+    def __init__(self, workdir: Path, target: str) -> None:
+        self.port = free_port()
+        self.config_dir = workdir / "prometheus"
+        shutil.copytree(PROMETHEUS_DIR, self.config_dir)
+        (self.config_dir / "targets" / "kpi-stream.yml").write_text(yaml.safe_dump([{"targets": [target]}]))
+        config = yaml.safe_load((self.config_dir / "prometheus.yml").read_text())
+        config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+        for job in config["scrape_configs"]:
+            if job["job_name"] == "prometheus":
+                job["static_configs"] = [{"targets": [f"127.0.0.1:{self.port}"]}]
+            for sd in job.get("file_sd_configs", []):
+                sd["refresh_interval"] = "1s"
+        (self.config_dir / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
+        subprocess.run(["python", str(PROMETHEUS_DIR / "render_rules.py"), "--live-test",
+                        str(self.config_dir / "rules" / "kpi-alerts.yml"), "--for", "5s"], check=True, cwd=REPO)
+        self.data_dir = workdir / "prometheus-data"
+        self.log_path = workdir / "prometheus.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "LocalPrometheus":
+        promtool = shutil.which("promtool")
+        assert promtool, "promtool missing (scripts/setup.sh installs Debian's prometheus package)"
+        subprocess.run([promtool, "check", "config", str(self.config_dir / "prometheus.yml")],
+                       check=True, capture_output=True)
+        self.process = subprocess.Popen(
+            [shutil.which("prometheus") or "/usr/bin/prometheus",
+             f"--config.file={self.config_dir / 'prometheus.yml'}", f"--storage.tsdb.path={self.data_dir}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT, start_new_session=True)
+        wait_until(lambda: self._ready() or ["not ready", self.log_tail()], timeout=60, what="prometheus ready")
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def api(self, path: str, **params: str) -> dict:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:  # 400/422 carry a JSON error body
+            return json.loads(error.read())
+
+    def query(self, expr: str) -> list[dict]:
+        answer = self.api("query", query=expr)
+        assert answer["status"] == "success", (expr, answer)
+        return answer["data"]["result"]
+
+    def firing(self, alert: str) -> list[dict]:
+        alerts = self.api("alerts")["data"]["alerts"]
+        return [a["labels"] for a in alerts if a["labels"]["alertname"] == alert and a["state"] == "firing"]
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:]) if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def _territory_gauge(prometheus: LocalPrometheus, territory: str) -> float | None:
+    result = prometheus.query(
+        f'kpi_active_accounts{{job="kpi-stream",scope="territory",scope_id="{territory}",window="30d"}}')
+    return float(result[0]["value"][1]) if result else None
+
+
+def _expected_active(events: list[bytes], as_of: str, territory: str) -> float:
+    expected = oracle_kpis(events, as_of, OracleSettings())
+    return expected.get(f"active_accounts|30d|territory|{territory}", {"value": 0})["value"]
+
+
+def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_broker, redis_server, tmp_path):
+    config = generator.GeneratorConfig(seed=5, events=4000)
+    background = list(generator.generate(config))  # a rich exposition: every KPI family, dead letters
+    as_of_us = generator.now_us(config)
+    as_of = format_rfc3339_us(as_of_us)
+    before, moves = _territory_traffic(as_of_us)
+    events_before = [m.value for m in background] + [value for _, _, value in before]
+    events_after = events_before + [value for _, _, value in moves]
+    expected_before = {t: _expected_active(events_before, as_of, t) for t in (FALLING, STEADY)}
+    expected_after = {t: _expected_active(events_after, as_of, t) for t in (FALLING, STEADY, RECEIVING)}
+    assert expected_before[FALLING] >= 20 and expected_after[FALLING] < 0.95 * expected_before[FALLING]
+    assert expected_after[STEADY] == expected_before[STEADY]
+
+    prefix, app_id = unique_names()
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of)
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    prometheus = None
+    try:
+        wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
+        prometheus = LocalPrometheus(tmp_path, f"127.0.0.1:{worker.web_port}").start()
+        asyncio.run(produce(kafka_broker.bootstrap, [(prefix + m.topic, m.key, m.value) for m in background]
+                            + [(prefix + topic, key, value) for topic, key, value in before]))
+
+        def ingested_before():
+            got = {t: _territory_gauge(prometheus, t) for t in (FALLING, STEADY)}
+            return got == expected_before or [got, expected_before]
+
+        wait_until(ingested_before, timeout=120, interval=1, what="Prometheus to hold the oracle's active accounts")
+        up = prometheus.query('up{job="kpi-stream"}')
+        assert [float(s["value"][1]) for s in up] == [1.0]
+        assert prometheus.firing("ActiveAccountsSharpFall") == []
+
+        # Dashboards, against this worker's live exposition and this Prometheus's query engine.
+        status, metrics_text = worker.get("/metrics")
+        assert status == 200
+        problems = dc.check_dashboard_queries(DASHBOARDS, metrics_text.decode())
+        assert problems == [], "\n".join(problems)
+        rejected = []
+        for dashboard in dc.load_dashboards(DASHBOARDS):
+            variables = dc._variable_values(dashboard)
+            for where, expr, _legend in dc.iter_queries(dashboard):
+                for expanded in dc.expand(expr, variables)[0]:
+                    answer = prometheus.api("query", query=expanded)
+                    if answer["status"] != "success":
+                        rejected.append((where, expanded, answer.get("error")))
+        assert rejected == []
+
+        time.sleep(3)  # a few samples at the peak, so the 3h maximum is the "before" value
+        asyncio.run(produce(kafka_broker.bootstrap, [(prefix + topic, key, value) for topic, key, value in moves]))
+
+        def ingested_after():
+            got = {t: _territory_gauge(prometheus, t) for t in (FALLING, STEADY, RECEIVING)}
+            return got == expected_after or [got, expected_after]
+
+        wait_until(ingested_after, timeout=60, interval=1, what="Prometheus to hold the fallen active accounts")
+
+        def sharp_fall_fires_for_falling_territory():
+            # The generator's own territories may legitimately fall too (its outlets move);
+            # of ours, only the one that lost outlets may fire.
+            fired = prometheus.firing("ActiveAccountsSharpFall")
+            ours = sorted(labels["scope_id"] for labels in fired if labels["scope_id"] in (FALLING, STEADY, RECEIVING))
+            return ours == [FALLING] or [ours, fired]
+
+        wait_until(sharp_fall_fires_for_falling_territory, timeout=60, interval=1,
+                   what="ActiveAccountsSharpFall firing for the falling territory, not the steady one")
+        assert worker.alive(), worker.log_tail()
+    finally:
+        if prometheus is not None:
+            prometheus.stop()
+        worker.stop()
