@@ -15,6 +15,7 @@ their order), and all its scopes are sent again. Partials are absolute, so resen
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -110,6 +111,7 @@ class KpiWorker:
         self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
         self.redis: RedisSink | None = None
         self.recovered = False
+        self.kafka_up = True
         self.last_as_of_us: int | None = None
         self.app = self._build_app()
 
@@ -140,6 +142,7 @@ class KpiWorker:
             producer_acks=-1,
             table_cleanup_interval=3600.0,
         )
+        _drain_producer_buffer_fully(app.producer.buffer)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.updates_topic = app.topic(t.updates, internal=False)
@@ -163,6 +166,7 @@ class KpiWorker:
         app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval_seconds, name="publish-kpis")(self._publish_round)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
+        app.timer(2.0, name="check-kafka")(self._check_kafka)
         app.service(self._redis_service())
         self._add_pages(app)
         return app
@@ -238,16 +242,23 @@ class KpiWorker:
 
     def _make_rebuild(self, family: Family):
         async def rebuild() -> None:
+            # Every assigned partition is rebuilt from the facts table, also one that already has
+            # an engine: Faust may deliver a newly assigned partition's events before this callback
+            # runs, and the engine created for them then lacks the partition's history. Those
+            # events' facts are in the table already, so the rebuilt engine has them too.
             assigned = self._assigned_partitions(FAMILY_TOPICS[family][0])
-            for (fam, partition) in list(self.entities):
-                if fam is family and partition not in assigned:
-                    del self.entities[(fam, partition)]
-            missing = assigned - {p for (fam, p) in self.entities if fam is family}
-            if not missing:
+            previous = {p: self.entities.pop((fam, p)) for (fam, p) in list(self.entities) if fam is family}
+            if not assigned:
                 self.recovered = True
                 return
             started = time.perf_counter()
-            engines = {p: self._entity_partition(family, p).engine for p in missing}
+            engines = {}
+            for p in assigned:
+                entity = self._entity_partition(family, p)
+                if p in previous:  # same generation: keep the partial sequence growing
+                    entity.sequence = previous[p].sequence
+                engines[p] = entity.engine
+            missing = assigned
             facts = 0
             for value in self.fact_tables[family].data.values():
                 partition, ref_us, raw = _stored(value)
@@ -338,7 +349,11 @@ class KpiWorker:
             partial = orjson.loads(message.value)
             entry = self.scopes.get(key)
             if entry is None:
-                entry = self.scopes[key] = ScopePartials(message.partition)
+                # Not rebuilt yet (a partial can arrive before the recovery callback): start from
+                # what the table holds, or the write below would drop the other sources' partials.
+                data = self.partials_table.data
+                entry = self.scopes[key] = _scope_partials(
+                    message.partition, [data.get(message.key), data.get(tuple(key))])
             source, version = partial["p"], (partial["g"], partial["n"])
             if version < entry.versions.get(source, (-1, -1)):
                 continue  # a previous owner's late partial
@@ -359,15 +374,16 @@ class KpiWorker:
         for key, entry in list(self.scopes.items()):
             if entry.own_partition not in assigned:
                 del self.scopes[key]
+        # One scope can be stored under two key forms (bytes as written, a tuple after changelog
+        # recovery, see `_stored`): merge them, per source the newest version.
+        stored_by_scope: dict[tuple, list] = {}
         for raw_key, value in self.partials_table.data.items():
-            stored = _stored(value)
-            if stored["part"] not in assigned:
-                continue
-            key = tuple(_stored(raw_key))
-            entry = self.scopes[key] = ScopePartials(stored["part"])
-            entry.by_source = {int(p): decode_vector(v) for p, v in stored["by"].items()}
-            entry.versions = {int(p): tuple(v) for p, v in stored.get("ver", {}).items()}
-            self.dirty_scopes.add(key)
+            stored_by_scope.setdefault(tuple(_stored(raw_key)), []).append(value)
+        for key, values in stored_by_scope.items():
+            entry = _scope_partials(_stored(values[0])["part"], values)
+            if entry.own_partition in assigned:
+                self.scopes[key] = entry
+                self.dirty_scopes.add(key)
 
     def _assigned_partitions_full(self, topic: str) -> set[int]:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
@@ -454,11 +470,28 @@ class KpiWorker:
 
         return RedisService
 
+    async def _check_kafka(self) -> None:
+        """Can the worker reach the cluster? (a metadata round trip through its producer's client)"""
+        producer = getattr(self.app.producer, "_producer", None)  # faust's aiokafka producer, once started
+        if producer is None:
+            return
+        try:
+            reachable = bool(await asyncio.wait_for(producer.client.force_metadata_update(), timeout=5.0))
+        except Exception:  # noqa: BLE001 - any failure means: not reachable now
+            reachable = False
+        if reachable != self.kafka_up:
+            if reachable:
+                log.info("kafka reachable again: consuming resumes")
+            else:
+                log.warning("kafka unreachable: the worker waits (nothing is consumed or committed)")
+        self.kafka_up = reachable
+
     def readiness(self) -> dict[str, Any]:
         app = self.app
         return {
             "recovered": self.recovered,
             "rebalancing": bool(app.rebalancing),
+            "kafka": self.kafka_up,
             "redis": bool(self.redis and self.redis.up),
             "entity_partitions": len(self.entities),
             "scopes": len(self.scopes),
@@ -479,7 +512,7 @@ class KpiWorker:
         @app.page("/ready")
         async def ready_page(view, request):
             state = worker.readiness()
-            ready = state["recovered"] and not state["rebalancing"]
+            ready = state["recovered"] and not state["rebalancing"] and state["kafka"]
             worker.metrics.ready.set(1 if ready else 0)
             # Redis down does not make the worker unready: it keeps consuming and catches Redis
             # up later; the state is reported so operators can see it.
@@ -511,6 +544,45 @@ def _stored(value):
 def _raw_schema() -> faust.Schema:
     """Table keys and values are bytes we encode ourselves, in the changelog and after recovery."""
     return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def _scope_partials(partition: int, stored_values: list) -> ScopePartials:
+    """A scope's partials from the scope-partials table's stored values for it (None: absent),
+    keeping for each source partition the partial with the newest (generation, sequence)."""
+    entry = ScopePartials(partition)
+    for value in stored_values:
+        if value is None:
+            continue
+        stored = _stored(value)
+        versions = stored.get("ver", {})
+        for source, vector in stored["by"].items():
+            version = tuple(versions.get(source, (-1, -1)))
+            if version >= entry.versions.get(int(source), (-1, -1)):
+                entry.by_source[int(source)] = decode_vector(vector)
+                entry.versions[int(source)] = version
+    return entry
+
+
+def _drain_producer_buffer_fully(buffer) -> None:
+    """Make `ProducerBuffer.flush()` wait until the buffer is empty.
+
+    Faust commits offsets (and finishes a revocation) after `producer.flush()`, but faust 0.15.3's
+    buffer flush gives up as soon as no message left the buffer for 0.1 s -- with table
+    (changelog) writes still queued when the event loop is busy. Offsets then got committed ahead
+    of the facts they stood for, and a partition handed over in a rebalance lost those facts
+    (seen in the two-worker end-to-end test under load). Here flush returns only when the buffer
+    is empty, or raises if the producer stopped with messages left in it."""
+    async def flush() -> None:
+        while buffer.size:
+            if buffer.state != "running":
+                raise RuntimeError(f"producer stopped with {buffer.size} unsent messages in its buffer")
+            buffer.message_sent.clear()
+            try:
+                await asyncio.wait_for(buffer.message_sent.wait(), timeout=1.0)
+            except asyncio.TimeoutError:
+                log.warning("producer buffer: %d messages still waiting to be sent", buffer.size)
+
+    buffer.flush = flush
 
 
 def _credentials(settings: ServiceSettings):
