@@ -103,13 +103,16 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> flo
 
 
 def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, total: int, as_of: str,
-                      workdir: Path, workers: int) -> float:
-    """Events/s from worker start until every input event is consumed and published."""
+                      workdir: Path, workers: int, profile: Path | None = None) -> float:
+    """Events/s from worker start until every input event is consumed and published.
+    With `profile`, the (first) worker runs under cProfile and its stats are written there."""
     from tests.e2e.harness import counter_total
 
     env = worker_env(bootstrap, redis_url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
                      KPI_PARTITIONS=os.environ.get("BENCH_PARTITIONS", "4"), KPI_LOG_LEVEL="WARNING")
-    procs = [WorkerProcess(env, workdir / f"worker{i}.log").start() for i in range(workers)]
+    procs = [WorkerProcess(env, workdir / f"worker{i}.log",
+                           python_args=["-m", "cProfile", "-o", str(profile)] if profile and i == 0 else []).start()
+             for i in range(workers)]
     started = time.perf_counter()
     try:
         while True:
@@ -139,6 +142,8 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--outlets", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--profile", type=Path, help="run the worker under cProfile, write stats here, print the top")
+    parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
     broker = KafkaBroker().start(workdir / "kafka")
@@ -166,9 +171,18 @@ def main() -> int:
         asyncio.run(load())
         total = len(messages)
         topics = [prefix + t for t in INPUTS]
-        a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
-        b = faust_ceiling(broker.bootstrap, prefix, total, workdir)
-        c = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers)
+        if args.skip_ceilings:
+            a = b = float("nan")
+        else:
+            a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
+            b = faust_ceiling(broker.bootstrap, prefix, total, workdir)
+        c = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
+                              profile=args.profile)
+        if args.profile:
+            import pstats
+
+            print(f"profile of the worker (cProfile, {args.profile}), top 30 by own time:")
+            pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
         print(f"command: {' '.join(sys.argv)}")
         print(f"machine: {machine()}")
         print(f"events: {total}")

@@ -31,11 +31,13 @@ class WorkerProcess:
     log_path: Path
     web_port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
+    # interpreter options before `-m stream worker`, e.g. ["-m", "cProfile", "-o", "out.prof"]
+    python_args: list[str] = field(default_factory=list)
 
     def start(self) -> "WorkerProcess":
         env = dict(self.env, KPI_WEB_PORT=str(self.web_port), KPI_WEB_HOST="127.0.0.1")
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "stream", "worker"], env=env, cwd=REPO,
+        self.process = subprocess.Popen([sys.executable, *self.python_args, "-m", "stream", "worker"], env=env, cwd=REPO,
                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         return self
 
