@@ -258,7 +258,6 @@ class KpiWorker:
                 if p in previous:  # same generation: keep the partial sequence growing
                     entity.sequence = previous[p].sequence
                 engines[p] = entity.engine
-            missing = assigned
             facts = 0
             for value in self.fact_tables[family].data.values():
                 partition, ref_us, raw = _stored(value)
@@ -273,7 +272,7 @@ class KpiWorker:
                 engine.apply(event)
                 self.clock.observe(event.occurred_us)
                 facts += 1
-            log.info("rebuilt %s partitions %s from %d facts in %.2fs", family.value, sorted(missing),
+            log.info("rebuilt %s partitions %s from %d facts in %.2fs", family.value, sorted(assigned),
                      facts, time.perf_counter() - started)
             self.recovered = True
         return rebuild

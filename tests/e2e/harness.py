@@ -120,6 +120,12 @@ async def latest_updates(bootstrap: str, topic: str) -> dict[str, dict]:
     return latest
 
 
+def redis_records(client, prefix: str) -> dict[str, dict]:
+    """The latest values a run left in Redis, in the oracle's record form."""
+    raw = client.hgetall(f"{prefix}kpi:latest")
+    return as_records({k.decode(): orjson.loads(v) for k, v in raw.items()})
+
+
 def as_records(messages: dict[str, dict]) -> dict[str, dict]:
     return {key: {"value": m["value"], "numerator": m["numerator"], "denominator": m["denominator"]}
             for key, m in messages.items()}

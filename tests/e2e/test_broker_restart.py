@@ -14,6 +14,7 @@ from stream import generator
 from stream.localstack import KafkaBroker
 from stream.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
+    redis_records,
     WorkerProcess, as_records, latest_updates, produce, unique_names, wait_until, worker_env,
 )
 from tests.kpi_compare import kpi_differences
@@ -61,8 +62,7 @@ def test_broker_restart_mid_run_loses_nothing_and_ready_reports_kafka(redis_serv
 
         def redis_matches():
             assert worker.alive(), worker.log_tail()
-            raw = client.hgetall(f"{prefix}kpi:latest")
-            return kpi_differences(as_records({k.decode(): orjson.loads(v) for k, v in raw.items()}), expected)
+            return kpi_differences(redis_records(client, prefix), expected)
 
         wait_until(redis_matches, timeout=240, interval=2, what="Redis equal to the oracle after the broker restart")
         wait_until(lambda: _ready_state(worker)[0] == 200 or [_ready_state(worker)], timeout=60,

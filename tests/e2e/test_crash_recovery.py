@@ -15,12 +15,11 @@ import os
 import random
 import time
 
-import orjson
 import pytest
 
 from stream import generator
 from stream.timeparse import format_rfc3339_us
-from tests.e2e.harness import WorkerProcess, as_records, produce, unique_names, wait_until, worker_env
+from tests.e2e.harness import redis_records, WorkerProcess, produce, unique_names, wait_until, worker_env
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
 
@@ -59,8 +58,7 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
 
         def redis_values():
             assert worker.alive(), worker.log_tail()
-            raw = client.hgetall(f"{prefix}kpi:latest")
-            return kpi_differences(as_records({k.decode(): orjson.loads(v) for k, v in raw.items()}), expected)
+            return kpi_differences(redis_records(client, prefix), expected)
 
         wait_until(redis_values, timeout=300, interval=2, what=f"values equal to the oracle after {KILLS} kills")
     finally:

@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import orjson
 import pytest
 
 from stream import generator
 from stream.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
+    redis_records,
     WorkerProcess, as_records, gauge_values, latest_updates, produce, unique_names, wait_until, worker_env,
 )
 from tests.kpi_compare import kpi_differences
@@ -79,14 +79,12 @@ def test_kill_restart_and_a_third_worker_joining_mid_run_publish_the_oracle_valu
         def redis_matches():
             for worker in workers:
                 assert worker.alive(), worker.log_tail()
-            raw = client.hgetall(f"{prefix}kpi:latest")
-            return kpi_differences(as_records({k.decode(): orjson.loads(v) for k, v in raw.items()}), expected)
+            return kpi_differences(redis_records(client, prefix), expected)
 
         try:
             wait_until(redis_matches, timeout=240, interval=2, what="Redis equal to the oracle after the rebalances")
         except AssertionError:
-            raw = client.hgetall(f"{prefix}kpi:latest")
-            problems = kpi_differences(as_records({k.decode(): orjson.loads(v) for k, v in raw.items()}), expected,
+            problems = kpi_differences(redis_records(client, prefix), expected,
                                        limit=100_000)
             (tmp_path / "differences.txt").write_text("\n".join(problems))
             raise

@@ -13,6 +13,7 @@ from stream import generator
 from stream.localstack import RedisServer
 from stream.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
+    redis_records,
     WorkerProcess, as_records, latest_updates, produce, unique_names, wait_until, worker_env,
 )
 from tests.kpi_compare import kpi_differences
@@ -61,8 +62,7 @@ def test_redis_outage_loses_nothing_and_redis_catches_up(kafka_broker, tmp_path)
         own_redis.start(tmp_path / "redis")  # same port, empty: everything must be rewritten
 
         def redis_matches():
-            raw = client.hgetall(f"{prefix}kpi:latest")
-            return kpi_differences(as_records({k.decode(): orjson.loads(v) for k, v in raw.items()}), expected)
+            return kpi_differences(redis_records(client, prefix), expected)
 
         wait_until(redis_matches, timeout=60, interval=1, what="Redis caught up after the outage")
     finally:
