@@ -25,6 +25,8 @@ class ProcessorMetrics:
     ignored: Counter  # labels: reason (duplicate, already_closed)
     late_corrections: Counter  # labels: family
     consumer_lag: Gauge  # labels: topic, partition
+    offset_holes: Counter  # labels: topic
+    offset_gaps: Counter  # labels: topic
     publish_latency: Histogram  # event produced -> KPI update published
     state_entities: Gauge  # labels: kind
     last_publish: Gauge
@@ -52,6 +54,14 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         late_corrections=Counter(
             "kpi_stream_late_corrections", "Accepted events whose slot is older than the current slot "
             "(they correct already published windows)", ["family"], registry=registry,
+        ),
+        offset_holes=Counter(
+            "kpi_stream_offset_holes", "Times faust delivered a message past offsets not yet applied "
+            "and the worker re-read the partition from the first missing one", ["topic"], registry=registry,
+        ),
+        offset_gaps=Counter(
+            "kpi_stream_offset_gaps", "Offset ranges with no messages even after re-reading "
+            "(transaction markers, compaction), accepted as gaps", ["topic"], registry=registry,
         ),
         consumer_lag=Gauge(
             "kpi_stream_consumer_lag", "Messages behind the end of each assigned input partition",

@@ -210,7 +210,10 @@ class ScopeRollup:
             now = self.cells.values[cell]
             before = self.propagated.get(cell)
             delta = list(now) if before is None else [a - b for a, b in zip(now, before)]
-            if not any(delta):
+            # A cell seen for the first time marks its scopes dirty even when it nets to zero: an
+            # engine rebuilt after a crash must still send its (zero) vector for such a scope, or
+            # stage 2 keeps the previous owner's non-zero vector for this source forever.
+            if before is not None and not any(delta):
                 continue
             self.propagated[cell] = list(now)
             changes = [(index, d) for index, d in enumerate(delta) if d]

@@ -24,6 +24,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka.structs import TopicPartition
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .clock import Clock, clock_for, reference_instant_us
@@ -31,6 +32,7 @@ from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
+from .offsets import Admission, OffsetLedger
 from .metrics import ProcessorMetrics, build_processor_metrics
 from .publish import KpiGauges, RedisSink
 from .topics import TopicNames
@@ -113,6 +115,7 @@ class KpiWorker:
         self.recovered = False
         self.kafka_up = True
         self.last_as_of_us: int | None = None
+        self.ledger = OffsetLedger()
         self.app = self._build_app()
 
     # -- app -----------------------------------------------------------------------------------
@@ -163,6 +166,7 @@ class KpiWorker:
         app.agent(self.partials_topic, name="scope-stage")(self._scope_agent)
         self.partials_table.on_recover(self._crash_on_error(self._rebuild_scopes))
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval_seconds, name="publish-kpis")(self._publish_round)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
@@ -185,6 +189,8 @@ class KpiWorker:
             await self._handle_input(None, event.message)
 
     async def _handle_input(self, family: Family | None, message) -> None:
+        if not await self._admit(message):
+            return
         raw: bytes = message.value if message.value is not None else b""
         timestamp_ms = int(round(message.timestamp * 1000)) if message.timestamp else None
         ref_us = reference_instant_us(self.kpi.clock, timestamp_ms)
@@ -219,6 +225,43 @@ class KpiWorker:
         self.fact_tables[family][fact_key] = orjson.dumps([message.partition, event.ref_us, raw.decode()])
         if timestamp_ms is not None and (entity.oldest_unsent_ms is None or timestamp_ms < entity.oldest_unsent_ms):
             entity.oldest_unsent_ms = timestamp_ms
+
+    async def _admit(self, message) -> bool:
+        """Apply each consumed partition's offsets strictly in order (see stream/offsets.py)."""
+        tp = message.tp
+        if not self.ledger.known(tp):
+            generation = self._generation()
+            start = await self._committed_or_earliest(tp)
+            if self._generation() != generation or tp not in self.app.consumer.assignment():
+                return False  # rebalanced while we asked: the next assignment starts afresh
+            self.ledger.start(tp, start)
+        admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
+        if admission is Admission.APPLY:
+            return True
+        if admission is Admission.SEEK:
+            log.warning("offsets: %s[%s] delivered offset %s before %s..%s were applied; re-reading from %s",
+                        tp.topic, tp.partition, message.offset, expected, message.offset - 1, expected)
+            self.metrics.offset_holes.labels(tp.topic).inc()
+            await self.app.consumer.seek_wait({tp: expected})
+        elif admission is Admission.GAP:
+            log.warning("offsets: %s[%s] has no messages at %s..%s after re-reading twice; going on",
+                        tp.topic, tp.partition, expected, message.offset - 1)
+            self.metrics.offset_gaps.labels(tp.topic).inc()
+            await self._faust_add_gap(tp, expected, message.offset - 1)
+            return True
+        return False
+
+    async def _faust_add_gap(self, tp, offset_from: int, offset_to: int) -> None:
+        await self.app.consumer._kpi_add_gap(tp, offset_from, offset_to)
+
+    async def _committed_or_earliest(self, tp) -> int:
+        thread = self.app.consumer._thread
+        aiokafka_consumer = thread._ensure_consumer()
+        committed = await thread.call_thread(aiokafka_consumer.committed, TopicPartition(tp.topic, tp.partition))
+        if committed is not None:
+            return committed
+        earliest = await self.app.consumer.earliest_offsets(TopicPartition(tp.topic, tp.partition))
+        return next(iter(earliest.values()), 0) or 0
 
     async def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
         record = rejection_record(
@@ -292,8 +335,17 @@ class KpiWorker:
         full = self.topics.input(topic_name)
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == full}
 
+    def _agent_topics(self) -> set[str]:
+        return {self.topics.input(name) for name in (*TYPE_TOPIC.values(), "sales.events")} | {self.topics.partials}
+
+    async def _on_assigned(self, app, assigned, **kwargs) -> None:
+        consumer = app.consumer
+        if not getattr(consumer, "_kpi_commits_guarded", False):
+            _commit_only_applied_offsets(consumer, self.ledger, self._agent_topics())
+
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
+        self.ledger.forget(revoked)
         for (family, partition) in list(self.entities):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.entities[(family, partition)]
@@ -343,6 +395,8 @@ class KpiWorker:
     async def _scope_agent(self, stream) -> None:
         async for event in stream.events():
             message = event.message
+            if not await self._admit(message):
+                continue
             family, scope_type, scope_id = orjson.loads(message.key)
             key = (family, scope_type, scope_id)
             partial = orjson.loads(message.value)
@@ -443,8 +497,7 @@ class KpiWorker:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet
                 continue
-            read = consumer._read_offset.get(tp)  # faust keeps the last read offset here
-            position = (read + 1) if read is not None else 0
+            position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
@@ -582,6 +635,37 @@ def _drain_producer_buffer_fully(buffer) -> None:
                 log.warning("producer buffer: %d messages still waiting to be sent", buffer.size)
 
     buffer.flush = flush
+
+
+def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:
+    """Commit offsets of the agents' topics only up to the ledger's next unapplied offset.
+
+    Faust 0.15.3 decides what to commit from the offsets its streams acked, and also counts as
+    done every offset it did not see between two it did (`_add_gap`, meant for compacted topics)
+    -- with a committed offset of None or 0 it does not even check that the acked offsets start
+    where the committed ones end. On the agents' topics the ledger knows which offsets were
+    really applied (stream/offsets.py), so faust's own gap filling is switched off there and its
+    commit is capped at the ledger; a gap the ledger accepted is handed to faust explicitly."""
+    new_offset = consumer._new_offset
+    add_gap = consumer._add_gap
+
+    def capped_new_offset(tp):
+        if tp.topic not in topics:
+            return new_offset(tp)
+        limit = ledger.commit_limit(tp)
+        if limit is None:
+            return None
+        offset = new_offset(tp)
+        return None if offset is None else min(offset, limit)
+
+    async def gap_outside_agent_topics(tp, offset_from: int, offset_to: int) -> None:
+        if tp.topic not in topics:
+            await add_gap(tp, offset_from, offset_to)
+
+    consumer._new_offset = capped_new_offset
+    consumer._add_gap = gap_outside_agent_topics
+    consumer._kpi_add_gap = add_gap
+    consumer._kpi_commits_guarded = True
 
 
 def _credentials(settings: ServiceSettings):

@@ -1,0 +1,85 @@
+"""Which offsets of each consumed topic-partition this worker has applied, strictly in order.
+
+Why this exists: faust-streaming 0.15.3 can deliver a partition's messages starting *past*
+offsets it never delivered, and then commit past them. Seen in the crash tests: after a
+rebalance, a partition with no committed offset yet (faust treats committed 0 the same) is not
+sought back, a batch fetched before the seek arrives starting at offset 500, and faust's commit
+check -- "the lowest acked offset must follow the committed one" -- is skipped when the committed
+offset is None or 0. Those 500 events were never applied and never re-read.
+
+So the agents admit each message through an `OffsetLedger`: a message at the partition's next
+offset is applied; one below it was applied already (a re-read after a seek); one above it means
+a hole -- skipped, and the partition is sought back to the hole (re-reading is harmless: applying
+an event is idempotent). Offsets are committed only up to the next unapplied offset.
+
+A hole that stays after re-reading is a real gap in the log (a transaction marker, a compacted
+topic): after `max_seeks` re-reads `accept_after` seconds apart the ledger accepts it, and the
+caller counts and logs it. No Faust or Kafka imports: time is passed in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Hashable
+
+
+class Admission(Enum):
+    APPLY = "apply"  # the next offset: apply it
+    REPEAT = "repeat"  # applied already in this assignment (or committed before it): skip
+    SEEK = "seek"  # a hole before this offset: skip it and seek back to `next_offset`
+    WAIT = "wait"  # a hole, and a seek back is under way: skip it
+    GAP = "gap"  # a hole that re-reading did not fill: accept it and apply this offset
+
+
+@dataclass(slots=True)
+class PartitionCursor:
+    next_offset: int
+    seeks: int = 0
+    last_seek_at: float = float("-inf")
+
+
+class OffsetLedger:
+    def __init__(self, max_seeks: int = 2, accept_after: float = 3.0) -> None:
+        self.max_seeks = max_seeks
+        self.accept_after = accept_after
+        self.cursors: dict[Hashable, PartitionCursor] = {}
+
+    def known(self, tp: Hashable) -> bool:
+        return tp in self.cursors
+
+    def start(self, tp: Hashable, next_offset: int) -> None:
+        """The partition was (re)assigned: offsets below `next_offset` are committed."""
+        self.cursors[tp] = PartitionCursor(next_offset)
+
+    def forget(self, tps) -> None:
+        for tp in tps:
+            self.cursors.pop(tp, None)
+
+    def next_offset(self, tp: Hashable) -> int | None:
+        cursor = self.cursors.get(tp)
+        return None if cursor is None else cursor.next_offset
+
+    def admit(self, tp: Hashable, offset: int, now: float) -> tuple[Admission, int]:
+        """Decide what to do with the message at `offset`; also returns the expected offset."""
+        cursor = self.cursors[tp]
+        expected = cursor.next_offset
+        if offset == expected:
+            cursor.next_offset = offset + 1
+            cursor.seeks = 0
+            return Admission.APPLY, expected
+        if offset < expected:
+            return Admission.REPEAT, expected
+        if now - cursor.last_seek_at < self.accept_after:
+            return Admission.WAIT, expected
+        if cursor.seeks >= self.max_seeks:
+            cursor.next_offset = offset + 1
+            cursor.seeks = 0
+            return Admission.GAP, expected
+        cursor.seeks += 1
+        cursor.last_seek_at = now
+        return Admission.SEEK, expected
+
+    def commit_limit(self, tp: Hashable) -> int | None:
+        """The highest offset that may be committed (exclusive), None if nothing is known."""
+        return self.next_offset(tp)
