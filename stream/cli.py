@@ -14,17 +14,35 @@ from .config import ConfigError, KpiSettings, ServiceSettings
 log = logging.getLogger("stream")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactingFormatter(logging.Formatter):
+    """Writes `****` in place of each secret in every formatted line, tracebacks included.
+
+    Our code never logs a secret, but libraries at DEBUG print what they send: aiokafka prints
+    each SASL request, and with SASL PLAIN that holds the password itself."""
+
+    def __init__(self, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(_LOG_FORMAT)
+        self.secrets = sorted({secret for secret in secrets if secret}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        for secret in self.secrets:
+            text = text.replace(secret, "****")
+        return text
+
+
+def _setup_logging(level: str, secrets: tuple[str, ...] = ()) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter(secrets))
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = ServiceSettings.from_env()
-    _setup_logging(settings.log_level)
+    _setup_logging(settings.log_level, settings.secret_values())
     from aiokafka.admin import AIOKafkaAdminClient
     from faust.worker import Worker
 
@@ -35,7 +53,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     asyncio.set_event_loop(loop)
 
     async def prepare() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **_kafka_security(settings))
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, **settings.kafka_client_options())
         await admin.start()
         try:
             await ensure_topics(admin, TopicNames(settings.topic_prefix, settings.app_id),
@@ -43,7 +61,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await admin.close()
 
-    loop.run_until_complete(prepare())
+    try:
+        loop.run_until_complete(prepare())
+    except Exception:  # noqa: BLE001 - say why in the log (redacted), then exit non-zero
+        log.exception("worker not started: creating or checking its topics on Kafka %s failed "
+                      "(address, TLS or authentication: see the errors above)", settings.kafka_bootstrap)
+        return 1
     kpi_worker = KpiWorker(settings)
     log.info("worker starting: app=%s kafka=%s web=:%d clock=%s", settings.app_id, settings.kafka_bootstrap,
              settings.web_port, settings.kpi.clock.mode)
@@ -51,22 +74,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
                     override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
     return 0
-
-
-def _kafka_security(settings: ServiceSettings) -> dict:
-    protocol = settings.kafka_security_protocol.upper()
-    if protocol == "PLAINTEXT":
-        return {}
-    import ssl
-
-    options: dict = {"security_protocol": protocol}
-    if protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.kafka_ssl_cafile or None)
-    if protocol.startswith("SASL"):
-        options.update(sasl_mechanism=settings.kafka_sasl_mechanism or "SCRAM-SHA-512",
-                       sasl_plain_username=settings.kafka_username,
-                       sasl_plain_password=settings.kafka_password.value)
-    return options
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -79,7 +86,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    _setup_logging("INFO")
+    # the broker address from --kafka; how to authenticate from the same variables as the worker
+    settings = ServiceSettings.from_env() if args.kafka else None
+    _setup_logging("INFO", settings.secret_values() if settings else ())
     from . import generator
 
     config = generator.GeneratorConfig(
@@ -94,7 +103,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     if not args.kafka:
         print("generate: give --out FILE or --kafka BOOTSTRAP", file=sys.stderr)
         return 2
-    counts = asyncio.run(generator.produce(messages, args.kafka, args.rate, topic_prefix=args.topic_prefix))
+    counts = asyncio.run(generator.produce(messages, args.kafka, args.rate, topic_prefix=args.topic_prefix,
+                                           **settings.kafka_client_options()))
     log.info("produced %s", counts)
     return 0
 

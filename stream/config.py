@@ -166,6 +166,32 @@ class ServiceSettings:
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
+    def secret_values(self) -> tuple[str, ...]:
+        """The passwords, to be blanked out of every log line (a password written into REDIS_URL
+        too, though REDIS_PASSWORD is where it belongs)."""
+        from urllib.parse import unquote, urlparse  # local: config must stay import-light
+
+        in_url = urlparse(self.redis_url).password or ""
+        values = (self.kafka_password.value, self.redis_password.value, in_url, unquote(in_url))
+        return tuple(dict.fromkeys(value for value in values if value))
+
+    def kafka_client_options(self) -> dict:
+        """Security keyword arguments for aiokafka clients (admin, producer, consumer): the same
+        settings the worker's Faust app gets through `broker_credentials`."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        import ssl  # local: config must stay import-light
+
+        options: dict = {"security_protocol": protocol}
+        if protocol in ("SSL", "SASL_SSL"):
+            options["ssl_context"] = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        if protocol.startswith("SASL"):
+            options.update(sasl_mechanism=self.kafka_sasl_mechanism or "SCRAM-SHA-512",
+                           sasl_plain_username=self.kafka_username,
+                           sasl_plain_password=self.kafka_password.value)
+        return options
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ServiceSettings":
         env = os.environ if env is None else env
@@ -176,12 +202,13 @@ class ServiceSettings:
         interval = float(env.get("KPI_PUBLISH_INTERVAL", "1.0"))
         if interval <= 0:
             raise ConfigError("KPI_PUBLISH_INTERVAL must be positive (seconds)")
+        protocol, mechanism = _kafka_security(env)
         return cls(
             kpi=KpiSettings.from_env(env),
             app_id=env.get("KPI_APP_ID", "kpi-stream"),
             kafka_bootstrap=env.get("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092"),
-            kafka_security_protocol=env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-            kafka_sasl_mechanism=env.get("KAFKA_SASL_MECHANISM", ""),
+            kafka_security_protocol=protocol,
+            kafka_sasl_mechanism=mechanism,
             kafka_username=env.get("KAFKA_USERNAME", ""),
             kafka_password=SecretStr(env.get("KAFKA_PASSWORD", "")),
             kafka_ssl_cafile=env.get("KAFKA_SSL_CAFILE", ""),
@@ -201,6 +228,26 @@ class ServiceSettings:
         )
 
 
+_KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def _kafka_security(env: Mapping[str, str]) -> tuple[str, str]:
+    """KAFKA_SECURITY_PROTOCOL and KAFKA_SASL_MECHANISM, checked: a misspelt protocol must not
+    quietly become a plaintext connection, and SASL without a user cannot work."""
+    protocol = env.get("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+    if protocol not in _KAFKA_PROTOCOLS:
+        raise ConfigError(f"KAFKA_SECURITY_PROTOCOL must be one of {', '.join(_KAFKA_PROTOCOLS)}: {protocol!r}")
+    mechanism = env.get("KAFKA_SASL_MECHANISM", "").strip().upper()
+    if protocol.startswith("SASL"):
+        mechanism = mechanism or "SCRAM-SHA-512"
+        if mechanism not in _SASL_MECHANISMS:
+            raise ConfigError(f"KAFKA_SASL_MECHANISM must be one of {', '.join(_SASL_MECHANISMS)}: {mechanism!r}")
+        if not env.get("KAFKA_USERNAME") or not env.get("KAFKA_PASSWORD"):
+            raise ConfigError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_USERNAME and KAFKA_PASSWORD")
+    return protocol, mechanism
+
+
 # (variable, default, meaning): rendered into the README's configuration table.
 SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_SLOT_SECONDS", "60", "slot length R in seconds; windows are whole slots aligned to the Unix epoch"),
@@ -215,12 +262,12 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_APP_ID", "kpi-stream", "Faust application id = consumer group and prefix of internal topics"),
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),
-    ("KAFKA_SASL_MECHANISM", "(empty)", "e.g. SCRAM-SHA-512 when SASL is used"),
+    ("KAFKA_SASL_MECHANISM", "(empty)", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (the default when SASL is used)"),
     ("KAFKA_USERNAME", "(empty)", "SASL user"),
     ("KAFKA_PASSWORD", "(empty)", "SASL password (secret: never logged)"),
-    ("KAFKA_SSL_CAFILE", "(empty)", "CA bundle for TLS to Kafka"),
-    ("REDIS_URL", "redis://localhost:6379/0", "Redis for latest values (`rediss://` for TLS)"),
-    ("REDIS_PASSWORD", "(empty)", "Redis password (secret: never logged)"),
+    ("KAFKA_SSL_CAFILE", "(empty)", "CA bundle for TLS to Kafka (empty: the system's CAs)"),
+    ("REDIS_URL", "redis://localhost:6379/0", "Redis for latest values: `rediss://` for TLS, an ACL user as `rediss://USER@host:port/0`, a private CA as `?ssl_ca_certs=/path/ca.pem`; no password here"),
+    ("REDIS_PASSWORD", "(empty)", "Redis password, of the URL's user or `default` (secret: never logged)"),
     ("KPI_TOPIC_PREFIX", "(empty)", "prefix for every topic name (input, output, dead letter)"),
     ("KPI_PARTITIONS", "8", "partitions of the topics the service creates"),
     ("KPI_REPLICATION_FACTOR", "1", "replication factor of the topics the service creates"),

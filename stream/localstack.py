@@ -2,7 +2,13 @@
 broker) from the Maven Central jars fetched by scripts/setup.sh, and Debian's redis-server.
 
 Each starts on free ports chosen at run time, in its own process group, and stops by pid.
-Standard library only: tests, the demo and the benchmarks all use it.
+Standard library only (plus the `openssl` CLI for `make_test_tls`): tests, the demo and the
+benchmarks all use it.
+
+Secured variants, for tests: `make_test_tls` makes a throwaway CA and a server certificate for
+127.0.0.1; `KafkaBroker(tls=..., scram_users=...)` adds a SASL_SSL listener (SCRAM-SHA-512, users
+created when the storage is formatted) next to its PLAINTEXT one, and `RedisServer(tls=...,
+username=..., password=...)` serves TLS only, to one ACL user.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 KAFKA_VERSION = "4.1.1"
 
@@ -79,9 +86,70 @@ def _stop_pid(pid: int | None, timeout: float = 20.0) -> None:
         pass
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """PEM files of a throwaway CA and a server certificate signed by it (see `make_test_tls`)."""
+
+    ca_cert: Path  # what clients trust (KAFKA_SSL_CAFILE, `ssl_ca_certs` in REDIS_URL)
+    server_cert: Path  # the server's certificate followed by the CA's
+    server_key: Path  # the server's private key, PKCS#8, unencrypted
+    server_keystore: Path  # key + certificate chain in one file (Kafka's `ssl.keystore.type=PEM`)
+
+
+_SERVER_EXTENSIONS = """basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+"""
+
+
+def make_test_tls(directory: Path, days: int = 2) -> TlsFiles:
+    """A new CA and a server certificate for 127.0.0.1 / localhost, made with the `openssl` CLI.
+
+    For tests and local runs only: the CA key stays in `directory` (then useless: nothing else
+    trusts this CA) and nothing is encrypted."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise LocalStackError("openssl not found: needed to make test certificates (Debian package openssl)")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.crt"
+    extensions = directory / "server.ext"
+    extensions.write_text(_SERVER_EXTENSIONS)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca_cert), "-days", str(days),
+         "-subj", "/CN=kpi-stream test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+         "-CAcreateserial", "-out", str(cert), "-days", str(days), "-extfile", str(extensions)],
+    ]
+    for command in steps:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if done.returncode != 0:
+            raise LocalStackError(f"{' '.join(command[:3])} failed:\n{done.stderr}")
+    chain = cert.read_text() + ca_cert.read_text()
+    (directory / "server-chain.pem").write_text(chain)
+    keystore = directory / "server-keystore.pem"
+    keystore.write_text(key.read_text() + chain)
+    for private in (ca_key, key, keystore):
+        private.chmod(0o600)
+    return TlsFiles(ca_cert=ca_cert, server_cert=directory / "server-chain.pem", server_key=key,
+                    server_keystore=keystore)
+
+
 @dataclass
 class KafkaBroker:
-    """A single-node KRaft broker. `extra_properties` add or override server.properties lines."""
+    """A single-node KRaft broker. `extra_properties` add or override server.properties lines.
+
+    With `tls` it also has a SASL_SSL listener on `sasl_ssl_port` (SCRAM-SHA-512 only; clients
+    use `sasl_ssl_bootstrap`) whose users are `scram_users` (name -> password), created when the
+    storage is formatted. The controller, inter-broker traffic and `bootstrap` stay PLAINTEXT on
+    127.0.0.1: a test's own setup may use them, the client under test gets only the secured one."""
 
     port: int = 0
     controller_port: int = 0
@@ -89,21 +157,47 @@ class KafkaBroker:
     pid: int | None = None
     extra_properties: dict[str, str] = field(default_factory=dict)
     heap: str = "768m"
+    tls: TlsFiles | None = None
+    scram_users: dict[str, str] = field(default_factory=dict, repr=False)
+    sasl_ssl_port: int = 0
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        if self.tls is None:
+            raise LocalStackError("this broker has no SASL_SSL listener (start it with tls=...)")
+        return f"127.0.0.1:{self.sasl_ssl_port}"
+
     def _properties(self) -> str:
         assert self.run_dir is not None
+        listeners = [f"PLAINTEXT://127.0.0.1:{self.port}", f"CONTROLLER://127.0.0.1:{self.controller_port}"]
+        advertised = [f"PLAINTEXT://127.0.0.1:{self.port}"]
+        protocols = ["PLAINTEXT:PLAINTEXT", "CONTROLLER:PLAINTEXT"]
+        secured: dict[str, str] = {}
+        if self.tls is not None:
+            listeners.append(f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
+            advertised.append(f"SASL_SSL://127.0.0.1:{self.sasl_ssl_port}")
+            protocols.append("SASL_SSL:SASL_SSL")
+            secured = {
+                "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+                "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+                "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+                "listener.name.sasl_ssl.ssl.keystore.location": str(self.tls.server_keystore),
+                "listener.name.sasl_ssl.ssl.client.auth": "none",
+            }
         props = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "listeners": ",".join(listeners),
+            "advertised.listeners": ",".join(advertised),
             "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "listener.security.protocol.map": ",".join(protocols),
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.run_dir / "data"),
             "num.partitions": "8",
@@ -114,6 +208,7 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.cleaner.backoff.ms": "1000",
+            **secured,
         }
         props.update(self.extra_properties)
         return "".join(f"{key}={value}\n" for key, value in props.items())
@@ -127,18 +222,30 @@ class KafkaBroker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
+        if self.tls is not None:
+            if not self.scram_users:
+                raise LocalStackError("a SASL_SSL listener needs at least one SCRAM user (scram_users)")
+            self.sasl_ssl_port = self.sasl_ssl_port or free_port()
         config = self.run_dir / "server.properties"
         config.write_text(self._properties())
         (self.run_dir / "log4j2.yaml").write_text(_LOG4J2.format(log=self.run_dir / "server.log"))
         classpath = f"{libs}/*"
         if not (self.run_dir / "data" / "meta.properties").exists():
             cluster_id = _cluster_id()
+            # SCRAM users exist in KRaft metadata from the start; the passwords appear only on
+            # this command line (briefly, to local users) and never in a file or a log.
+            scram = [arg for name, password in self.scram_users.items()
+                     for arg in ("--add-scram", f"SCRAM-SHA-512=[name={name},password={password}]")]
             formatted = subprocess.run(
-                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+                [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
+                 *scram],
                 capture_output=True, text=True, timeout=120,
             )
             if formatted.returncode != 0:
-                raise LocalStackError(f"kafka storage format failed:\n{formatted.stdout}\n{formatted.stderr}")
+                output = f"{formatted.stdout}\n{formatted.stderr}"
+                for password in self.scram_users.values():
+                    output = output.replace(password, "****")
+                raise LocalStackError(f"kafka storage format failed:\n{output}")
         log = open(self.run_dir / "kafka.log", "ab")
         process = subprocess.Popen(
             [java, f"-Xmx{self.heap}", "-Xms256m", "-XX:+UseG1GC", "-Djava.awt.headless=true",
@@ -151,7 +258,8 @@ class KafkaBroker:
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 raise LocalStackError(f"kafka exited with {process.returncode}:\n{_tail(self.run_dir / 'kafka.log')}")
-            if _port_open(self.port) and _kafka_answers(self.port):
+            if (_port_open(self.port) and _kafka_answers(self.port)
+                    and (self.tls is None or _port_open(self.sasl_ssl_port))):
                 return self
             time.sleep(0.3)
         self.stop()
@@ -215,14 +323,24 @@ _LOG4J2 = """Configuration:
 
 @dataclass
 class RedisServer:
+    """Debian's redis-server. With `password` only: `requirepass`. With `username` too: that ACL
+    user is the only one (the `default` user is off). With `tls`: TLS only, on `port` (no
+    client certificates asked for)."""
+
     port: int = 0
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)
     run_dir: Path | None = None
     pid: int | None = None
+    username: str | None = None
+    tls: TlsFiles | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """The URL a client needs, without the password (that goes separately: REDIS_PASSWORD)."""
+        scheme = "rediss" if self.tls else "redis"
+        user = f"{quote(self.username, safe='')}@" if self.username else ""
+        query = f"?ssl_ca_certs={quote(str(self.tls.ca_cert), safe='')}" if self.tls else ""
+        return f"{scheme}://{user}127.0.0.1:{self.port}/0{query}"
 
     def start(self, run_dir: Path, timeout: float = 20.0) -> "RedisServer":
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -232,10 +350,21 @@ class RedisServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         config = self.run_dir / "redis.conf"
-        lines = [f"port {self.port}", "bind 127.0.0.1", "daemonize no", "save \"\"", "appendonly no",
+        lines = ["bind 127.0.0.1", "daemonize no", "save \"\"", "appendonly no",
                  f"dir {self.run_dir}", f"logfile {self.run_dir / 'redis.log'}"]
-        if self.password:
+        if self.tls is not None:
+            lines += ["port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls.server_cert}",
+                      f"tls-key-file {self.tls.server_key}", f"tls-ca-cert-file {self.tls.ca_cert}",
+                      "tls-auth-clients no"]
+        else:
+            lines.append(f"port {self.port}")
+        if self.username:
+            if not self.password:
+                raise LocalStackError("an ACL user needs a password")
+            lines += ["user default off", f"user {self.username} on >{self.password} ~* &* +@all"]
+        elif self.password:
             lines.append(f"requirepass {self.password}")
+        config.touch(mode=0o600)
         config.write_text("\n".join(lines) + "\n")
         process = subprocess.Popen([server, str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                    start_new_session=True)

@@ -80,6 +80,9 @@ class RedisSink:
         self.up = False
         self.needs_full_write = True
         self.run_id: str | None = None
+        # an outage is logged once, also the first one: a Redis never reached since start (wrong
+        # address, password or CA) must say why in the log, not only in /ready and redis_up
+        self.down_logged = False
 
     async def write(self, messages: dict[str, bytes]) -> None:
         self.backlog.update(messages)
@@ -90,16 +93,18 @@ class RedisSink:
         try:
             await self.client.hset(self.hash_name, mapping=self.backlog)
         except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
-            if self.up:  # say it once per outage, not every round
-                log.warning("redis write failed, %d keys kept for retry: %s", len(self.backlog), error)
-            self._down()
+            self._down(f"redis write failed, {len(self.backlog)} keys kept for retry: {_describe(error)}")
             return
         self.backlog.clear()
         self.needs_full_write = False
         self.up = True
+        self.down_logged = False
         self.metrics.redis_up.set(1)
 
-    def _down(self) -> None:
+    def _down(self, why: str) -> None:
+        if not self.down_logged:  # say it once per outage, not every round
+            log.warning("%s", why)
+            self.down_logged = True
         self.up = False
         self.needs_full_write = True
         self.metrics.redis_up.set(0)
@@ -108,11 +113,12 @@ class RedisSink:
         """Ping; notice a restarted Redis by its run_id; rewrite everything when needed."""
         try:
             run_id = (await self.client.info("server")).get("run_id")
-        except Exception:  # noqa: BLE001
-            if self.up:
-                log.warning("redis unreachable; values are kept and rewritten when it is back")
-            self._down()
+        except Exception as error:  # noqa: BLE001
+            self._down(f"redis unreachable ({_describe(error)}); values are kept and rewritten when it is back")
             return
+        if self.down_logged:
+            log.info("redis reachable again")
+            self.down_logged = False
         if run_id != self.run_id:
             if self.run_id is not None:
                 log.info("redis restarted (run_id changed): rewriting every latest value")
@@ -120,8 +126,18 @@ class RedisSink:
             self.needs_full_write = True
         if self.needs_full_write or self.backlog:
             await self.write({})
+        if not self.up and not self.backlog:
+            # reachable and nothing to write (no values yet): up, or an idle worker would report
+            # Redis down -- and fire RedisDown -- until its first value
+            self.up = True
+            self.needs_full_write = False
+            self.metrics.redis_up.set(1)
 
     async def read_all(self) -> dict[str, dict]:
         raw = await self.client.hgetall(self.hash_name)
         return {key.decode() if isinstance(key, bytes) else key: orjson.loads(value) for key, value in raw.items()}
 
+
+def _describe(error: BaseException) -> str:
+    """An error for the log: its type and message (redis-py's never contain the password)."""
+    return f"{type(error).__name__}: {error}"
