@@ -274,6 +274,20 @@ class KafkaBroker:
         self.stop()
         return self.start(self.run_dir)
 
+    def set_producer_quota(self, client_id: str, bytes_per_second: int | None) -> None:
+        """Throttle (or, with None, stop throttling) what `client_id` may produce per second:
+        Kafka's own client quota, set with its ConfigCommand (kafka-configs)."""
+        change = (["--delete-config", "producer_byte_rate"] if bytes_per_second is None
+                  else ["--add-config", f"producer_byte_rate={bytes_per_second}"])
+        done = subprocess.run(
+            [shutil.which("java") or "java", "-cp", f"{kafka_libs()}/*", "kafka.admin.ConfigCommand",
+             "--bootstrap-server", self.bootstrap, "--alter", *change,
+             "--entity-type", "clients", "--entity-name", client_id],
+            capture_output=True, text=True, timeout=120,
+        )
+        if done.returncode != 0:
+            raise LocalStackError(f"setting the producer quota of {client_id} failed:\n{done.stdout}\n{done.stderr}")
+
 
 def _cluster_id() -> str:
     import base64

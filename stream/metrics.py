@@ -32,6 +32,7 @@ class ProcessorMetrics:
     last_publish: Gauge
     updates_published: Counter
     redis_up: Gauge
+    redis_backlog: Gauge
     ready: Gauge
 
 
@@ -83,6 +84,8 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         updates_published=Counter(
             "kpi_stream_kpi_updates_published", "KPI update messages written to kpi.updates", registry=registry,
         ),
-        redis_up=Gauge("kpi_stream_redis_up", "1 when the last Redis write succeeded", registry=registry),
+        redis_up=Gauge("kpi_stream_redis_up", "1 when Redis answered the last write or check", registry=registry),
+        redis_backlog=Gauge("kpi_stream_redis_backlog", "Latest values waiting to be written to Redis "
+                            "(at most one per key: bounded by the number of keys)", registry=registry),
         ready=Gauge("kpi_stream_ready", "1 when the worker has recovered state and is publishing", registry=registry),
     )

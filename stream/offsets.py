@@ -12,9 +12,12 @@ offset is applied; one below it was applied already (a re-read after a seek); on
 a hole -- skipped, and the partition is sought back to the hole (re-reading is harmless: applying
 an event is idempotent). Offsets are committed only up to the next unapplied offset.
 
-A hole that stays after re-reading is a real gap in the log (a transaction marker, a compacted
-topic): after `max_seeks` re-reads `accept_after` seconds apart the ledger accepts it, and the
-caller counts and logs it. No Faust or Kafka imports: time is passed in.
+Before seeking, a hole is checked against the log itself (PROBE): if the broker's first record
+at or after the hole is further on, the hole is a real gap (transaction markers, a compacted
+topic) and `skip_to` accepts it; if the record is there, the worker seeks back. Faust's own
+read-offset filter can defeat a seek while records of an older fetch are still being delivered,
+so while the hole stays open it is probed and sought again every `retry_after` seconds. No Faust or
+Kafka imports: time is passed in.
 """
 
 from __future__ import annotations
@@ -27,22 +30,19 @@ from typing import Hashable
 class Admission(Enum):
     APPLY = "apply"  # the next offset: apply it
     REPEAT = "repeat"  # applied already in this assignment (or committed before it): skip
-    SEEK = "seek"  # a hole before this offset: skip it and seek back to `next_offset`
+    PROBE = "probe"  # a hole before this offset: skip it; a real gap in the log, or seek back?
     WAIT = "wait"  # a hole, and a seek back is under way: skip it
-    GAP = "gap"  # a hole that re-reading did not fill: accept it and apply this offset
 
 
 @dataclass(slots=True)
 class PartitionCursor:
     next_offset: int
-    seeks: int = 0
-    last_seek_at: float = float("-inf")
+    last_probe_at: float = float("-inf")
 
 
 class OffsetLedger:
-    def __init__(self, max_seeks: int = 2, accept_after: float = 3.0) -> None:
-        self.max_seeks = max_seeks
-        self.accept_after = accept_after
+    def __init__(self, retry_after: float = 3.0) -> None:
+        self.retry_after = retry_after
         self.cursors: dict[Hashable, PartitionCursor] = {}
 
     def known(self, tp: Hashable) -> bool:
@@ -66,19 +66,19 @@ class OffsetLedger:
         expected = cursor.next_offset
         if offset == expected:
             cursor.next_offset = offset + 1
-            cursor.seeks = 0
             return Admission.APPLY, expected
         if offset < expected:
             return Admission.REPEAT, expected
-        if now - cursor.last_seek_at < self.accept_after:
+        if now - cursor.last_probe_at < self.retry_after:
             return Admission.WAIT, expected
-        if cursor.seeks >= self.max_seeks:
-            cursor.next_offset = offset + 1
-            cursor.seeks = 0
-            return Admission.GAP, expected
-        cursor.seeks += 1
-        cursor.last_seek_at = now
-        return Admission.SEEK, expected
+        cursor.last_probe_at = now
+        return Admission.PROBE, expected
+
+    def skip_to(self, tp: Hashable, next_offset: int) -> None:
+        """The log has no records from the cursor up to `next_offset`: a real gap."""
+        cursor = self.cursors[tp]
+        cursor.next_offset = max(cursor.next_offset, next_offset)
+        cursor.last_probe_at = float("-inf")
 
     def commit_limit(self, tp: Hashable) -> int | None:
         """The highest offset that may be committed (exclusive), None if nothing is known."""

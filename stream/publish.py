@@ -7,6 +7,8 @@ message per key is kept (bounded by the number of keys) and written when it is b
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 from typing import Callable
 
@@ -76,7 +78,10 @@ class RedisSink:
         self.hash_name = f"{prefix}{REDIS_HASH}"
         self.metrics = metrics
         self.snapshot = snapshot
+        # key -> latest body not yet written: bounded by the number of keys, however slow Redis is
         self.backlog: dict[str, bytes] = {}
+        self.in_flight = 0  # keys of the write under way
+        self.write_lock = asyncio.Lock()
         self.up = False
         self.needs_full_write = True
         self.run_id: str | None = None
@@ -84,22 +89,39 @@ class RedisSink:
         # address, password or CA) must say why in the log, not only in /ready and redis_up
         self.down_logged = False
 
-    async def write(self, messages: dict[str, bytes]) -> None:
+    def offer(self, messages: dict[str, bytes]) -> None:
+        """Queue latest values for the writer; a newer value of a key replaces the queued one."""
         self.backlog.update(messages)
-        if self.needs_full_write:
-            self.backlog = {**self.snapshot(), **self.backlog}
-        if not self.backlog:
-            return
-        try:
-            await self.client.hset(self.hash_name, mapping=self.backlog)
-        except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
-            self._down(f"redis write failed, {len(self.backlog)} keys kept for retry: {_describe(error)}")
-            return
-        self.backlog.clear()
-        self.needs_full_write = False
-        self.up = True
-        self.down_logged = False
-        self.metrics.redis_up.set(1)
+        self._count_backlog()
+
+    def _count_backlog(self) -> None:
+        self.metrics.redis_backlog.set(len(self.backlog) + self.in_flight)
+
+    async def write(self, messages: dict[str, bytes] | None = None) -> None:
+        if messages:
+            self.offer(messages)
+        async with self.write_lock:  # one write in flight; values offered meanwhile wait for the next
+            if self.needs_full_write:
+                self.backlog = {**self.snapshot(), **self.backlog}
+            if not self.backlog:
+                return
+            pending, self.backlog = self.backlog, {}
+            self.in_flight = len(pending)
+            try:
+                await self.client.hset(self.hash_name, mapping=pending)
+            except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
+                self.backlog = {**pending, **self.backlog}
+                self._down(f"redis write failed, {len(self.backlog)} keys kept for retry: {_describe(error)}")
+                return
+            finally:
+                self.in_flight = 0
+                self._count_backlog()
+            if self.down_logged:
+                log.info("redis writes succeed again")
+            self.needs_full_write = False
+            self.up = True
+            self.down_logged = False
+            self.metrics.redis_up.set(1)
 
     def _down(self, why: str) -> None:
         if not self.down_logged:  # say it once per outage, not every round
@@ -116,9 +138,6 @@ class RedisSink:
         except Exception as error:  # noqa: BLE001
             self._down(f"redis unreachable ({_describe(error)}); values are kept and rewritten when it is back")
             return
-        if self.down_logged:
-            log.info("redis reachable again")
-            self.down_logged = False
         if run_id != self.run_id:
             if self.run_id is not None:
                 log.info("redis restarted (run_id changed): rewriting every latest value")
@@ -129,7 +148,10 @@ class RedisSink:
         if not self.up and not self.backlog:
             # reachable and nothing to write (no values yet): up, or an idle worker would report
             # Redis down -- and fire RedisDown -- until its first value
+            if self.down_logged:
+                log.info("redis reachable again")
             self.up = True
+            self.down_logged = False
             self.needs_full_write = False
             self.metrics.redis_up.set(1)
 

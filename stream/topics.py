@@ -23,6 +23,11 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities", "sales.events")
+# The worker's Faust tables (stream/worker.py); their changelog topics are created here, before
+# Faust starts: a consumer that subscribes before a changelog topic exists records it with 0
+# partitions until its next metadata refresh, and Faust's table then fails every write with
+# PartitionsMismatch (seen on a fresh broker).
+TABLES = ("outlet-facts", "lead-facts", "activity-facts", "scope-partials")
 DAY_MS = 86_400_000
 
 
@@ -46,6 +51,9 @@ class TopicNames:
     def partials(self) -> str:
         return f"{self.app_id}-scope-partials"
 
+    def changelog(self, table: str) -> str:
+        return f"{self.app_id}-{table}-changelog"
+
     def specs(self, partitions: int) -> dict[str, dict[str, str]]:
         """topic -> config, for every topic the service creates itself."""
         week = {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)}
@@ -53,6 +61,8 @@ class TopicNames:
         specs[self.updates] = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000", "segment.ms": str(DAY_MS)}
         specs[self.deadletter] = {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)}
         specs[self.partials] = {"cleanup.policy": "delete", "retention.ms": str(DAY_MS)}
+        for table in TABLES:
+            specs[self.changelog(table)] = {"cleanup.policy": "compact"}
         return specs
 
 
@@ -73,9 +83,26 @@ async def ensure_topics(admin, names: TopicNames, partitions: int, replication: 
              for name in missing]
         )
         log.info("created topics: %s", ", ".join(missing))
+        await _wait_until_described(admin, missing, partitions)
     inputs = [names.input(name) for name in INPUT_TOPICS if name != "sales.events"]
     described = await admin.describe_topics(inputs)
     counts = {d["topic"]: len(d["partitions"]) for d in described}
     if len(set(counts.values())) > 1:
         raise TopicLayoutError(f"input topics must have equal partition counts (co-partitioned by key): {counts}")
     return missing
+
+
+async def _wait_until_described(admin, topics: list[str], partitions: int, timeout: float = 30.0) -> None:
+    """Created topics reach every broker's metadata a moment later; start only once they have."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        described = await admin.describe_topics(topics)
+        ready = {d["topic"] for d in described if d.get("error_code", 0) == 0 and len(d["partitions"]) == partitions}
+        if ready >= set(topics):
+            return
+        if time.monotonic() > deadline:
+            raise TopicLayoutError(f"created topics not visible after {timeout:.0f}s: {sorted(set(topics) - ready)}")
+        await asyncio.sleep(0.2)

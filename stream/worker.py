@@ -116,6 +116,7 @@ class KpiWorker:
         self.kafka_up = True
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
+        self.lag_seen: dict[Any, tuple[int, int]] = {}  # tp -> (applied up to, highwater) last lag round
         self.app = self._build_app()
 
     # -- app -----------------------------------------------------------------------------------
@@ -238,18 +239,60 @@ class KpiWorker:
         admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
         if admission is Admission.APPLY:
             return True
-        if admission is Admission.SEEK:
+        if admission is Admission.PROBE:
+            first = await self._first_offset_in_log(tp, expected)
+            if first is not None and first > expected:
+                log.info("offsets: %s[%s] has no records at %s..%s (transaction markers or compaction)",
+                         tp.topic, tp.partition, expected, first - 1)
+                self.metrics.offset_gaps.labels(tp.topic).inc()
+                await self._faust_add_gap(tp, expected, first - 1)
+                self.ledger.skip_to(tp, first)
+                return (await self._admit(message)) if message.offset >= first else False
             log.warning("offsets: %s[%s] delivered offset %s before %s..%s were applied; re-reading from %s",
                         tp.topic, tp.partition, message.offset, expected, message.offset - 1, expected)
             self.metrics.offset_holes.labels(tp.topic).inc()
             await self.app.consumer.seek_wait({tp: expected})
-        elif admission is Admission.GAP:
-            log.warning("offsets: %s[%s] has no messages at %s..%s after re-reading twice; going on",
-                        tp.topic, tp.partition, expected, message.offset - 1)
-            self.metrics.offset_gaps.labels(tp.topic).inc()
-            await self._faust_add_gap(tp, expected, message.offset - 1)
-            return True
         return False
+
+    async def _first_offset_in_log(self, tp, offset: int, timeout_ms: int = 5000) -> int | None:
+        """The offset of the first record at or after `offset`, read with a throwaway consumer:
+        None when there is none or the read failed; with no record before the end of the log,
+        the end (the consumer's position passes transaction markers without records)."""
+        from aiokafka import AIOKafkaConsumer
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, **self.settings.kafka_client_options())
+        partition = TopicPartition(tp.topic, tp.partition)
+        try:
+            await consumer.start()
+            consumer.assign([partition])
+            consumer.seek(partition, offset)
+            end = (await consumer.end_offsets([partition]))[partition]
+            batch = await consumer.getmany(partition, timeout_ms=timeout_ms, max_records=1)
+            records = batch.get(partition) or []
+            if records:
+                return records[0].offset
+            return end if await consumer.position(partition) >= end > offset else None
+        except Exception as error:  # noqa: BLE001 - cannot tell: keep re-reading rather than skip
+            log.warning("offsets: could not read %s[%s] at %s: %r", tp.topic, tp.partition, offset, error)
+            return None
+        finally:
+            await consumer.stop()
+
+    async def _skip_markers_at_the_end(self, tp, highwater: int) -> None:
+        """A partition whose applied offsets stop short of the end while nothing is left to
+        deliver (a transactional producer's last commit marker): accept the rest as a gap, or its
+        lag and committed offset would stay one short forever."""
+        start = self.ledger.next_offset(tp)
+        if start is None or start >= highwater:
+            return
+        first = await self._first_offset_in_log(tp, start, timeout_ms=1000)
+        if first is not None and first > start and self.ledger.next_offset(tp) == start:
+            log.info("offsets: %s[%s] has no records at %s..%s (transaction markers)", tp.topic, tp.partition,
+                     start, first - 1)
+            self.metrics.offset_gaps.labels(tp.topic).inc()
+            await self._faust_add_gap(tp, start, first - 1)
+            self.ledger.skip_to(tp, first)
 
     async def _faust_add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         await self.app.consumer._kpi_add_gap(tp, offset_from, offset_to)
@@ -346,6 +389,8 @@ class KpiWorker:
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
         self.ledger.forget(revoked)
+        for tp in revoked:
+            self.lag_seen.pop(tp, None)
         for (family, partition) in list(self.entities):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.entities[(family, partition)]
@@ -480,7 +525,8 @@ class KpiWorker:
                 self.metrics.publish_latency.observe(max(0.0, time.time() - self.scope_oldest_ms / 1000))
         self.scope_oldest_ms = None
         if self.redis is not None:
-            await self.redis.write(redis_batch)
+            # Handed to the Redis writer, not awaited: a slow Redis must not hold up kpi.updates.
+            self.redis.offer(redis_batch)
 
     # -- lag, redis, web -----------------------------------------------------------------------
 
@@ -499,6 +545,11 @@ class KpiWorker:
                 continue
             position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
+                idle = self.lag_seen.get(tp) == (position, highwater)  # nothing applied for a round
+                self.lag_seen[tp] = (position, highwater)
+                if idle and position < highwater:
+                    await self._skip_markers_at_the_end(tp, highwater)
+                    position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     def _redis_service(self):
@@ -519,6 +570,15 @@ class KpiWorker:
             async def _check_redis(self) -> None:
                 if worker.redis is not None:
                     await worker.redis.check()
+
+            @faust.Service.task
+            async def _write_redis(self) -> None:
+                # While Redis is down, `_check_redis` retries (every 2 s); here only when it is up.
+                while not self.should_stop:
+                    await self.sleep(0.05)
+                    sink = worker.redis
+                    if sink is not None and sink.up and sink.backlog:
+                        await sink.write()
 
         return RedisService
 

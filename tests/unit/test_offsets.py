@@ -15,7 +15,7 @@ def test_offsets_from_the_committed_one_onwards_are_applied_in_order():
 def test_a_batch_starting_past_the_committed_offset_is_skipped_and_the_hole_re_read():
     ledger = OffsetLedger()
     ledger.start(TP, 155)
-    assert ledger.admit(TP, 492, 100.0) == (Admission.SEEK, 155)
+    assert ledger.admit(TP, 492, 100.0) == (Admission.PROBE, 155)
     assert ledger.admit(TP, 493, 100.1) == (Admission.WAIT, 155)
     assert ledger.commit_limit(TP) == 155  # nothing past the hole may be committed
     assert ledger.admit(TP, 155, 100.2)[0] is Admission.APPLY
@@ -31,15 +31,23 @@ def test_offsets_read_again_after_a_seek_are_not_applied_twice():
     assert ledger.commit_limit(TP) == 5
 
 
-def test_a_hole_that_re_reading_does_not_fill_is_accepted_as_a_gap_after_the_configured_seeks():
-    ledger = OffsetLedger(max_seeks=2, accept_after=3.0)
+def test_a_hole_the_log_confirms_as_a_gap_is_skipped_and_nothing_before_it_is_committed_until_then():
+    ledger = OffsetLedger(retry_after=3.0)
     ledger.start(TP, 10)
-    assert ledger.admit(TP, 12, 0.0)[0] is Admission.SEEK
-    assert ledger.admit(TP, 12, 1.0)[0] is Admission.WAIT
-    assert ledger.admit(TP, 12, 3.5)[0] is Admission.SEEK
-    assert ledger.admit(TP, 12, 7.0) == (Admission.GAP, 10)
+    assert ledger.admit(TP, 12, 0.0) == (Admission.PROBE, 10)
+    assert ledger.commit_limit(TP) == 10  # probing alone accepts nothing
+    ledger.skip_to(TP, 12)  # the log's first record at or after 10 is 12
+    assert ledger.admit(TP, 12, 0.1)[0] is Admission.APPLY
     assert ledger.commit_limit(TP) == 13
-    assert ledger.admit(TP, 13, 7.1)[0] is Admission.APPLY
+
+
+def test_a_hole_that_stays_open_after_a_seek_is_probed_again_after_the_retry_interval():
+    ledger = OffsetLedger(retry_after=3.0)
+    ledger.start(TP, 10)
+    assert ledger.admit(TP, 40, 0.0)[0] is Admission.PROBE  # the record is there: worker seeks
+    assert ledger.admit(TP, 41, 1.0)[0] is Admission.WAIT  # older fetch still being delivered
+    assert ledger.admit(TP, 42, 3.5)[0] is Admission.PROBE
+    assert ledger.commit_limit(TP) == 10
 
 
 def test_a_revoked_partition_is_forgotten_and_restarts_from_its_new_committed_offset():

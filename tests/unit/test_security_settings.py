@@ -120,7 +120,7 @@ def test_redis_sink_logs_why_redis_is_unreachable_once_per_outage_from_the_start
         asyncio.run(run())
     lines = [r.getMessage() for r in caplog.records]
     assert [line.split(" (")[0].split(",")[0] for line in lines] == [
-        "redis unreachable", "redis reachable again", "redis unreachable"]
+        "redis unreachable", "redis writes succeed again", "redis unreachable"]
     assert "WRONGPASS invalid username-password pair" in lines[0]
 
 
