@@ -116,7 +116,8 @@ class KpiWorker:
         self.kafka_up = True
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
-        self.lag_seen: dict[Any, tuple[int, int]] = {}  # tp -> (applied up to, highwater) last lag round
+        # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
+        self.lag_seen: dict[Any, tuple[tuple[int, int], int]] = {}
         self.app = self._build_app()
 
     # -- app -----------------------------------------------------------------------------------
@@ -279,20 +280,29 @@ class KpiWorker:
         finally:
             await consumer.stop()
 
-    async def _skip_markers_at_the_end(self, tp, highwater: int) -> None:
-        """A partition whose applied offsets stop short of the end while nothing is left to
-        deliver (a transactional producer's last commit marker): accept the rest as a gap, or its
-        lag and committed offset would stay one short forever."""
+    async def _settle_idle_partition(self, tp, highwater: int) -> None:
+        """A partition whose applied offsets stop short of the end while nothing arrives. Either
+        the rest has no records (a transactional producer's last commit marker): accept it as a
+        gap, or lag and the committed offset stay one short forever. Or records are there that
+        faust will not deliver again (a re-read whose messages its read-offset filter dropped):
+        seek back once more -- holes are otherwise retried only when a later message arrives."""
         start = self.ledger.next_offset(tp)
         if start is None or start >= highwater:
             return
         first = await self._first_offset_in_log(tp, start, timeout_ms=1000)
-        if first is not None and first > start and self.ledger.next_offset(tp) == start:
+        if first is None or self.ledger.next_offset(tp) != start:
+            return
+        if first > start:
             log.info("offsets: %s[%s] has no records at %s..%s (transaction markers)", tp.topic, tp.partition,
                      start, first - 1)
             self.metrics.offset_gaps.labels(tp.topic).inc()
             await self._faust_add_gap(tp, start, first - 1)
             self.ledger.skip_to(tp, first)
+        else:
+            log.warning("offsets: %s[%s] stalled at %s with records up to %s not delivered; re-reading from %s",
+                        tp.topic, tp.partition, start, highwater - 1, start)
+            self.metrics.offset_holes.labels(tp.topic).inc()
+            await self.app.consumer.seek_wait({tp: start})
 
     async def _faust_add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         await self.app.consumer._kpi_add_gap(tp, offset_from, offset_to)
@@ -545,10 +555,11 @@ class KpiWorker:
                 continue
             position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
-                idle = self.lag_seen.get(tp) == (position, highwater)  # nothing applied for a round
-                self.lag_seen[tp] = (position, highwater)
-                if idle and position < highwater:
-                    await self._skip_markers_at_the_end(tp, highwater)
+                seen, rounds = self.lag_seen.get(tp, ((-1, -1), 0))
+                rounds = rounds + 1 if seen == (position, highwater) else 0  # rounds with nothing applied
+                self.lag_seen[tp] = ((position, highwater), rounds)
+                if rounds >= 2 and position < highwater and not self.app.rebalancing:
+                    await self._settle_idle_partition(tp, highwater)
                     position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
