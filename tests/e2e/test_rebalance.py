@@ -37,11 +37,6 @@ def _gauges_of_live_workers(workers: list[WorkerProcess]) -> tuple[dict[str, dic
     return union, conflicts
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known open bug (issue 6): after a SIGKILL, the partition's new owner never sends a zero partial "
-    "for a scope it no longer contributes to, so stage 2 can keep the dead owner's stale partial "
-    "(seen once in three runs: open_leads of one rep one too high). A first fix attempt "
-    "(marking first-seen zero cells dirty) broke the crash test and was reverted."))
 def test_kill_restart_and_a_third_worker_joining_mid_run_publish_the_oracle_values(kafka_broker, redis_server, tmp_path):
     import redis
 
