@@ -38,6 +38,9 @@ class Admission(Enum):
 class PartitionCursor:
     next_offset: int
     last_probe_at: float = float("-inf")
+    # for partitions whose applied events are persisted later, in batches: the offset up to which
+    # they are (None: persisted as they are applied)
+    durable_offset: int | None = None
 
 
 class OffsetLedger:
@@ -48,9 +51,16 @@ class OffsetLedger:
     def known(self, tp: Hashable) -> bool:
         return tp in self.cursors
 
-    def start(self, tp: Hashable, next_offset: int) -> None:
-        """The partition was (re)assigned: offsets below `next_offset` are committed."""
-        self.cursors[tp] = PartitionCursor(next_offset)
+    def start(self, tp: Hashable, next_offset: int, persisted_later: bool = False) -> None:
+        """The partition was (re)assigned: offsets below `next_offset` are committed. With
+        `persisted_later`, nothing past it may be committed until `mark_durable` says so."""
+        self.cursors[tp] = PartitionCursor(next_offset, durable_offset=next_offset if persisted_later else None)
+
+    def mark_durable(self, tp: Hashable, offset: int) -> None:
+        """What was applied below `offset` is persisted now."""
+        cursor = self.cursors.get(tp)
+        if cursor is not None and cursor.durable_offset is not None:
+            cursor.durable_offset = max(cursor.durable_offset, min(offset, cursor.next_offset))
 
     def forget(self, tps) -> None:
         for tp in tps:
@@ -82,4 +92,7 @@ class OffsetLedger:
 
     def commit_limit(self, tp: Hashable) -> int | None:
         """The highest offset that may be committed (exclusive), None if nothing is known."""
-        return self.next_offset(tp)
+        cursor = self.cursors.get(tp)
+        if cursor is None:
+            return None
+        return cursor.next_offset if cursor.durable_offset is None else cursor.durable_offset

@@ -1,9 +1,10 @@
 """The Faust wiring: thin agents around the pure engine.
 
 Stage 1 (entity stage), one agent per input family, partitioned by entity key:
-    decode -> dedupe + engine.apply -> persist the accepted raw event in a facts table
-    (key = entity + event_id + reference instant: a re-read after a crash overwrites the same
-    key, so the table is idempotent) -> a timer sends each changed scope's partial vector
+    decode -> dedupe + engine.apply -> the accepted raw event joins the partition's pending
+    facts, written to a facts table in batches every FACT_FLUSH_SECONDS (offsets are committed
+    only past written facts; a rebuild applies each (entity, event_id, reference instant) once,
+    so a fact re-read after a crash and written twice counts once) -> a timer sends each changed scope's partial vector
     (absolute, not a delta) to the partials topic, keyed by scope.
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
     partition in a table, sums them, evaluates the KPIs and publishes changes once per interval
@@ -16,8 +17,10 @@ their order), and all its scopes are sent again. Partials are absolute, so resen
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
+import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -39,6 +42,9 @@ from .topics import TopicNames
 from .updates import ChangeFilter, cloudevent_headers, encode, update_message
 
 log = logging.getLogger(__name__)
+# Facts are written this often, at most this many per changelog message (~300 bytes each).
+FACT_FLUSH_SECONDS = 0.25
+FACTS_PER_MESSAGE = 500
 _METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
 
 FAMILY_TOPICS = {
@@ -116,6 +122,11 @@ class KpiWorker:
         self.kafka_up = True
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
+        # (family, partition) -> facts applied but not yet written to the facts table: written
+        # in batches by `_flush_facts`, and offsets are committed only past written facts
+        self.pending_facts: dict[tuple[Family, int], list[list]] = {}
+        self.fact_batches = 0
+        self.instance = uuid.uuid4().hex[:12]  # keeps this process's batch keys apart from others'
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
         self.lag_seen: dict[Any, tuple[tuple[int, int], int]] = {}
         self.app = self._build_app()
@@ -157,6 +168,7 @@ class KpiWorker:
         self.updates_topic = app.topic(t.updates, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
         self.typed_topics = {name: app.topic(t.input(name)) for name in TYPE_TOPIC.values()}
+        self.entity_topics = {t.input(name) for names in FAMILY_TOPICS.values() for name in names}
         self.fact_tables = {
             family: app.Table(f"{family.value}-facts", default=None, partitions=s.partitions, schema=_raw_schema())
             for family in Family
@@ -173,6 +185,7 @@ class KpiWorker:
         self.partials_table.on_recover(self._crash_on_error(self._rebuild_scopes))
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
+        app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
         app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
         app.timer(s.publish_interval_seconds, name="publish-kpis")(self._publish_round)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
@@ -227,8 +240,9 @@ class KpiWorker:
         self.clock.observe(event.occurred_us)
         if event.occurred_us // self.kpi.slot_us < engine.slot:
             self.metrics.late_corrections.labels(family.value).inc()
-        fact_key = orjson.dumps([key, event.event_id, event.ref_us])
-        self.fact_tables[family][fact_key] = orjson.dumps([message.partition, event.ref_us, raw.decode()])
+        # no await between the ledger's admission and this append: `_flush_facts` sees both or neither
+        self.pending_facts.setdefault((family, message.partition), []).append(
+            [key, event.event_id, event.ref_us, raw.decode()])
         if timestamp_ms is not None and (entity.oldest_unsent_ms is None or timestamp_ms < entity.oldest_unsent_ms):
             entity.oldest_unsent_ms = timestamp_ms
 
@@ -240,7 +254,7 @@ class KpiWorker:
             start = await self._committed_or_earliest(tp)
             if self._generation() != generation or tp not in self.app.consumer.assignment():
                 return False  # rebalanced while we asked: the next assignment starts afresh
-            self.ledger.start(tp, start)
+            self.ledger.start(tp, start, persisted_later=tp.topic in self.entity_topics)
         admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
         if admission is Admission.APPLY:
             return True
@@ -346,7 +360,7 @@ class KpiWorker:
             # Every assigned partition is rebuilt from the facts table, also one that already has
             # an engine: Faust may deliver a newly assigned partition's events before this callback
             # runs, and the engine created for them then lacks the partition's history. Those
-            # events' facts are in the table already, so the rebuilt engine has them too.
+            # events' facts are in the table or still pending, so the rebuilt engine has them too.
             assigned = self._assigned_partitions(FAMILY_TOPICS[family][0])
             previous = {p: self.entities.pop((fam, p)) for (fam, p) in list(self.entities) if fam is family}
             if not assigned:
@@ -360,19 +374,26 @@ class KpiWorker:
                     entity.sequence = previous[p].sequence
                 engines[p] = entity.engine
             facts = 0
-            for value in self.fact_tables[family].data.values():
-                partition, ref_us, raw = _stored(value)
-                engine = engines.get(partition)
+            applied: set[tuple] = set()  # a fact re-read after a crash can be in two batches
+            stored = (_fact_batch(key, value) for key, value in self.fact_tables[family].data.items())
+            pending = ({"p": p, "f": f} for (fam, p), f in self.pending_facts.items() if fam is family)
+            for batch in itertools.chain(stored, pending):
+                engine = engines.get(batch["p"])
                 if engine is None:
                     continue
-                try:
-                    event = decode_event(raw.encode(), ref_us, self.kpi)
-                except Rejected:  # settings changed since it was accepted; keep going, say so
-                    log.warning("stored fact no longer valid under current settings: %s", raw[:200])
-                    continue
-                engine.apply(event)
-                self.clock.observe(event.occurred_us)
-                facts += 1
+                for entity_key, event_id, ref_us, raw in batch["f"]:
+                    identity = (entity_key, event_id, ref_us)
+                    if identity in applied:
+                        continue
+                    applied.add(identity)
+                    try:
+                        event = decode_event(raw.encode(), ref_us, self.kpi)
+                    except Rejected:  # settings changed since it was accepted; keep going, say so
+                        log.warning("stored fact no longer valid under current settings: %s", raw[:200])
+                        continue
+                    engine.apply(event)
+                    self.clock.observe(event.occurred_us)
+                    facts += 1
             log.info("rebuilt %s partitions %s from %d facts in %.2fs", family.value, sorted(assigned),
                      facts, time.perf_counter() - started)
             self.recovered = True
@@ -403,6 +424,9 @@ class KpiWorker:
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
+        for (family, partition) in list(self.pending_facts):
+            if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
+                del self.pending_facts[(family, partition)]  # the next owner re-reads them
         self.ledger.forget(revoked)
         for tp in revoked:
             self.lag_seen.pop(tp, None)
@@ -422,6 +446,24 @@ class KpiWorker:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
             except KeyError:
                 pass
+
+    async def _flush_facts(self) -> None:
+        """Write the facts applied since the last flush, a few hundred per changelog message
+        instead of one message per event, then let their offsets be committed. The offsets are
+        taken together with the facts, with no await in between: every offset below them is
+        either in a written batch or was never a fact (duplicate, dead letter, routed)."""
+        if self.app.rebalancing or not self.pending_facts:
+            return
+        batches, self.pending_facts = self.pending_facts, {}
+        durable = {tp: self.ledger.next_offset(tp) for tp in list(self.ledger.cursors) if tp.topic in self.entity_topics}
+        for (family, partition), facts in batches.items():
+            for start in range(0, len(facts), FACTS_PER_MESSAGE):
+                self.fact_batches += 1
+                key = orjson.dumps([partition, self.instance, self.fact_batches])
+                self.fact_tables[family][key] = orjson.dumps({"p": partition, "f": facts[start:start + FACTS_PER_MESSAGE]})
+        for tp, offset in durable.items():
+            if offset is not None:
+                self.ledger.mark_durable(tp, offset)
 
     async def _flush_partials(self) -> None:
         if self.app.rebalancing:
@@ -661,6 +703,17 @@ class KpiWorker:
             ]
             rows.sort(key=lambda m: (m["kpi"], m["window"] or "", m["scope"], m["scope_id"]))
             return view.json({"count": len(rows), "values": rows})
+
+
+def _fact_batch(key, value) -> dict:
+    """A facts-table entry as {"p": partition, "f": [[entity, event_id, ref_us, raw], ...]}; also
+    reads the one-fact-per-key entries written before facts were batched."""
+    value = _stored(value)
+    if isinstance(value, dict):
+        return value
+    entity_key, event_id, ref_us = _stored(key)
+    partition, ref_us, raw = value
+    return {"p": partition, "f": [[entity_key, event_id, ref_us, raw]]}
 
 
 def _stored(value):

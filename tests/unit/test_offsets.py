@@ -58,3 +58,15 @@ def test_a_revoked_partition_is_forgotten_and_restarts_from_its_new_committed_of
     assert not ledger.known(TP) and ledger.commit_limit(TP) is None
     ledger.start(TP, 40)
     assert ledger.admit(TP, 40, 0.0)[0] is Admission.APPLY
+
+
+def test_offsets_of_events_persisted_later_are_committed_only_once_marked_durable():
+    ledger = OffsetLedger()
+    ledger.start(TP, 100, persisted_later=True)
+    for offset in range(100, 110):
+        ledger.admit(TP, offset, 0.0)
+    assert ledger.commit_limit(TP) == 100
+    ledger.mark_durable(TP, 105)
+    assert ledger.commit_limit(TP) == 105
+    ledger.mark_durable(TP, 200)  # never past what was applied
+    assert ledger.commit_limit(TP) == 110
