@@ -460,7 +460,8 @@ class KpiWorker:
             for start in range(0, len(facts), FACTS_PER_MESSAGE):
                 self.fact_batches += 1
                 key = orjson.dumps([partition, self.instance, self.fact_batches])
-                self.fact_tables[family][key] = orjson.dumps({"p": partition, "f": facts[start:start + FACTS_PER_MESSAGE]})
+                _write_outside_stream(self.fact_tables[family], partition, key,
+                                      orjson.dumps({"p": partition, "f": facts[start:start + FACTS_PER_MESSAGE]}))
         for tp, offset in durable.items():
             if offset is not None:
                 self.ledger.mark_durable(tp, offset)
@@ -703,6 +704,19 @@ class KpiWorker:
             ]
             rows.sort(key=lambda m: (m["kpi"], m["window"] or "", m["scope"], m["scope_id"]))
             return view.json({"count": len(rows), "values": rows})
+
+
+def _write_outside_stream(table, partition: int, key: bytes, value: bytes) -> None:
+    """`table[key] = value` from a timer: faust takes the changelog partition from the current
+    stream event and refuses writes without one, so name the partition ourselves."""
+    store = table.data
+    if hasattr(store, "_db_for_partition"):  # rocksdb: one database per partition, also chosen by event
+        encoded = store._encode_key(key)
+        store._db_for_partition(partition).put(encoded, store._encode_value(value))
+        store._key_index[encoded] = partition
+    else:
+        store[key] = value
+    table.send_changelog(partition, key, value)
 
 
 def _fact_batch(key, value) -> dict:
