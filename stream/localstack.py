@@ -290,9 +290,14 @@ class KafkaBroker:
 
 
 def _cluster_id() -> str:
+    """A KRaft cluster id (URL-safe base64 of 16 bytes) that does not start with "-": the storage
+    tool would read such an id as an option and fail (1 start in 64)."""
     import base64
 
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _kafka_answers(port: int) -> bool:

@@ -4,8 +4,8 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
     decode -> dedupe + engine.apply -> the accepted raw event joins the partition's pending
     facts, written to a facts table in batches every FACT_FLUSH_SECONDS (offsets are committed
     only past written facts; a rebuild applies each (entity, event_id, reference instant) once,
-    so a fact re-read after a crash and written twice counts once) -> a timer sends each changed scope's partial vector
-    (absolute, not a delta) to the partials topic, keyed by scope.
+    so a fact re-read after a crash and written twice counts once) -> a timer sends each
+    changed scope's partial vector (absolute, not a delta) to the partials topic, keyed by scope.
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
     partition in a table, sums them, evaluates the KPIs and publishes changes once per interval
     to kpi.updates, Redis and the gauges.
@@ -473,7 +473,9 @@ class KpiWorker:
         for (family, partition), entity in list(self.entities.items()):
             engine = entity.engine
             engine.advance(now_us)
-            sent = False
+            # The oldest event this round publishes for; events that changed no scope publish
+            # nothing and must not count as waiting, events applied during the sends go next round.
+            oldest_ms, entity.oldest_unsent_ms = entity.oldest_unsent_ms, None
             for fam, scope in engine.take_dirty():
                 if self.entities.get((family, partition)) is not entity:
                     break  # revoked while we were sending: the new owner sends from now on
@@ -482,11 +484,8 @@ class KpiWorker:
                 await self.partials_topic.send(
                     key=orjson.dumps([fam.value, scope[0], scope[1]]),
                     value=orjson.dumps({"p": partition, "g": entity.generation, "n": entity.sequence,
-                                        "v": encode_vector(vector), "ts": entity.oldest_unsent_ms}),
+                                        "v": encode_vector(vector), "ts": oldest_ms}),
                 )
-                sent = True
-            if sent:
-                entity.oldest_unsent_ms = None
         self.metrics.state_entities.labels("outlet").set(
             sum(len(e.engine.outlets.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
         self.metrics.state_entities.labels("lead").set(
