@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -38,6 +39,36 @@ INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
+    """The generated traffic every benchmark here uses: realistic mix, late events, no junk."""
+    return generator.GeneratorConfig(seed=7, events=events, outlets=outlets,
+                                     duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
+
+
+def as_of_text(config: generator.GeneratorConfig) -> str:
+    """The generator's "now" as RFC 3339: the pinned clock of every run."""
+    as_of = generator.format_now(config) if hasattr(generator, "format_now") else None
+    if as_of is None:
+        from stream.timeparse import format_rfc3339_us
+        as_of = format_rfc3339_us(generator.now_us(config))
+    return as_of
+
+
+def load_topics(bootstrap: str, messages: list, prefix: str, app_id: str) -> None:
+    """Create the topics the way the worker does, then produce `messages` to them."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from stream.topics import TopicNames, ensure_topics
+
+    async def load() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        await ensure_topics(admin, TopicNames(prefix, app_id), int(os.environ.get("BENCH_PARTITIONS", "4")), 1)
+        await admin.close()
+        await produce(bootstrap, ((prefix + m.topic, m.key, m.value) for m in messages))
+
+    asyncio.run(load())
 
 
 async def aiokafka_ceiling(bootstrap: str, topics: list[str], total: int) -> float:
@@ -103,9 +134,12 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> flo
 
 
 def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, total: int, as_of: str,
-                      workdir: Path, workers: int, profile: Path | None = None) -> float:
+                      workdir: Path, workers: int, profile: Path | None = None,
+                      settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0) -> float:
     """Events/s from worker start until every input event is consumed and published.
-    With `profile`, the (first) worker runs under cProfile and its stats are written there."""
+    With `profile`, the (first) worker runs under cProfile and its stats are written there.
+    With `settle`, the workers are kept running (untimed) until settle() is true or
+    `settle_timeout` seconds have passed, e.g. until their output equals the oracle's."""
     from tests.e2e.harness import counter_total
 
     env = worker_env(bootstrap, redis_url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
@@ -131,6 +165,9 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
             time.sleep(0.5)
         consumed_at = time.perf_counter()
         time.sleep(3)  # one more publication round after the last event
+        deadline = time.monotonic() + settle_timeout
+        while settle is not None and not settle() and time.monotonic() < deadline:
+            time.sleep(2)
         return total / (consumed_at - started)
     finally:
         for proc in procs:
@@ -149,26 +186,11 @@ def main() -> int:
     broker = KafkaBroker().start(workdir / "kafka")
     redis = RedisServer().start(workdir / "redis")
     try:
-        config = generator.GeneratorConfig(seed=7, events=args.events, outlets=args.outlets,
-                                           duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
+        config = bench_config(args.events, args.outlets)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
-        as_of = generator.format_now(config) if hasattr(generator, "format_now") else None
-        if as_of is None:
-            from stream.timeparse import format_rfc3339_us
-            as_of = format_rfc3339_us(generator.now_us(config))
+        as_of = as_of_text(config)
         prefix, app_id = unique_names()
-        # Create the topics the way the worker does, then load them (untimed).
-        from aiokafka.admin import AIOKafkaAdminClient
-        from stream.topics import TopicNames, ensure_topics
-
-        async def load() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
-            await admin.start()
-            await ensure_topics(admin, TopicNames(prefix, app_id), int(os.environ.get("BENCH_PARTITIONS", "4")), 1)
-            await admin.close()
-            await produce(broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in messages))
-
-        asyncio.run(load())
+        load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
         total = len(messages)
         topics = [prefix + t for t in INPUTS]
         if args.skip_ceilings:

@@ -1,0 +1,342 @@
+"""Event produced -> KPI update published: latency percentiles under a steady load (issue 7).
+
+    .venv/bin/python bench/latency.py --rate 1000 --seconds 60 --interval 1.0
+    .venv/bin/python bench/latency.py --rate 1000 --seconds 60 --interval 0.1
+
+Starts a local broker, Redis and one worker (KPI_PUBLISH_INTERVAL = --interval, clock pinned to
+the generator's "now", 4 partitions), waits until it is ready, then produces rate x seconds
+generated events (seed 7, 3 % late, no duplicates or junk) at a steady rate, each with its Kafka
+timestamp set to its send time (the instant the producer is handed the message; linger and the
+broker round trip count as latency). Latency is measured two ways:
+
+1. Inside: the worker's histogram `kpi_stream_publish_latency_seconds` from /metrics after the run.
+   One observation per publication round that sent updates: round time minus the Kafka timestamp
+   of the OLDEST input message whose effect had not been published yet. Percentiles are
+   interpolated inside the histogram's buckets (as PromQL's histogram_quantile does), so they
+   are only as fine as the buckets (..., 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60 s).
+   It can over-report (from reading stream/worker.py): a partition's "oldest unsent" timestamp is
+   cleared only when a partials flush sends something, so an event that changes no scope stays
+   "oldest" until a later one does.
+
+2. Outside: an aiokafka consumer of `{prefix}kpi.updates` that knows what it produced. Four KPIs
+   move by exactly one for each event of one kind (with the pinned clock, no duplicates or junk):
+   orders|60d|global|all (+1 per order inside the 60 d window), visits|60d|global|all,
+   activities|60d|global|all|all and new_leads|60d|global|all. For each of these keys, the i-th
+   contributing event in produce order is taken as reflected by the first update of that key
+   whose value is >= i; its latency is that update's Kafka timestamp (set by the worker's producer
+   when it publishes) minus the event's send time. Two figures:
+     per event  - every contributing event's latency;
+     per update - for each update message, the latency of the oldest event it newly reflects
+                  (the worker histogram's definition, per key instead of per round).
+   Caveat: the four keys are sums over 4 partitions consumed concurrently, so "value >= i" can be
+   reached while event i itself still waits (a later event of another partition was applied
+   first), or not yet reached although event i was applied (an earlier one of another partition
+   waits): an event's latency can be attributed a little early or late. When the worker keeps
+   up (lag of a few messages) that is milliseconds; under a backlog it can be more. Events
+   outside the 60 d window and outlet/lead-update/close events change none of the four keys and
+   are not measured (the "measured" count is printed).
+
+--outlets defaults to the generator's 2,000 (not throughput.py's 20,000): the generated stream
+starts with one onboarding per outlet, and at 1000 ev/s 20,000 of them would be the first 20 s.
+
+Targets (issue 7): p99 <= 1.5 s at a 1 s publish interval, p99 <= 300 ms at 0.1 s.
+The machine has 2 cores shared by the broker, the worker, this producer and consumer (and
+possibly other test suites): the load generator competes with the worker for CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import orjson
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+from throughput import INPUTS, as_of_text, bench_config, machine  # noqa: E402
+
+from stream import generator  # noqa: E402
+from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
+from stream.timeparse import parse_rfc3339_us  # noqa: E402
+from tests.e2e.harness import WorkerProcess, counter_total, unique_names, worker_env  # noqa: E402
+
+SLOT_US = 60_000_000
+WINDOW_SLOTS = 60 * 1440  # 60 d of 60 s slots
+TRACKED = {  # event type -> the global 60d key it moves by one
+    "order.placed": "orders|60d|global|all",
+    "visit.completed": "visits|60d|global|all",
+    "activity.logged": "activities|60d|global|all|all",
+    "lead.created": "new_leads|60d|global|all",
+}
+TARGETS = {1.0: 1.5, 0.1: 0.3}
+
+
+def tracked_key(value: bytes, as_of_us: int) -> str | None:
+    """The key an event moves by exactly one, or None."""
+    doc = orjson.loads(value)
+    key = TRACKED.get(doc.get("type"))
+    if key is None:
+        return None
+    s = as_of_us // SLOT_US
+    slot = parse_rfc3339_us(doc["occurred_at"]) // SLOT_US
+    return key if s - WINDOW_SLOTS < slot <= s else None
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
+
+def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> tuple[float, float, float]:
+    """(estimate, bucket lower bound, bucket upper bound) from cumulative (le, count) buckets."""
+    buckets = sorted(buckets)
+    total = buckets[-1][1]
+    if total == 0:
+        return math.nan, math.nan, math.nan
+    rank = q * total
+    lower_bound, lower_count = 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if math.isinf(le):
+                return lower_bound, lower_bound, le
+            width = count - lower_count
+            fraction = (rank - lower_count) / width if width else 1.0
+            return lower_bound + (le - lower_bound) * fraction, lower_bound, le
+        lower_bound, lower_count = le, count
+    return math.nan, math.nan, math.nan
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker_histogram(metrics_text: str) -> tuple[list[tuple[float, float]], float, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets, total, count = [], 0.0, 0.0
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != "kpi_stream_publish_latency_seconds":
+            continue
+        for sample in family.samples:
+            if sample.name.endswith("_bucket"):
+                buckets.append((float(sample.labels["le"]), sample.value))
+            elif sample.name.endswith("_sum"):
+                total = sample.value
+            elif sample.name.endswith("_count"):
+                count = sample.value
+    return buckets, total, count
+
+
+async def produce_steadily(bootstrap: str, prefix: str, messages, rate: float) -> list[int]:
+    """Send at `rate` per second; returns each message's send time (its Kafka timestamp, ms)."""
+    from aiokafka import AIOKafkaProducer
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5,
+                                max_batch_size=262_144)
+    await producer.start()
+    sent_ms: list[int] = []
+    pending = []
+    started = time.monotonic()
+    try:
+        for n, message in enumerate(messages):
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            ts = int(time.time() * 1000)
+            sent_ms.append(ts)
+            pending.append(await producer.send(prefix + message.topic, key=message.key, value=message.value,
+                                               timestamp_ms=ts))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent_ms
+
+
+async def run_load(bootstrap: str, prefix: str, messages, rate: float, expected_final: dict[str, int],
+                   drain_s: float) -> tuple[list[int], dict[str, list[tuple[int, int, float]]], float]:
+    """Produce while reading kpi.updates; returns send times, updates per tracked key
+    (value, Kafka timestamp ms, receive time) and the produce duration."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(prefix + "kpi.updates", bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    updates: dict[str, list[tuple[int, int, float]]] = {key: [] for key in TRACKED.values()}
+    done = asyncio.Event()
+
+    async def read() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    key = record.key.decode()
+                    if key in updates:
+                        updates[key].append((orjson.loads(record.value)["value"], record.timestamp, now))
+            if done.is_set() and all(updates[k] and updates[k][-1][0] >= v for k, v in expected_final.items()):
+                return
+
+    reader = asyncio.create_task(read())
+    try:
+        started = time.monotonic()
+        sent_ms = await produce_steadily(bootstrap, prefix, messages, rate)
+        produce_s = time.monotonic() - started
+        done.set()
+        try:
+            await asyncio.wait_for(reader, timeout=drain_s)
+        except asyncio.TimeoutError:
+            print(f"warning: not every event reflected {drain_s:.0f} s after the last send", flush=True)
+    finally:
+        reader.cancel()
+        await consumer.stop()
+    return sent_ms, updates, produce_s
+
+
+def outside_latencies(sent_ms: list[int], contributing: dict[str, list[int]],
+                      updates: dict[str, list[tuple[int, int, float]]]) -> tuple[list[float], list[float], int]:
+    per_event, per_update, unreflected = [], [], 0
+    for key, indices in contributing.items():
+        seen = 0  # events of this key already reflected
+        for value, ts_ms, _received in updates[key]:
+            value = min(int(value), len(indices))
+            if value <= seen:
+                continue
+            per_update.append((ts_ms - sent_ms[indices[seen]]) / 1000)
+            for i in range(seen, value):
+                per_event.append((ts_ms - sent_ms[indices[i]]) / 1000)
+            seen = value
+        unreflected += len(indices) - seen
+    return per_event, per_update, unreflected
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--interval", type=float, default=1.0, help="KPI_PUBLISH_INTERVAL of the worker")
+    parser.add_argument("--outlets", type=int, default=2_000)
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
+    parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last updates")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="kpi-latency-"))
+    broker = KafkaBroker().start(workdir / "kafka")
+    redis = RedisServer().start(workdir / "redis")
+    worker = None
+    try:
+        config = bench_config(int(args.rate * args.seconds), args.outlets)
+        messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+        as_of = as_of_text(config)
+        as_of_us = parse_rfc3339_us(as_of)
+        contributing: dict[str, list[int]] = {key: [] for key in TRACKED.values()}
+        for i, m in enumerate(messages):
+            key = tracked_key(m.value, as_of_us)
+            if key is not None:
+                contributing[key].append(i)
+        expected_final = {key: len(indices) for key, indices in contributing.items()}
+
+        prefix, app_id = unique_names()
+        env = worker_env(broker.bootstrap, redis.url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
+                         KPI_PUBLISH_INTERVAL=str(args.interval), KPI_LOG_LEVEL="WARNING")
+        worker = WorkerProcess(env, workdir / "worker.log").start()
+        deadline = time.monotonic() + 120
+        while worker.get("/ready")[0] != 200:
+            if not worker.alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"worker not ready:\n{worker.log_tail()}")
+            time.sleep(0.5)
+
+        lag_seen: list[float] = []  # the worker's kpi_stream_consumer_lag total, every 5 s
+        stop_polling = threading.Event()
+
+        def poll_lag() -> None:
+            while not stop_polling.wait(5.0):
+                status, body = worker.get("/metrics", timeout=10)
+                if status == 200:
+                    lag_seen.append(counter_total(body.decode(), "kpi_stream_consumer_lag"))
+
+        poller = threading.Thread(target=poll_lag, daemon=True)
+        poller.start()
+        load_before, cpu_before, wall_before = os.getloadavg()[0], cpu_seconds(worker.process.pid), time.monotonic()
+        sent_ms, updates, produce_s = asyncio.run(
+            run_load(broker.bootstrap, prefix, messages, args.rate, expected_final, args.drain))
+        load_after, cpu_used = os.getloadavg()[0], cpu_seconds(worker.process.pid) - cpu_before
+        wall_used = time.monotonic() - wall_before
+        stop_polling.set()
+        poller.join()
+        status, body = worker.get("/metrics", timeout=10)
+        if status != 200:
+            raise RuntimeError(f"/metrics answered {status}")
+        buckets, h_sum, h_count = worker_histogram(body.decode())
+        published = counter_total(body.decode(), "kpi_stream_kpi_updates_published_total")
+        last_reflected_ms = max((u[-1][1] for u in updates.values() if u), default=0)
+        per_event, per_update, unreflected = outside_latencies(sent_ms, contributing, updates)
+        finals = {key: (updates[key][-1][0] if updates[key] else None) for key in TRACKED.values()}
+        target = TARGETS.get(args.interval)
+
+        print(f"command: {' '.join(sys.argv)}")
+        print(f"machine: {machine()}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after")
+        print(f"worker CPU: {cpu_used:.1f} s in {wall_used:.1f} s of load and drain "
+              f"({100 * cpu_used / wall_used:.0f} % of one core)")
+        print(f"events: {len(messages)} produced in {produce_s:.1f} s ({len(messages) / produce_s:.0f} ev/s, asked "
+              f"{args.rate:.0f}); publish interval {args.interval} s; clock pinned at {as_of}")
+        print(f"final values of the tracked keys (expected): "
+              + ", ".join(f"{k.split('|')[0]} {finals[k]} ({expected_final[k]})" for k in TRACKED.values()))
+        print(f"worker: {published:.0f} KPI updates published in {h_count:.0f} rounds with updates "
+              f"({published / max(h_count, 1):.0f} per round); consumer lag sampled every 5 s: max "
+              f"{max(lag_seen, default=math.nan):.0f} messages; last tracked update "
+              f"{(last_reflected_ms - sent_ms[-1]) / 1000:.1f} s after the last send")
+        line = "  p50 {:7.3f} s   p95 {:7.3f} s   p99 {:7.3f} s   max {:7.3f} s   n={}"
+        print("1. worker histogram kpi_stream_publish_latency_seconds (per publication round, oldest event):")
+        if h_count:
+            q = {p: histogram_quantile(buckets, p) for p in (0.5, 0.95, 0.99)}
+            print("  " + "   ".join(f"p{round(p * 100)} {q[p][0]:7.3f} s (bucket {q[p][1]:g}-{q[p][2]:g} s)"
+                                    for p in (0.5, 0.95, 0.99))
+                  + f"   mean {h_sum / h_count:.3f} s   rounds={h_count:.0f}")
+        else:
+            q = {}
+            print("  no observations")
+        print(f"2. outside consumer of kpi.updates ({sum(expected_final.values())} of {len(messages)} events "
+              f"measured, {unreflected} never reflected):")
+        print("  per event: " + line.format(percentile(per_event, 0.5), percentile(per_event, 0.95),
+                                            percentile(per_event, 0.99), max(per_event, default=math.nan),
+                                            len(per_event)))
+        print("  per update:" + line.format(percentile(per_update, 0.5), percentile(per_update, 0.95),
+                                            percentile(per_update, 0.99), max(per_update, default=math.nan),
+                                            len(per_update)))
+        if target is not None:
+            inside_p99 = q[0.99][0] if q else math.nan
+            outside_p99 = percentile(per_event, 0.99)
+            verdict = lambda x: "met" if x <= target else "NOT met"  # noqa: E731
+            print(f"target p99 <= {target} s at interval {args.interval} s: worker histogram {inside_p99:.3f} s "
+                  f"({verdict(inside_p99)}), outside per event {outside_p99:.3f} s ({verdict(outside_p99)}), "
+                  f"outside per update {percentile(per_update, 0.99):.3f} s ({verdict(percentile(per_update, 0.99))})")
+        return 0
+    finally:
+        if worker is not None:
+            worker.stop()
+        redis.stop()
+        broker.stop()
+        if args.keep:
+            print(f"run directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

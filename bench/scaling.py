@@ -1,0 +1,457 @@
+"""Issue 7's scaling questions, on the pure engine path (decode + KpiEngine.apply), no broker.
+
+    .venv/bin/python bench/scaling.py                 # 500,000 timed events per run (~10 min busy)
+    .venv/bin/python bench/scaling.py --events 1000000  # ~16 min on 2 busy cores
+    .venv/bin/python bench/scaling.py --quick         # 50,000 events, 10k vs 100k outlets
+
+The loop timed is the one `kpi-stream replay` runs (stream/replay.py `replay_lines`):
+decode_event(raw, ref_us, settings), engine.apply(event), clock.observe(...), pinned clock.
+Events are generated beforehand (untimed, bench/throughput.py's mix: late 3 %, no duplicates,
+no malformed) into files; every measurement then runs in a fresh subprocess of this script.
+
+Runs (each a fresh process; per-event cost is CPU time of the timed loop / events):
+  1. windows: the same 10k-outlet events with KPI_WINDOWS=7d only vs 60d only
+     (and the default 7d,30d,60d for reference).                        target: 60d <= 1.10 x 7d
+  2. outlets: 10k vs 1M outlets, default windows. The generator emits one outlet.onboarded per
+     (95 % of) outlets on top of the traffic, so those are applied first, untimed (the "engine
+     already tracks N outlets" state); the timed part is the same number of other events
+     (orders, visits, leads, activities, outlet updates) in arrival order.  target: <= 1.20 x
+  3. memory: RSS growth of a fresh process from before to after building the 1M-outlet state,
+     per tracked outlet; the buffers that grow with events rather than outlets (dedupe ids,
+     pending slot deltas, scope vectors, lead/activity state) are sized by walking them and
+     subtracted to give "beyond buffers".                              target: <= 200 B/outlet
+  4. rebuild: the worker's `_make_rebuild` loop (stream/worker.py) over the 1M-outlet state's
+     facts (every accepted event, stored as the worker stores them: [partition, ref_us, raw]),
+     through to final values (advance + roll-up + evaluate), checked equal to run 2's values.
+     CPU part only: reading the facts changelog from Kafka is not included.  target: <= 10 s
+
+Ratios and the rebuild verdict use CPU time (time.process_time), which a busy machine inflates
+far less than wall time; wall figures are printed next to them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from stream import generator  # noqa: E402
+from stream.clock import clock_for, reference_instant_us  # noqa: E402
+from stream.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
+from stream.decode import Rejected, decode_event  # noqa: E402
+from stream.engine import KpiEngine  # noqa: E402
+from stream.updates import update_key  # noqa: E402
+
+ONBOARDED = b'"type":"outlet.onboarded"'
+
+
+def machine() -> str:
+    """bench/replay.py's machine(), so every bench prints the same line."""
+    spec = importlib.util.spec_from_file_location("bench_replay", REPO / "bench" / "replay.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.machine()
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")
+
+
+def settle_rss() -> int:
+    gc.collect()
+    return rss_bytes()
+
+
+def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
+    """bench/throughput.py's traffic: realistic mix, 3 % late, no duplicates, no malformed."""
+    return generator.GeneratorConfig(seed=7, events=events, outlets=outlets,
+                                     duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
+
+
+def settings_for(windows: str, config: generator.GeneratorConfig) -> KpiSettings:
+    return KpiSettings(windows_seconds=parse_duration_list(windows),
+                       clock=ClockSetting("pinned", generator.now_us(config)))
+
+
+def values_digest(engine: KpiEngine) -> tuple[int, str]:
+    values = engine.all_values()
+    digest = hashlib.sha256()
+    for key, value in sorted((update_key(v), (v.value, v.numerator, v.denominator)) for v in values):
+        digest.update(f"{key}={value!r}\n".encode())
+    return len(values), digest.hexdigest()[:16]
+
+
+# -- children -------------------------------------------------------------------------------------
+
+def child_generate(args) -> dict:
+    """Exactly args.events non-onboarding events, plus the generator's onboarding events."""
+    probe = bench_config(0, args.outlets)
+    onboarding = sum(o.onboards for o in generator._World(probe).outlets)  # noqa: SLF001 (exact count)
+    config = bench_config(args.events + onboarding, args.outlets)
+    count = generator.write_jsonl(generator.generate(config), Path(args.file))
+    return {"lines": count, "onboarding": onboarding}
+
+
+def read_file(path: str) -> list[bytes]:
+    with open(path, "rb") as handle:
+        return [line[:-1] if line.endswith(b"\n") else line for line in handle]
+
+
+class GcTimer:
+    """CPU seconds spent in the cyclic garbage collector (it grows with the heap, so with state)."""
+
+    def __init__(self) -> None:
+        self.seconds, self._start = 0.0, 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._start = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._start
+
+    def take(self) -> float:
+        seconds, self.seconds = self.seconds, 0.0
+        return seconds
+
+
+def apply_loop(lines: list[bytes], engine: KpiEngine, settings: KpiSettings, clock) -> tuple[int, int]:
+    """stream/replay.py `replay_lines`' hot path: decode, apply, observe (counters left out)."""
+    rejected = 0
+    for raw in lines:
+        try:
+            event = decode_event(raw, reference_instant_us(settings.clock, None), settings)
+        except Rejected:
+            rejected += 1
+            continue
+        engine.apply(event)
+        clock.observe(event.occurred_us)
+    return len(lines) - rejected, rejected
+
+
+def child_apply(args) -> dict:
+    config = bench_config(0, args.outlets)
+    settings = settings_for(args.windows, config)
+    lines = read_file(args.file)
+    warm = [raw for raw in lines if ONBOARDED in raw]
+    timed = [raw for raw in lines if ONBOARDED not in raw]
+    del lines
+    clock = clock_for(settings.clock)
+    engine = KpiEngine(settings, clock.now_us())
+    rss0 = settle_rss()
+    gc_timer = GcTimer()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    warm_applied, _ = apply_loop(warm, engine, settings, clock)
+    warm_cpu, warm_wall = time.process_time() - cpu, time.perf_counter() - wall
+    rss1 = settle_rss()
+    gc_timer.take()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    applied, rejected = apply_loop(timed, engine, settings, clock)
+    timed_cpu, timed_wall = time.process_time() - cpu, time.perf_counter() - wall
+    timed_gc = gc_timer.take()
+    rss2 = settle_rss()
+
+    engine.advance(clock.now_us())
+    count, digest = values_digest(engine)
+    return {"windows": args.windows, "outlets_config": args.outlets, "warm": len(warm), "warm_cpu": warm_cpu,
+            "warm_wall": warm_wall, "timed": len(timed), "applied": applied, "rejected": rejected,
+            "cpu": timed_cpu, "wall": timed_wall, "gc": timed_gc, "tracked": len(engine.outlets.outlets),
+            "rss0": rss0, "rss1": rss1, "rss2": rss2, "values": count, "digest": digest,
+            "pending_vectors": sum(ledger.pending_count() for ledger in engine.ledgers.values())}
+
+
+def child_rebuild(args) -> dict:
+    from stream.worker import _stored  # the worker's own decoding of a stored fact
+
+    config = bench_config(0, args.outlets)
+    settings = settings_for(args.windows, config)
+    lines = read_file(args.file)
+    ref_us = reference_instant_us(settings.clock, None)
+    # The facts table as the worker holds it after recovery: one value per accepted event, the
+    # JSON [partition, ref_us, raw] (Faust hands it back parsed, _stored accepts either form).
+    facts = {f"k{n}": [0, ref_us, raw.decode()] for n, raw in enumerate(lines)}
+    del lines
+    clock = clock_for(settings.clock)
+    engines = {0: KpiEngine(settings, clock.now_us())}
+    rss0 = settle_rss()
+    gc_timer = GcTimer()
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    applied = 0
+    for value in facts.values():  # stream/worker.py _make_rebuild, minus the log line
+        partition, fact_ref_us, raw = _stored(value)
+        engine = engines.get(partition)
+        if engine is None:
+            continue
+        try:
+            event = decode_event(raw.encode(), fact_ref_us, settings)
+        except Rejected:
+            continue
+        engine.apply(event)
+        clock.observe(event.occurred_us)
+        applied += 1
+    loop_cpu, loop_wall = time.process_time() - cpu, time.perf_counter() - wall
+    engine = engines[0]
+    engine.advance(clock.now_us())
+    count, digest = values_digest(engine)  # roll-up and evaluation: "to correct values"
+    total_cpu, total_wall = time.process_time() - cpu, time.perf_counter() - wall
+    total_gc = gc_timer.take()
+
+    rss1 = settle_rss()
+    breakdown = memory_breakdown(engine, args.sample)
+    return {"facts": len(facts), "applied": applied, "loop_cpu": loop_cpu, "loop_wall": loop_wall,
+            "total_cpu": total_cpu, "total_wall": total_wall, "gc": total_gc, "values": count, "digest": digest,
+            "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets.outlets), **breakdown}
+
+
+# -- sizing the state (for the explanation; RSS is the figure) --------------------------------------
+
+class Sizer:
+    """Deep sys.getsizeof, each object once; small ints and shared module constants are free."""
+
+    def __init__(self) -> None:
+        self.seen: set[int] = set()
+        self.keep: list = []  # walked objects stay alive, so no id in `seen` is reused
+
+
+    def __call__(self, obj) -> int:
+        total, stack = 0, [obj]
+        while stack:
+            item = stack.pop()
+            if item is None or isinstance(item, (bool, type)) or id(item) in self.seen:
+                continue
+            if isinstance(item, int) and -5 <= item <= 256:
+                continue
+            self.seen.add(id(item))
+            self.keep.append(item)
+            total += sys.getsizeof(item)
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple, set, frozenset)):
+                stack.extend(item)
+            elif hasattr(type(item), "__slots__") and not isinstance(item, (str, bytes, int, float)):
+                for name in _all_slots(type(item)):
+                    stack.append(getattr(item, name, None))
+        return total
+
+
+def _all_slots(cls) -> list[str]:
+    names = []
+    for klass in cls.__mro__:
+        slots = klass.__dict__.get("__slots__", ())
+        names.extend([slots] if isinstance(slots, str) else slots)
+    return [n for n in names if n not in ("__weakref__", "__dict__")]
+
+
+def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
+    import random
+
+    from stream.outlets import OutletState
+
+    sizer = Sizer()
+    # Shared constants (the default stamp tuple, enum members, layouts) are not per outlet.
+    import stream.outlets as outlets_module
+    sizer(outlets_module._NO_STAMP)  # noqa: SLF001
+    sizer(engine.layouts)
+    outlets = engine.outlets.outlets
+    rng = random.Random(5)
+    chosen = rng.sample(list(outlets.values()), min(sample, len(outlets)))
+    fields = [name for name in _all_slots(OutletState)]
+    per_field = {name: 0 for name in fields}
+    base = 0
+    for state in chosen:
+        sizer.seen.add(id(state))
+        base += sys.getsizeof(state)
+        for name in fields:
+            per_field[name] += sizer(getattr(state, name))
+    n = len(chosen)
+    dict_entry = sys.getsizeof(outlets) / max(1, len(outlets))
+    outlet_state = (base + sum(per_field.values())) / n
+    shape = {
+        "orders": sum(len(s.order_times) for s in chosen) / n,
+        "visits": sum(len(s.visits) for s in chosen) / n,
+        "with_no_orders": sum(not s.order_times for s in chosen) / n,
+        "with_no_visits": sum(not s.visits for s in chosen) / n,
+    }
+
+    # Buffers that grow with events or scopes rather than outlets.
+    seen = engine.deduper.seen
+    keys = rng.sample(list(seen.keys()), min(sample, len(seen))) if seen else []
+    dedupe_entry = 0.0
+    for key in keys:
+        family, entity, event_id = key
+        state = outlets.get(entity)
+        shared_entity = state is not None and state.outlet_id is entity
+        dedupe_entry += sys.getsizeof(key) + sys.getsizeof(event_id) + (0 if shared_entity else sys.getsizeof(entity))
+    dedupe_entry = dedupe_entry / max(1, len(keys))
+    dedupe = sys.getsizeof(seen) + dedupe_entry * len(seen)
+    pending_sizer = Sizer()
+    pending_bytes = pending_sizer([(ledger.pending, ledger._due) for ledger in engine.ledgers.values()])  # noqa: SLF001
+    ledgers = pending_sizer((engine.ledgers, engine.rollups))  # the rest: cell and scope vectors
+    leads_activities = Sizer()((engine.leads.leads, engine.activities.reps))
+    pending = sum(ledger.pending_count() for ledger in engine.ledgers.values())
+    return {"per_field": {k: v / n for k, v in per_field.items()}, "state_base": base / n,
+            "outlet_state": outlet_state, "dict_entry": dict_entry, "shape": shape,
+            "dedupe": dedupe, "dedupe_entries": len(seen), "dedupe_entry": dedupe_entry,
+            "ledgers": ledgers, "pending": pending_bytes, "pending_vectors": pending, "leads_activities": leads_activities,
+            "leads": len(engine.leads.leads)}
+
+
+# -- parent ---------------------------------------------------------------------------------------
+
+def run_child(*argv: str) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), *argv]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"child failed: {' '.join(argv)}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def verdict(ok: bool) -> str:
+    return "meets" if ok else "MISSES"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, help="timed events per run (default 500,000; --quick 50,000)")
+    parser.add_argument("--quick", action="store_true", help="50k events, 10k vs 100k outlets: a smoke run")
+    parser.add_argument("--small", type=int, default=10_000, help="outlets of the small world")
+    parser.add_argument("--large", type=int, help="outlets of the large world (default 1,000,000; --quick 100,000)")
+    parser.add_argument("--sample", type=int, default=20_000, help="outlets / dedupe ids sized for the breakdown")
+    parser.add_argument("--keep", action="store_true", help="keep the generated files")
+    parser.add_argument("--child", choices=("generate", "apply", "rebuild"), help=argparse.SUPPRESS)
+    parser.add_argument("--file", help=argparse.SUPPRESS)
+    parser.add_argument("--outlets", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--windows", default="7d,30d,60d", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    events = args.events or (50_000 if args.quick else 500_000)
+    large = args.large or (100_000 if args.quick else 1_000_000)
+
+    if args.child:
+        args.events = events
+        result = {"generate": child_generate, "apply": child_apply, "rebuild": child_rebuild}[args.child](args)
+        print(json.dumps(result))
+        return 0
+
+    started = time.perf_counter()
+    workdir = Path(tempfile.mkdtemp(prefix="kpi-scaling-"))
+    small_file, large_file = workdir / f"outlets-{args.small}.jsonl", workdir / f"outlets-{large}.jsonl"
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f} at start", flush=True)
+    print(f"parameters: {events:,} timed events per run, outlets {args.small:,} vs {large:,}, seed 7, "
+          f"pinned clock at the generator's end (2026-11-24T00:00:00Z), slot 60 s", flush=True)
+    print(f"generating {events:,} events + onboarding for {args.small:,} and for {large:,} outlets "
+          f"(seed 7, untimed, two processes) ...", flush=True)
+    procs = [subprocess.Popen([sys.executable, __file__, "--child", "generate", "--events", str(events),
+                               "--outlets", str(n), "--file", str(f)], stdout=subprocess.PIPE, text=True)
+             for n, f in ((args.small, small_file), (large, large_file))]
+    gens = []
+    generated = time.perf_counter()
+    for proc in procs:
+        out, _ = proc.communicate()
+        if proc.returncode:
+            raise SystemExit("generation failed")
+        gens.append(json.loads(out.strip().splitlines()[-1]))
+    print(f"  {args.small:,} outlets: {gens[0]['lines']:,} lines ({gens[0]['onboarding']:,} outlet.onboarded); "
+          f"{large:,} outlets: {gens[1]['lines']:,} lines ({gens[1]['onboarding']:,} outlet.onboarded); "
+          f"{time.perf_counter() - generated:.0f} s", flush=True)
+
+    def apply(windows: str, outlets: int, path: Path) -> dict:
+        r = run_child("--child", "apply", "--windows", windows, "--outlets", str(outlets), "--file", str(path),
+                      "--events", str(events))
+        r["us"] = r["cpu"] / r["timed"] * 1e6
+        r["us_wall"] = r["wall"] / r["timed"] * 1e6
+        print(f"  windows {windows:<10} outlets {outlets:>9,}: {r['timed']:,} events in {r['cpu']:.1f} s CPU "
+              f"(GC {r['gc']:.1f} s; {r['wall']:.1f} s wall): {r['us']:.2f} us/event CPU, {r['us_wall']:.2f} wall; "
+              f"onboarding {r['warm']:,} first: {r['warm_cpu'] / max(1, r['warm']) * 1e6:.2f} us/event; "
+              f"tracked outlets {r['tracked']:,}; {r['values']:,} values; "
+              f"{r['pending_vectors']:,} pending slot vectors; RSS +{mib(r['rss2'] - r['rss0'])}", flush=True)
+        return r
+
+    print("\n1. per-event cost vs window length (same events, 10k-outlet world; fresh process each)", flush=True)
+    w7 = apply("7d", args.small, small_file)
+    w60 = apply("60d", args.small, small_file)
+    wdef = apply("7d,30d,60d", args.small, small_file)
+
+    print("\n2. per-event cost vs outlets tracked (default windows 7d,30d,60d)", flush=True)
+    print(f"  {args.small:,} outlets: the 7d,30d,60d run above", flush=True)
+    big = apply("7d,30d,60d", large, large_file)
+
+    print("\n3./4. rebuild of the large state from its facts, then its memory (fresh process)", flush=True)
+    rb = run_child("--child", "rebuild", "--windows", "7d,30d,60d", "--outlets", str(large), "--file",
+                   str(large_file), "--sample", str(args.sample), "--events", str(events))
+    growth = rb["rss1"] - rb["rss0"]
+    tracked = rb["tracked"]
+    buffers = rb["dedupe"] + rb["pending"] + rb["ledgers"] + rb["leads_activities"]
+    beyond = (growth - buffers) / tracked
+    print(f"  facts {rb['facts']:,} (every accepted event), applied {rb['applied']:,}; rebuild loop "
+          f"{rb['loop_cpu']:.1f} s CPU ({rb['loop_wall']:.1f} s wall), to final values {rb['total_cpu']:.1f} s CPU "
+          f"(GC {rb['gc']:.1f} s; {rb['total_wall']:.1f} s wall) = {rb['total_cpu'] / rb['facts'] * 1e6:.1f} us/fact; "
+          f"{rb['values']:,} values, "
+          f"{'equal to' if rb['digest'] == big['digest'] else 'DIFFERENT FROM'} run 2's", flush=True)
+    print(f"  RSS {mib(rb['rss0'])} with the facts loaded -> {mib(rb['rss1'])} with the state: growth "
+          f"{mib(growth)} for {tracked:,} tracked outlets = {growth / tracked:,.0f} B/outlet all-in")
+    print(f"  of which buffers (walked, sys.getsizeof): dedupe ids {mib(rb['dedupe'])} "
+          f"({rb['dedupe_entries']:,} ids x {rb['dedupe_entry']:.0f} B + table); pending slot deltas "
+          f"{mib(rb['pending'])} ({rb['pending_vectors']:,} (slot, cell) vectors, "
+          f"{rb['pending'] / max(1, rb['pending_vectors']):.0f} B each); cell + scope vectors {mib(rb['ledgers'])}; "
+          f"leads + activity reps "
+          f"{mib(rb['leads_activities'])} ({rb['leads']:,} leads)")
+    print(f"  => beyond buffers: ({mib(growth)} - {mib(buffers)}) / {tracked:,} = {beyond:,.0f} B/outlet (RSS)")
+    shape = rb["shape"]
+    print(f"  per-outlet state walked on {min(args.sample, tracked):,} sampled outlets (avg {shape['orders']:.2f} "
+          f"orders, {shape['visits']:.2f} visits; {shape['with_no_orders']:.0%} without orders, "
+          f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state'] + rb['dict_entry']:,.0f} B =")
+    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['state_base']:.0f} OutletState object (11 slots)")
+    for name, size in sorted(rb["per_field"].items(), key=lambda item: -item[1]):
+        print(f"    {size:7.0f}  {name}")
+
+    print("\nsummary (per-event cost = CPU time of the timed loop / events; targets from issue 7)")
+    r1 = w60["us"] / w7["us"]
+    r2 = big["us"] / wdef["us"]
+    print(f"  1. 7d only {w7['us']:.2f} us/event, 60d only {w60['us']:.2f} (default set {wdef['us']:.2f}): "
+          f"60d/7d = {r1:.3f}   target <= 1.10: {verdict(r1 <= 1.10)}  (wall ratio {w60['us_wall'] / w7['us_wall']:.3f})")
+    print(f"  2. {args.small:,} outlets {wdef['us']:.2f} us/event, {big['tracked']:,} outlets {big['us']:.2f}: "
+          f"ratio {r2:.3f}   target <= 1.20: {verdict(r2 <= 1.20)}  (wall ratio {big['us_wall'] / wdef['us_wall']:.3f})")
+    print(f"  3. memory beyond buffers {beyond:,.0f} B/outlet ({growth / tracked:,.0f} all-in)   "
+          f"target <= 200: {verdict(beyond <= 200)}")
+    print(f"  4. rebuild of {tracked:,} outlets from {rb['facts']:,} facts to final values: "
+          f"{rb['total_cpu']:.1f} s CPU ({rb['total_wall']:.1f} s wall)   target <= 10 s: "
+          f"{verdict(rb['total_cpu'] <= 10)}  (CPU part only; reading the changelog from Kafka is extra)")
+    print(f"  total run time {time.perf_counter() - started:.0f} s")
+    if not args.keep:
+        for f in (small_file, large_file):
+            f.unlink(missing_ok=True)
+        workdir.rmdir()
+    else:
+        print(f"  files kept in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
