@@ -287,11 +287,15 @@ class KpiWorker:
             consumer.assign([partition])
             consumer.seek(partition, offset)
             end = (await consumer.end_offsets([partition]))[partition]
-            batch = await consumer.getmany(partition, timeout_ms=timeout_ms, max_records=1)
-            records = batch.get(partition) or []
-            if records:
-                return records[0].offset
-            return end if await consumer.position(partition) >= end > offset else None
+            deadline = time.monotonic() + timeout_ms / 1000
+            while time.monotonic() < deadline:  # short polls: a marker-only tail ends in one fetch
+                batch = await consumer.getmany(partition, timeout_ms=200, max_records=1)
+                records = batch.get(partition) or []
+                if records:
+                    return records[0].offset
+                if await consumer.position(partition) >= end > offset:
+                    return end
+            return None
         except Exception as error:  # noqa: BLE001 - cannot tell: keep re-reading rather than skip
             log.warning("offsets: could not read %s[%s] at %s: %r", tp.topic, tp.partition, offset, error)
             return None

@@ -56,7 +56,7 @@ def test_transaction_markers_in_the_input_are_accepted_as_gaps_and_every_event_i
             return body.decode()
 
         assert counter_total(metrics(), "kpi_stream_offset_gaps_total") > 0, "no marker gap was seen"
-        wait_until(lambda: counter_total(metrics(), "kpi_stream_consumer_lag") == 0 or ["lag left"], timeout=30,
+        wait_until(lambda: counter_total(metrics(), "kpi_stream_consumer_lag") == 0 or ["lag left"], timeout=60,
                    what="every applied offset committed (lag 0)")
         assert "re-reading from" not in worker.log_tail(100_000), "a marker gap was taken for a skipped range"
     finally:
