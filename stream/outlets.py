@@ -18,6 +18,7 @@ new ones. Orders keep the rep they name; orders naming none follow the assigned 
 
 from __future__ import annotations
 
+import sys
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -96,7 +97,8 @@ class OutletBook:
         for index, value in enumerate(event.attributes):
             if value is not None and stamp > state.attribute_stamps[index]:
                 state.attribute_stamps[index] = stamp
-                new_attributes[index] = value
+                # a few hundred regions/territories/... shared by a million outlets: one copy each
+                new_attributes[index] = sys.intern(value)
         if new_attributes != state.attributes:
             self._move(state, new_attributes)
         if event.type == "outlet.onboarded" and (
