@@ -180,15 +180,18 @@ def child_apply(args) -> dict:
 
 
 def child_rebuild(args) -> dict:
-    from stream.worker import _stored  # the worker's own decoding of a stored fact
+    from stream.worker import apply_fact_batches  # the worker's own rebuild loop
 
     config = bench_config(0, args.outlets)
     settings = settings_for(args.windows, config)
     lines = read_file(args.file)
     ref_us = reference_instant_us(settings.clock, None)
-    # The facts table as the worker holds it after recovery: one value per accepted event, the
-    # JSON [partition, ref_us, raw] (Faust hands it back parsed, _stored accepts either form).
-    facts = {f"k{n}": [0, ref_us, raw.decode()] for n, raw in enumerate(lines)}
+    # The facts table as the worker holds it after recovery: batches of up to 500 facts
+    # {"p": partition, "f": [[entity, event_id, ref_us, raw], ...]} (distinct identities here).
+    facts = {f"b{start}": {"p": 0, "f": [[f"k{n}", f"e{n}", ref_us, raw.decode()]
+                                         for n, raw in enumerate(lines[start:start + 500], start)]}
+             for start in range(0, len(lines), 500)}
+    fact_count = len(lines)
     del lines
     clock = clock_for(settings.clock)
     engines = {0: KpiEngine(settings, clock.now_us())}
@@ -196,19 +199,7 @@ def child_rebuild(args) -> dict:
     gc_timer = GcTimer()
 
     cpu, wall = time.process_time(), time.perf_counter()
-    applied = 0
-    for value in facts.values():  # stream/worker.py _make_rebuild, minus the log line
-        partition, fact_ref_us, raw = _stored(value)
-        engine = engines.get(partition)
-        if engine is None:
-            continue
-        try:
-            event = decode_event(raw.encode(), fact_ref_us, settings)
-        except Rejected:
-            continue
-        engine.apply(event)
-        clock.observe(event.occurred_us)
-        applied += 1
+    applied = apply_fact_batches(facts.values(), engines, settings, clock)
     loop_cpu, loop_wall = time.process_time() - cpu, time.perf_counter() - wall
     engine = engines[0]
     engine.advance(clock.now_us())
@@ -218,7 +209,7 @@ def child_rebuild(args) -> dict:
 
     rss1 = settle_rss()
     breakdown = memory_breakdown(engine, args.sample)
-    return {"facts": len(facts), "applied": applied, "loop_cpu": loop_cpu, "loop_wall": loop_wall,
+    return {"facts": fact_count, "applied": applied, "loop_cpu": loop_cpu, "loop_wall": loop_wall,
             "total_cpu": total_cpu, "total_wall": total_wall, "gc": total_gc, "values": count, "digest": digest,
             "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets.outlets), **breakdown}
 
