@@ -218,7 +218,8 @@ class KafkaBroker:
         java = shutil.which("java")
         if java is None:
             raise LocalStackError("java not found: Kafka needs a JRE (Java 17)")
-        self.run_dir = Path(run_dir)
+        # absolute: redis changes into `dir` before opening `logfile`, and the demo passes run/demo
+        self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.controller_port = self.controller_port or free_port()
@@ -365,7 +366,8 @@ class RedisServer:
         server = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(server).exists():
             raise LocalStackError("redis-server not found: run scripts/setup.sh (Debian package redis-server)")
-        self.run_dir = Path(run_dir)
+        # absolute: redis changes into `dir` before opening `logfile`, and the demo passes run/demo
+        self.run_dir = Path(run_dir).resolve()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         config = self.run_dir / "redis.conf"
