@@ -53,3 +53,16 @@ def test_stop_kills_the_processes_it_started(tmp_path):
     server.stop()
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_redis_starts_from_a_relative_run_directory_as_the_demo_passes_it(tmp_path, monkeypatch):
+    import redis
+
+    monkeypatch.chdir(tmp_path)
+    server = RedisServer().start("run/demo/redis")
+    try:
+        client = redis.Redis.from_url(server.url)
+        assert client.ping()
+        assert (tmp_path / "run/demo/redis/redis.log").exists()
+    finally:
+        server.stop()
