@@ -116,12 +116,15 @@ class RedisSink:
             finally:
                 self.in_flight = 0
                 self._count_backlog()
-            if self.down_logged:
-                log.info("redis writes succeed again")
-            self.needs_full_write = False
-            self.up = True
-            self.down_logged = False
-            self.metrics.redis_up.set(1)
+            self._up("redis writes succeed again")
+
+    def _up(self, back: str) -> None:
+        if self.down_logged:  # an outage was logged: say it ended
+            log.info("%s", back)
+        self.up = True
+        self.down_logged = False
+        self.needs_full_write = False
+        self.metrics.redis_up.set(1)
 
     def _down(self, why: str) -> None:
         if not self.down_logged:  # say it once per outage, not every round
@@ -148,12 +151,7 @@ class RedisSink:
         if not self.up and not self.backlog:
             # reachable and nothing to write (no values yet): up, or an idle worker would report
             # Redis down -- and fire RedisDown -- until its first value
-            if self.down_logged:
-                log.info("redis reachable again")
-            self.up = True
-            self.down_logged = False
-            self.needs_full_write = False
-            self.metrics.redis_up.set(1)
+            self._up("redis reachable again")
 
     async def read_all(self) -> dict[str, dict]:
         raw = await self.client.hgetall(self.hash_name)

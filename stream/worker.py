@@ -260,18 +260,28 @@ class KpiWorker:
         if admission is Admission.APPLY:
             return True
         if admission is Admission.PROBE:
-            first = await self._first_offset_in_log(tp, expected)
-            if first is not None and first > expected:
-                log.info("offsets: %s[%s] has no records at %s..%s (transaction markers or compaction)",
-                         tp.topic, tp.partition, expected, first - 1)
-                self.metrics.offset_gaps.labels(tp.topic).inc()
-                await self._faust_add_gap(tp, expected, first - 1)
-                self.ledger.skip_to(tp, first)
-                return (await self._admit(message)) if message.offset >= first else False
-            log.warning("offsets: %s[%s] delivered offset %s before %s..%s were applied; re-reading from %s",
-                        tp.topic, tp.partition, message.offset, expected, message.offset - 1, expected)
-            self.metrics.offset_holes.labels(tp.topic).inc()
-            await self.app.consumer.seek_wait({tp: expected})
+            what = f"delivered offset {message.offset} before {expected}..{message.offset - 1} were applied"
+            if await self._resolve_hole(tp, expected, what) and message.offset >= self.ledger.next_offset(tp):
+                return await self._admit(message)  # a real gap, now skipped: this one may be next
+        return False
+
+    async def _resolve_hole(self, tp, start: int, what: str) -> bool:
+        """Offsets from `start` on were not applied: ask the log. No records there (transaction
+        markers, compaction): accept the gap and return True. Records there, or no clear answer
+        (a slow broker): seek back to `start` -- re-reading is harmless -- and return False."""
+        first = await self._first_offset_in_log(tp, start)
+        if self.ledger.next_offset(tp) != start:
+            return False  # settled meanwhile (the agent and the lag observer both call this)
+        if first is not None and first > start:
+            log.info("offsets: %s[%s] has no records at %s..%s (transaction markers or compaction)",
+                     tp.topic, tp.partition, start, first - 1)
+            self.metrics.offset_gaps.labels(tp.topic).inc()
+            await self._faust_add_gap(tp, start, first - 1)
+            self.ledger.skip_to(tp, first)
+            return True
+        log.warning("offsets: %s[%s] %s; re-reading from %s", tp.topic, tp.partition, what, start)
+        self.metrics.offset_holes.labels(tp.topic).inc()
+        await self.app.consumer.seek_wait({tp: start})
         return False
 
     async def _first_offset_in_log(self, tp, offset: int, timeout_ms: int = 5000) -> int | None:
@@ -304,29 +314,15 @@ class KpiWorker:
             await consumer.stop()
 
     async def _settle_idle_partition(self, tp, highwater: int) -> None:
-        """A partition whose applied offsets stop short of the end while nothing arrives. Either
-        the rest has no records (a transactional producer's last commit marker): accept it as a
-        gap, or lag and the committed offset stay one short forever. Or records are there that
-        faust will not deliver again (a re-read whose messages its read-offset filter dropped):
-        seek back once more -- holes are otherwise retried only when a later message arrives."""
+        """A partition whose applied offsets stop short of the end while nothing arrives: either
+        the rest is a transactional producer's last commit marker (lag and the committed offset
+        would stay one short forever) or records faust will not deliver again (a re-read whose
+        messages its read-offset filter dropped) -- holes are otherwise retried only when a later
+        message arrives."""
         start = self.ledger.next_offset(tp)
         if start is None or start >= highwater:
             return
-        first = await self._first_offset_in_log(tp, start)
-        if self.ledger.next_offset(tp) != start:
-            return  # it moved meanwhile
-        if first is not None and first > start:
-            log.info("offsets: %s[%s] has no records at %s..%s (transaction markers)", tp.topic, tp.partition,
-                     start, first - 1)
-            self.metrics.offset_gaps.labels(tp.topic).inc()
-            await self._faust_add_gap(tp, start, first - 1)
-            self.ledger.skip_to(tp, first)
-        else:
-            # records there, or the check could not tell (a slow broker): re-reading is harmless
-            log.warning("offsets: %s[%s] stalled at %s with records up to %s not delivered; re-reading from %s",
-                        tp.topic, tp.partition, start, highwater - 1, start)
-            self.metrics.offset_holes.labels(tp.topic).inc()
-            await self.app.consumer.seek_wait({tp: start})
+        await self._resolve_hole(tp, start, f"stalled at {start} with records up to {highwater - 1} not delivered")
 
     async def _faust_add_gap(self, tp, offset_from: int, offset_to: int) -> None:
         await self.app.consumer._kpi_add_gap(tp, offset_from, offset_to)
