@@ -45,6 +45,7 @@ from .updates import ChangeFilter, cloudevent_headers, encode, update_message
 log = logging.getLogger(__name__)
 # Facts are written this often, at most this many per changelog message (~300 bytes each).
 FACT_FLUSH_SECONDS = 0.25
+SEEK_TIMEOUT_SECONDS = 10.0
 FACTS_PER_MESSAGE = 500
 _METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
 
@@ -281,7 +282,11 @@ class KpiWorker:
             return True
         log.warning("offsets: %s[%s] %s; re-reading from %s", tp.topic, tp.partition, what, start)
         self.metrics.offset_holes.labels(tp.topic).inc()
-        await self.app.consumer.seek_wait({tp: start})
+        try:
+            # bounded: an agent or the lag observer stuck here would stop re-reading for good
+            await asyncio.wait_for(self.app.consumer.seek_wait({tp: start}), timeout=SEEK_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - the stall check will try again
+            log.warning("offsets: seeking %s[%s] to %s failed (%r); will retry", tp.topic, tp.partition, start, error)
         return False
 
     async def _first_offset_in_log(self, tp, offset: int, timeout_ms: int = 5000) -> int | None:
