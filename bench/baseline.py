@@ -101,7 +101,7 @@ def main() -> int:
             verdict = "EQUAL" if base.value == truth else f"NOT EQUAL (off by {base.value - truth:+d})"
             oracle_note = f"baseline {base.value} vs oracle {truth}: {verdict}  (oracle {oracle_seconds:.0f} s)"
 
-        worker_rate = float("nan")
+        worker_rate = worker_rate_from_first = float("nan")
         if not args.skip_worker:
             import redis as redis_lib
 
@@ -115,7 +115,7 @@ def main() -> int:
                         return True
                     return False
             worker_started = time.perf_counter()
-            worker_rate = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, 1,
+            worker_rate_from_first, worker_rate = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, 1,
                                             settle=settle, settle_timeout=args.settle_timeout)
             if expected is not None:
                 actual = redis_records(client, prefix)
@@ -138,8 +138,10 @@ def main() -> int:
         print(f"a. plain-Faust hopping baseline (global active_accounts 30d only): {base.rate_from_start:10.1f} events/s"
               f"   (from first message: {base.rate_from_first:.1f} events/s; changelog flush after the last"
               f" message: {base.flush_seconds:.1f} s)")
-        print(f"b. kpi-stream worker x1 (every KPI, every scope):                  {worker_rate:10.1f} events/s")
-        print(f"b/a = {worker_rate / base.rate_from_start:.1f}x   (target >= 20x)")
+        print(f"b. kpi-stream worker x1 (every KPI, every scope):                  {worker_rate:10.1f} events/s"
+              f"   (from first message: {worker_rate_from_first:.1f} events/s)")
+        print(f"b/a = {worker_rate / base.rate_from_start:.1f}x from process start, "
+              f"{worker_rate_from_first / base.rate_from_first:.1f}x from the first message   (target >= 20x)")
         print(f"baseline value at as_of (window [floor_day(as_of)-29d, +30d), the earliest containing as_of): "
               f"{oracle_note}")
         for description, value in base.values.items():

@@ -24,14 +24,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Callable
 
 import faust
 import orjson
 from aiokafka.structs import TopicPartition
+from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .clock import Clock, clock_for, reference_instant_us
+from .batches import BatchProducer, Outgoing, key_partition
 from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
@@ -47,6 +49,13 @@ log = logging.getLogger(__name__)
 FACT_FLUSH_SECONDS = 0.25
 SEEK_TIMEOUT_SECONDS = 10.0
 FACTS_PER_MESSAGE = 500
+# Scope partials per message to one scope-stage partition (~300 bytes each)
+PARTIALS_PER_MESSAGE = 400
+# Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
+# each), so a slow or throttled Kafka holds consumption back instead of filling memory.
+FACT_BACKLOG_LIMIT = 5_000
+# Room for a publication round's updates or a fact batch in a few record batches
+PRODUCER_BATCH_BYTES = 256 * 1024
 _METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
 
 FAMILY_TOPICS = {
@@ -60,6 +69,11 @@ TYPE_TOPIC = {
     "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
     "lead.lost": "sales.leads", "activity.logged": "sales.activities",
 }
+
+
+def publish_tick(interval: float) -> float:
+    """How often the scope stage looks for scopes due for publication."""
+    return min(0.1, max(0.01, interval / 10))
 
 
 def encode_vector(vector: list) -> list:
@@ -111,7 +125,11 @@ class KpiWorker:
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.scopes: dict[tuple[str, str, str], ScopePartials] = {}
         self.dirty_scopes: set[tuple[str, str, str]] = set()
-        self.scope_oldest_ms: int | None = None
+        # scope -> Kafka timestamp (ms) of the oldest event waiting in it for publication
+        self.scope_oldest_ms: dict[tuple[str, str, str], int] = {}
+        # scope -> monotonic time of its last publication (a key changes at most once per interval)
+        self.scope_published_at: dict[tuple[str, str, str], float] = {}
+        self.next_age_refresh = 0.0
         self.change_filter = ChangeFilter()
         # scope -> the values last published for it (to withdraw gauges when it moves away)
         self.published: dict[tuple[str, str, str], dict[str, object]] = {}
@@ -127,6 +145,8 @@ class KpiWorker:
         # (family, partition) -> facts applied but not yet written to the facts table: written
         # in batches by `_flush_facts`, and offsets are committed only past written facts
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
+        self.pending_fact_count = 0
+        self.unwritten_facts = 0  # pending, or sent and not acknowledged yet
         self.fact_batches = 0
         self.instance = uuid.uuid4().hex[:12]  # keeps this process's batch keys apart from others'
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
@@ -163,11 +183,12 @@ class KpiWorker:
             # and faust 0.15.3's standby recovery crashed a worker in the rebalance test (seeking
             # a standby partition during a second rebalance: "Offset must be a positive integer").
             table_standby_replicas=0,
+            producer_max_batch_size=PRODUCER_BATCH_BYTES,
         )
+        self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
-        self.updates_topic = app.topic(t.updates, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
         self.typed_topics = {name: app.topic(t.input(name)) for name in TYPE_TOPIC.values()}
         self.entity_topics = {t.input(name) for names in FAMILY_TOPICS.values() for name in names}
@@ -189,7 +210,7 @@ class KpiWorker:
         app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
         app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
-        app.timer(s.publish_interval_seconds, name="publish-kpis")(self._publish_round)
+        app.timer(publish_tick(s.publish_interval_seconds), name="publish-kpis")(self._publish_round)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
         app.timer(2.0, name="check-kafka")(self._check_kafka)
         app.service(self._redis_service())
@@ -210,6 +231,8 @@ class KpiWorker:
             await self._handle_input(None, event.message)
 
     async def _handle_input(self, family: Family | None, message) -> None:
+        while self.unwritten_facts >= FACT_BACKLOG_LIMIT:
+            await asyncio.sleep(FACT_FLUSH_SECONDS / 5)  # backpressure, see FACT_BACKLOG_LIMIT
         if not await self._admit(message):
             return
         raw: bytes = message.value if message.value is not None else b""
@@ -245,6 +268,8 @@ class KpiWorker:
         # no await between the ledger's admission and this append: `_flush_facts` sees both or neither
         self.pending_facts.setdefault((family, message.partition), []).append(
             [key, event.event_id, event.ref_us, raw.decode()])
+        self.pending_fact_count += 1
+        self.unwritten_facts += 1
         if timestamp_ms is not None and (entity.oldest_unsent_ms is None or timestamp_ms < entity.oldest_unsent_ms):
             entity.oldest_unsent_ms = timestamp_ms
 
@@ -270,7 +295,10 @@ class KpiWorker:
         """Offsets from `start` on were not applied: ask the log. No records there (transaction
         markers, compaction): accept the gap and return True. Records there, or no clear answer
         (a slow broker): seek back to `start` -- re-reading is harmless -- and return False."""
-        first = await self._first_offset_in_log(tp, start)
+        try:
+            first = await _bounded(self._first_offset_in_log(tp, start), SEEK_TIMEOUT_SECONDS)
+        except TimeoutError:
+            first = None
         if self.ledger.next_offset(tp) != start:
             return False  # settled meanwhile (the agent and the lag observer both call this)
         if first is not None and first > start:
@@ -284,7 +312,7 @@ class KpiWorker:
         self.metrics.offset_holes.labels(tp.topic).inc()
         try:
             # bounded: an agent or the lag observer stuck here would stop re-reading for good
-            await asyncio.wait_for(self.app.consumer.seek_wait({tp: start}), timeout=SEEK_TIMEOUT_SECONDS)
+            await _bounded(self.app.consumer.seek_wait({tp: start}), SEEK_TIMEOUT_SECONDS)
         except Exception as error:  # noqa: BLE001 - the stall check will try again
             log.warning("offsets: seeking %s[%s] to %s failed (%r); will retry", tp.topic, tp.partition, start, error)
         return False
@@ -415,6 +443,9 @@ class KpiWorker:
         for (family, partition) in list(self.pending_facts):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.pending_facts[(family, partition)]  # the next owner re-reads them
+        dropped = self.pending_fact_count - sum(len(facts) for facts in self.pending_facts.values())
+        self.pending_fact_count -= dropped
+        self.unwritten_facts -= dropped
         self.ledger.forget(revoked)
         for tp in revoked:
             self.lag_seen.pop(tp, None)
@@ -424,6 +455,8 @@ class KpiWorker:
         for key, partials in list(self.scopes.items()):
             if (self.topics.partials, partials.own_partition) in by_topic:
                 del self.scopes[key]
+                self.scope_published_at.pop(key, None)
+                self.scope_oldest_ms.pop(key, None)
                 # Another worker publishes this scope now: stop exporting our stale gauges.
                 for update_key, value in self.published.pop(key, {}).items():
                     self.gauges.remove(value)
@@ -443,37 +476,89 @@ class KpiWorker:
         if self.app.rebalancing or not self.pending_facts:
             return
         batches, self.pending_facts = self.pending_facts, {}
+        self.pending_fact_count = 0
         durable = {tp: self.ledger.next_offset(tp) for tp in list(self.ledger.cursors) if tp.topic in self.entity_topics}
+        writes = []
         for (family, partition), facts in batches.items():
+            entries = []
             for start in range(0, len(facts), FACTS_PER_MESSAGE):
                 self.fact_batches += 1
-                key = orjson.dumps([partition, self.instance, self.fact_batches])
-                _write_outside_stream(self.fact_tables[family], partition, key,
-                                      orjson.dumps({"p": partition, "f": facts[start:start + FACTS_PER_MESSAGE]}))
+                chunk = facts[start:start + FACTS_PER_MESSAGE]
+                entries.append((orjson.dumps([partition, self.instance, self.fact_batches]),
+                                orjson.dumps({"p": partition, "f": chunk}), len(chunk)))
+            # every batch in its table before the first await: a rebuild meanwhile must find them
+            _store_put_all(self.fact_tables[family], partition, entries)
+            writes.append((self.fact_tables[family], partition, entries))
+        for table, partition, entries in writes:
+            await self._send_changelog(table, partition, entries, self._facts_written)
         for tp, offset in durable.items():
             if offset is not None:
                 self.ledger.mark_durable(tp, offset)
 
+    async def _send_changelog(self, table, partition: int, entries: list[tuple],
+                              written: Callable[[int], None] | None = None) -> None:
+        """The changelog side of table writes already in the store (`_store_put_all`): entries
+        (key, value[, items]) as a few record batches (what `table[key] = value` does one message
+        at a time); `written(items)` when the broker has them."""
+        if not entries:
+            return
+        changelog = table.changelog_topic.get_topic_name()
+        store = table.data
+
+        def delivered(partition: int, last_offset: int, items: int) -> None:
+            # what faust records per changelog write: an on-disk store then recovers from here
+            if hasattr(store, "set_persisted_offset"):
+                store.set_persisted_offset(TP(changelog, partition), last_offset)
+            if written is not None:
+                written(items)
+
+        await self.batches.send(changelog, (Outgoing(partition, key, value, items=rest[0] if rest else 1)
+                                            for key, value, *rest in entries), delivered)
+
+    def _facts_written(self, facts: int) -> None:
+        self.unwritten_facts -= facts
+
+    def _on_lost_output(self, topic: str, error: BaseException) -> None:
+        """A batch the broker never took: state or output behind the committed offsets may be
+        missing. Stop; the restarted worker re-reads from the last commit and republishes."""
+        asyncio.ensure_future(self.app.crash(RuntimeError(f"writing to {topic} failed: {error!r}")))
+
     async def _flush_partials(self) -> None:
+        """Send every scope whose vector moved since the last round to the scope stage: one
+        message per scope-stage partition per round (split past PARTIALS_PER_MESSAGE), not one per
+        scope -- each consumed message costs the scope stage a full trip through Faust."""
         if self.app.rebalancing:
             return
+        partitions = await self.batches.partition_count(self.topics.partials)
         now_us = self.clock.now_us()
+        by_destination: dict[int, list[list]] = {}
+        oldest_by_destination: dict[int, int] = {}
         for (family, partition), entity in list(self.entities.items()):
             engine = entity.engine
             engine.advance(now_us)
             # The oldest event this round publishes for; events that changed no scope publish
-            # nothing and must not count as waiting, events applied during the sends go next round.
+            # nothing and must not count as waiting.
             oldest_ms, entity.oldest_unsent_ms = entity.oldest_unsent_ms, None
-            for fam, scope in engine.take_dirty():
-                if self.entities.get((family, partition)) is not entity:
-                    break  # revoked while we were sending: the new owner sends from now on
+            dirty = list(engine.take_dirty())
+            if not dirty:
+                continue
+            entity.sequence += 1
+            for fam, scope in dirty:
                 vector = engine.vectors(fam)[scope]
-                entity.sequence += 1
-                await self.partials_topic.send(
-                    key=orjson.dumps([fam.value, scope[0], scope[1]]),
-                    value=orjson.dumps({"p": partition, "g": entity.generation, "n": entity.sequence,
-                                        "v": encode_vector(vector), "ts": oldest_ms}),
-                )
+                # the partition Faust's send by key picked before partials were batched: stored
+                # scope-partials stay where they are
+                destination = key_partition(orjson.dumps([fam.value, scope[0], scope[1]]), partitions)
+                by_destination.setdefault(destination, []).append(
+                    [fam.value, scope[0], scope[1], partition, entity.generation, entity.sequence,
+                     encode_vector(vector)])
+                if oldest_ms is not None and oldest_ms < oldest_by_destination.get(destination, oldest_ms + 1):
+                    oldest_by_destination[destination] = oldest_ms
+        messages = []
+        for destination, entries in by_destination.items():
+            for start in range(0, len(entries), PARTIALS_PER_MESSAGE):
+                messages.append(Outgoing(destination, orjson.dumps(["partials", self.instance]), orjson.dumps(
+                    {"ts": oldest_by_destination.get(destination), "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
+        await self.batches.send(self.topics.partials, messages)
         self.metrics.state_entities.labels("outlet").set(
             sum(len(e.engine.outlets.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
         self.metrics.state_entities.labels("lead").set(
@@ -487,30 +572,38 @@ class KpiWorker:
             message = event.message
             if not await self._admit(message):
                 continue
-            family, scope_type, scope_id = orjson.loads(message.key)
-            key = (family, scope_type, scope_id)
-            partial = orjson.loads(message.value)
-            entry = self.scopes.get(key)
-            if entry is None:
-                # Not rebuilt yet (a partial can arrive before the recovery callback): start from
-                # what the table holds, or the write below would drop the other sources' partials.
-                data = self.partials_table.data
-                entry = self.scopes[key] = _scope_partials(
-                    message.partition, [data.get(message.key), data.get(tuple(key))])
-            source, version = partial["p"], (partial["g"], partial["n"])
-            if version < entry.versions.get(source, (-1, -1)):
-                continue  # a previous owner's late partial
-            entry.by_source[source] = decode_vector(partial["v"])
-            entry.versions[source] = version
-            self.partials_table[message.key] = orjson.dumps({
-                "part": message.partition,
-                "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()},
-                "ver": {str(p): list(v) for p, v in entry.versions.items()},
-            })
-            self.dirty_scopes.add(key)
-            ts = partial.get("ts")
-            if ts is not None and (self.scope_oldest_ms is None or ts < self.scope_oldest_ms):
-                self.scope_oldest_ms = ts
+            body = orjson.loads(message.value)
+            entries = body.get("s")
+            if entries is None:  # one scope per message, as written before partials were batched
+                family, scope_type, scope_id = orjson.loads(message.key)
+                entries = [[family, scope_type, scope_id, body["p"], body["g"], body["n"], body["v"]]]
+            writes = []
+            ts = body.get("ts")
+            for family, scope_type, scope_id, source, generation, sequence, vector in entries:
+                key = (family, scope_type, scope_id)
+                key_bytes = orjson.dumps(key)
+                entry = self.scopes.get(key)
+                if entry is None:
+                    # Not rebuilt yet (a partial can arrive before the recovery callback): start from
+                    # what the table holds, or the write below would drop the other sources' partials.
+                    data = self.partials_table.data
+                    entry = self.scopes[key] = _scope_partials(
+                        message.partition, [data.get(key_bytes), data.get(key)])
+                version = (generation, sequence)
+                if version < entry.versions.get(source, (-1, -1)):
+                    continue  # a previous owner's late partial
+                entry.by_source[source] = decode_vector(vector)
+                entry.versions[source] = version
+                writes.append((key_bytes, orjson.dumps({
+                    "part": message.partition,
+                    "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()},
+                    "ver": {str(p): list(v) for p, v in entry.versions.items()},
+                })))
+                self.dirty_scopes.add(key)
+                if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
+                    self.scope_oldest_ms[key] = ts
+            _store_put_all(self.partials_table, message.partition, writes)
+            await self._send_changelog(self.partials_table, message.partition, writes)
 
     async def _rebuild_scopes(self) -> None:
         assigned = self._assigned_partitions_full(self.topics.partials)
@@ -532,18 +625,32 @@ class KpiWorker:
         return {tp.partition for tp in self.app.assignor.assigned_actives() if tp.topic == topic}
 
     async def _publish_round(self) -> None:
+        """Runs every publish tick (a tenth of the interval): publishes each changed scope whose
+        last publication is at least one interval old, so a key changes at most once per interval
+        (spec 5.1) and a scope's first change after a quiet interval goes out within a tick --
+        not after a whole interval of its own on top of stage 1's."""
         if self.app.rebalancing:
             return
+        now = time.monotonic()
+        interval = self.settings.publish_interval_seconds
         as_of = self.clock.now_us()
-        keys = set(self.dirty_scopes)
-        self.dirty_scopes.clear()
-        if as_of != self.last_as_of_us:  # lead ages move with as_of itself
-            keys.update(k for k in self.scopes if k[0] == Family.LEAD.value)
+        if as_of != self.last_as_of_us and now >= self.next_age_refresh:  # lead ages move with as_of itself
+            self.dirty_scopes.update(k for k in self.scopes if k[0] == Family.LEAD.value)
             self.last_as_of_us = as_of
+            self.next_age_refresh = now + interval
+        due = [key for key in self.dirty_scopes if self.scope_published_at.get(key, -interval) + interval <= now]
+        if not due:
+            return
         computed_at = time.time_ns() // 1000
+        source = f"/kpi-stream/{self.settings.app_id}"
+        partitions = await self.batches.partition_count(self.topics.updates)
         redis_batch: dict[str, bytes] = {}
-        sent = 0
-        for key in keys:
+        outgoing: list[Outgoing] = []
+        oldest_ms = None
+        for key in due:
+            self.dirty_scopes.discard(key)
+            self.scope_published_at[key] = now
+            waited_since = self.scope_oldest_ms.pop(key, None)
             entry = self.scopes.get(key)
             if entry is None or not entry.by_source:
                 continue
@@ -551,25 +658,26 @@ class KpiWorker:
             total = sum_vectors(entry.by_source.values())
             values = evaluate_family(self.kpi, self.layouts, family, (key[1], key[2]), total, as_of)
             published = self.published.setdefault(key, {})
-            for update_key, value in self.change_filter.changed(values):
+            changed = self.change_filter.changed(values)
+            if changed and waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
+                oldest_ms = waited_since
+            for update_key, value in changed:
                 published[update_key] = value
                 message = update_message(value, as_of, computed_at)
                 body = encode(message)
-                await self.updates_topic.send(
-                    key=update_key.encode(), value=body,
-                    headers=cloudevent_headers(update_key, message, f"/kpi-stream/{self.settings.app_id}"),
-                )
+                key_bytes = update_key.encode()
+                outgoing.append(Outgoing(key_partition(key_bytes, partitions), key_bytes, body,
+                                         cloudevent_headers(update_key, message, source)))
                 redis_batch[update_key] = body
                 self.latest_bodies[update_key] = body
                 self.gauges.set(value)
-                sent += 1
-        if sent:
-            self.metrics.updates_published.inc(sent)
+        if outgoing:
+            await self.batches.send(self.topics.updates, outgoing)
+            self.metrics.updates_published.inc(len(outgoing))
             self.metrics.last_publish.set(time.time())
-            if self.scope_oldest_ms is not None:
-                self.metrics.publish_latency.observe(max(0.0, time.time() - self.scope_oldest_ms / 1000))
-        self.scope_oldest_ms = None
-        if self.redis is not None:
+            if oldest_ms is not None:
+                self.metrics.publish_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
+        if self.redis is not None and redis_batch:
             # Handed to the Redis writer, not awaited: a slow Redis must not hold up kpi.updates.
             self.redis.offer(redis_batch)
 
@@ -594,7 +702,11 @@ class KpiWorker:
                 rounds = rounds + 1 if seen == (position, highwater) else 0  # rounds with nothing applied
                 self.lag_seen[tp] = ((position, highwater), rounds)
                 if rounds >= 2 and position < highwater and not self.app.rebalancing:
-                    await self._settle_idle_partition(tp, highwater)
+                    try:
+                        await _bounded(self._settle_idle_partition(tp, highwater), 2 * SEEK_TIMEOUT_SECONDS + 5)
+                    except TimeoutError:
+                        log.warning("offsets: settling %s[%s] did not finish; next lag round retries",
+                                    tp.topic, tp.partition)
                     position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
@@ -693,6 +805,19 @@ class KpiWorker:
             return view.json({"count": len(rows), "values": rows})
 
 
+async def _bounded(awaitable, seconds: float):
+    """`await awaitable`, or TimeoutError after `seconds` -- without waiting for it to cancel
+    (`asyncio.wait_for` does wait, and a call stuck in Faust's consumer thread may never finish
+    cancelling: the lag observer then stopped re-reading a stalled partition for good)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("offsets: %r still running after %.0f s; abandoned", awaitable, seconds)
+        raise TimeoutError(f"not done after {seconds} s")
+    return task.result()
+
+
 def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock) -> int:
     """Rebuild: apply stored facts ({"p": partition, "f": [[entity, event_id, ref_us, raw]]}) to
     the engines of their partitions, each (entity, event_id, reference instant) once -- a fact
@@ -731,17 +856,17 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
     return count
 
 
-def _write_outside_stream(table, partition: int, key: bytes, value: bytes) -> None:
-    """`table[key] = value` from a timer: faust takes the changelog partition from the current
-    stream event and refuses writes without one, so name the partition ourselves."""
+def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
+    """`table[key] = value` in the local store only, in changelog partition `partition` (faust
+    would take the partition from the current stream event, and refuses writes without one)."""
     store = table.data
-    if hasattr(store, "_db_for_partition"):  # rocksdb: one database per partition, also chosen by event
-        encoded = store._encode_key(key)
-        store._db_for_partition(partition).put(encoded, store._encode_value(value))
-        store._key_index[encoded] = partition
-    else:
-        store[key] = value
-    table.send_changelog(partition, key, value)
+    for key, value, *_ in entries:
+        if hasattr(store, "_db_for_partition"):  # rocksdb: one database per partition, also chosen by event
+            encoded = store._encode_key(key)
+            store._db_for_partition(partition).put(encoded, store._encode_value(value))
+            store._key_index[encoded] = partition
+        else:
+            store[key] = value
 
 
 def _fact_batch(key, value) -> dict:
