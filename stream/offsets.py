@@ -70,6 +70,15 @@ class OffsetLedger:
         cursor = self.cursors.get(tp)
         return None if cursor is None else cursor.next_offset
 
+    def admit_next(self, tp: Hashable, offset: int) -> bool:
+        """The common case, cheaply: `offset` is the partition's next one (then it is admitted,
+        as APPLY). False means "ask `admit`" -- including a partition not started yet."""
+        cursor = self.cursors.get(tp)
+        if cursor is None or offset != cursor.next_offset:
+            return False
+        cursor.next_offset = offset + 1
+        return True
+
     def admit(self, tp: Hashable, offset: int, now: float) -> tuple[Admission, int]:
         """Decide what to do with the message at `offset`; also returns the expected offset."""
         cursor = self.cursors[tp]

@@ -70,3 +70,14 @@ def test_offsets_of_events_persisted_later_are_committed_only_once_marked_durabl
     assert ledger.commit_limit(TP) == 105
     ledger.mark_durable(TP, 200)  # never past what was applied
     assert ledger.commit_limit(TP) == 110
+
+
+def test_the_cheap_next_offset_check_admits_only_the_next_offset_of_a_started_partition():
+    ledger = OffsetLedger()
+    assert ledger.admit_next(TP, 0) is False  # not started: the full admission decides
+    ledger.start(TP, 155)
+    assert ledger.admit_next(TP, 155) is True
+    assert ledger.admit_next(TP, 155) is False  # a repeat is not "next"
+    assert ledger.admit_next(TP, 200) is False  # nor is a hole
+    assert ledger.admit(TP, 156, 0.0)[0] is Admission.APPLY  # the two agree on the cursor
+    assert ledger.commit_limit(TP) == 157
