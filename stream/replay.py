@@ -15,6 +15,7 @@ from .clock import clock_for, reference_instant_us
 from .config import KpiSettings
 from .decode import Rejected, decode_event, rejection_record
 from .engine import KpiEngine, Outcome
+from .gcpause import cyclic_gc_paused
 from .updates import update_key, update_message
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,11 @@ class ReplayReport:
 
 def replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None) -> tuple[KpiEngine, ReplayReport]:
     """Decode and apply every line (its bytes exactly, without the newline), in order."""
+    with cyclic_gc_paused():  # a bulk load of acyclic engine state: see stream/gcpause.py
+        return _replay_lines(lines, settings, deadletter)
+
+
+def _replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None) -> tuple[KpiEngine, ReplayReport]:
     clock = clock_for(settings.clock)
     engine = KpiEngine(settings, clock.now_us())
     report = ReplayReport()

@@ -17,7 +17,6 @@ their order), and all its scopes are sent again. Partials are absolute, so resen
 from __future__ import annotations
 
 import asyncio
-import gc
 import itertools
 import logging
 import time
@@ -36,6 +35,7 @@ from .clock import Clock, clock_for, reference_instant_us
 from .batches import BatchProducer, Outgoing, key_partition
 from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
+from .gcpause import cyclic_gc_paused
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
 from .offsets import Admission, OffsetLedger
@@ -843,15 +843,12 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
     the engines of their partitions, each (entity, event_id, reference instant) once -- a fact
     re-read after a crash can be in two batches. Returns the facts applied.
 
-    The cyclic garbage collector is paused meanwhile: engine state is acyclic (a dropped engine
-    is freed by reference counting alone) and collections scanning it as it grew were ~29 % of
-    rebuild time (bench/scaling.py). Not frozen afterwards: freezing would also pin whatever
-    else was alive, and a worker rebalances many times."""
+    The cyclic garbage collector is paused meanwhile (stream/gcpause.py; ~29 % of rebuild time
+    in bench/scaling.py). Not frozen afterwards: freezing would also pin whatever else was
+    alive, and a worker rebalances many times."""
     applied: set[tuple] = set()
     count = 0
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with cyclic_gc_paused():
         for batch in batches:
             engine = engines.get(batch["p"])
             if engine is None:
@@ -869,10 +866,6 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
                 engine.apply(event)
                 clock.observe(event.occurred_us)
                 count += 1
-    finally:
-        del applied
-        if was_enabled:
-            gc.enable()
     return count
 
 
