@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
 from aiokafka.partitioner import murmur2
@@ -35,6 +36,7 @@ class Outgoing:
     items: int = 1  # what this message carries (e.g. facts), summed for `on_delivered`
 
 
+@lru_cache(maxsize=1 << 17)  # the same KPI and scope keys every round; aiokafka's murmur2 is pure Python
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (and Faust's send without a partition) picks."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions

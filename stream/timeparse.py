@@ -8,6 +8,7 @@ slot arithmetic exact: floor(floor(t)/R) == floor(t/R).
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import datetime, timezone
 
 # ASCII digits only (\d would accept other scripts' digits); `T`/`t` separator; offset required.
@@ -59,6 +60,7 @@ def parse_rfc3339_us(text: str) -> int | None:
     return _days_from_civil(year, month, day) * _US_PER_DAY + seconds * 1_000_000 + micros
 
 
+@lru_cache(maxsize=64)  # a publication round formats the same as_of / computed_at for every update
 def format_rfc3339_us(t_us: int) -> str:
     """UTC, `Z`, milliseconds when not whole seconds (e.g. 2026-11-23T07:15:00.412Z)."""
     dt = datetime.fromtimestamp(t_us // 1_000_000, tz=timezone.utc)
