@@ -210,7 +210,8 @@ class KpiWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
-        app.timer(s.publish_interval_seconds, name="flush-partials")(self._flush_partials)
+        # twice per interval: an event waits half an interval on average for its partials to leave
+        app.timer(s.publish_interval_seconds / 2, name="flush-partials")(self._flush_partials)
         app.task(self._publish_loop)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
         app.timer(2.0, name="check-kafka")(self._check_kafka)
