@@ -5,10 +5,12 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
     facts, written to a facts table in batches every FACT_FLUSH_SECONDS (offsets are committed
     only past written facts; a rebuild applies each (entity, event_id, reference instant) once,
     so a fact re-read after a crash and written twice counts once) -> a timer sends each
-    changed scope's partial vector (absolute, not a delta) to the partials topic, keyed by scope.
+    changed scope's partial vector (absolute, not a delta) to the partials topic, to the
+    partition of its scope key, one message per partition per round (twice per interval).
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
-    partition in a table, sums them, evaluates the KPIs and publishes changes once per interval
-    to kpi.updates, Redis and the gauges.
+    partition in a table, sums them, evaluates the KPIs and, checking every tenth of the
+    interval, publishes each changed scope at most once per interval to kpi.updates, Redis and
+    the gauges. Output goes to Kafka as record batches (stream/batches.py).
 Recovery: the facts tables are changelog-backed; after recovery each assigned partition's
 engine is rebuilt by re-applying its stored facts (facts commute: the result does not depend on
 their order), and all its scopes are sent again. Partials are absolute, so resending is harmless.
