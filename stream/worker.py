@@ -260,10 +260,10 @@ class KpiWorker:
             return
         entity = self._entity_partition(family, message.partition)
         engine = entity.engine
-        if engine.is_duplicate(event):
+        outcome = engine.apply(event)  # dedupes first: one lookup, not a check and then apply's own
+        if outcome is Outcome.DUPLICATE:
             self.metrics.ignored.labels("duplicate").inc()
             return
-        outcome = engine.apply(event)
         if outcome is Outcome.ALREADY_CLOSED:
             self.metrics.ignored.labels("already_closed").inc()
         self.clock.observe(event.occurred_us)
