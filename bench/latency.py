@@ -51,6 +51,7 @@ import asyncio
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -124,14 +125,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def worker_histogram(metrics_text: str) -> tuple[list[tuple[float, float]], float, float]:
+def worker_histogram(metrics_text: str, name: str = "kpi_stream_publish_latency_seconds",
+                     labels: dict[str, str] | None = None) -> tuple[list[tuple[float, float]], float, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     buckets, total, count = [], 0.0, 0.0
     for family in text_string_to_metric_families(metrics_text):
-        if family.name != "kpi_stream_publish_latency_seconds":
+        if family.name != name:
             continue
         for sample in family.samples:
+            if labels and any(sample.labels.get(k) != v for k, v in labels.items()):
+                continue
             if sample.name.endswith("_bucket"):
                 buckets.append((float(sample.labels["le"]), sample.value))
             elif sample.name.endswith("_sum"):
@@ -226,6 +230,38 @@ def outside_latencies(sent_ms: list[int], contributing: dict[str, list[int]],
     return per_event, per_update, unreflected
 
 
+def start_py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen:
+    """py-spy (a sampling profiler: no tracing overhead in the worker) over the load phase."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    fmt = "speedscope" if output.suffix == ".json" else "raw"  # speedscope keeps the samples' order
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
+                             "--format", fmt, "--output", str(output), "--nonblocking", "--idle"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def print_py_spy_summary(path: Path, top: int = 25) -> None:
+    """Share of samples per function: own (top of stack) and inclusive (anywhere on the stack)."""
+    if path.suffix == ".json":
+        print(f"py-spy: speedscope profile in {path} (open it at https://www.speedscope.app)")
+        return
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"py-spy: {total} samples of the worker's threads ({path})")
+    for title, table in (("own", own), ("inclusive", inclusive)):
+        print(f"  top {top} by {title} share:")
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            print(f"    {100 * count / total:5.1f} %  {frame}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
@@ -234,6 +270,10 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=2_000)
     parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last updates")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE",
+                        help="sample the worker with py-spy during the load (collapsed stacks to FILE) and "
+                             "print where its time goes (needs `pip install py-spy`); FILE.json: speedscope format, "
+                             "samples in time order")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-latency-"))
     broker = KafkaBroker().start(workdir / "kafka")
@@ -273,12 +313,15 @@ def main() -> int:
         poller = threading.Thread(target=poll_lag, daemon=True)
         poller.start()
         load_before, cpu_before, wall_before = os.getloadavg()[0], cpu_seconds(worker.process.pid), time.monotonic()
+        sampler = start_py_spy(worker.process.pid, args.seconds, args.py_spy) if args.py_spy else None
         sent_ms, updates, produce_s = asyncio.run(
             run_load(broker.bootstrap, prefix, messages, args.rate, expected_final, args.drain))
         load_after, cpu_used = os.getloadavg()[0], cpu_seconds(worker.process.pid) - cpu_before
         wall_used = time.monotonic() - wall_before
         stop_polling.set()
         poller.join()
+        if sampler is not None:
+            sampler.wait(timeout=60)
         status, body = worker.get("/metrics", timeout=10)
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
@@ -311,6 +354,20 @@ def main() -> int:
         else:
             q = {}
             print("  no observations")
+        print("   its parts, kpi_stream_stage_delay_seconds (input per event, partials per message, "
+              "publication per round):")
+        gc_buckets, gc_sum, gc_count = worker_histogram(body.decode(), "kpi_stream_gc_pause_seconds",
+                                                         {"generation": "2"})
+        slowest = next((le for le, count in gc_buckets if count >= gc_count), math.nan) if gc_count else 0.0
+        print(f"   full garbage collections (generation 2): {gc_count:.0f}, {gc_sum:.3f} s in all, "
+              f"the slowest <= {slowest:g} s (kpi_stream_gc_pause_seconds)")
+        for stage in ("input", "partials", "publication"):
+            s_buckets, s_sum, s_count = worker_histogram(body.decode(), "kpi_stream_stage_delay_seconds",
+                                                         {"stage": stage})
+            if s_count:
+                print(f"  {stage:12}" + "   ".join(
+                    f"p{round(p * 100)} {histogram_quantile(s_buckets, p)[0]:7.3f} s" for p in (0.5, 0.95, 0.99))
+                      + f"   mean {s_sum / s_count:.3f} s   n={s_count:.0f}")
         print(f"2. outside consumer of kpi.updates ({sum(expected_final.values())} of {len(messages)} events "
               f"measured, {unreflected} never reflected):")
         print("  per event: " + line.format(percentile(per_event, 0.5), percentile(per_event, 0.95),
@@ -326,6 +383,8 @@ def main() -> int:
             print(f"target p99 <= {target} s at interval {args.interval} s: worker histogram {inside_p99:.3f} s "
                   f"({verdict(inside_p99)}), outside per event {outside_p99:.3f} s ({verdict(outside_p99)}), "
                   f"outside per update {percentile(per_update, 0.99):.3f} s ({verdict(percentile(per_update, 0.99))})")
+        if args.py_spy:
+            print_py_spy_summary(args.py_spy)
         return 0
     finally:
         if worker is not None:

@@ -46,6 +46,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
     from faust.worker import Worker
 
+    from .gcpause import GcPauseRecorder
     from .topics import TopicNames, ensure_topics
     from .worker import KpiWorker
 
@@ -68,6 +69,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       "(address, TLS or authentication: see the errors above)", settings.kafka_bootstrap)
         return 1
     kpi_worker = KpiWorker(settings)
+    pauses = [kpi_worker.metrics.gc_pause.labels(str(generation)) for generation in range(3)]
+    GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
     log.info("worker starting: app=%s kafka=%s web=:%d clock=%s", settings.app_id, settings.kafka_bootstrap,
              settings.web_port, settings.kpi.clock.mode)
     worker = Worker(kpi_worker.app, loglevel=settings.log_level.lower(), loop=loop,

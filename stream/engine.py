@@ -67,15 +67,17 @@ class Deduper:
 
     def __init__(self, horizon_us: int) -> None:
         self.horizon_us = horizon_us
-        self.seen: dict[tuple[Family, str, str], int] = {}  # (family, entity, event_id) -> ref_us
+        # (family value, entity, event_id) -> ref_us. Plain strings, not the Family member: a
+        # tuple of strings drops out of the cyclic GC's walk, one holding an enum member never does.
+        self.seen: dict[tuple[str, str, str], int] = {}
         self._sweep_at = 1 << 16
 
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        first = self.seen.get((family, entity, event_id))
+        first = self.seen.get((family.value, entity, event_id))
         return first is not None and abs(ref_us - first) <= self.horizon_us
 
     def remember(self, family: Family, entity: str, event_id: str, ref_us: int) -> None:
-        self.seen[(family, entity, event_id)] = ref_us
+        self.seen[(family.value, entity, event_id)] = ref_us
         if len(self.seen) >= self._sweep_at:
             self.forget_before(ref_us - self.horizon_us)
             self._sweep_at = max(1 << 16, 2 * len(self.seen))

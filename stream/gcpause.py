@@ -11,8 +11,9 @@ by the next collection.
 from __future__ import annotations
 
 import gc
+import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, Iterator
 
 
 @contextmanager
@@ -24,3 +25,30 @@ def cyclic_gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+class GcPauseRecorder:
+    """Reports each collection's duration to `observe(generation, seconds)`: a full collection
+    stops the event loop for as long as it walks the heap, which shows up as publish latency."""
+
+    __slots__ = ("_observe", "_started", "_clock")
+
+    def __init__(self, observe: Callable[[int, float], None]) -> None:
+        self._observe = observe
+        self._started = 0.0
+        self._clock = time.perf_counter
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = self._clock()
+        else:
+            self._observe(info["generation"], self._clock() - self._started)
+
+    def install(self) -> "GcPauseRecorder":
+        if self not in gc.callbacks:
+            gc.callbacks.append(self)
+        return self
+
+    def uninstall(self) -> None:
+        if self in gc.callbacks:
+            gc.callbacks.remove(self)

@@ -10,7 +10,7 @@ A lead whose events change is withdrawn (old list, negated) and added again (new
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from .catalogue import GLOBAL_SCOPE, LeadLayout
@@ -28,11 +28,13 @@ class LeadState:
     created_us: int | None = None
     owner: tuple[tuple[int, str], str | None] = (_NO_STAMP, None)  # (stamp, rep_id)
     region: tuple[tuple[int, str], str | None] = (_NO_STAMP, None)
+    # Tuples, replaced when they grow (a lead has a handful of events): unlike lists they drop out
+    # of the cyclic GC's walk, which otherwise visits every lead's history in each full collection.
     # Values given by lead.created / lead.updated: (occurred_us, event_id, value)
-    values: list[tuple[int, str, Decimal]] = field(default_factory=list)
+    values: tuple[tuple[int, str, Decimal], ...] = ()
     # Every close event: (occurred_us, event_id, won, value)
-    closes: list[tuple[int, str, bool, Decimal | None]] = field(default_factory=list)
-    applied: list[Contribution] = field(default_factory=list)
+    closes: tuple[tuple[int, str, bool, Decimal | None], ...] = ()
+    applied: tuple[Contribution, ...] = ()
 
     def close(self) -> tuple[int, str, bool, Decimal | None] | None:
         """The earliest close by occurred_at; among equal instants the greater event_id."""
@@ -75,10 +77,10 @@ class LeadBook:
         effective = True
         if event.type in ("lead.won", "lead.lost"):
             effective = not state.closes
-            state.closes.append((event.occurred_us, event.event_id, event.type == "lead.won", event.value))
+            state.closes += ((event.occurred_us, event.event_id, event.type == "lead.won", event.value),)
         else:
             if event.value is not None:
-                state.values.append((event.occurred_us, event.event_id, event.value))
+                state.values += ((event.occurred_us, event.event_id, event.value),)
             if event.type == "lead.created" and (state.created_us is None or event.occurred_us < state.created_us):
                 state.created_us = event.occurred_us
         self._recontribute(state)
@@ -95,9 +97,9 @@ class LeadBook:
             add(scope, slot, field_index, delta)
         state.applied = new
 
-    def _contributions(self, state: LeadState) -> list[Contribution]:
+    def _contributions(self, state: LeadState) -> tuple[Contribution, ...]:
         if state.created_us is None:
-            return []
+            return ()
         layout, slot_us = self.layout, self._slot_us
         scopes = ((state.owner[1] or UNASSIGNED, state.region[1] or UNASSIGNED),)  # the lead's cell
         created_us = state.created_us
@@ -131,7 +133,7 @@ class LeadBook:
                     window_span(close_slot, layout.won_value, value)
             else:
                 window_span(close_slot, layout.lost, 1)
-        return out
+        return tuple(out)
 
 
 def lead_cell_scopes(cell: tuple[str, str]) -> tuple[Scope, ...]:

@@ -28,6 +28,8 @@ class ProcessorMetrics:
     offset_holes: Counter  # labels: topic
     offset_gaps: Counter  # labels: topic
     publish_latency: Histogram  # event produced -> KPI update published
+    stage_delay: Histogram  # labels: stage (input, partials, publication): where publish_latency goes
+    gc_pause: Histogram  # labels: generation
     state_entities: Gauge  # labels: kind
     last_publish: Gauge
     updates_published: Counter
@@ -72,6 +74,18 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
             "kpi_stream_publish_latency_seconds",
             "Time from an input message's Kafka timestamp to the publication of the KPI updates it caused",
             buckets=LATENCY_BUCKETS, registry=registry,
+        ),
+        stage_delay=Histogram(
+            "kpi_stream_stage_delay_seconds",
+            "The parts of publish latency. input: Kafka timestamp of an input message to its event being "
+            "applied; partials: a partials message sent by an entity partition to its receipt by the scope "
+            "stage; publication: the oldest partials received for a published scope to the publication",
+            ["stage"], buckets=LATENCY_BUCKETS, registry=registry,
+        ),
+        gc_pause=Histogram(
+            "kpi_stream_gc_pause_seconds", "Duration of each cyclic garbage collection, by generation: "
+            "the event loop stands still meanwhile", ["generation"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=registry,
         ),
         state_entities=Gauge(
             "kpi_stream_state_entities", "Entities held in state (outlets, leads, reps, scopes)",

@@ -19,6 +19,7 @@ new ones. Orders keep the rep they name; orders naming none follow the assigned 
 from __future__ import annotations
 
 import sys
+from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -35,28 +36,33 @@ Cell = tuple[str, str, str, str, str]
 _NO_STAMP: tuple[int, str] = (-(1 << 80), "")
 
 
-@dataclass(slots=True)
-class OrderSums:
-    count: int = 0
-    amount: Decimal = Decimal(0)
-    lines: int = 0
+# (count, amount, lines) of the orders of one slot naming one rep. A tuple, replaced on each
+# order: it drops out of the cyclic GC's walk, where a mutable record per slot would stay.
+OrderSums = tuple[int, Decimal, int]
+_NO_ORDERS: OrderSums = (0, Decimal(0), 0)
 
 
 @dataclass(slots=True)
 class OutletState:
+    """One outlet. Its containers are tuples, arrays and dicts of atoms -- never lists or nested
+    mutable records -- so that the cyclic GC drops them from its walk: with hundreds of thousands
+    of outlets every full collection would otherwise stop the worker for a second or more
+    (bench/gc_pause.py)."""
+
     outlet_id: str
     # Current attributes (region, territory, distributor_id, channel, rep_id) and, per field, the
     # (occurred_us, event_id) of the event that set it: the latest one with a value wins.
-    attributes: list[str | None] = field(default_factory=lambda: [None] * 5)
-    attribute_stamps: list[tuple[int, str]] = field(default_factory=lambda: [_NO_STAMP] * 5)
+    attributes: tuple[str | None, ...] = (None,) * 5
+    attribute_stamps: tuple[tuple[int, str], ...] = (_NO_STAMP,) * 5
     onboarded_us: int | None = None
-    order_times: list[int] = field(default_factory=list)  # exact, sorted, repeats kept
+    order_times: array = field(default_factory=lambda: array("q"))  # exact, sorted, repeats kept
     order_slots: SlotUnion = field(default_factory=SlotUnion)
     reactivation_slots: SlotUnion = field(default_factory=SlotUnion)
-    # Orders per slot, split by the rep they name (None: they follow the assigned rep).
-    orders_by_slot: dict[int, dict[str | None, OrderSums]] = field(default_factory=dict)
+    # (slot, rep the orders name or None: they follow the assigned rep) -> sums of those orders
+    orders_by_slot: dict[tuple[int, str | None], OrderSums] = field(default_factory=dict)
     # visit_id -> [(visit slot, visit rep)]; visit_id -> slot of the earliest linked order
-    visits: dict[str, list[tuple[int, str]]] = field(default_factory=dict)
+    # (a tuple, not a list: see OrderSums)
+    visits: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
     first_link_slot: dict[str, int] = field(default_factory=dict)
     # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
     conversion: tuple[int, int, int | None] | None = None
@@ -94,13 +100,15 @@ class OutletBook:
         state = self.state(event.outlet_id)
         stamp = (event.occurred_us, event.event_id)
         new_attributes = list(state.attributes)
+        stamps = list(state.attribute_stamps)
         for index, value in enumerate(event.attributes):
-            if value is not None and stamp > state.attribute_stamps[index]:
-                state.attribute_stamps[index] = stamp
+            if value is not None and stamp > stamps[index]:
+                stamps[index] = stamp
                 # a few hundred regions/territories/... shared by a million outlets: one copy each
                 new_attributes[index] = sys.intern(value)
-        if new_attributes != state.attributes:
-            self._move(state, new_attributes)
+        state.attribute_stamps = tuple(stamps)
+        if tuple(new_attributes) != state.attributes:
+            self._move(state, tuple(new_attributes))
         if event.type == "outlet.onboarded" and (
             state.onboarded_us is None or event.occurred_us < state.onboarded_us
         ):
@@ -114,10 +122,9 @@ class OutletBook:
         order_scopes = state.cell(order.rep_id)
 
         self._insert_order_time(state, order.occurred_us, outlet_scopes)
-        sums = state.orders_by_slot.setdefault(slot, {}).setdefault(order.rep_id, OrderSums())
-        sums.count += 1
-        sums.amount += order.amount
-        sums.lines += order.lines
+        sums_key = (slot, order.rep_id)
+        count, amount, lines = state.orders_by_slot.get(sums_key, _NO_ORDERS)
+        state.orders_by_slot[sums_key] = (count + 1, amount + order.amount, lines + order.lines)
         self._emit_order_sums(order_scopes, slot, 1, order.amount, order.lines, 1)
 
         if order.visit_id is not None:
@@ -138,7 +145,7 @@ class OutletBook:
     def apply_visit(self, visit: VisitCompleted) -> None:
         state = self.state(visit.outlet_id)
         slot = visit.occurred_us // self._slot_us
-        state.visits.setdefault(visit.visit_id, []).append((slot, visit.rep_id))
+        state.visits[visit.visit_id] = state.visits.get(visit.visit_id, ()) + ((slot, visit.rep_id),)
         scopes = state.cell(visit.rep_id)
         self._emit_visit(scopes, slot, state.first_link_slot.get(visit.visit_id), 1)
 
@@ -242,7 +249,7 @@ class OutletBook:
 
     # -- moving between scopes ---------------------------------------------------------------
 
-    def _move(self, state: OutletState, new_attributes: list[str | None]) -> None:
+    def _move(self, state: OutletState, new_attributes: tuple[str | None, ...]) -> None:
         self._emit_everything(state, -1)
         state.attributes = new_attributes
         self._emit_everything(state, 1)
@@ -257,9 +264,8 @@ class OutletBook:
             self.ledger.add_many(own, state.order_times[0] // slot_us, ((layout.ever_ordered, sign),))
         if state.conversion is not None:
             self._emit_conversion(own, state.conversion, sign)
-        for slot, by_rep in state.orders_by_slot.items():
-            for rep, sums in by_rep.items():
-                self._emit_order_sums(state.cell(rep), slot, sums.count, sums.amount, sums.lines, sign)
+        for (slot, rep), (count, amount, lines) in state.orders_by_slot.items():
+            self._emit_order_sums(state.cell(rep), slot, count, amount, lines, sign)
         for visit_id, visits in state.visits.items():
             link = state.first_link_slot.get(visit_id)
             for visit_slot, rep in visits:

@@ -13,6 +13,7 @@ the number of deltas scheduled for it, never the number of outlets or the window
 from __future__ import annotations
 
 import heapq
+from array import array
 from bisect import bisect_left
 from typing import Callable
 
@@ -26,85 +27,85 @@ def slot_of(t_us: int, slot_us: int) -> int:
 
 
 class DeltaLedger:
-    """Per-scope vectors of running sums over deltas scheduled at slots.
+    """Deltas per (scope, field) scheduled at slots, handed over once each as the clock reaches them.
 
-    `values[scope][field]` is the sum of every delta added for (scope, field) at a slot <= the
-    ledger's current slot. Deltas for later slots wait in `pending` and are applied by `advance`.
-    `dirty` collects scopes whose values changed, for publishing.
+    A delta for a slot <= the ledger's current slot is due at once; later ones wait in `pending`
+    and become due in `advance`. `take_changes()` returns the due deltas not taken yet, summed per
+    scope and field: the consumer (ScopeRollup) keeps the running sums, so the ledger holds no
+    vector per scope -- only what is still to come.
     """
 
-    __slots__ = ("field_count", "slot", "values", "pending", "_due", "dirty")
+    __slots__ = ("field_count", "slot", "pending", "_due", "changes", "_scope_ids", "_scopes")
 
     def __init__(self, field_count: int, slot: int) -> None:
         self.field_count = field_count
         self.slot = slot
-        self.values: dict[Scope, list] = {}
-        self.pending: dict[int, dict[Scope, list]] = {}
+        # slot -> {scope id * field_count + field: delta}. Sparse (an order moves 1-3 of ~34
+        # fields at a slot) and all ints: a dict holding only ints and Decimals is never tracked
+        # by the cyclic GC, which would otherwise walk every pending delta in every full
+        # collection -- with a large state that stops the event loop for a second or more.
+        self.pending: dict[int, dict[int, Number]] = {}
         self._due: list[int] = []  # heap of slots present in `pending`
-        self.dirty: set[Scope] = set()
+        self.changes: dict[Scope, dict[int, Number]] = {}  # due, not taken yet: scope -> {field: delta}
+        self._scope_ids: dict[Scope, int] = {}
+        self._scopes: list[Scope] = []
+
+    def _scope_id(self, scope: Scope) -> int:
+        scope_id = self._scope_ids.get(scope)
+        if scope_id is None:
+            scope_id = self._scope_ids[scope] = len(self._scopes)
+            self._scopes.append(scope)
+        return scope_id
 
     def add(self, scope: Scope, slot: int, field: int, delta: Number) -> None:
-        if slot <= self.slot:
-            vector = self.values.get(scope)
-            if vector is None:
-                vector = self.values[scope] = [0] * self.field_count
-            vector[field] += delta
-            self.dirty.add(scope)
-            return
-        by_scope = self.pending.get(slot)
-        if by_scope is None:
-            by_scope = self.pending[slot] = {}
-            heapq.heappush(self._due, slot)
-        vector = by_scope.get(scope)
-        if vector is None:
-            vector = by_scope[scope] = [0] * self.field_count
-        vector[field] += delta
+        self.add_many((scope,), slot, ((field, delta),))
 
     def add_many(self, scopes: tuple[Scope, ...], slot: int, deltas: tuple[tuple[int, Number], ...]) -> None:
         """`add` of several (field, delta) pairs at one slot to several scopes, in one call."""
         if slot <= self.slot:
-            values, dirty = self.values, self.dirty
+            changes = self.changes
             for scope in scopes:
-                vector = values.get(scope)
-                if vector is None:
-                    vector = values[scope] = [0] * self.field_count
+                change = changes.get(scope)
+                if change is None:
+                    change = changes[scope] = {}
                 for field, delta in deltas:
-                    vector[field] += delta
-                dirty.add(scope)
+                    change[field] = change.get(field, 0) + delta
             return
-        by_scope = self.pending.get(slot)
-        if by_scope is None:
-            by_scope = self.pending[slot] = {}
+        by_key = self.pending.get(slot)
+        if by_key is None:
+            by_key = self.pending[slot] = {}
             heapq.heappush(self._due, slot)
         for scope in scopes:
-            vector = by_scope.get(scope)
-            if vector is None:
-                vector = by_scope[scope] = [0] * self.field_count
+            base = self._scope_id(scope) * self.field_count
             for field, delta in deltas:
-                vector[field] += delta
+                key = base + field
+                by_key[key] = by_key.get(key, 0) + delta
 
     def advance(self, slot: int) -> None:
-        """Move the current slot forward, applying every delta that became due."""
+        """Move the current slot forward: every delta scheduled up to it becomes due."""
         if slot <= self.slot:
             return
         self.slot = slot
-        due = self._due
+        due, changes, scopes, size = self._due, self.changes, self._scopes, self.field_count
         while due and due[0] <= slot:
-            for scope, deltas in self.pending.pop(heapq.heappop(due)).items():
-                vector = self.values.get(scope)
-                if vector is None:
-                    vector = self.values[scope] = [0] * self.field_count
-                for index, delta in enumerate(deltas):
-                    if delta:
-                        vector[index] += delta
-                self.dirty.add(scope)
+            for key, delta in self.pending.pop(heapq.heappop(due)).items():
+                scope_id, field = divmod(key, size)
+                scope = scopes[scope_id]
+                change = changes.get(scope)
+                if change is None:
+                    change = changes[scope] = {}
+                change[field] = change.get(field, 0) + delta
 
-    def take_dirty(self) -> set[Scope]:
-        dirty, self.dirty = self.dirty, set()
-        return dirty
+    def take_changes(self) -> dict[Scope, dict[int, Number]]:
+        """The due deltas since the last call, per scope (a scope whose deltas net to zero is
+        still listed: it was touched)."""
+        changes, self.changes = self.changes, {}
+        return changes
 
     def pending_count(self) -> int:
-        return sum(len(by_scope) for by_scope in self.pending.values())
+        """(slot, scope) pairs with deltas waiting."""
+        size = self.field_count
+        return sum(len({key // size for key in by_key}) for by_key in self.pending.values())
 
 
 # emit(window_index, slot, delta): where a SlotUnion reports a change of its coverage.
@@ -123,7 +124,9 @@ class SlotUnion:
     __slots__ = ("slots", "counts")
 
     def __init__(self) -> None:
-        self.slots: list[int] = []  # sorted, distinct
+        # sorted, distinct. An array, not a list: the cyclic GC never walks it (nor a dict of
+        # ints), and each slot takes 8 bytes instead of a pointer to an int object.
+        self.slots = array("q")
         self.counts: dict[int, int] = {}
 
     def __bool__(self) -> bool:
@@ -191,37 +194,35 @@ def _move_end(start: int, width: int, old_following: int | None, new_following: 
 
 
 class ScopeRollup:
-    """Scope vectors as sums of cell vectors. Books write one cell per contribution (the finest
-    grouping); `flush` adds each changed cell's change since the last flush to every scope the
-    cell belongs to, so the fan-out to scopes is paid once per changed cell per flush, not per event."""
+    """Scope vectors as sums of cell deltas. Books write one cell per contribution (the finest
+    grouping); `flush` adds each touched cell's due deltas to every scope the cell belongs to, so
+    the fan-out to scopes is paid once per changed cell per flush, not per event."""
 
-    __slots__ = ("cells", "scopes_of", "propagated", "values", "dirty")
+    __slots__ = ("cells", "scopes_of", "seen_cells", "values", "dirty")
 
     def __init__(self, cells: DeltaLedger, scopes_of: Callable[[tuple], tuple[Scope, ...]]) -> None:
         self.cells = cells
         self.scopes_of = scopes_of
-        self.propagated: dict[tuple, list] = {}
+        self.seen_cells: dict[tuple, None] = {}  # a dict of str tuples: the GC stops walking it
         self.values: dict[Scope, list] = {}
         self.dirty: set[Scope] = set()
 
     def flush(self) -> None:
-        values, size = self.values, self.cells.field_count
-        for cell in self.cells.take_dirty():
-            now = self.cells.values[cell]
-            before = self.propagated.get(cell)
-            delta = list(now) if before is None else [a - b for a, b in zip(now, before)]
+        values, size, seen = self.values, self.cells.field_count, self.seen_cells
+        for cell, change in self.cells.take_changes().items():
+            moves = [(index, d) for index, d in change.items() if d]
             # A cell seen for the first time marks its scopes dirty even when it nets to zero: an
             # engine rebuilt after a crash must still send its (zero) vector for such a scope, or
             # stage 2 keeps the previous owner's non-zero vector for this source forever.
-            if before is not None and not any(delta):
+            if cell not in seen:
+                seen[cell] = None
+            elif not moves:
                 continue
-            self.propagated[cell] = list(now)
-            changes = [(index, d) for index, d in enumerate(delta) if d]
             for scope in self.scopes_of(cell):
                 vector = values.get(scope)
                 if vector is None:
                     vector = values[scope] = [0] * size
-                for index, d in changes:
+                for index, d in moves:
                     vector[index] += d
                 self.dirty.add(scope)
 

@@ -129,6 +129,8 @@ class KpiWorker:
         self.dirty_scopes: set[tuple[str, str, str]] = set()
         # scope -> Kafka timestamp (ms) of the oldest event waiting in it for publication
         self.scope_oldest_ms: dict[tuple[str, str, str], int] = {}
+        # scope -> time.time() of the first partials received since its last publication
+        self.scope_received_at: dict[tuple[str, str, str], float] = {}
         # scope -> monotonic time of its last publication (a key changes at most once per interval)
         self.scope_published_at: dict[tuple[str, str, str], float] = {}
         self.next_age_refresh = 0.0
@@ -145,6 +147,9 @@ class KpiWorker:
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
         self.events_in_counters: dict[tuple[str, str], Any] = {}
+        self.input_delay = self.metrics.stage_delay.labels("input")
+        self.partials_delay = self.metrics.stage_delay.labels("partials")
+        self.publication_delay = self.metrics.stage_delay.labels("publication")
         # (family, partition) -> facts applied but not yet written to the facts table: written
         # in batches by `_flush_facts`, and offsets are committed only past written facts
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
@@ -249,6 +254,8 @@ class KpiWorker:
             await self._dead_letter(message, raw, rejected)
             return
         self._count_in(message.topic, event.type)
+        if timestamp_ms is not None:
+            self.input_delay.observe(max(0.0, time.time() - timestamp_ms / 1000))
         target_family = family_of(event)
         key = partition_key(event)
         if family is not target_family or message.key != key.encode():
@@ -467,6 +474,7 @@ class KpiWorker:
                 del self.scopes[key]
                 self.scope_published_at.pop(key, None)
                 self.scope_oldest_ms.pop(key, None)
+                self.scope_received_at.pop(key, None)
                 # Another worker publishes this scope now: stop exporting our stale gauges.
                 for update_key, value in self.published.pop(key, {}).items():
                     self.gauges.remove(value)
@@ -567,7 +575,8 @@ class KpiWorker:
         for destination, entries in by_destination.items():
             for start in range(0, len(entries), PARTIALS_PER_MESSAGE):
                 messages.append(Outgoing(destination, orjson.dumps(["partials", self.instance]), orjson.dumps(
-                    {"ts": oldest_by_destination.get(destination), "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
+                    {"ts": oldest_by_destination.get(destination), "at": time.time_ns() // 1_000_000,
+                     "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
         await self.batches.send(self.topics.partials, messages)
         self.metrics.state_entities.labels("outlet").set(
             sum(len(e.engine.outlets.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
@@ -589,6 +598,10 @@ class KpiWorker:
                 entries = [[family, scope_type, scope_id, body["p"], body["g"], body["n"], body["v"]]]
             writes = []
             ts = body.get("ts")
+            received_at = time.time()
+            sent_ms = body.get("at")
+            if sent_ms is not None:
+                self.partials_delay.observe(max(0.0, received_at - sent_ms / 1000))
             for family, scope_type, scope_id, source, generation, sequence, vector in entries:
                 key = (family, scope_type, scope_id)
                 key_bytes = orjson.dumps(key)
@@ -610,6 +623,7 @@ class KpiWorker:
                     "ver": {str(p): list(v) for p, v in entry.versions.items()},
                 })))
                 self.dirty_scopes.add(key)
+                self.scope_received_at.setdefault(key, received_at)
                 if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
                     self.scope_oldest_ms[key] = ts
             _store_put_all(self.partials_table, message.partition, writes)
@@ -670,10 +684,12 @@ class KpiWorker:
         redis_batch: dict[str, bytes] = {}
         outgoing: list[Outgoing] = []
         oldest_ms = None
+        oldest_received = None
         for key in due:
             self.dirty_scopes.discard(key)
             self.scope_published_at[key] = now
             waited_since = self.scope_oldest_ms.pop(key, None)
+            received_at = self.scope_received_at.pop(key, None)
             entry = self.scopes.get(key)
             if entry is None or not entry.by_source:
                 continue
@@ -684,6 +700,8 @@ class KpiWorker:
             changed = self.change_filter.changed(values)
             if changed and waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
                 oldest_ms = waited_since
+            if changed and received_at is not None and (oldest_received is None or received_at < oldest_received):
+                oldest_received = received_at
             for update_key, value in changed:
                 published[update_key] = value
                 message = update_message(value, as_of, computed_at)
@@ -700,6 +718,8 @@ class KpiWorker:
             self.metrics.last_publish.set(time.time())
             if oldest_ms is not None:
                 self.metrics.publish_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
+            if oldest_received is not None:
+                self.publication_delay.observe(max(0.0, time.time() - oldest_received))
         if self.redis is not None and redis_batch:
             # Handed to the Redis writer, not awaited: a slow Redis must not hold up kpi.updates.
             self.redis.offer(redis_batch)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
+from decimal import Decimal
+
 from hypothesis import given, strategies as st
 
-from stream.windows import DeltaLedger, SlotUnion, slot_of
+from stream.windows import DeltaLedger, ScopeRollup, SlotUnion, slot_of
 
 
 def test_slot_of_floors_before_the_epoch_too():
@@ -16,18 +19,48 @@ def test_slot_of_floors_before_the_epoch_too():
 def test_delta_for_a_later_slot_waits_until_the_clock_reaches_it():
     ledger = DeltaLedger(1, slot=10)
     ledger.add(("global", "all"), 12, 0, 5)
-    assert ledger.values.get(("global", "all")) is None
+    assert ledger.take_changes() == {}
     ledger.advance(11)
-    assert ledger.values.get(("global", "all")) is None
+    assert ledger.take_changes() == {}
     ledger.advance(12)
-    assert ledger.values[("global", "all")] == [5]
-    assert ledger.take_dirty() == {("global", "all")}
+    assert ledger.take_changes() == {("global", "all"): {0: 5}}
+    assert ledger.take_changes() == {}, "each delta is handed over once"
 
 
 def test_delta_for_a_past_slot_applies_at_once():
     ledger = DeltaLedger(2, slot=10)
     ledger.add(("rep", "r1"), -500, 1, 3)
-    assert ledger.values[("rep", "r1")] == [0, 3]
+    assert ledger.take_changes() == {("rep", "r1"): {1: 3}}
+
+
+def test_pending_deltas_are_invisible_to_the_cyclic_gc():
+    """A full collection walks every tracked object; the pending deltas of a large state must
+    not be among them (bench/gc_pause.py)."""
+    ledger = DeltaLedger(34, slot=10)
+    ledger.add_many((("r", "t", "d", "c", "rep"),), 20, ((3, 1), (7, Decimal("9.50"))))
+    ledger.add_many((("r", "t", "d", "c", "rep"),), 5, ((3, 1),))
+    gc.collect()
+    assert not any(gc.is_tracked(by_key) for by_key in ledger.pending.values())
+    assert not any(gc.is_tracked(change) for change in ledger.take_changes().values())
+
+
+def test_rollup_sums_cells_into_their_scopes_and_reports_a_new_cell_even_at_zero():
+    ledger = DeltaLedger(2, slot=10)
+    rollup = ScopeRollup(ledger, lambda cell: (("global", "all"), ("rep", cell[0])))
+    ledger.add(("r1",), 10, 0, 2)
+    ledger.add(("r2",), 11, 1, 5)
+    assert rollup.take_dirty() == {("global", "all"), ("rep", "r1")}
+    assert rollup.values == {("global", "all"): [2, 0], ("rep", "r1"): [2, 0]}
+    ledger.advance(11)
+    ledger.add(("r1",), 11, 0, -2)
+    ledger.add(("r3",), 11, 0, 4)
+    ledger.add(("r3",), 11, 0, -4)
+    assert rollup.take_dirty() == {("global", "all"), ("rep", "r1"), ("rep", "r2"), ("rep", "r3")}
+    assert rollup.values[("global", "all")] == [0, 5]
+    assert rollup.values[("rep", "r3")] == [0, 0]
+    ledger.add(("r3",), 11, 0, 1)
+    ledger.add(("r3",), 11, 0, -1)
+    assert rollup.take_dirty() == set(), "a known cell that nets to zero changes no scope"
 
 
 @given(
