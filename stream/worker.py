@@ -6,9 +6,9 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
     only past written facts; a rebuild applies each (entity, event_id, reference instant) once,
     so a fact re-read after a crash and written twice counts once) -> a timer sends each
     changed scope's partial vector (absolute, not a delta) to the partials topic, to the
-    partition of its scope key, one message per partition per round (twice per interval).
+    partition of its scope key, one message per partition per round (five per interval).
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
-    partition in a table, sums them, evaluates the KPIs and, checking every tenth of the
+    partition in a table, sums them, evaluates the KPIs and, checking every twentieth of the
     interval, publishes each changed scope at most once per interval to kpi.updates, Redis and
     the gauges. Output goes to Kafka as record batches (stream/batches.py).
 Recovery: the facts tables are changelog-backed; after recovery each assigned partition's
@@ -74,8 +74,17 @@ TYPE_TOPIC = {
 
 
 def publish_tick(interval: float) -> float:
-    """How often the scope stage looks for scopes due for publication."""
-    return min(0.1, max(0.01, interval / 10))
+    """How often the scope stage looks for scopes due for publication: a busy scope is published
+    up to one tick after its interval has passed."""
+    return min(0.05, max(0.01, interval / 20))
+
+
+def partials_flush_seconds(interval: float) -> float:
+    """How often stage 1 sends changed scopes to stage 2. An event waits up to this long before
+    its partial leaves, then up to an interval for its scope's next publication slot (a key
+    changes at most once per interval): five rounds per interval keep that sum near 1.2
+    intervals, at the cost of sending a busy scope five times per interval instead of once."""
+    return interval / 5
 
 
 def encode_vector(vector: list) -> list:
@@ -111,6 +120,7 @@ class EntityPartition:
 class ScopePartials:
     own_partition: int
     by_source: dict[int, list] = field(default_factory=dict)
+    encoded: dict[str, list] = field(default_factory=dict)  # by_source as stored: JSON-ready, keyed by str
     versions: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -217,8 +227,7 @@ class KpiWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
-        # twice per interval: an event waits half an interval on average for its partials to leave
-        app.timer(s.publish_interval_seconds / 2, name="flush-partials")(self._flush_partials)
+        app.timer(partials_flush_seconds(s.publish_interval_seconds), name="flush-partials")(self._flush_partials)
         app.task(self._publish_loop)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
         app.timer(2.0, name="check-kafka")(self._check_kafka)
@@ -596,7 +605,7 @@ class KpiWorker:
             if entries is None:  # one scope per message, as written before partials were batched
                 family, scope_type, scope_id = orjson.loads(message.key)
                 entries = [[family, scope_type, scope_id, body["p"], body["g"], body["n"], body["v"]]]
-            writes = []
+            writes: dict[bytes, bytes] = {}  # one write per scope per message, the last
             ts = body.get("ts")
             received_at = time.time()
             sent_ms = body.get("at")
@@ -616,18 +625,20 @@ class KpiWorker:
                 if version < entry.versions.get(source, (-1, -1)):
                     continue  # a previous owner's late partial
                 entry.by_source[source] = decode_vector(vector)
+                entry.encoded[str(source)] = vector
                 entry.versions[source] = version
-                writes.append((key_bytes, orjson.dumps({
+                writes[key_bytes] = orjson.dumps({
                     "part": message.partition,
-                    "by": {str(p): encode_vector(v) for p, v in entry.by_source.items()},
-                    "ver": {str(p): list(v) for p, v in entry.versions.items()},
-                })))
+                    "by": entry.encoded,
+                    "ver": {str(p): v for p, v in entry.versions.items()},
+                })
                 self.dirty_scopes.add(key)
                 self.scope_received_at.setdefault(key, received_at)
                 if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
                     self.scope_oldest_ms[key] = ts
-            _store_put_all(self.partials_table, message.partition, writes)
-            await self._send_changelog(self.partials_table, message.partition, writes)
+            entries = list(writes.items())
+            _store_put_all(self.partials_table, message.partition, entries)
+            await self._send_changelog(self.partials_table, message.partition, entries)
 
     async def _rebuild_scopes(self) -> None:
         assigned = self._assigned_partitions_full(self.topics.partials)
@@ -662,7 +673,7 @@ class KpiWorker:
                 log.exception("publication round failed")
 
     async def _publish_round(self) -> None:
-        """Runs every publish tick (a tenth of the interval): publishes each changed scope whose
+        """Runs every publish tick (a twentieth of the interval): publishes each changed scope whose
         last publication is at least one interval old, so a key changes at most once per interval
         (spec 5.1) and a scope's first change after a quiet interval goes out within a tick --
         not after a whole interval of its own on top of stage 1's."""
@@ -940,6 +951,7 @@ def _scope_partials(partition: int, stored_values: list) -> ScopePartials:
             version = tuple(versions.get(source, (-1, -1)))
             if version >= entry.versions.get(int(source), (-1, -1)):
                 entry.by_source[int(source)] = decode_vector(vector)
+                entry.encoded[str(int(source))] = vector
                 entry.versions[int(source)] = version
     return entry
 
