@@ -37,7 +37,7 @@ from .clock import Clock, clock_for, reference_instant_us
 from .batches import BatchProducer, Outgoing, key_partition
 from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
-from .gcpause import cyclic_gc_paused
+from .gcpause import cyclic_gc_paused, freeze_long_lived
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
 from .offsets import Admission, OffsetLedger
@@ -153,6 +153,7 @@ class KpiWorker:
         self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
         self.redis: RedisSink | None = None
         self.recovered = False
+        self.heap_frozen = False  # once, when first recovered: see freeze_long_lived
         self.kafka_up = True
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
@@ -740,6 +741,12 @@ class KpiWorker:
     async def _observe_lag(self) -> None:
         state = self.readiness()
         self.metrics.ready.set(1 if state["recovered"] and not state["rebalancing"] else 0)
+        if state["recovered"] and not state["rebalancing"] and not self.heap_frozen:
+            self.heap_frozen = True
+            started = time.perf_counter()
+            frozen = freeze_long_lived()
+            log.info("froze %d long-lived objects out of the cyclic GC's walk in %.2fs (see stream/gcpause.py)",
+                     frozen, time.perf_counter() - started)
         consumer = self.app.consumer
         watched = {self.topics.input(name) for name in TYPE_TOPIC.values()} | {
             self.topics.input("sales.events"), self.topics.partials}

@@ -1,10 +1,12 @@
-"""Bulk loads pause the cyclic GC and always restore the caller's setting (stream/gcpause.py)."""
+"""The cyclic GC around the worker (stream/gcpause.py): paused for bulk loads, its pauses
+measured, long-lived objects frozen out of its walk."""
 
 import gc
+import weakref
 
 import pytest
 
-from stream.gcpause import cyclic_gc_paused
+from stream.gcpause import GcPauseRecorder, cyclic_gc_paused, freeze_long_lived
 
 
 def test_the_collector_is_off_inside_and_on_again_after_even_when_the_load_fails():
@@ -24,3 +26,35 @@ def test_a_collector_the_caller_had_switched_off_stays_off():
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+class Node:
+    pass
+
+
+def test_each_collection_is_reported_with_its_generation_and_duration():
+    seen: list[tuple[int, float]] = []
+    recorder = GcPauseRecorder(lambda generation, seconds: seen.append((generation, seconds))).install()
+    try:
+        gc.collect(1)
+        gc.collect()
+    finally:
+        recorder.uninstall()
+    assert [generation for generation, _ in seen][-2:] == [1, 2]
+    assert all(seconds >= 0 for _, seconds in seen)
+    reported = len(seen)
+    gc.collect()
+    assert len(seen) == reported, "an uninstalled recorder reports nothing"
+
+
+def test_frozen_objects_leave_the_collectors_walk_but_are_still_freed_by_refcount():
+    survivor = Node()
+    alive = weakref.ref(survivor)
+    try:
+        frozen = freeze_long_lived()
+        assert frozen >= 1 and gc.get_freeze_count() == frozen
+        assert not any(obj is survivor for obj in gc.get_objects())
+        del survivor
+        assert alive() is None
+    finally:
+        gc.unfreeze()
