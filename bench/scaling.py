@@ -289,11 +289,8 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     seen = engine.deduper.seen
     keys = rng.sample(list(seen.keys()), min(sample, len(seen))) if seen else []
     dedupe_entry = 0.0
-    for key in keys:
-        family, entity, event_id = key
-        state = outlets.get(entity)
-        shared_entity = state is not None and state.outlet_id is entity
-        dedupe_entry += sys.getsizeof(key) + sys.getsizeof(event_id) + (0 if shared_entity else sys.getsizeof(entity))
+    for key in keys:  # one string per (family, entity, event_id): stream/engine.py Deduper.key
+        dedupe_entry += sys.getsizeof(key)
     dedupe_entry = dedupe_entry / max(1, len(keys))
     dedupe = sys.getsizeof(seen) + dedupe_entry * len(seen)
     pending_sizer = Sizer()

@@ -67,17 +67,23 @@ class Deduper:
 
     def __init__(self, horizon_us: int) -> None:
         self.horizon_us = horizon_us
-        # (family value, entity, event_id) -> ref_us. Plain strings, not the Family member: a
-        # tuple of strings drops out of the cyclic GC's walk, one holding an enum member never does.
-        self.seen: dict[tuple[str, str, str], int] = {}
+        # key(family, entity, event_id) -> ref_us. One string per key, not a tuple: a dict of
+        # strings and ints is never tracked by the cyclic GC; one holding fresh tuples is walked,
+        # entry by entry, in every full collection.
+        self.seen: dict[str, int] = {}
         self._sweep_at = 1 << 16
 
+    @staticmethod
+    def key(family: Family, entity: str, event_id: str) -> str:
+        # the entity's length makes the split unambiguous whatever characters the ids hold
+        return f"{family.value}{len(entity)}:{entity}{event_id}"
+
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        first = self.seen.get((family.value, entity, event_id))
+        first = self.seen.get(self.key(family, entity, event_id))
         return first is not None and abs(ref_us - first) <= self.horizon_us
 
     def remember(self, family: Family, entity: str, event_id: str, ref_us: int) -> None:
-        self.seen[(family.value, entity, event_id)] = ref_us
+        self.seen[self.key(family, entity, event_id)] = ref_us
         if len(self.seen) >= self._sweep_at:
             self.forget_before(ref_us - self.horizon_us)
             self._sweep_at = max(1 << 16, 2 * len(self.seen))

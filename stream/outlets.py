@@ -19,7 +19,6 @@ new ones. Orders keep the rep they name; orders naming none follow the assigned 
 from __future__ import annotations
 
 import sys
-from array import array
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -55,9 +54,12 @@ class OutletState:
     attributes: tuple[str | None, ...] = (None,) * 5
     attribute_stamps: tuple[tuple[int, str], ...] = (_NO_STAMP,) * 5
     onboarded_us: int | None = None
-    order_times: array = field(default_factory=lambda: array("q"))  # exact, sorted, repeats kept
-    order_slots: SlotUnion = field(default_factory=SlotUnion)
-    reactivation_slots: SlotUnion = field(default_factory=SlotUnion)
+    order_times: tuple[int, ...] = ()  # exact, sorted, repeats kept
+    # two SlotUnions (windows.py), stored as their parts: the distinct slots and a count per slot
+    order_slots: tuple[int, ...] = ()
+    order_slot_counts: dict[int, int] = field(default_factory=dict)
+    reactivation_slots: tuple[int, ...] = ()
+    reactivation_slot_counts: dict[int, int] = field(default_factory=dict)
     # (slot, rep the orders name or None: they follow the assigned rep) -> sums of those orders
     orders_by_slot: dict[tuple[int, str | None], OrderSums] = field(default_factory=dict)
     # visit_id -> [(visit slot, visit rep)]; visit_id -> slot of the earliest linked order
@@ -159,10 +161,11 @@ class OutletBook:
         previous = times[index - 1] if index else None
         following = times[index] if index < len(times) else None  # first order strictly later
         first_before = times[0] if times else None
-        times.insert(index, t_us)
+        state.order_times = times[:index] + (t_us,) + times[index:]
 
-        emit_active = self._emitter(scopes, layout.active)
-        state.order_slots.add(t_us // slot_us, self._windows, emit_active)
+        active = SlotUnion(state.order_slots, state.order_slot_counts)
+        active.add(t_us // slot_us, self._windows, self._emitter(scopes, layout.active))
+        state.order_slots = active.slots
 
         if first_before is None or t_us < first_before:
             if first_before is not None:
@@ -170,14 +173,16 @@ class OutletBook:
             self.ledger.add_many(scopes, t_us // slot_us, ((layout.ever_ordered, 1),))
 
         emit_reactivated = self._emitter(scopes, layout.reactivated)
+        reactivations = SlotUnion(state.reactivation_slots, state.reactivation_slot_counts)
         if previous is not None and t_us - previous > gap:
-            state.reactivation_slots.add(t_us // slot_us, self._windows, emit_reactivated)
+            reactivations.add(t_us // slot_us, self._windows, emit_reactivated)
         if following is not None:
             was = previous is not None and following - previous > gap
             now = following - t_us > gap
             if was != now:
-                change = state.reactivation_slots.add if now else state.reactivation_slots.remove
+                change = reactivations.add if now else reactivations.remove
                 change(following // slot_us, self._windows, emit_reactivated)
+        state.reactivation_slots = reactivations.slots
 
     def _refresh_conversion(self, state: OutletState) -> None:
         scopes = state.cell()
@@ -258,8 +263,8 @@ class OutletBook:
         """All of an outlet's contributions to its current cells, times `sign`."""
         layout, slot_us = self.layout, self._slot_us
         own = state.cell()
-        state.order_slots.emit_all(self._windows, sign, self._emitter(own, layout.active))
-        state.reactivation_slots.emit_all(self._windows, sign, self._emitter(own, layout.reactivated))
+        SlotUnion(state.order_slots).emit_all(self._windows, sign, self._emitter(own, layout.active))
+        SlotUnion(state.reactivation_slots).emit_all(self._windows, sign, self._emitter(own, layout.reactivated))
         if state.order_times:
             self.ledger.add_many(own, state.order_times[0] // slot_us, ((layout.ever_ordered, sign),))
         if state.conversion is not None:

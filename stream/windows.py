@@ -13,7 +13,6 @@ the number of deltas scheduled for it, never the number of outlets or the window
 from __future__ import annotations
 
 import heapq
-from array import array
 from bisect import bisect_left
 from typing import Callable
 
@@ -123,11 +122,12 @@ class SlotUnion:
 
     __slots__ = ("slots", "counts")
 
-    def __init__(self) -> None:
-        # sorted, distinct. An array, not a list: the cyclic GC never walks it (nor a dict of
-        # ints), and each slot takes 8 bytes instead of a pointer to an int object.
-        self.slots = array("q")
-        self.counts: dict[int, int] = {}
+    def __init__(self, slots: tuple[int, ...] = (), counts: dict[int, int] | None = None) -> None:
+        # Sorted, distinct; a tuple, replaced on change. With the dict of counts (ints only) it
+        # is what an outlet stores (see OutletState): both drop out of the cyclic GC's walk,
+        # where a list or this object itself would be walked in every full collection.
+        self.slots = slots
+        self.counts: dict[int, int] = {} if counts is None else counts
 
     def __bool__(self) -> bool:
         return bool(self.slots)
@@ -141,10 +141,11 @@ class SlotUnion:
         self.counts[slot] = count + 1
         if count:
             return
-        index = bisect_left(self.slots, slot)
-        previous = self.slots[index - 1] if index else None
-        following = self.slots[index] if index < len(self.slots) else None
-        self.slots.insert(index, slot)
+        slots = self.slots
+        index = bisect_left(slots, slot)
+        previous = slots[index - 1] if index else None
+        following = slots[index] if index < len(slots) else None
+        self.slots = slots[:index] + (slot,) + slots[index:]
         for w_index, width in enumerate(windows):
             if previous is not None:
                 _move_end(previous, width, following, slot, w_index, emit)
@@ -157,9 +158,9 @@ class SlotUnion:
             return
         del self.counts[slot]
         index = bisect_left(self.slots, slot)
-        del self.slots[index]
-        previous = self.slots[index - 1] if index else None
-        following = self.slots[index] if index < len(self.slots) else None
+        slots = self.slots = self.slots[:index] + self.slots[index + 1:]
+        previous = slots[index - 1] if index else None
+        following = slots[index] if index < len(slots) else None
         for w_index, width in enumerate(windows):
             _interval(slot, width, following, -1, w_index, emit)
             if previous is not None:
