@@ -30,6 +30,7 @@ class ProcessorMetrics:
     publish_latency: Histogram  # event produced -> KPI update published
     stage_delay: Histogram  # labels: stage (input, partials, publication): where publish_latency goes
     gc_pause: Histogram  # labels: generation
+    backpressure: Counter  # seconds the entity agents waited for the facts backlog to shrink
     state_entities: Gauge  # labels: kind
     last_publish: Gauge
     updates_published: Counter
@@ -86,6 +87,10 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
             "kpi_stream_gc_pause_seconds", "Duration of each cyclic garbage collection, by generation: "
             "the event loop stands still meanwhile", ["generation"],
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=registry,
+        ),
+        backpressure=Counter(
+            "kpi_stream_backpressure_seconds", "Seconds input agents waited because too many applied "
+            "facts were not yet acknowledged by Kafka (the broker is slower than the input)", registry=registry,
         ),
         state_entities=Gauge(
             "kpi_stream_state_entities", "Entities held in state (outlets, leads, reps, scopes)",
