@@ -81,3 +81,34 @@ def test_the_cheap_next_offset_check_admits_only_the_next_offset_of_a_started_pa
     assert ledger.admit_next(TP, 200) is False  # nor is a hole
     assert ledger.admit(TP, 156, 0.0)[0] is Admission.APPLY  # the two agree on the cursor
     assert ledger.commit_limit(TP) == 157
+
+
+def test_records_fetched_before_a_seek_back_cannot_hide_the_re_read_from_faust():
+    """faust delivers a record only at or past its per-partition read mark and moves the mark
+    after each delivery; with the mark taken from the ledger, a stale record delivered after the
+    seek back does not make faust drop the re-read range (stream/worker.py _LedgerReadOffsets)."""
+    from collections import defaultdict
+
+    from faust.types import TP as FaustTP
+
+    from stream.worker import _LedgerReadOffsets
+
+    tp = FaustTP("sales.orders", 1)
+    ledger = OffsetLedger()
+    ledger.start(tp, 0)
+    marks = _LedgerReadOffsets(ledger, {"sales.orders"}, defaultdict(lambda: None))
+    applied: list[int] = []
+
+    def faust_delivers(offset: int) -> None:  # faust 0.15.3 Consumer._drain_messages, reduced
+        mark = marks[tp]
+        if mark is None or offset >= mark:
+            if ledger.admit(tp, offset, 0.0)[0] is Admission.APPLY:
+                applied.append(offset)
+            marks[tp] = offset
+
+    for offset in (0, 1, 2, 3, 4, 233, 234):  # 5..232 skipped by faust: the ledger seeks back to 5
+        faust_delivers(offset)
+    for offset in range(5, 235):  # the re-read
+        faust_delivers(offset)
+    assert applied == list(range(0, 235))
+    assert marks[FaustTP("kpi.partials", 0)] is None, "other topics keep faust's own mark"
