@@ -166,8 +166,6 @@ class KpiWorker:
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
         self.pending_fact_count = 0
         self.unwritten_facts = 0  # pending, or sent and not acknowledged yet
-        # scope-partials partition -> {key: value} in the table's store, not yet in its changelog
-        self.pending_scope_writes: dict[int, dict[bytes, bytes]] = {}
         self.fact_batches = 0
         self.instance = uuid.uuid4().hex[:12]  # keeps this process's batch keys apart from others'
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
@@ -208,8 +206,7 @@ class KpiWorker:
         )
         self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
-        # before the consumer starts: its fetch loop binds the mapping's methods once
-        _read_offsets_follow_the_ledger(app.consumer, self.ledger, self._agent_topics())
+        _read_offsets_follow_the_ledger(app, self.ledger, self._agent_topics())
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -232,7 +229,6 @@ class KpiWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
-        app.timer(FACT_FLUSH_SECONDS, name="flush-scope-writes")(self._flush_scope_writes)
         app.timer(partials_flush_seconds(s.publish_interval_seconds), name="flush-partials")(self._flush_partials)
         app.task(self._publish_loop)
         app.timer(5.0, name="observe-lag")(self._observe_lag)
@@ -316,7 +312,7 @@ class KpiWorker:
             start = await self._committed_or_earliest(tp)
             if self._generation() != generation or tp not in self.app.consumer.assignment():
                 return False  # rebalanced while we asked: the next assignment starts afresh
-            self.ledger.start(tp, start, persisted_later=tp.topic in self.entity_topics or tp.topic == self.topics.partials)
+            self.ledger.start(tp, start, persisted_later=tp.topic in self.entity_topics)
         admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
         if admission is Admission.APPLY:
             return True
@@ -481,9 +477,6 @@ class KpiWorker:
         dropped = self.pending_fact_count - sum(len(facts) for facts in self.pending_facts.values())
         self.pending_fact_count -= dropped
         self.unwritten_facts -= dropped
-        for partition in list(self.pending_scope_writes):
-            if (self.topics.partials, partition) in by_topic:
-                del self.pending_scope_writes[partition]  # uncommitted: the next owner re-reads them
         self.ledger.forget(revoked)
         for tp in revoked:
             self.lag_seen.pop(tp, None)
@@ -530,19 +523,6 @@ class KpiWorker:
             writes.append((self.fact_tables[family], partition, entries))
         for table, partition, entries in writes:
             await self._send_changelog(table, partition, entries, self._facts_written)
-        for tp, offset in durable.items():
-            if offset is not None:
-                self.ledger.mark_durable(tp, offset)
-
-    async def _flush_scope_writes(self) -> None:
-        """The scope stage's table writes since the last flush, one write per scope (the latest),
-        then let the partials offsets they cover be committed -- as `_flush_facts` does."""
-        if self.app.rebalancing or not self.pending_scope_writes:
-            return
-        durable = {tp: self.ledger.next_offset(tp) for tp in list(self.ledger.cursors) if tp.topic == self.topics.partials}
-        batches, self.pending_scope_writes = self.pending_scope_writes, {}
-        for partition, writes in batches.items():
-            await self._send_changelog(self.partials_table, partition, list(writes.items()))
         for tp, offset in durable.items():
             if offset is not None:
                 self.ledger.mark_durable(tp, offset)
@@ -661,11 +641,9 @@ class KpiWorker:
                 self.scope_received_at.setdefault(key, received_at)
                 if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
                     self.scope_oldest_ms[key] = ts
-            # In the store now; to the changelog with the next `_flush_scope_writes`, which also
-            # lets these offsets be committed. Awaiting the send here held this agent -- and with
-            # it faust's delivery to every agent -- for a produce round trip per message.
-            _store_put_all(self.partials_table, message.partition, list(writes.items()))
-            self.pending_scope_writes.setdefault(message.partition, {}).update(writes)
+            entries = list(writes.items())
+            _store_put_all(self.partials_table, message.partition, entries)
+            await self._send_changelog(self.partials_table, message.partition, entries)
 
     async def _rebuild_scopes(self) -> None:
         assigned = self._assigned_partitions_full(self.topics.partials)
@@ -1039,8 +1017,18 @@ class _LedgerReadOffsets(dict):
         return super().__getitem__(tp)
 
 
-def _read_offsets_follow_the_ledger(consumer, ledger: OffsetLedger, topics: set[str]) -> None:
-    consumer._read_offset = _LedgerReadOffsets(ledger, topics, consumer._read_offset)
+def _read_offsets_follow_the_ledger(app, ledger: OffsetLedger, topics: set[str]) -> None:
+    """Installed as faust creates its consumer (not earlier: creating it ahead of faust's own
+    start-up slowed the worker's consumption threefold), and before its fetch loop starts,
+    which binds the mapping's methods once."""
+    new_consumer = app._new_consumer
+
+    def consumer_with_ledger_marks():
+        consumer = new_consumer()
+        consumer._read_offset = _LedgerReadOffsets(ledger, topics, consumer._read_offset)
+        return consumer
+
+    app._new_consumer = consumer_with_ledger_marks
 
 
 def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:
