@@ -280,7 +280,7 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     outlet_state = (base + sum(per_field.values())) / n
     shape = {
         "orders": sum(len(s.order_times) for s in chosen) / n,
-        "visits": sum(len(s.visits) for s in chosen) / n,
+        "visits": sum(len(s.visits or ()) for s in chosen) / n,
         "with_no_orders": sum(not s.order_times for s in chosen) / n,
         "with_no_visits": sum(not s.visits for s in chosen) / n,
     }

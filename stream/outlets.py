@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
 
 from .catalogue import GLOBAL_SCOPE, OutletLayout
@@ -39,14 +39,16 @@ _NO_STAMP: tuple[int, str] = (-(1 << 80), "")
 # order: it drops out of the cyclic GC's walk, where a mutable record per slot would stay.
 OrderSums = tuple[int, Decimal, int]
 _NO_ORDERS: OrderSums = (0, Decimal(0), 0)
+_EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
 
 @dataclass(slots=True)
 class OutletState:
-    """One outlet. Its containers are tuples, arrays and dicts of atoms -- never lists or nested
-    mutable records -- so that the cyclic GC drops them from its walk: with hundreds of thousands
-    of outlets every full collection would otherwise stop the worker for a second or more
-    (bench/gc_pause.py)."""
+    """One outlet. Its containers are tuples and dicts of atoms -- never lists or nested mutable
+    records -- so that the cyclic GC drops them from its walk: with hundreds of thousands of
+    outlets every full collection would otherwise stop the worker for a second or more
+    (bench/gc_pause.py). The dicts are None until first written (most outlets have no order or
+    visit in a window of history; an empty dict is 64 bytes): read them through `_EMPTY`."""
 
     outlet_id: str
     # Current attributes (region, territory, distributor_id, channel, rep_id) and, per field, the
@@ -57,15 +59,15 @@ class OutletState:
     order_times: tuple[int, ...] = ()  # exact, sorted, repeats kept
     # two SlotUnions (windows.py), stored as their parts: the distinct slots and a count per slot
     order_slots: tuple[int, ...] = ()
-    order_slot_counts: dict[int, int] = field(default_factory=dict)
+    order_slot_counts: dict[int, int] | None = None
     reactivation_slots: tuple[int, ...] = ()
-    reactivation_slot_counts: dict[int, int] = field(default_factory=dict)
+    reactivation_slot_counts: dict[int, int] | None = None
     # (slot, rep the orders name or None: they follow the assigned rep) -> sums of those orders
-    orders_by_slot: dict[tuple[int, str | None], OrderSums] = field(default_factory=dict)
+    orders_by_slot: dict[tuple[int, str | None], OrderSums] | None = None
     # visit_id -> [(visit slot, visit rep)]; visit_id -> slot of the earliest linked order
     # (a tuple, not a list: see OrderSums)
-    visits: dict[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
-    first_link_slot: dict[str, int] = field(default_factory=dict)
+    visits: dict[str, tuple[tuple[int, str], ...]] | None = None
+    first_link_slot: dict[str, int] | None = None
     # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
     conversion: tuple[int, int, int | None] | None = None
 
@@ -125,15 +127,19 @@ class OutletBook:
 
         self._insert_order_time(state, order.occurred_us, outlet_scopes)
         sums_key = (slot, order.rep_id)
+        if state.orders_by_slot is None:
+            state.orders_by_slot = {}
         count, amount, lines = state.orders_by_slot.get(sums_key, _NO_ORDERS)
         state.orders_by_slot[sums_key] = (count + 1, amount + order.amount, lines + order.lines)
         self._emit_order_sums(order_scopes, slot, 1, order.amount, order.lines, 1)
 
         if order.visit_id is not None:
+            if state.first_link_slot is None:
+                state.first_link_slot = {}
             previous = state.first_link_slot.get(order.visit_id)
             if previous is None or slot < previous:
                 state.first_link_slot[order.visit_id] = slot
-                for visit_slot, visit_rep in state.visits.get(order.visit_id, ()):
+                for visit_slot, visit_rep in (state.visits or _EMPTY).get(order.visit_id, ()):
                     scopes = state.cell(visit_rep)
                     if previous is not None:
                         self._emit_productive(scopes, visit_slot, previous, -1)
@@ -147,9 +153,11 @@ class OutletBook:
     def apply_visit(self, visit: VisitCompleted) -> None:
         state = self.state(visit.outlet_id)
         slot = visit.occurred_us // self._slot_us
+        if state.visits is None:
+            state.visits = {}
         state.visits[visit.visit_id] = state.visits.get(visit.visit_id, ()) + ((slot, visit.rep_id),)
         scopes = state.cell(visit.rep_id)
-        self._emit_visit(scopes, slot, state.first_link_slot.get(visit.visit_id), 1)
+        self._emit_visit(scopes, slot, (state.first_link_slot or _EMPTY).get(visit.visit_id), 1)
 
     # -- contributions -------------------------------------------------------------------------
 
@@ -165,7 +173,7 @@ class OutletBook:
 
         active = SlotUnion(state.order_slots, state.order_slot_counts)
         active.add(t_us // slot_us, self._windows, self._emitter(scopes, layout.active))
-        state.order_slots = active.slots
+        state.order_slots, state.order_slot_counts = active.slots, active.counts
 
         if first_before is None or t_us < first_before:
             if first_before is not None:
@@ -174,6 +182,7 @@ class OutletBook:
 
         emit_reactivated = self._emitter(scopes, layout.reactivated)
         reactivations = SlotUnion(state.reactivation_slots, state.reactivation_slot_counts)
+        # (its counts stay None while no reactivation was ever recorded)
         if previous is not None and t_us - previous > gap:
             reactivations.add(t_us // slot_us, self._windows, emit_reactivated)
         if following is not None:
@@ -183,6 +192,8 @@ class OutletBook:
                 change = reactivations.add if now else reactivations.remove
                 change(following // slot_us, self._windows, emit_reactivated)
         state.reactivation_slots = reactivations.slots
+        if reactivations.counts:
+            state.reactivation_slot_counts = reactivations.counts
 
     def _refresh_conversion(self, state: OutletState) -> None:
         scopes = state.cell()
@@ -269,10 +280,10 @@ class OutletBook:
             self.ledger.add_many(own, state.order_times[0] // slot_us, ((layout.ever_ordered, sign),))
         if state.conversion is not None:
             self._emit_conversion(own, state.conversion, sign)
-        for (slot, rep), (count, amount, lines) in state.orders_by_slot.items():
+        for (slot, rep), (count, amount, lines) in (state.orders_by_slot or _EMPTY).items():
             self._emit_order_sums(state.cell(rep), slot, count, amount, lines, sign)
-        for visit_id, visits in state.visits.items():
-            link = state.first_link_slot.get(visit_id)
+        for visit_id, visits in (state.visits or _EMPTY).items():
+            link = (state.first_link_slot or _EMPTY).get(visit_id)
             for visit_slot, rep in visits:
                 self._emit_visit(state.cell(rep), visit_slot, link, sign)
 
