@@ -170,6 +170,7 @@ class KpiWorker:
         self.instance = uuid.uuid4().hex[:12]  # keeps this process's batch keys apart from others'
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
         self.lag_seen: dict[Any, tuple[tuple[int, int], int]] = {}
+        self.undelivered_rounds: dict[Any, int] = {}  # tp -> lag rounds assigned with nothing delivered
         self.app = self._build_app()
 
     # -- app -----------------------------------------------------------------------------------
@@ -480,6 +481,7 @@ class KpiWorker:
         self.ledger.forget(revoked)
         for tp in revoked:
             self.lag_seen.pop(tp, None)
+            self.undelivered_rounds.pop(tp, None)
         for (family, partition) in list(self.entities):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.entities[(family, partition)]
@@ -760,7 +762,11 @@ class KpiWorker:
             try:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet
-                continue
+                highwater = None
+            if not self.ledger.known(tp):
+                await self._check_undelivered(tp, state)
+            else:
+                self.undelivered_rounds.pop(tp, None)
             position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
                 seen, rounds = self.lag_seen.get(tp, ((-1, -1), 0))
@@ -774,6 +780,40 @@ class KpiWorker:
                                     tp.topic, tp.partition)
                     position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+
+    async def _check_undelivered(self, tp, state: dict) -> None:
+        """A partition assigned for three lag rounds (15 s) without delivering a single message
+        while its log holds records past the committed offset: faust lost its position (seen
+        after "exception performing seek when flow not active"), and the stall check above never
+        sees it -- there is no applied offset to compare, and aiokafka reports no highwater for a
+        partition it does not fetch. Seek it to the committed offset; re-reading is harmless."""
+        rounds = self.undelivered_rounds.get(tp, 0) + 1
+        self.undelivered_rounds[tp] = rounds
+        if (rounds < 3 or self.app.rebalancing or not state["recovered"]
+                or self.unwritten_facts >= FACT_BACKLOG_LIMIT):  # held back on purpose
+            return
+        try:
+            await _bounded(self._wake_undelivered(tp), 2 * SEEK_TIMEOUT_SECONDS + 5)
+        except TimeoutError:
+            log.warning("offsets: checking %s[%s] did not finish; next lag round retries", tp.topic, tp.partition)
+        except Exception:  # noqa: BLE001 - the lag observer must keep running
+            log.exception("offsets: checking %s[%s] failed; next lag round retries", tp.topic, tp.partition)
+
+    async def _wake_undelivered(self, tp) -> None:
+        generation = self._generation()
+        committed = await self._committed_or_earliest(tp)
+        thread = self.app.consumer._thread
+        aiokafka_consumer = thread._ensure_consumer()
+        ends = await thread.call_thread(aiokafka_consumer.end_offsets, [TopicPartition(tp.topic, tp.partition)])
+        end = next(iter(ends.values()), None)
+        if (self._generation() != generation or self.ledger.known(tp) or tp not in self.app.consumer.assignment()
+                or end is None or committed >= end):
+            return
+        log.warning("offsets: %s[%s] delivered nothing since its assignment although the log holds offsets "
+                    "%s..%s; seeking to %s", tp.topic, tp.partition, committed, end - 1, committed)
+        self.metrics.offset_holes.labels(tp.topic).inc()
+        self.undelivered_rounds[tp] = 0  # the next attempt, if needed, three rounds from now
+        await _bounded(self.app.consumer.seek_wait({tp: committed}), SEEK_TIMEOUT_SECONDS)
 
     def _redis_service(self):
         worker = self
