@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator
 
 from .activities import ActivityBook, activity_cell_scopes
 from .catalogue import ActivityLayout, LeadLayout, OutletLayout
@@ -155,10 +154,14 @@ class KpiEngine:
         rollup.flush()
         return rollup.values
 
-    def take_dirty(self) -> Iterator[tuple[Family, Scope]]:
+    def take_dirty(self) -> list[tuple[Family, Scope, list]]:
+        """Every scope whose vector moved since the last call, with its vector (cells rolled up
+        once per family, not once per scope)."""
+        out = []
         for family, rollup in self.rollups.items():
-            for scope in rollup.take_dirty():
-                yield family, scope
+            values = rollup.values
+            out.extend((family, scope, values[scope]) for scope in rollup.take_dirty())
+        return out
 
     def evaluate(self, family: Family, scope: Scope, vector: list, as_of_us: int) -> list[KpiValue]:
         return evaluate_family(self.settings, self.layouts, family, scope, vector, as_of_us)

@@ -182,7 +182,6 @@ class OutletBook:
 
         emit_reactivated = self._emitter(scopes, layout.reactivated)
         reactivations = SlotUnion(state.reactivation_slots, state.reactivation_slot_counts)
-        # (its counts stay None while no reactivation was ever recorded)
         if previous is not None and t_us - previous > gap:
             reactivations.add(t_us // slot_us, self._windows, emit_reactivated)
         if following is not None:
@@ -191,9 +190,7 @@ class OutletBook:
             if was != now:
                 change = reactivations.add if now else reactivations.remove
                 change(following // slot_us, self._windows, emit_reactivated)
-        state.reactivation_slots = reactivations.slots
-        if reactivations.counts:
-            state.reactivation_slot_counts = reactivations.counts
+        state.reactivation_slots, state.reactivation_slot_counts = reactivations.slots, reactivations.counts or None
 
     def _refresh_conversion(self, state: OutletState) -> None:
         scopes = state.cell()

@@ -207,7 +207,7 @@ class KpiWorker:
         )
         self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
-        _read_offsets_follow_the_ledger(app, self.ledger, self._agent_topics())
+        _consumer_follows_the_ledger(app, self.ledger, self._agent_topics())
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -228,7 +228,6 @@ class KpiWorker:
         app.agent(self.partials_topic, name="scope-stage")(self._scope_agent)
         self.partials_table.on_recover(self._crash_on_error(self._rebuild_scopes))
         app.on_partitions_revoked.connect(self._on_revoked)
-        app.on_partitions_assigned.connect(self._on_assigned)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
         app.timer(partials_flush_seconds(s.publish_interval_seconds), name="flush-partials")(self._flush_partials)
         app.task(self._publish_loop)
@@ -465,11 +464,6 @@ class KpiWorker:
     def _agent_topics(self) -> set[str]:
         return {self.topics.input(name) for name in (*TYPE_TOPIC.values(), "sales.events")} | {self.topics.partials}
 
-    async def _on_assigned(self, app, assigned, **kwargs) -> None:
-        consumer = app.consumer
-        if not getattr(consumer, "_kpi_commits_guarded", False):
-            _commit_only_applied_offsets(consumer, self.ledger, self._agent_topics())
-
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
         for (family, partition) in list(self.pending_facts):
@@ -573,12 +567,11 @@ class KpiWorker:
             # The oldest event this round publishes for; events that changed no scope publish
             # nothing and must not count as waiting.
             oldest_ms, entity.oldest_unsent_ms = entity.oldest_unsent_ms, None
-            dirty = list(engine.take_dirty())
+            dirty = engine.take_dirty()
             if not dirty:
                 continue
             entity.sequence += 1
-            for fam, scope in dirty:
-                vector = engine.vectors(fam)[scope]
+            for fam, scope, vector in dirty:
                 # the partition Faust's send by key picked before partials were batched: stored
                 # scope-partials stay where they are
                 destination = key_partition(orjson.dumps([fam.value, scope[0], scope[1]]), partitions)
@@ -1057,18 +1050,20 @@ class _LedgerReadOffsets(dict):
         return super().__getitem__(tp)
 
 
-def _read_offsets_follow_the_ledger(app, ledger: OffsetLedger, topics: set[str]) -> None:
-    """Installed as faust creates its consumer (not earlier: creating it ahead of faust's own
-    start-up slowed the worker's consumption threefold), and before its fetch loop starts,
-    which binds the mapping's methods once."""
+def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) -> None:
+    """The one place faust's consumer is adapted to the offset ledger: its read marks and its
+    commits (below). Done as faust creates the consumer -- not earlier: creating it ahead of
+    faust's own start-up slowed consumption threefold -- and so before its fetch loop starts,
+    which binds the read-mark mapping's methods once."""
     new_consumer = app._new_consumer
 
-    def consumer_with_ledger_marks():
+    def consumer_following_the_ledger():
         consumer = new_consumer()
         consumer._read_offset = _LedgerReadOffsets(ledger, topics, consumer._read_offset)
+        _commit_only_applied_offsets(consumer, ledger, topics)
         return consumer
 
-    app._new_consumer = consumer_with_ledger_marks
+    app._new_consumer = consumer_following_the_ledger
 
 
 def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:
@@ -1099,7 +1094,6 @@ def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str
     consumer._new_offset = capped_new_offset
     consumer._add_gap = gap_outside_agent_topics
     consumer._kpi_add_gap = add_gap
-    consumer._kpi_commits_guarded = True
 
 
 def _credentials(settings: ServiceSettings):
