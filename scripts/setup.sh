@@ -27,9 +27,9 @@ fi
 stamp=".venv/.kpi-stream-installed"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "setup: installing the package and its test extras into .venv"
+  echo "setup: installing the package and its test, bench and rocksdb extras into .venv"
   .venv/bin/pip install -q --upgrade pip >/dev/null
-  .venv/bin/pip install -q -e '.[test,bench]'
+  .venv/bin/pip install -q -e '.[test,bench,rocksdb]'
   echo "$want" > "$stamp"
 fi
 

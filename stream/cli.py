@@ -47,6 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from .gcpause import GcPauseRecorder
+    from .localstate import mark_clean_stop, trust_local_tables_or_discard
     from .topics import TopicNames, ensure_topics
     from .worker import KpiWorker
 
@@ -73,9 +74,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
     log.info("worker starting: app=%s kafka=%s web=:%d clock=%s", settings.app_id, settings.kafka_bootstrap,
              settings.web_port, settings.kpi.clock.mode)
+    table_dir = Path(kpi_worker.app.conf.tabledir)
+    trust_local_tables_or_discard(table_dir, settings.store)
     worker = Worker(kpi_worker.app, loglevel=settings.log_level.lower(), loop=loop,
                     override_logging=False, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as stopped:
+        # mode raises SystemExit(0) after a stop without a crash (a crash re-raises its error)
+        if stopped.code in (0, None) and worker.crash_reason is None:
+            mark_clean_stop(table_dir, settings.store)
+        raise
     return 0
 
 
