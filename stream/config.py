@@ -276,7 +276,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; a key is republished at most once per interval"),
     ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
-    ("KPI_STORE", "memory://", "Faust table store (`memory://` or `rocksdb://`)"),
+    ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk; kept across clean stops only)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
 )

@@ -324,7 +324,8 @@ def test_dockerfile():
     assert len(healthchecks) == 1 and "/health" in healthchecks[0]
     assert ("ENTRYPOINT", '["kpi-stream"]') in final
     assert ("CMD", '["worker"]') in final
-    assert any(kw == "RUN" and "pip install ." in rest for kw, rest in instructions)
+    # the package with its rocksdb extra, so KPI_STORE=rocksdb:// (configmap) works in the image
+    assert any(kw == "RUN" and 'pip install ".[rocksdb]"' in rest for kw, rest in instructions)
 
 
 def test_dockerignore_keeps_the_context_small_and_secret_free():
