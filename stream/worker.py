@@ -983,8 +983,9 @@ def _on_disk_store_options() -> dict:
     """RocksDB settings for our tables (`KPI_STORE=rocksdb://`; ignored by `memory://`). faust's
     defaults are per database -- one per table and partition -- and sized for read-heavy tables:
     a 2 GiB block cache and up to 3 x 64 MiB of write buffers each, ~70 GiB for 4 tables x 8
-    partitions. Ours are written once and read in order at a rebuild, so small buffers and caches
-    lose nothing and bound the store's memory to ~16 MiB per database. A fresh dict per table:
+    partitions. Ours are read back only when a partition is rebuilt (facts are written once; scope
+    partials are rewritten, but their live copy is in memory), so small buffers and caches lose
+    nothing and bound the store's memory to ~16 MiB per database. A fresh dict per table:
     faust pops keys from the one it is given."""
     return {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
