@@ -101,6 +101,10 @@ bootstrap, prefix, total, app_id = env["BENCH_BOOTSTRAP"], env["BENCH_PREFIX"], 
 app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_serializer="raw",
                 value_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False,
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
+sys.path.insert(0, env["BENCH_REPO"])
+from stream.config import ServiceSettings
+from stream.worker import cap_fetch_wait
+cap_fetch_wait(app, ServiceSettings.from_env().fetch_max_wait_ms)  # the worker's consumer setting too
 topic = app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")])
 state = {"n": 0, "t0": None}
 @app.agent(topic)
@@ -124,7 +128,7 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> flo
     script = workdir / "faust_ceiling.py"
     script.write_text(FAUST_CEILING)
     env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=prefix, BENCH_TOTAL=str(total),
-               BENCH_APP=f"ceiling-{time.time_ns()}")
+               BENCH_APP=f"ceiling-{time.time_ns()}", BENCH_REPO=str(REPO))
     result = subprocess.run([sys.executable, str(script), "worker", "-l", "warn", "--without-web"],
                             capture_output=True, text=True, timeout=3600, cwd=workdir, env=env)
     for line in (result.stdout + result.stderr).splitlines():  # faust may route stdout to its log

@@ -162,6 +162,7 @@ class ServiceSettings:
     store: str = "memory://"
     log_level: str = "INFO"
     session_timeout_seconds: float = 30.0
+    fetch_max_wait_ms: int = 20
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -225,7 +226,18 @@ class ServiceSettings:
             store=env.get("KPI_STORE", "memory://"),
             log_level=env.get("KPI_LOG_LEVEL", "INFO"),
             session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
+            fetch_max_wait_ms=_positive_int("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20")),
         )
+
+
+def _positive_int(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number: {text!r}") from None
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive: {text!r}")
+    return value
 
 
 _KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -279,6 +291,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk; kept across clean stops only)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
+    ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 otherwise stalls busy partitions behind idle ones)"),
 )
 
 

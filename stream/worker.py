@@ -208,6 +208,7 @@ class KpiWorker:
         self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
         _consumer_follows_the_ledger(app, self.ledger, self._agent_topics())
+        cap_fetch_wait(app, s.fetch_max_wait_ms)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -1077,6 +1078,37 @@ def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) ->
         return consumer
 
     app._new_consumer = consumer_following_the_ledger
+
+
+def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
+    """Let the broker hold a fetch that finds no new records for at most `fetch_max_wait_ms`.
+
+    faust 0.15.3 creates its aiokafka consumer with fetch_max_wait_ms=1500, not a setting. aiokafka
+    keeps one fetch in flight per broker, and each names only the partitions with no records
+    waiting in its buffer -- after a fetch that returned the busy ones, often just idle partitions
+    (the router topic nobody writes to, a quiet scope-partials partition). The broker holds such
+    a fetch until one of them gets a record or the wait ends, and the busy partitions drained
+    meanwhile cannot be fetched: at a 0.1 s publish interval the worker's loop sat ~40 % idle
+    with its input 1.5 s behind while an outside consumer saw the same records within 10 ms
+    (bench/README.md). Also applied to the empty-agent ceiling in bench/throughput.py, so the two
+    run with the same consumer settings. Installed like `_consumer_follows_the_ledger`: as faust
+    creates its consumer, on the thread that will create the aiokafka one."""
+    new_consumer = app._new_consumer
+
+    def consumer_with_capped_fetch_wait():
+        consumer = new_consumer()
+        thread = consumer._thread
+        create_aiokafka_consumer = thread._create_worker_consumer
+
+        def create_with_capped_wait(transport):
+            aiokafka_consumer = create_aiokafka_consumer(transport)
+            aiokafka_consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by its fetcher at start
+            return aiokafka_consumer
+
+        thread._create_worker_consumer = create_with_capped_wait
+        return consumer
+
+    app._new_consumer = consumer_with_capped_fetch_wait
 
 
 def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:

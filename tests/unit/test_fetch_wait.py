@@ -1,0 +1,44 @@
+"""The worker's aiokafka consumer is created with the capped fetch wait (stream/worker.py
+`cap_fetch_wait`), not faust's fixed 1500 ms."""
+
+from __future__ import annotations
+
+import asyncio
+
+import faust
+import pytest
+
+from stream.worker import cap_fetch_wait
+
+pytestmark = pytest.mark.unit
+
+
+def _fetch_max_wait_ms(app_id: str, cap_ms: int | None) -> int:
+    async def create() -> int:
+        app = faust.App(app_id, broker="kafka://127.0.0.1:1")
+        if cap_ms is not None:
+            cap_fetch_wait(app, cap_ms)
+        consumer = app._new_consumer()
+        # what faust's consumer thread calls when it starts (not started here: no broker needed)
+        aiokafka_consumer = consumer._thread._create_worker_consumer(app.transport)
+        return aiokafka_consumer._fetch_max_wait_ms
+
+    return asyncio.run(create())
+
+
+def test_faust_alone_lets_the_broker_hold_an_empty_fetch_for_a_second_and_a_half():
+    assert _fetch_max_wait_ms("fetch-wait-default", None) == 1500
+
+
+def test_the_worker_caps_how_long_the_broker_may_hold_an_empty_fetch():
+    assert _fetch_max_wait_ms("fetch-wait-capped", 20) == 20
+
+
+def test_the_cap_comes_from_kpi_fetch_max_wait_ms_and_rejects_nonsense():
+    from stream.config import ConfigError, ServiceSettings
+
+    assert ServiceSettings.from_env({}).fetch_max_wait_ms == 20
+    assert ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": "100"}).fetch_max_wait_ms == 100
+    for bad in ("0", "-5", "20ms"):
+        with pytest.raises(ConfigError, match="KPI_FETCH_MAX_WAIT_MS"):
+            ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": bad})
