@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,11 +37,10 @@ sys.path.insert(0, str(BENCH / "baselines"))
 
 import hopping_active_accounts  # noqa: E402
 from throughput import (  # noqa: E402
-    INPUTS, as_of_text, bench_config, load_topics, machine, worker_throughput,
+    INPUTS, as_of_text, bench_config, broker_and_redis, load_topics, machine, worker_throughput,
 )
 
 from stream import generator  # noqa: E402
-from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
 from stream.timeparse import parse_rfc3339_us  # noqa: E402
 from tests.e2e.harness import redis_records, unique_names  # noqa: E402
 
@@ -65,10 +62,7 @@ def main() -> int:
     from tests.kpi_compare import kpi_differences
     from tests.oracle import OracleSettings, oracle_kpis
 
-    workdir = Path(tempfile.mkdtemp(prefix="kpi-baseline-"))
-    broker = KafkaBroker().start(workdir / "kafka")
-    redis = RedisServer().start(workdir / "redis")
-    try:
+    with broker_and_redis("kpi-baseline-", keep=args.keep) as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
@@ -148,13 +142,6 @@ def main() -> int:
             print(f"    baseline window {description}: {value}")
         print(f"worker against the oracle (Redis, after the run): {worker_note}")
         return 0
-    finally:
-        redis.stop()
-        broker.stop()
-        if args.keep:
-            print(f"run directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,15 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from throughput import INPUTS, as_of_text, bench_config, load_topics  # noqa: E402
+from throughput import INPUTS, as_of_text, bench_config, broker_and_redis, load_topics, machine  # noqa: E402
 from stream import generator  # noqa: E402
-from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
 from tests.e2e.harness import WorkerProcess, counter_total, unique_names, wait_until, worker_env  # noqa: E402
-
-
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 def rss_mib(pid: int) -> float:
@@ -92,10 +84,7 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--outlets", type=int, default=20_000)
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-store-"))
-    broker = KafkaBroker().start(workdir / "kafka")
-    redis = RedisServer().start(workdir / "redis")
-    try:
+    with broker_and_redis("kpi-bench-store-") as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         prefix, app_id = unique_names()
@@ -112,9 +101,6 @@ def main() -> int:
         print(f"rocksdb/memory: RSS after ingest {disk['rss_ingest'] / memory['rss_ingest']:.2f}, "
               f"after restart {disk['rss_restart'] / memory['rss_restart']:.2f}, restart time {disk['restart_s'] / memory['restart_s']:.2f}")
         return 0
-    finally:
-        redis.stop()
-        broker.stop()
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import orjson
 
@@ -39,6 +41,29 @@ INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales
 def machine() -> str:
     memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+
+
+@contextmanager
+def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, KafkaBroker, RedisServer]]:
+    """A fresh run directory with a local broker and Redis of its own, both stopped (by pid)
+    however the run ends; the directory (logs, broker data) is then kept or removed. Every
+    broker benchmark here runs inside one."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        broker = KafkaBroker().start(workdir / "kafka")
+        try:
+            redis = RedisServer().start(workdir / "redis")
+            try:
+                yield workdir, broker, redis
+            finally:
+                redis.stop()
+        finally:
+            broker.stop()
+    finally:
+        if keep:
+            print(f"run directory kept: {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
@@ -190,10 +215,7 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile, write stats here, print the top")
     parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="kpi-bench-"))
-    broker = KafkaBroker().start(workdir / "kafka")
-    redis = RedisServer().start(workdir / "redis")
-    try:
+    with broker_and_redis("kpi-bench-") as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
@@ -222,9 +244,6 @@ def main() -> int:
               f"(first event to last; {c_with_startup:.0f} events/s from process start)")
         print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
         return 0
-    finally:
-        redis.stop()
-        broker.stop()
 
 
 if __name__ == "__main__":
