@@ -78,11 +78,25 @@ class Deduper:
         return f"{family.value}{len(entity)}:{entity}{event_id}"
 
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        first = self.seen.get(self.key(family, entity, event_id))
-        return first is not None and abs(ref_us - first) <= self.horizon_us
+        return self._repeats(self.seen.get(self.key(family, entity, event_id)), ref_us)
 
     def remember(self, family: Family, entity: str, event_id: str, ref_us: int) -> None:
         self.seen[self.key(family, entity, event_id)] = ref_us
+        self._sweep_if_grown(ref_us)
+
+    def admit(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
+        """`is_duplicate` and, when not, `remember` -- with one key built, not two (per event)."""
+        key = self.key(family, entity, event_id)
+        if self._repeats(self.seen.get(key), ref_us):
+            return False
+        self.seen[key] = ref_us
+        self._sweep_if_grown(ref_us)
+        return True
+
+    def _repeats(self, first_ref_us: int | None, ref_us: int) -> bool:
+        return first_ref_us is not None and abs(ref_us - first_ref_us) <= self.horizon_us
+
+    def _sweep_if_grown(self, ref_us: int) -> None:
         if len(self.seen) >= self._sweep_at:
             self.forget_before(ref_us - self.horizon_us)
             self._sweep_at = max(1 << 16, 2 * len(self.seen))
@@ -130,9 +144,8 @@ class KpiEngine:
         """Apply one decoded event (dedupe first). Cost is independent of windows and outlet count."""
         family = family_of(event)
         entity = partition_key(event)
-        if self.deduper.is_duplicate(family, entity, event.event_id, event.ref_us):
+        if not self.deduper.admit(family, entity, event.event_id, event.ref_us):
             return Outcome.DUPLICATE
-        self.deduper.remember(family, entity, event.event_id, event.ref_us)
         if isinstance(event, OrderPlaced):
             self.outlets.apply_order(event)
         elif isinstance(event, VisitCompleted):
