@@ -56,6 +56,12 @@ PARTIALS_PER_MESSAGE = 400
 # Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
 # each), so a slow or throttled Kafka holds consumption back instead of filling memory.
 FACT_BACKLOG_LIMIT = 5_000
+# Input is handed to the agents in batches of up to this many events, or what arrived within
+# the wait: faust's per-message delivery still runs for each event, but our handler then runs over
+# the batch in one go -- measured ~15 % more events/s than one agent wake-up per event
+# (bench/README.md). The wait bounds what a lone event waits for company.
+INPUT_BATCH_MAX = 500
+INPUT_BATCH_WAIT_SECONDS = 0.01
 # Room for a publication round's updates or a fact batch in a few record batches
 PRODUCER_BATCH_BYTES = 256 * 1024
 _METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
@@ -164,6 +170,8 @@ class KpiWorker:
         self.last_as_of_us: int | None = None
         self.ledger = OffsetLedger()
         self.events_in_counters: dict[tuple[str, str], Any] = {}
+        # labels() per event costs more than the increment: children looked up once
+        self.late_correction_counters = {family: self.metrics.late_corrections.labels(family.value) for family in Family}
         self.input_delay = self.metrics.stage_delay.labels("input")
         self.partials_delay = self.metrics.stage_delay.labels("partials")
         self.publication_delay = self.metrics.stage_delay.labels("publication")
@@ -250,14 +258,21 @@ class KpiWorker:
 
     def _make_entity_agent(self, family: Family):
         async def entity_agent(stream):
-            async for event in stream.events():
-                await self._handle_input(family, event.message)
+            await self._consume_in_batches(stream, family)
         entity_agent.__name__ = f"{family.value}_stage"
         return entity_agent
 
     async def _route_agent(self, stream) -> None:
-        async for event in stream.events():
-            await self._handle_input(None, event.message)
+        await self._consume_in_batches(stream, None)
+
+    async def _consume_in_batches(self, stream, family: Family | None) -> None:
+        # take_events, not take: the handler needs each message's partition, offset and
+        # timestamp. Tables are not written here (faust #497 forbids it in a batch); facts are
+        # written by the flush timer with explicit partitions. faust acks a batch after it is
+        # handled; commits follow the offset ledger either way.
+        async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
+            for event in events:
+                await self._handle_input(family, event.message)
 
     async def _handle_input(self, family: Family | None, message) -> None:
         if self.unwritten_facts >= FACT_BACKLOG_LIMIT:  # backpressure, see FACT_BACKLOG_LIMIT
@@ -298,7 +313,7 @@ class KpiWorker:
             self.metrics.ignored.labels("already_closed").inc()
         self.clock.observe(event.occurred_us)
         if event.occurred_us // self.kpi.slot_us < engine.slot:
-            self.metrics.late_corrections.labels(family.value).inc()
+            self.late_correction_counters[family].inc()
         # no await between the ledger's admission and this append: `_flush_facts` sees both or neither
         self.pending_facts.setdefault((family, message.partition), []).append(
             [key, event.event_id, event.ref_us, raw.decode()])
