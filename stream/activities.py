@@ -23,12 +23,12 @@ class ActivityBook:
         self.reps.add(event.rep_id)
         slot = event.occurred_us // self._slot_us
         kind = _KIND_INDEX[event.kind]
-        add = self.ledger.add
-        cell = (event.rep_id,)
+        deltas = []
         for w_index, width in enumerate(self._windows):
             field_index = self.layout.by_kind[w_index][kind]
-            add(cell, slot, field_index, 1)
-            add(cell, slot + width, field_index, -1)
+            deltas.append((slot, field_index, 1))
+            deltas.append((slot + width, field_index, -1))
+        self.ledger.add_all((event.rep_id,), deltas)
 
 
 def activity_cell_scopes(cell: tuple[str]) -> tuple[Scope, ...]:

@@ -90,11 +90,13 @@ class LeadBook:
         new = self._contributions(state)
         if new == state.applied:
             return
-        add = self.ledger.add
+        by_cell: dict[Scope, list] = {}  # one ledger call per cell: the lead's old one and new one
         for scope, slot, field_index, delta in state.applied:
-            add(scope, slot, field_index, -delta)
+            by_cell.setdefault(scope, []).append((slot, field_index, -delta))
         for scope, slot, field_index, delta in new:
-            add(scope, slot, field_index, delta)
+            by_cell.setdefault(scope, []).append((slot, field_index, delta))
+        for scope, deltas in by_cell.items():
+            self.ledger.add_all(scope, deltas)
         state.applied = new
 
     def _contributions(self, state: LeadState) -> tuple[Contribution, ...]:

@@ -26,7 +26,7 @@ from decimal import Decimal
 from .catalogue import GLOBAL_SCOPE, OutletLayout
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
-from .windows import DeltaLedger, Scope, SlotUnion
+from .windows import Deltas, DeltaLedger, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
@@ -71,16 +71,19 @@ class OutletState:
     # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
     conversion: tuple[int, int, int | None] | None = None
 
-    def cell(self, rep_id: str | None = None) -> tuple[Cell]:
+    def cell(self, rep_id: str | None = None) -> Cell:
         """The cell this outlet's contributions go to: its current region, territory,
         distributor, channel, and `rep_id` (or, when None, its assigned rep)."""
         a = self.attributes
-        return ((a[0] or UNASSIGNED, a[1] or UNASSIGNED, a[2] or UNASSIGNED, a[3] or UNASSIGNED,
-                 rep_id or a[_REP_ATTRIBUTE] or UNASSIGNED),)
+        return (a[0] or UNASSIGNED, a[1] or UNASSIGNED, a[2] or UNASSIGNED, a[3] or UNASSIGNED,
+                rep_id or a[_REP_ATTRIBUTE] or UNASSIGNED)
 
 
 class OutletBook:
-    """All outlets of one partition (or of a whole replay) and their scope ledger."""
+    """All outlets of one partition (or of a whole replay) and their scope ledger.
+
+    Contributions are collected as (slot, field, delta) lists, one per cell an event touches, and
+    handed to the ledger in one `add_all` call per cell."""
 
     def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: OutletLayout) -> None:
         self.settings = settings
@@ -117,21 +120,23 @@ class OutletBook:
             state.onboarded_us is None or event.occurred_us < state.onboarded_us
         ):
             state.onboarded_us = event.occurred_us
-            self._refresh_conversion(state)
+            own: Deltas = []
+            self._refresh_conversion(state, own)
+            self.ledger.add_all(state.cell(), own)
 
     def apply_order(self, order: OrderPlaced) -> None:
         state = self.state(order.outlet_id)
         slot = order.occurred_us // self._slot_us
-        outlet_scopes = state.cell()
-        order_scopes = state.cell(order.rep_id)
-
-        self._insert_order_time(state, order.occurred_us, outlet_scopes)
+        own: Deltas = []  # to the outlet's cell (its assigned rep)
+        self._insert_order_time(state, order.occurred_us, own)
         sums_key = (slot, order.rep_id)
         if state.orders_by_slot is None:
             state.orders_by_slot = {}
         count, amount, lines = state.orders_by_slot.get(sums_key, _NO_ORDERS)
         state.orders_by_slot[sums_key] = (count + 1, amount + order.amount, lines + order.lines)
-        self._emit_order_sums(order_scopes, slot, 1, order.amount, order.lines, 1)
+        sums: Deltas = []  # to the cell of the rep the order names
+        self._emit_order_sums(sums, slot, 1, order.amount, order.lines, 1)
+        self.ledger.add_all(state.cell(order.rep_id), sums)
 
         if order.visit_id is not None:
             if state.first_link_slot is None:
@@ -140,15 +145,17 @@ class OutletBook:
             if previous is None or slot < previous:
                 state.first_link_slot[order.visit_id] = slot
                 for visit_slot, visit_rep in (state.visits or _EMPTY).get(order.visit_id, ()):
-                    scopes = state.cell(visit_rep)
+                    productive: Deltas = []
                     if previous is not None:
-                        self._emit_productive(scopes, visit_slot, previous, -1)
-                    self._emit_productive(scopes, visit_slot, slot, 1)
+                        self._emit_productive(productive, visit_slot, previous, -1)
+                    self._emit_productive(productive, visit_slot, slot, 1)
+                    self.ledger.add_all(state.cell(visit_rep), productive)
         conversion = state.conversion
         if conversion is not None and order.occurred_us >= conversion[1] and (
             conversion[2] is None or order.occurred_us < conversion[2]
         ):
-            self._refresh_conversion(state)
+            self._refresh_conversion(state, own)
+        self.ledger.add_all(state.cell(), own)
 
     def apply_visit(self, visit: VisitCompleted) -> None:
         state = self.state(visit.outlet_id)
@@ -156,14 +163,15 @@ class OutletBook:
         if state.visits is None:
             state.visits = {}
         state.visits[visit.visit_id] = state.visits.get(visit.visit_id, ()) + ((slot, visit.rep_id),)
-        scopes = state.cell(visit.rep_id)
-        self._emit_visit(scopes, slot, (state.first_link_slot or _EMPTY).get(visit.visit_id), 1)
+        out: Deltas = []
+        self._emit_visit(out, slot, (state.first_link_slot or _EMPTY).get(visit.visit_id), 1)
+        self.ledger.add_all(state.cell(visit.rep_id), out)
 
-    # -- contributions -------------------------------------------------------------------------
+    # -- contributions (appended to `out`, the deltas of one cell) -----------------------------
 
-    def _insert_order_time(self, state: OutletState, t_us: int, scopes: tuple[Scope, ...]) -> None:
+    def _insert_order_time(self, state: OutletState, t_us: int, out: Deltas) -> None:
         """Record an order time: active union, first order, and the reactivation gaps it changes."""
-        layout, slot_us, gap = self.layout, self._slot_us, self._dormancy_us
+        layout, slot_us, gap, windows = self.layout, self._slot_us, self._dormancy_us, self._windows
         times = state.order_times
         index = bisect_right(times, t_us)
         previous = times[index - 1] if index else None
@@ -172,30 +180,34 @@ class OutletBook:
         state.order_times = times[:index] + (t_us,) + times[index:]
 
         active = SlotUnion(state.order_slots, state.order_slot_counts)
-        active.add(t_us // slot_us, self._windows, self._emitter(scopes, layout.active))
+        active.add(t_us // slot_us, windows, layout.active, out)
         state.order_slots, state.order_slot_counts = active.slots, active.counts
 
         if first_before is None or t_us < first_before:
             if first_before is not None:
-                self.ledger.add_many(scopes, first_before // slot_us, ((layout.ever_ordered, -1),))
-            self.ledger.add_many(scopes, t_us // slot_us, ((layout.ever_ordered, 1),))
+                out.append((first_before // slot_us, layout.ever_ordered, -1))
+            out.append((t_us // slot_us, layout.ever_ordered, 1))
 
-        emit_reactivated = self._emitter(scopes, layout.reactivated)
-        reactivations = SlotUnion(state.reactivation_slots, state.reactivation_slot_counts)
-        if previous is not None and t_us - previous > gap:
-            reactivations.add(t_us // slot_us, self._windows, emit_reactivated)
+        reactivated_now = previous is not None and t_us - previous > gap
         if following is not None:
             was = previous is not None and following - previous > gap
             now = following - t_us > gap
-            if was != now:
-                change = reactivations.add if now else reactivations.remove
-                change(following // slot_us, self._windows, emit_reactivated)
+            changes_following = was != now
+        else:
+            changes_following = False
+        if not reactivated_now and not changes_following:
+            return  # the common case: a regular order, no reactivation moves
+        reactivations = SlotUnion(state.reactivation_slots, state.reactivation_slot_counts)
+        if reactivated_now:
+            reactivations.add(t_us // slot_us, windows, layout.reactivated, out)
+        if changes_following:
+            change = reactivations.add if now else reactivations.remove
+            change(following // slot_us, windows, layout.reactivated, out)
         state.reactivation_slots, state.reactivation_slot_counts = reactivations.slots, reactivations.counts or None
 
-    def _refresh_conversion(self, state: OutletState) -> None:
-        scopes = state.cell()
+    def _refresh_conversion(self, state: OutletState, out: Deltas) -> None:
         if state.conversion is not None:
-            self._emit_conversion(scopes, state.conversion, -1)
+            self._emit_conversion(out, state.conversion, -1)
         onboarded = state.onboarded_us
         if onboarded is None:
             state.conversion = None
@@ -203,15 +215,16 @@ class OutletBook:
         times = state.order_times
         index = bisect_left(times, onboarded)
         state.conversion = (onboarded // self._slot_us, onboarded, times[index] if index < len(times) else None)
-        self._emit_conversion(scopes, state.conversion, 1)
+        self._emit_conversion(out, state.conversion, 1)
 
-    def _emit_conversion(self, scopes: tuple[Scope, ...], conversion: tuple, sign: int) -> None:
+    def _emit_conversion(self, out: Deltas, conversion: tuple, sign: int) -> None:
         onboard_slot, onboarded_us, first_order_us = conversion
-        layout, add_many = self.layout, self.ledger.add_many
+        layout = self.layout
         for w_index, width in enumerate(self._windows):
             end = onboard_slot + width
-            add_many(scopes, onboard_slot, ((layout.onboarded[w_index], sign),))
-            add_many(scopes, end, ((layout.onboarded[w_index], -sign),))
+            field_index = layout.onboarded[w_index]
+            out.append((onboard_slot, field_index, sign))
+            out.append((end, field_index, -sign))
             if first_order_us is None:
                 continue
             start = first_order_us // self._slot_us
@@ -220,69 +233,84 @@ class OutletBook:
             for h_index, horizon_us in enumerate(self._horizons_us):
                 if first_order_us - onboarded_us <= horizon_us:
                     field_index = layout.converted[w_index][h_index]
-                    add_many(scopes, start, ((field_index, sign),))
-                    add_many(scopes, end, ((field_index, -sign),))
+                    out.append((start, field_index, sign))
+                    out.append((end, field_index, -sign))
 
-    def _emitter(self, scopes: tuple[Scope, ...], fields: tuple[int, ...]):
-        add_many = self.ledger.add_many
-
-        def emit(w_index: int, slot: int, delta: int) -> None:
-            add_many(scopes, slot, ((fields[w_index], delta),))
-
-        return emit
-
-    def _emit_order_sums(self, scopes, slot: int, count: int, amount, lines: int, sign: int) -> None:
-        layout, add_many = self.layout, self.ledger.add_many
+    def _emit_order_sums(self, out: Deltas, slot: int, count: int, amount, lines: int, sign: int) -> None:
+        layout = self.layout
         if sign < 0:
             count, amount, lines = -count, -amount, -lines
-        starts = []
         for w_index, width in enumerate(self._windows):
-            ends = ((layout.orders[w_index], -count), (layout.amount[w_index], -amount), (layout.lines[w_index], -lines))
-            starts.extend((field_index, -delta) for field_index, delta in ends)
-            add_many(scopes, slot + width, ends)
-        add_many(scopes, slot, tuple(starts))
+            end = slot + width
+            orders, amounts, line_counts = layout.orders[w_index], layout.amount[w_index], layout.lines[w_index]
+            out.append((slot, orders, count))
+            out.append((slot, amounts, amount))
+            out.append((slot, line_counts, lines))
+            out.append((end, orders, -count))
+            out.append((end, amounts, -amount))
+            out.append((end, line_counts, -lines))
 
-    def _emit_visit(self, scopes, visit_slot: int, link_slot: int | None, sign: int) -> None:
-        layout, add_many = self.layout, self.ledger.add_many
+    def _emit_visit(self, out: Deltas, visit_slot: int, link_slot: int | None, sign: int) -> None:
+        layout = self.layout
         for w_index, width in enumerate(self._windows):
-            add_many(scopes, visit_slot + width, ((layout.visits[w_index], -sign),))
-        add_many(scopes, visit_slot, tuple((field_index, sign) for field_index in layout.visits))
+            field_index = layout.visits[w_index]
+            out.append((visit_slot, field_index, sign))
+            out.append((visit_slot + width, field_index, -sign))
         if link_slot is not None:
-            self._emit_productive(scopes, visit_slot, link_slot, sign)
+            self._emit_productive(out, visit_slot, link_slot, sign)
 
-    def _emit_productive(self, scopes, visit_slot: int, link_slot: int, sign: int) -> None:
-        layout, add_many = self.layout, self.ledger.add_many
+    def _emit_productive(self, out: Deltas, visit_slot: int, link_slot: int, sign: int) -> None:
+        layout = self.layout
         start = max(visit_slot, link_slot)
         for w_index, width in enumerate(self._windows):
             end = visit_slot + width
             if start < end:
                 field_index = layout.productive[w_index]
-                add_many(scopes, start, ((field_index, sign),))
-                add_many(scopes, end, ((field_index, -sign),))
+                out.append((start, field_index, sign))
+                out.append((end, field_index, -sign))
 
     # -- moving between scopes ---------------------------------------------------------------
 
     def _move(self, state: OutletState, new_attributes: tuple[str | None, ...]) -> None:
-        self._emit_everything(state, -1)
+        """Withdraw every contribution from the old cells and add it to the new ones. Each group
+        of contributions is computed once; a group whose cell does not change (say, orders naming
+        their rep when only the assigned rep changed) is left where it is."""
+        groups = self._contributions_by_rep(state)
+        old_cells = {rep: state.cell(rep) for rep in groups}
         state.attributes = new_attributes
-        self._emit_everything(state, 1)
+        for rep, deltas in groups.items():
+            old_cell, new_cell = old_cells[rep], state.cell(rep)
+            if old_cell != new_cell:
+                self.ledger.add_all(old_cell, [(slot, field, -delta) for slot, field, delta in deltas])
+                self.ledger.add_all(new_cell, deltas)
 
-    def _emit_everything(self, state: OutletState, sign: int) -> None:
-        """All of an outlet's contributions to its current cells, times `sign`."""
-        layout, slot_us = self.layout, self._slot_us
-        own = state.cell()
-        SlotUnion(state.order_slots).emit_all(self._windows, sign, self._emitter(own, layout.active))
-        SlotUnion(state.reactivation_slots).emit_all(self._windows, sign, self._emitter(own, layout.reactivated))
+    def _contributions_by_rep(self, state: OutletState) -> dict[str | None, Deltas]:
+        """All of an outlet's contributions, grouped by the rep their cell names (None: the
+        assigned rep, whoever it is)."""
+        if not state.order_times and state.conversion is None and not state.visits:
+            return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
+        layout, slot_us, windows = self.layout, self._slot_us, self._windows
+        own: Deltas = []
+        groups: dict[str | None, Deltas] = {None: own}
+        SlotUnion(state.order_slots).emit_all(windows, layout.active, 1, own)
+        SlotUnion(state.reactivation_slots).emit_all(windows, layout.reactivated, 1, own)
         if state.order_times:
-            self.ledger.add_many(own, state.order_times[0] // slot_us, ((layout.ever_ordered, sign),))
+            own.append((state.order_times[0] // slot_us, layout.ever_ordered, 1))
         if state.conversion is not None:
-            self._emit_conversion(own, state.conversion, sign)
+            self._emit_conversion(own, state.conversion, 1)
         for (slot, rep), (count, amount, lines) in (state.orders_by_slot or _EMPTY).items():
-            self._emit_order_sums(state.cell(rep), slot, count, amount, lines, sign)
+            out = groups.get(rep)
+            if out is None:
+                out = groups[rep] = []
+            self._emit_order_sums(out, slot, count, amount, lines, 1)
         for visit_id, visits in (state.visits or _EMPTY).items():
             link = (state.first_link_slot or _EMPTY).get(visit_id)
             for visit_slot, rep in visits:
-                self._emit_visit(state.cell(rep), visit_slot, link, sign)
+                out = groups.get(rep)
+                if out is None:
+                    out = groups[rep] = []
+                self._emit_visit(out, visit_slot, link, 1)
+        return groups
 
 
 def outlet_cell_scopes(cell: Cell) -> tuple[Scope, ...]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_left
-from typing import Callable
+from typing import Callable, Iterable
 
 Scope = tuple[str, str]  # (scope type, scope id), e.g. ("territory", "JKT-01"), ("global", "all")
 Number = int  # ints, or Decimal for amounts: anything that adds
@@ -57,28 +57,37 @@ class DeltaLedger:
         return scope_id
 
     def add(self, scope: Scope, slot: int, field: int, delta: Number) -> None:
-        self.add_many((scope,), slot, ((field, delta),))
+        self.add_all(scope, ((slot, field, delta),))
 
     def add_many(self, scopes: tuple[Scope, ...], slot: int, deltas: tuple[tuple[int, Number], ...]) -> None:
-        """`add` of several (field, delta) pairs at one slot to several scopes, in one call."""
-        if slot <= self.slot:
-            changes = self.changes
-            for scope in scopes:
-                change = changes.get(scope)
-                if change is None:
-                    change = changes[scope] = {}
-                for field, delta in deltas:
-                    change[field] = change.get(field, 0) + delta
-            return
-        by_key = self.pending.get(slot)
-        if by_key is None:
-            by_key = self.pending[slot] = {}
-            heapq.heappush(self._due, slot)
+        """`add` of several (field, delta) pairs at one slot to several scopes."""
+        items = tuple((slot, field, delta) for field, delta in deltas)
         for scope in scopes:
-            base = self._scope_id(scope) * self.field_count
-            for field, delta in deltas:
-                key = base + field
-                by_key[key] = by_key.get(key, 0) + delta
+            self.add_all(scope, items)
+
+    def add_all(self, scope: Scope, items: Iterable[tuple[int, int, Number]]) -> None:
+        """Every (slot, field, delta) one event moves in one scope, in one call: an order moves
+        ~20, and a call per delta was a third of the engine's time per event."""
+        current = self.slot
+        change = None
+        base = -1
+        pending = self.pending
+        for slot, field, delta in items:
+            if slot <= current:
+                if change is None:
+                    change = self.changes.get(scope)
+                    if change is None:
+                        change = self.changes[scope] = {}
+                change[field] = change.get(field, 0) + delta
+                continue
+            by_key = pending.get(slot)
+            if by_key is None:
+                by_key = pending[slot] = {}
+                heapq.heappush(self._due, slot)
+            if base < 0:
+                base = self._scope_id(scope) * self.field_count
+            key = base + field
+            by_key[key] = by_key.get(key, 0) + delta
 
     def advance(self, slot: int) -> None:
         """Move the current slot forward: every delta scheduled up to it becomes due."""
@@ -107,8 +116,9 @@ class DeltaLedger:
         return sum(len({key // size for key in by_key}) for by_key in self.pending.values())
 
 
-# emit(window_index, slot, delta): where a SlotUnion reports a change of its coverage.
-Emit = Callable[[int, int, int], None]
+# Where a SlotUnion reports a change of its coverage: (slot, field, delta) appended to a list,
+# field being the window's field in the caller's layout; DeltaLedger.add_all takes the list.
+Deltas = list[tuple[int, int, int]]
 
 
 class SlotUnion:
@@ -136,7 +146,8 @@ class SlotUnion:
         index = bisect_left(self.slots, slot + 1)
         return self.slots[index - 1] if index else None
 
-    def add(self, slot: int, windows: tuple[int, ...], emit: Emit) -> None:
+    def add(self, slot: int, windows: tuple[int, ...], fields: tuple[int, ...], out: Deltas) -> None:
+        """Add `slot`; the coverage changes of window i go to `out` under `fields[i]`."""
         count = self.counts.get(slot, 0)
         self.counts[slot] = count + 1
         if count:
@@ -146,12 +157,12 @@ class SlotUnion:
         previous = slots[index - 1] if index else None
         following = slots[index] if index < len(slots) else None
         self.slots = slots[:index] + (slot,) + slots[index:]
-        for w_index, width in enumerate(windows):
+        for field, width in zip(fields, windows):
             if previous is not None:
-                _move_end(previous, width, following, slot, w_index, emit)
-            _interval(slot, width, following, 1, w_index, emit)
+                _move_end(previous, width, following, slot, field, out)
+            _interval(slot, width, following, 1, field, out)
 
-    def remove(self, slot: int, windows: tuple[int, ...], emit: Emit) -> None:
+    def remove(self, slot: int, windows: tuple[int, ...], fields: tuple[int, ...], out: Deltas) -> None:
         count = self.counts[slot]
         if count > 1:
             self.counts[slot] = count - 1
@@ -161,18 +172,18 @@ class SlotUnion:
         slots = self.slots = self.slots[:index] + self.slots[index + 1:]
         previous = slots[index - 1] if index else None
         following = slots[index] if index < len(slots) else None
-        for w_index, width in enumerate(windows):
-            _interval(slot, width, following, -1, w_index, emit)
+        for field, width in zip(fields, windows):
+            _interval(slot, width, following, -1, field, out)
             if previous is not None:
-                _move_end(previous, width, slot, following, w_index, emit)
+                _move_end(previous, width, slot, following, field, out)
 
-    def emit_all(self, windows: tuple[int, ...], sign: int, emit: Emit) -> None:
+    def emit_all(self, windows: tuple[int, ...], fields: tuple[int, ...], sign: int, out: Deltas) -> None:
         """Every delta of the whole union, times `sign` (to move an entity between scopes)."""
         slots = self.slots
         for position, slot in enumerate(slots):
             following = slots[position + 1] if position + 1 < len(slots) else None
-            for w_index, width in enumerate(windows):
-                _interval(slot, width, following, sign, w_index, emit)
+            for field, width in zip(fields, windows):
+                _interval(slot, width, following, sign, field, out)
 
 
 def _end(start: int, width: int, following: int | None) -> int:
@@ -180,18 +191,21 @@ def _end(start: int, width: int, following: int | None) -> int:
     return end if following is None or following > end else following
 
 
-def _interval(start: int, width: int, following: int | None, sign: int, w_index: int, emit: Emit) -> None:
-    emit(w_index, start, sign)
-    emit(w_index, _end(start, width, following), -sign)
+def _interval(start: int, width: int, following: int | None, sign: int, field: int, out: Deltas) -> None:
+    end = start + width
+    if following is not None and following < end:
+        end = following
+    out.append((start, field, sign))
+    out.append((end, field, -sign))
 
 
 def _move_end(start: int, width: int, old_following: int | None, new_following: int | None,
-              w_index: int, emit: Emit) -> None:
+              field: int, out: Deltas) -> None:
     old_end = _end(start, width, old_following)
     new_end = _end(start, width, new_following)
     if old_end != new_end:
-        emit(w_index, old_end, 1)
-        emit(w_index, new_end, -1)
+        out.append((old_end, field, 1))
+        out.append((new_end, field, -1))
 
 
 class ScopeRollup:

@@ -72,19 +72,38 @@ def test_slot_union_coverage_equals_brute_force_at_every_slot(operations, window
     held: list[int] = []
     deltas: list[dict[int, int]] = [dict() for _ in windows]
 
-    def emit(w_index: int, slot: int, delta: int) -> None:
-        deltas[w_index][slot] = deltas[w_index].get(slot, 0) + delta
-
+    fields = tuple(range(len(windows)))  # window i reports under field i
+    out: list[tuple[int, int, int]] = []
     for is_add, slot in operations:
         if is_add or slot not in held:
-            union.add(slot, windows, emit)
+            union.add(slot, windows, fields, out)
             held.append(slot)
         else:
-            union.remove(slot, windows, emit)
+            union.remove(slot, windows, fields, out)
             held.remove(slot)
+    for slot, field, delta in out:
+        deltas[field][slot] = deltas[field].get(slot, 0) + delta
     for w_index, width in enumerate(windows):
         running = 0
         for s in range(-2, 50):
             running += deltas[w_index].get(s, 0)
             expected = int(any(s - width < x <= s for x in held))
             assert running == expected, (s, width, held)
+
+
+@given(
+    operations=st.lists(st.integers(0, 30), max_size=20),
+    windows=st.lists(st.integers(1, 12), min_size=1, max_size=3).map(tuple),
+)
+def test_withdrawing_a_whole_slot_union_cancels_every_delta_it_emitted(operations, windows):
+    union = SlotUnion()
+    fields = tuple(range(len(windows)))
+    out: list[tuple[int, int, int]] = []
+    for slot in operations:
+        union.add(slot, windows, fields, out)
+    union.emit_all(windows, fields, -1, out)
+    net: dict[tuple[int, int], int] = {}
+    for slot, field, delta in out:
+        net[(slot, field)] = net.get((slot, field), 0) + delta
+    assert all(delta == 0 for delta in net.values()), net
+
