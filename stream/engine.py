@@ -80,26 +80,20 @@ class Deduper:
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
         return self._repeats(self.seen.get(self.key(family, entity, event_id)), ref_us)
 
-    def remember(self, family: Family, entity: str, event_id: str, ref_us: int) -> None:
-        self.seen[self.key(family, entity, event_id)] = ref_us
-        self._sweep_if_grown(ref_us)
-
     def admit(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        """`is_duplicate` and, when not, `remember` -- with one key built, not two (per event)."""
+        """True for the first copy of an event id inside the horizon (it is then remembered),
+        False for a repeat: one key built per event."""
         key = self.key(family, entity, event_id)
         if self._repeats(self.seen.get(key), ref_us):
             return False
         self.seen[key] = ref_us
-        self._sweep_if_grown(ref_us)
+        if len(self.seen) >= self._sweep_at:
+            self.forget_before(ref_us - self.horizon_us)
+            self._sweep_at = max(1 << 16, 2 * len(self.seen))
         return True
 
     def _repeats(self, first_ref_us: int | None, ref_us: int) -> bool:
         return first_ref_us is not None and abs(ref_us - first_ref_us) <= self.horizon_us
-
-    def _sweep_if_grown(self, ref_us: int) -> None:
-        if len(self.seen) >= self._sweep_at:
-            self.forget_before(ref_us - self.horizon_us)
-            self._sweep_at = max(1 << 16, 2 * len(self.seen))
 
     def forget_before(self, ref_us: int) -> None:
         stale = [key for key, first in self.seen.items() if first < ref_us]
@@ -135,10 +129,6 @@ class KpiEngine:
         slot = now_us // self.settings.slot_us
         for ledger in self.ledgers.values():
             ledger.advance(slot)
-
-    def is_duplicate(self, event: Event) -> bool:
-        family = family_of(event)
-        return self.deduper.is_duplicate(family, partition_key(event), event.event_id, event.ref_us)
 
     def apply(self, event: Event) -> Outcome:
         """Apply one decoded event (dedupe first). Cost is independent of windows and outlet count."""

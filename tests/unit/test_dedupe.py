@@ -15,7 +15,7 @@ def test_distinct_entity_and_event_id_pairs_never_share_a_key(first, second):
 
 def test_an_id_split_differently_between_entity_and_event_is_not_a_duplicate():
     deduper = Deduper(horizon_us=HOUR_US)
-    deduper.remember(Family.OUTLET, "OUT-1", "2:x", ref_us=0)
+    assert deduper.admit(Family.OUTLET, "OUT-1", "2:x", ref_us=0)
     assert not deduper.is_duplicate(Family.OUTLET, "OUT-12", ":x", ref_us=0)
     assert not deduper.is_duplicate(Family.LEAD, "OUT-1", "2:x", ref_us=0)
     assert deduper.is_duplicate(Family.OUTLET, "OUT-1", "2:x", ref_us=HOUR_US)

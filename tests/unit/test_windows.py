@@ -37,8 +37,8 @@ def test_pending_deltas_are_invisible_to_the_cyclic_gc():
     """A full collection walks every tracked object; the pending deltas of a large state must
     not be among them (bench/gc_pause.py)."""
     ledger = DeltaLedger(34, slot=10)
-    ledger.add_many((("r", "t", "d", "c", "rep"),), 20, ((3, 1), (7, Decimal("9.50"))))
-    ledger.add_many((("r", "t", "d", "c", "rep"),), 5, ((3, 1),))
+    ledger.add_all(("r", "t", "d", "c", "rep"), [(20, 3, 1), (20, 7, Decimal("9.50"))])
+    ledger.add_all(("r", "t", "d", "c", "rep"), [(5, 3, 1)])
     gc.collect()
     assert not any(gc.is_tracked(by_key) for by_key in ledger.pending.values())
     assert not any(gc.is_tracked(change) for change in ledger.take_changes().values())
