@@ -129,7 +129,9 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
 sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
 from stream.worker import cap_fetch_wait
-cap_fetch_wait(app, ServiceSettings.from_env().fetch_max_wait_ms)  # the worker's consumer setting too
+settings = ServiceSettings.from_env()
+cap_fetch_wait(app, settings.fetch_max_wait_ms)  # the worker's consumer settings too
+app.conf.consumer_max_fetch_size = settings.fetch_partition_bytes
 topic = app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")])
 state = {"n": 0, "t0": None}
 @app.agent(topic)
@@ -243,7 +245,16 @@ def main() -> int:
         print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s "
               f"(first event to last; {c_with_startup:.0f} events/s from process start)")
         print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
+        stalls = partition_stalls(workdir, args.workers)
+        print(f"partitions the worker saw go >=10 s without a delivery while behind: {stalls} "
+              f"(its lag observer's warnings; freshness while catching up)")
         return 0
+
+
+def partition_stalls(workdir: Path, workers: int) -> int:
+    warnings = ("stalled at", "delivered nothing since its assignment")
+    return sum(line.count(w) for i in range(workers)
+               for line in (workdir / f"worker{i}.log").read_text(errors="replace").splitlines() for w in warnings)
 
 
 if __name__ == "__main__":

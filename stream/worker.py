@@ -209,6 +209,7 @@ class KpiWorker:
             web_bind=s.web_host,
             web_host="localhost",
             broker_max_poll_records=500,
+            consumer_max_fetch_size=s.fetch_partition_bytes,  # fair turns while catching up: see config
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
             producer_acks=-1,
@@ -787,7 +788,8 @@ class KpiWorker:
             position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
                 seen, rounds = self.lag_seen.get(tp, ((-1, -1), 0))
-                rounds = rounds + 1 if seen == (position, highwater) else 0  # rounds with nothing applied
+                stuck = seen == (position, highwater) and not self._waiting_its_turn(tp)
+                rounds = rounds + 1 if stuck else 0  # rounds with nothing applied
                 self.lag_seen[tp] = ((position, highwater), rounds)
                 if rounds >= 2 and position < highwater and not self.app.rebalancing:
                     try:
@@ -798,13 +800,23 @@ class KpiWorker:
                     position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
+    def _waiting_its_turn(self, tp) -> bool:
+        """Records of `tp` sit in the consumer's fetch buffer: it is not stalled, only behind other
+        partitions' fetches while the worker catches up. Seeking it would drop those records and
+        send it to the back of the line again."""
+        try:
+            aiokafka_consumer = self.app.consumer._thread._ensure_consumer()
+        except Exception:  # noqa: BLE001 - no consumer yet: nothing buffered either
+            return False
+        return fetch_buffered(aiokafka_consumer, tp)
+
     async def _check_undelivered(self, tp, state: dict) -> None:
         """A partition assigned for three lag rounds (15 s) without delivering a single message
         while its log holds records past the committed offset: faust lost its position (seen
         after "exception performing seek when flow not active"), and the stall check above never
         sees it -- there is no applied offset to compare, and aiokafka reports no highwater for a
         partition it does not fetch. Seek it to the committed offset; re-reading is harmless."""
-        rounds = self.undelivered_rounds.get(tp, 0) + 1
+        rounds = 0 if self._waiting_its_turn(tp) else self.undelivered_rounds.get(tp, 0) + 1
         self.undelivered_rounds[tp] = rounds
         if (rounds < 3 or self.app.rebalancing or not state["recovered"]
                 or self.unwritten_facts >= FACT_BACKLOG_LIMIT):  # held back on purpose
@@ -1099,6 +1111,15 @@ def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) ->
         return consumer
 
     app._new_consumer = consumer_following_the_ledger
+
+
+def fetch_buffered(aiokafka_consumer, tp) -> bool:
+    """Whether aiokafka holds fetched, not yet handed out records of `tp`. Its fetcher keeps one
+    fetch result per partition and hands them out in the order they arrived, a whole result (up
+    to `KPI_FETCH_PARTITION_BYTES`) before the next partition's; a partition is fetched again only
+    once its result is used up. Read from the event loop's thread without a lock: a dict lookup
+    under the GIL, and a stale answer costs one lag round."""
+    return TopicPartition(tp.topic, tp.partition) in aiokafka_consumer._fetcher._records
 
 
 def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
