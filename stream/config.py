@@ -163,7 +163,6 @@ class ServiceSettings:
     log_level: str = "INFO"
     session_timeout_seconds: float = 30.0
     fetch_max_wait_ms: int = 20
-    fetch_partition_bytes: int = 65_536
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -228,8 +227,6 @@ class ServiceSettings:
             log_level=env.get("KPI_LOG_LEVEL", "INFO"),
             session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
             fetch_max_wait_ms=_positive_int("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20")),
-            fetch_partition_bytes=_positive_int("KPI_FETCH_PARTITION_BYTES",
-                                                env.get("KPI_FETCH_PARTITION_BYTES", "65536")),
         )
 
 
@@ -295,7 +292,6 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
-    ("KPI_FETCH_PARTITION_BYTES", "65536", "most bytes one fetch reads from one partition (a larger record still comes whole). The consumer hands out one partition's fetch at a time, so while catching up every partition waits for all the others' fetches: at faust's 1 MiB (~4,500 events) some went 20 s without a turn"),
 )
 
 

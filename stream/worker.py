@@ -209,7 +209,6 @@ class KpiWorker:
             web_bind=s.web_host,
             web_host="localhost",
             broker_max_poll_records=500,
-            consumer_max_fetch_size=s.fetch_partition_bytes,  # fair turns while catching up: see config
             broker_session_timeout=s.session_timeout_seconds,
             broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
             producer_acks=-1,
@@ -224,6 +223,7 @@ class KpiWorker:
         _drain_producer_buffer_fully(app.producer.buffer)
         _consumer_follows_the_ledger(app, self.ledger, self._agent_topics())
         cap_fetch_wait(app, s.fetch_max_wait_ms)
+        take_partition_turns(app)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -801,9 +801,8 @@ class KpiWorker:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     def _waiting_its_turn(self, tp) -> bool:
-        """Records of `tp` sit in the consumer's fetch buffer: it is not stalled, only behind other
-        partitions' fetches while the worker catches up. Seeking it would drop those records and
-        send it to the back of the line again."""
+        """Records of `tp` sit in the consumer's fetch buffer: it is not stalled, only waiting for its
+        turn while the worker catches up. Seeking it would drop those records and fetch them again."""
         try:
             aiokafka_consumer = self.app.consumer._thread._ensure_consumer()
         except Exception:  # noqa: BLE001 - no consumer yet: nothing buffered either
@@ -1114,12 +1113,49 @@ def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) ->
 
 
 def fetch_buffered(aiokafka_consumer, tp) -> bool:
-    """Whether aiokafka holds fetched, not yet handed out records of `tp`. Its fetcher keeps one
-    fetch result per partition and hands them out in the order they arrived, a whole result (up
-    to `KPI_FETCH_PARTITION_BYTES`) before the next partition's; a partition is fetched again only
-    once its result is used up. Read from the event loop's thread without a lock: a dict lookup
-    under the GIL, and a stale answer costs one lag round."""
+    """Whether aiokafka holds fetched records of `tp` not handed out yet (see take_partition_turns).
+    Read from the event loop's thread without a lock: a dict lookup under the GIL, and a stale
+    answer costs one lag round."""
     return TopicPartition(tp.topic, tp.partition) in aiokafka_consumer._fetcher._records
+
+
+def send_served_partitions_to_the_back(aiokafka_consumer, served) -> None:
+    """Move the partitions a getmany just served behind the others in aiokafka's fetch buffer."""
+    buffered = aiokafka_consumer._fetcher._records  # one fetch result per partition, in arrival order
+    for tp in served:
+        result = buffered.pop(tp, None)
+        if result is not None:  # records left: its next turn comes after every other partition's
+            buffered[tp] = result
+
+
+def take_partition_turns(app) -> None:
+    """Hand out buffered records a partition at a time, round-robin, `broker_max_poll_records` per turn.
+
+    aiokafka's fetcher keeps one fetch result per partition (up to faust's 1 MiB, ~4,500 events)
+    and serves getmany from the first result in arrival order until it is used up; a partition
+    is fetched again only then, and goes to the back. While the worker catches up, a partition
+    therefore waited for every other partition's whole fetch: ~28 partitions x 4,500 events, and
+    some went 10-20 s without a delivery (orders stuck near offset 4,500, scope-partials untouched
+    15 s after assignment; bench/README.md). Smaller fetches bound the turn too, but starve the
+    scope stage, whose messages are large (400 partials each). Installed like cap_fetch_wait, on
+    the consumer thread's fetch call; runs on that thread, between fetcher steps."""
+    new_consumer = app._new_consumer
+
+    def consumer_taking_turns():
+        consumer = new_consumer()
+        thread = consumer._thread
+        fetch_records = thread._fetch_records
+
+        async def fetch_records_in_turns(aiokafka_consumer, active_partitions, timeout=None, max_records=None):
+            records = await fetch_records(aiokafka_consumer, active_partitions, timeout=timeout,
+                                          max_records=max_records)
+            send_served_partitions_to_the_back(aiokafka_consumer, records)
+            return records
+
+        thread._fetch_records = fetch_records_in_turns
+        return consumer
+
+    app._new_consumer = consumer_taking_turns
 
 
 def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:

@@ -1,7 +1,7 @@
-"""While the worker catches up on a backlog, every partition gets a turn soon: aiokafka hands out
-one partition's fetched records at a time, a whole fetch before the next partition's, so the
-per-partition fetch size (KPI_FETCH_PARTITION_BYTES) bounds how long a partition waits. Read with
-a real broker and the consumer settings of the worker's own faust app."""
+"""While the worker catches up on a backlog, every partition gets a turn soon. aiokafka alone hands
+out one partition's whole fetch (faust's 1 MiB, thousands of events) before the next partition's;
+the worker sends each partition it served to the back of the fetch buffer
+(stream/worker.py `take_partition_turns`). Read from a real broker, the way faust reads."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream.config import KpiSettings, ServiceSettings
-from stream.worker import KpiWorker, fetch_buffered
+from stream.worker import fetch_buffered, send_served_partitions_to_the_back
 
 pytestmark = pytest.mark.integration
 
@@ -50,12 +49,16 @@ async def _backlog(bootstrap: str) -> str:
     return topic
 
 
-async def _delivery_order(bootstrap: str, topic: str, fetch_bytes: int, max_records: int,
+FAUST_FETCH_BYTES = 1024**2  # faust's consumer_max_fetch_size, which the worker keeps
+FAUST_MAX_RECORDS = 500  # the worker's broker_max_poll_records
+
+
+async def _delivery_order(bootstrap: str, topic: str, in_turns: bool,
                           buffered_after_first: dict | None = None) -> list[int]:
     """Partitions of the records in the order the consumer hands them out, read the way faust
-    reads (getmany with its max_records)."""
+    reads (getmany with its max_records), with or without the worker's turns."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                max_partition_fetch_bytes=fetch_bytes, max_poll_records=max_records)
+                                max_partition_fetch_bytes=FAUST_FETCH_BYTES, max_poll_records=FAUST_MAX_RECORDS)
     await consumer.start()
     partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
     try:
@@ -63,8 +66,10 @@ async def _delivery_order(bootstrap: str, topic: str, fetch_bytes: int, max_reco
         await consumer.seek_to_beginning(*partitions)
         order: list[int] = []
         while len(order) < PARTITIONS * PER_PARTITION:
-            batch = await consumer.getmany(timeout_ms=5_000, max_records=max_records)
+            batch = await consumer.getmany(timeout_ms=5_000, max_records=FAUST_MAX_RECORDS)
             assert batch, f"nothing more after {len(order)} records"
+            if in_turns:
+                send_served_partitions_to_the_back(consumer, batch)
             if buffered_after_first is not None and not order:
                 buffered_after_first.update({tp.partition: (tp in batch, fetch_buffered(consumer, tp))
                                              for tp in partitions})
@@ -87,42 +92,26 @@ def _longest_wait(order: list[int]) -> int:
 
 
 @pytest.fixture(scope="module")
-def worker_conf():
-    return KpiWorker(ServiceSettings(kpi=KpiSettings.from_env({}), app_id="kpi-fairness")).app.conf
-
-
-@pytest.fixture(scope="module")
 def backlog_topic(kafka_broker):
     return asyncio.run(_backlog(kafka_broker.bootstrap))
 
 
-def test_catching_up_every_partition_gets_a_turn_within_a_few_hundred_records_of_the_others(
-        kafka_broker, backlog_topic, worker_conf):
-    fetch_bytes = worker_conf.consumer_max_fetch_size
-    assert fetch_bytes == ServiceSettings.from_env({}).fetch_partition_bytes == 65_536
-    order = asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, fetch_bytes,
-                                        worker_conf.broker_max_poll_records))
-    records_per_turn = (fetch_bytes + 16_384) // len(_event(0, 0))  # a fetch may end a 16 KiB batch late
-    # Turns come roughly round-robin: a partition drained is fetched again behind the ones still
-    # buffered, but a re-fetch that returns late lets another partition go twice (seen: 6 turns).
-    allowed = 2 * (PARTITIONS - 1) * records_per_turn
-    assert sorted(order) == sorted(p for p in range(PARTITIONS) for _ in range(PER_PARTITION))
-    assert _longest_wait(order) <= allowed, (_longest_wait(order), allowed)
-
-
-def test_at_fausts_default_fetch_size_a_partition_waits_for_the_others_whole_backlog(kafka_broker, backlog_topic):
-    import faust
-
-    default_bytes = faust.App("kpi-fairness-default").conf.consumer_max_fetch_size  # 1 MiB
-    order = asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, default_bytes, 500))
+def test_aiokafka_alone_makes_a_partition_wait_for_the_others_whole_backlog(kafka_broker, backlog_topic):
+    order = asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, in_turns=False))
     assert _longest_wait(order) >= (PARTITIONS - 1) * PER_PARTITION * 0.9  # nearly everything else first
 
 
-def test_partitions_behind_others_in_the_fetch_buffer_count_as_waiting_not_stalled(
-        kafka_broker, backlog_topic, worker_conf):
+def test_catching_up_every_partition_gets_a_turn_after_at_most_one_batch_of_each_other(
+        kafka_broker, backlog_topic):
+    order = asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, in_turns=True))
+    assert sorted(order) == sorted(p for p in range(PARTITIONS) for _ in range(PER_PARTITION))
+    # the first fetch response may hold only some partitions: allow one late round
+    assert _longest_wait(order) <= 2 * (PARTITIONS - 1) * FAUST_MAX_RECORDS, _longest_wait(order)
+
+
+def test_partitions_behind_others_in_the_fetch_buffer_count_as_waiting_not_stalled(kafka_broker, backlog_topic):
     seen: dict[int, tuple[bool, bool]] = {}
-    asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, worker_conf.consumer_max_fetch_size,
-                                worker_conf.broker_max_poll_records, buffered_after_first=seen))
+    asyncio.run(_delivery_order(kafka_broker.bootstrap, backlog_topic, in_turns=True, buffered_after_first=seen))
     waiting = [p for p, (delivered, buffered) in seen.items() if not delivered]
     assert waiting, f"the first batch held every partition: {seen}"
     assert all(seen[p][1] for p in waiting), seen

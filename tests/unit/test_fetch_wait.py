@@ -1,5 +1,5 @@
 """The worker's aiokafka consumer is created with the capped fetch wait (stream/worker.py
-`cap_fetch_wait`), not faust's fixed 1500 ms."""
+`cap_fetch_wait`), not faust's fixed 1500 ms, and hands out fetched records in turns."""
 
 from __future__ import annotations
 
@@ -42,3 +42,16 @@ def test_the_cap_comes_from_kpi_fetch_max_wait_ms_and_rejects_nonsense():
     for bad in ("0", "-5", "20ms"):
         with pytest.raises(ConfigError, match="KPI_FETCH_MAX_WAIT_MS"):
             ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": bad})
+
+
+def test_the_worker_hands_out_fetched_records_a_partition_at_a_time_in_turns():
+    from stream.config import KpiSettings, ServiceSettings
+    from stream.worker import KpiWorker
+
+    async def fetch_call() -> str:
+        app = KpiWorker(ServiceSettings(kpi=KpiSettings.from_env({}), app_id="turns")).app
+        return app._new_consumer()._thread._fetch_records.__qualname__
+
+    # what faust's getmany calls on its consumer thread (tests/integration/test_partition_fairness.py
+    # shows what the turns change, against a real broker)
+    assert asyncio.run(fetch_call()).startswith("take_partition_turns.")
