@@ -62,14 +62,17 @@ def main() -> int:
     from tests.kpi_compare import kpi_differences
     from tests.oracle import OracleSettings, oracle_kpis
 
+    config = bench_config(args.events, args.outlets)
+    messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+    as_of = as_of_text(config)
+    as_of_us = parse_rfc3339_us(as_of)
+    total = len(messages)
+    k = total if args.baseline_events is None else min(args.baseline_events, total)
+    base_messages = messages if k == total else messages[total - k:]
+    if not any(m.topic == "sales.orders" for m in base_messages):
+        parser.error(f"the last {k} of the {total} messages hold no order: nothing for the baseline to count "
+                     "(raise --baseline-events or --events)")
     with broker_and_redis("kpi-baseline-", keep=args.keep) as (workdir, broker, redis):
-        config = bench_config(args.events, args.outlets)
-        messages = [m for m in generator.generate(config) if m.topic in INPUTS]
-        as_of = as_of_text(config)
-        as_of_us = parse_rfc3339_us(as_of)
-        total = len(messages)
-        k = total if args.baseline_events is None else min(args.baseline_events, total)
-        base_messages = messages if k == total else messages[total - k:]
         prefix, app_id = unique_names()
         load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
         if k == total:
