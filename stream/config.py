@@ -76,6 +76,9 @@ class KpiSettings:
     max_event_bytes: int = 65536
     dedupe_horizon_seconds: int = 7 * 86400
     clock: ClockSetting = field(default_factory=lambda: ClockSetting("wall"))
+    # derived once: read for every scope of every publication round
+    window_labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    horizon_labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.slot_seconds <= 0:
@@ -94,18 +97,12 @@ class KpiSettings:
             raise ConfigError(f"KPI_BASE_CURRENCY must be an ISO 4217 code: {self.base_currency!r}")
         if self.max_event_bytes <= 0:
             raise ConfigError("KPI_MAX_EVENT_BYTES must be positive")
+        object.__setattr__(self, "window_labels", tuple(format_duration(w) for w in self.windows_seconds))
+        object.__setattr__(self, "horizon_labels", tuple(format_duration(h) for h in self.conversion_horizons_seconds))
 
     @property
     def slot_us(self) -> int:
         return self.slot_seconds * 1_000_000
-
-    @property
-    def window_labels(self) -> tuple[str, ...]:
-        return tuple(format_duration(w) for w in self.windows_seconds)
-
-    @property
-    def horizon_labels(self) -> tuple[str, ...]:
-        return tuple(format_duration(h) for h in self.conversion_horizons_seconds)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "KpiSettings":

@@ -178,9 +178,12 @@ class KpiEngine:
 
 
 def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: list,
-                    as_of_us: int) -> list[KpiValue]:
+                    as_of_us: int, previous: list | None = None) -> list[KpiValue]:
+    """The scope's values; with `previous` (the vector last evaluated for it), the outlet family
+    leaves out values whose inputs did not move. Lead ages move with as_of, activity scopes are
+    small: those are always evaluated whole."""
     if family is Family.OUTLET:
-        return evaluate_outlet_scope(vector, scope, settings, layouts.outlet)
+        return evaluate_outlet_scope(vector, scope, settings, layouts.outlet, previous)
     if family is Family.LEAD:
         return evaluate_lead_scope(vector, scope, settings, layouts.lead, as_of_us)
     return evaluate_activity_scope(vector, scope, settings, layouts.activity)

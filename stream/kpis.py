@@ -13,10 +13,9 @@ Publication conventions (the oracle follows the same text):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from .catalogue import ACTIVITY_KIND_LABELS, ActivityLayout, LeadLayout, OutletLayout
 from .config import KpiSettings
@@ -26,8 +25,11 @@ _CENT = Decimal("0.01")
 _MONEY = Context(prec=200, rounding=ROUND_HALF_EVEN)
 
 
-@dataclass(frozen=True, slots=True)
-class KpiValue:
+class KpiValue(NamedTuple):
+    """One published value. A NamedTuple, not a frozen dataclass: a scope evaluates ~40 of them
+    per publication, and a frozen dataclass's __init__ (object.__setattr__ per field) took 1.4 us
+    against 0.5 us -- over half of evaluate_outlet_scope (bench/README.md, sixth session)."""
+
     kpi: str
     window: str | None
     scope: str
@@ -53,31 +55,44 @@ def _money_mean(total, count: int) -> float | None:
     return float(_MONEY.divide(Decimal(total), Decimal(count)).quantize(_CENT, context=_MONEY))
 
 
-def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: OutletLayout) -> list[KpiValue]:
+def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: OutletLayout,
+                          previous: Sequence | None = None) -> list[KpiValue]:
+    """The scope's outlet, order and visit KPIs. With `previous`, the vector the scope's values
+    were last evaluated from, only the values whose inputs differ from it: the rest are what that
+    evaluation gave (an order moves the order and account groups, a visit only its own)."""
     scope_type, scope_id = scope
     out: list[KpiValue] = []
     ever = v[layout.ever_ordered]
+    ever_moved = previous is None or ever != previous[layout.ever_ordered]
+
+    def moved(*slots: int) -> bool:
+        return previous is None or any(v[j] != previous[j] for j in slots)
+
     for i, window in enumerate(settings.window_labels):
         active = v[layout.active[i]]
-        out.append(KpiValue("active_accounts", window, scope_type, scope_id, active))
-        out.append(KpiValue("dormant_accounts", window, scope_type, scope_id, ever - active))
-        out.append(KpiValue("reactivated_accounts", window, scope_type, scope_id, v[layout.reactivated[i]]))
-        onboarded = v[layout.onboarded[i]]
-        for h, horizon in enumerate(settings.horizon_labels):
-            converted = v[layout.converted[i][h]]
-            out.append(KpiValue("first_order_conversion", window, scope_type, scope_id,
-                                _ratio(converted, onboarded), converted, onboarded, horizon=horizon))
-        orders, amount, lines = v[layout.orders[i]], v[layout.amount[i]], v[layout.lines[i]]
-        out.append(KpiValue("orders", window, scope_type, scope_id, orders))
-        out.append(KpiValue("sales_amount", window, scope_type, scope_id, money(amount)))
-        out.append(KpiValue("average_order_value", window, scope_type, scope_id,
-                            _money_mean(amount, orders), money(amount), orders))
-        out.append(KpiValue("lines_per_order", window, scope_type, scope_id, _ratio(lines, orders), lines, orders))
-        visits, productive = v[layout.visits[i]], v[layout.productive[i]]
-        out.append(KpiValue("visits", window, scope_type, scope_id, visits))
-        out.append(KpiValue("productive_visits", window, scope_type, scope_id, productive))
-        out.append(KpiValue("visit_to_order_ratio", window, scope_type, scope_id,
-                            _ratio(productive, visits), productive, visits))
+        if ever_moved or moved(layout.active[i], layout.reactivated[i]):
+            out.append(KpiValue("active_accounts", window, scope_type, scope_id, active))
+            out.append(KpiValue("dormant_accounts", window, scope_type, scope_id, ever - active))
+            out.append(KpiValue("reactivated_accounts", window, scope_type, scope_id, v[layout.reactivated[i]]))
+        if moved(layout.onboarded[i], *layout.converted[i]):
+            onboarded = v[layout.onboarded[i]]
+            for h, horizon in enumerate(settings.horizon_labels):
+                converted = v[layout.converted[i][h]]
+                out.append(KpiValue("first_order_conversion", window, scope_type, scope_id,
+                                    _ratio(converted, onboarded), converted, onboarded, horizon=horizon))
+        if moved(layout.orders[i], layout.amount[i], layout.lines[i]):
+            orders, amount, lines = v[layout.orders[i]], v[layout.amount[i]], v[layout.lines[i]]
+            out.append(KpiValue("orders", window, scope_type, scope_id, orders))
+            out.append(KpiValue("sales_amount", window, scope_type, scope_id, money(amount)))
+            out.append(KpiValue("average_order_value", window, scope_type, scope_id,
+                                _money_mean(amount, orders), money(amount), orders))
+            out.append(KpiValue("lines_per_order", window, scope_type, scope_id, _ratio(lines, orders), lines, orders))
+        if moved(layout.visits[i], layout.productive[i]):
+            visits, productive = v[layout.visits[i]], v[layout.productive[i]]
+            out.append(KpiValue("visits", window, scope_type, scope_id, visits))
+            out.append(KpiValue("productive_visits", window, scope_type, scope_id, productive))
+            out.append(KpiValue("visit_to_order_ratio", window, scope_type, scope_id,
+                                _ratio(productive, visits), productive, visits))
     return out
 
 
