@@ -810,10 +810,9 @@ class KpiWorker:
         """Records of `tp` sit in the consumer's fetch buffer: it is not stalled, only waiting for its
         turn while the worker catches up. Seeking it would drop those records and fetch them again."""
         try:
-            aiokafka_consumer = self.app.consumer._thread._ensure_consumer()
-        except Exception:  # noqa: BLE001 - no consumer yet: nothing buffered either
+            return fetch_buffered(self.app.consumer._thread._ensure_consumer(), tp)
+        except Exception:  # noqa: BLE001 - no consumer yet (nothing buffered), or aiokafka moved it
             return False
-        return fetch_buffered(aiokafka_consumer, tp)
 
     async def _check_undelivered(self, tp, state: dict) -> None:
         """A partition assigned for three lag rounds (15 s) without delivering a single message
@@ -1146,6 +1145,7 @@ def take_partition_turns(app) -> None:
     scope stage, whose messages are large (400 partials each). Installed like cap_fetch_wait, on
     the consumer thread's fetch call; runs on that thread, between fetcher steps."""
     new_consumer = app._new_consumer
+    turns_broken: list[BaseException] = []  # logged once
 
     def consumer_taking_turns():
         consumer = new_consumer()
@@ -1155,7 +1155,13 @@ def take_partition_turns(app) -> None:
         async def fetch_records_in_turns(aiokafka_consumer, active_partitions, timeout=None, max_records=None):
             records = await fetch_records(aiokafka_consumer, active_partitions, timeout=timeout,
                                           max_records=max_records)
-            send_served_partitions_to_the_back(aiokafka_consumer, records)
+            try:
+                send_served_partitions_to_the_back(aiokafka_consumer, records)
+            except AttributeError as error:  # aiokafka's internals moved (pinned in pyproject.toml)
+                if not turns_broken:
+                    turns_broken.append(error)
+                    log.error("consumer: cannot reorder aiokafka's fetch buffer (%r): partitions are "
+                              "served in fetch order, without turns, until aiokafka is pinned back", error)
             return records
 
         thread._fetch_records = fetch_records_in_turns

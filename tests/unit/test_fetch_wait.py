@@ -55,3 +55,29 @@ def test_the_worker_hands_out_fetched_records_a_partition_at_a_time_in_turns():
     # what faust's getmany calls on its consumer thread (tests/integration/test_partition_fairness.py
     # shows what the turns change, against a real broker)
     assert asyncio.run(fetch_call()).startswith("take_partition_turns.")
+
+
+def test_if_aiokafka_moves_its_fetch_buffer_records_still_flow_without_turns(caplog):
+    """The turns reorder a private aiokafka structure (versions pinned); should it move, fetching
+    must go on in aiokafka's own order, with one error in the log -- never stop consuming."""
+    from types import SimpleNamespace
+
+    from stream.worker import take_partition_turns
+
+    batch = {("sales.orders", 0): ["record"]}
+
+    async def fetch_records(aiokafka_consumer, active_partitions, timeout=None, max_records=None):
+        return batch
+
+    thread = SimpleNamespace(_fetch_records=fetch_records)
+    app = SimpleNamespace(_new_consumer=lambda: SimpleNamespace(_thread=thread))
+    take_partition_turns(app)
+    fetch = app._new_consumer()._thread._fetch_records
+    consumer_without_fetcher = SimpleNamespace()
+
+    async def twice():
+        return [await fetch(consumer_without_fetcher, set(), timeout=0.1, max_records=500) for _ in range(2)]
+
+    with caplog.at_level("ERROR"):
+        assert asyncio.run(twice()) == [batch, batch]
+    assert len([r for r in caplog.records if "without turns" in r.getMessage()]) == 1
