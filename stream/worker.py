@@ -910,8 +910,13 @@ class KpiWorker:
 
         @app.page("/metrics")
         async def metrics_page(view, request):
+            # `?name[]=a&name[]=b`: only those families, as prometheus_client's own handler allows --
+            # the full exposition holds a series per exported KPI and scope (~10 ms to render)
+            names = request.query.getall("name[]", [])
+            registry = worker.metrics.registry
+            exposition = generate_latest(registry.restricted_registry(names) if names else registry)
             # aiohttp takes the charset separately from the content type
-            return view.bytes(generate_latest(worker.metrics.registry), content_type=_METRICS_CONTENT_TYPE)
+            return view.bytes(exposition, content_type=_METRICS_CONTENT_TYPE)
 
         @app.page("/health")
         async def health_page(view, request):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from stream import generator
 from stream.localstack import free_port
@@ -188,6 +189,11 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         assert status == 200
         problems = dc.check_dashboard_queries(DASHBOARDS, metrics_text.decode())
         assert problems == [], "\n".join(problems)
+        # a scrape (or the benchmark's poll) may ask for some families only
+        status, some = worker.get("/metrics?name[]=kpi_stream_events_consumed_total&name[]=kpi_stream_consumer_lag")
+        assert status == 200
+        families = {f.name for f in text_string_to_metric_families(some.decode())}
+        assert families == {"kpi_stream_events_consumed", "kpi_stream_consumer_lag"}, families
         rejected = []
         for dashboard in dc.load_dashboards(DASHBOARDS):
             variables = dc._variable_values(dashboard)
