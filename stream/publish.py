@@ -30,6 +30,9 @@ class KpiGauges:
     def __init__(self, registry: CollectorRegistry, export_scopes: tuple[str, ...]) -> None:
         self.export_scopes = set(export_scopes)
         self.gauges: dict[str, Gauge] = {}
+        # (kpi, window, scope, scope_id, horizon, kind) -> the labelled series: labels() takes a
+        # lock and builds its key on every call, 2 of the ~7 us a published update costs here
+        self._series: dict[tuple, Gauge] = {}
         for kpi in ALL_KPIS:
             labels = ["window", "scope", "scope_id"]
             if kpi == "first_order_conversion":
@@ -50,18 +53,27 @@ class KpiGauges:
             labels.append(value.kind)
         return labels
 
+    @staticmethod
+    def _series_key(value: KpiValue) -> tuple:
+        return value.kpi, value.window, value.scope, value.scope_id, value.horizon, value.kind
+
     def set(self, value: KpiValue) -> None:
         if value.scope not in self.export_scopes:
             return
         if value.value is None:
             self.remove(value)
-        else:
-            self.gauges[value.kpi].labels(*self._labels(value)).set(value.value)
+            return
+        key = self._series_key(value)
+        series = self._series.get(key)
+        if series is None:
+            series = self._series[key] = self.gauges[value.kpi].labels(*self._labels(value))
+        series.set(value.value)
 
     def remove(self, value: KpiValue) -> None:
         """Drop the series (a null ratio, or a scope whose partition moved to another worker)."""
         if value.scope not in self.export_scopes:
             return
+        self._series.pop(self._series_key(value), None)
         try:
             self.gauges[value.kpi].remove(*self._labels(value))
         except KeyError:
