@@ -56,6 +56,9 @@ PARTIALS_PER_MESSAGE = 400
 # Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
 # each), so a slow or throttled Kafka holds consumption back instead of filling memory.
 FACT_BACKLOG_LIMIT = 5_000
+# Lag rounds (5 s each) a partition with records in the consumer's fetch buffer may go without a
+# delivery before the stall checks act: turns come within seconds at saturation (bench/README.md)
+TURN_WAIT_ROUNDS = 6
 # Input is handed to the agents in batches of up to this many events, or what arrived within
 # the wait: faust's per-message delivery still runs for each event, but our handler then runs over
 # the batch in one go -- measured ~15 % more events/s than one agent wake-up per event
@@ -155,6 +158,7 @@ class KpiWorker:
         self.scope_received_at: dict[tuple[str, str, str], float] = {}
         # scope -> monotonic time of its last publication (a key changes at most once per interval)
         self.scope_published_at: dict[tuple[str, str, str], float] = {}
+        # scope -> the summed vector its values were last evaluated from (see _publish_round)
         self.evaluated_vectors: dict[tuple[str, str, str], list] = {}
         self.next_age_refresh = 0.0
         self.change_filter = ChangeFilter()
@@ -794,10 +798,10 @@ class KpiWorker:
             position = self.ledger.next_offset(tp) or 0
             if highwater is not None:
                 seen, rounds = self.lag_seen.get(tp, ((-1, -1), 0))
-                stuck = seen == (position, highwater) and not self._waiting_its_turn(tp)
-                rounds = rounds + 1 if stuck else 0  # rounds with nothing applied
+                rounds = rounds + 1 if seen == (position, highwater) else 0  # rounds with nothing applied
                 self.lag_seen[tp] = ((position, highwater), rounds)
-                if rounds >= 2 and position < highwater and not self.app.rebalancing:
+                needed = TURN_WAIT_ROUNDS if self._waiting_its_turn(tp) else 2
+                if rounds >= needed and position < highwater and not self.app.rebalancing:
                     try:
                         await _bounded(self._settle_idle_partition(tp, highwater), 2 * SEEK_TIMEOUT_SECONDS + 5)
                     except TimeoutError:
@@ -807,8 +811,9 @@ class KpiWorker:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
     def _waiting_its_turn(self, tp) -> bool:
-        """Records of `tp` sit in the consumer's fetch buffer: it is not stalled, only waiting for its
-        turn while the worker catches up. Seeking it would drop those records and fetch them again."""
+        """Records of `tp` sit in the consumer's fetch buffer: most likely it is not stalled, only
+        waiting for its turn while the worker catches up, and seeking it would drop those records
+        and fetch them again. So the stall checks give it TURN_WAIT_ROUNDS before acting."""
         try:
             return fetch_buffered(self.app.consumer._thread._ensure_consumer(), tp)
         except Exception:  # noqa: BLE001 - no consumer yet (nothing buffered), or aiokafka moved it
@@ -820,9 +825,10 @@ class KpiWorker:
         after "exception performing seek when flow not active"), and the stall check above never
         sees it -- there is no applied offset to compare, and aiokafka reports no highwater for a
         partition it does not fetch. Seek it to the committed offset; re-reading is harmless."""
-        rounds = 0 if self._waiting_its_turn(tp) else self.undelivered_rounds.get(tp, 0) + 1
+        rounds = self.undelivered_rounds.get(tp, 0) + 1
         self.undelivered_rounds[tp] = rounds
-        if (rounds < 3 or self.app.rebalancing or not state["recovered"]
+        needed = TURN_WAIT_ROUNDS if self._waiting_its_turn(tp) else 3
+        if (rounds < needed or self.app.rebalancing or not state["recovered"]
                 or self.unwritten_facts >= FACT_BACKLOG_LIMIT):  # held back on purpose
             return
         try:
