@@ -342,7 +342,9 @@ def processor_health() -> dict:
         (f"sum by (topic) (max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}}))", "{{topic}}")],
         description="Messages behind the end of the assigned partitions (ConsumerLagGrowing: > 10000 and growing)."))
     lay.add(timeseries("Consumer lag by partition", [
-        (f"max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}})", "{{topic}}[{{partition}}]")]))
+        (f"max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}})", "{{topic}}[{{partition}}]")],
+        description="Every partition should move within seconds, even while a worker catches up "
+                    "(PartitionStalled: above 0 and flat for 15 minutes)."))
     lay.add(timeseries("Publish latency (event to KPI update)", [
         (f"histogram_quantile({q}, sum by (le) (rate(kpi_stream_publish_latency_seconds_bucket{{{_I}}}"
          f"[$__rate_interval])))", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], unit="s",

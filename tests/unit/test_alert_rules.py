@@ -30,10 +30,10 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 EXPECTED_ALERTS = {
     "ActiveAccountsDropWeekOverWeek", "ActiveAccountsSharpFall", "KpiSeriesStale", "ConsumerLagGrowing",
-    "DeadLetterRateHigh", "WorkerDown", "RedisDown",
+    "PartitionStalled", "DeadLetterRateHigh", "WorkerDown", "RedisDown",
 }
 EXPECTED_FOR = {
-    "ActiveAccountsDropWeekOverWeek": "30m", "ActiveAccountsSharpFall": "15m", "ConsumerLagGrowing": "10m",
+    "ActiveAccountsDropWeekOverWeek": "30m", "ActiveAccountsSharpFall": "15m", "ConsumerLagGrowing": "10m", "PartitionStalled": "5m",
     "DeadLetterRateHigh": "10m", "WorkerDown": "2m", "RedisDown": "5m",
 }
 
