@@ -128,9 +128,8 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
 sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
-from stream.worker import cap_fetch_wait, take_partition_turns
-cap_fetch_wait(app, ServiceSettings.from_env().fetch_max_wait_ms)  # the worker's consumer settings too
-take_partition_turns(app)
+from stream.worker import fetch_like_the_worker
+fetch_like_the_worker(app, ServiceSettings.from_env().fetch_max_wait_ms)
 topic = app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")])
 state = {"n": 0, "t0": None}
 @app.agent(topic)

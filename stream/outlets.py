@@ -299,17 +299,11 @@ class OutletBook:
         if state.conversion is not None:
             self._emit_conversion(own, state.conversion, 1)
         for (slot, rep), (count, amount, lines) in (state.orders_by_slot or _EMPTY).items():
-            out = groups.get(rep)
-            if out is None:
-                out = groups[rep] = []
-            self._emit_order_sums(out, slot, count, amount, lines, 1)
+            self._emit_order_sums(groups.setdefault(rep, []), slot, count, amount, lines, 1)
         for visit_id, visits in (state.visits or _EMPTY).items():
             link = (state.first_link_slot or _EMPTY).get(visit_id)
             for visit_slot, rep in visits:
-                out = groups.get(rep)
-                if out is None:
-                    out = groups[rep] = []
-                self._emit_visit(out, visit_slot, link, 1)
+                self._emit_visit(groups.setdefault(rep, []), visit_slot, link, 1)
         return groups
 
 

@@ -227,8 +227,7 @@ class KpiWorker:
         self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
         _consumer_follows_the_ledger(app, self.ledger, self._agent_topics())
-        cap_fetch_wait(app, s.fetch_max_wait_ms)
-        take_partition_turns(app)
+        fetch_like_the_worker(app, s.fetch_max_wait_ms)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -791,8 +790,9 @@ class KpiWorker:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet
                 highwater = None
+            waiting = self._waiting_its_turn(tp)
             if not self.ledger.known(tp):
-                await self._check_undelivered(tp, state)
+                await self._check_undelivered(tp, state, waiting)
             else:
                 self.undelivered_rounds.pop(tp, None)
             position = self.ledger.next_offset(tp) or 0
@@ -800,7 +800,7 @@ class KpiWorker:
                 seen, rounds = self.lag_seen.get(tp, ((-1, -1), 0))
                 rounds = rounds + 1 if seen == (position, highwater) else 0  # rounds with nothing applied
                 self.lag_seen[tp] = ((position, highwater), rounds)
-                needed = TURN_WAIT_ROUNDS if self._waiting_its_turn(tp) else 2
+                needed = TURN_WAIT_ROUNDS if waiting else 2
                 if rounds >= needed and position < highwater and not self.app.rebalancing:
                     try:
                         await _bounded(self._settle_idle_partition(tp, highwater), 2 * SEEK_TIMEOUT_SECONDS + 5)
@@ -819,7 +819,7 @@ class KpiWorker:
         except Exception:  # noqa: BLE001 - no consumer yet (nothing buffered), or aiokafka moved it
             return False
 
-    async def _check_undelivered(self, tp, state: dict) -> None:
+    async def _check_undelivered(self, tp, state: dict, waiting_its_turn: bool) -> None:
         """A partition assigned for three lag rounds (15 s) without delivering a single message
         while its log holds records past the committed offset: faust lost its position (seen
         after "exception performing seek when flow not active"), and the stall check above never
@@ -827,7 +827,7 @@ class KpiWorker:
         partition it does not fetch. Seek it to the committed offset; re-reading is harmless."""
         rounds = self.undelivered_rounds.get(tp, 0) + 1
         self.undelivered_rounds[tp] = rounds
-        needed = TURN_WAIT_ROUNDS if self._waiting_its_turn(tp) else 3
+        needed = TURN_WAIT_ROUNDS if waiting_its_turn else 3
         if (rounds < needed or self.app.rebalancing or not state["recovered"]
                 or self.unwritten_facts >= FACT_BACKLOG_LIMIT):  # held back on purpose
             return
@@ -1112,20 +1112,35 @@ class _LedgerReadOffsets(dict):
         return super().__getitem__(tp)
 
 
-def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) -> None:
-    """The one place faust's consumer is adapted to the offset ledger: its read marks and its
-    commits (below). Done as faust creates the consumer -- not earlier: creating it ahead of
-    faust's own start-up slowed consumption threefold -- and so before its fetch loop starts,
-    which binds the read-mark mapping's methods once."""
+def _adapt_new_consumer(app, adapt: Callable[[Any], None]) -> None:
+    """Run `adapt` on faust's consumer as faust creates it -- not earlier: creating it ahead of
+    faust's own start-up slowed consumption threefold -- so before its fetch loop starts (which
+    binds the read-mark mapping's methods once) and before its thread creates the aiokafka one."""
     new_consumer = app._new_consumer
 
-    def consumer_following_the_ledger():
+    def adapted_consumer():
         consumer = new_consumer()
-        consumer._read_offset = _LedgerReadOffsets(ledger, topics, consumer._read_offset)
-        _commit_only_applied_offsets(consumer, ledger, topics)
+        adapt(consumer)
         return consumer
 
-    app._new_consumer = consumer_following_the_ledger
+    app._new_consumer = adapted_consumer
+
+
+def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) -> None:
+    """The one place faust's consumer is adapted to the offset ledger: its read marks and its
+    commits (below)."""
+    def follow_the_ledger(consumer) -> None:
+        consumer._read_offset = _LedgerReadOffsets(ledger, topics, consumer._read_offset)
+        _commit_only_applied_offsets(consumer, ledger, topics)
+
+    _adapt_new_consumer(app, follow_the_ledger)
+
+
+def fetch_like_the_worker(app, fetch_max_wait_ms: int) -> None:
+    """The worker's changes to how faust's consumer fetches (the capped wait, turns). The
+    empty-agent ceiling in bench/throughput.py gets the same, so both fetch alike."""
+    cap_fetch_wait(app, fetch_max_wait_ms)
+    take_partition_turns(app)
 
 
 def fetch_buffered(aiokafka_consumer, tp) -> bool:
@@ -1153,13 +1168,11 @@ def take_partition_turns(app) -> None:
     therefore waited for every other partition's whole fetch: ~28 partitions x 4,500 events, and
     some went 10-20 s without a delivery (orders stuck near offset 4,500, scope-partials untouched
     15 s after assignment; bench/README.md). Smaller fetches bound the turn too, but starve the
-    scope stage, whose messages are large (400 partials each). Installed like cap_fetch_wait, on
-    the consumer thread's fetch call; runs on that thread, between fetcher steps."""
-    new_consumer = app._new_consumer
+    scope stage, whose messages are large (400 partials each). Installed on the consumer
+    thread's fetch call; runs on that thread, between fetcher steps."""
     turns_broken: list[BaseException] = []  # logged once
 
-    def consumer_taking_turns():
-        consumer = new_consumer()
+    def take_turns(consumer) -> None:
         thread = consumer._thread
         fetch_records = thread._fetch_records
 
@@ -1176,9 +1189,8 @@ def take_partition_turns(app) -> None:
             return records
 
         thread._fetch_records = fetch_records_in_turns
-        return consumer
 
-    app._new_consumer = consumer_taking_turns
+    _adapt_new_consumer(app, take_turns)
 
 
 def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
@@ -1191,13 +1203,9 @@ def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
     a fetch until one of them gets a record or the wait ends, and the busy partitions drained
     meanwhile cannot be fetched: at a 0.1 s publish interval the worker's loop sat ~40 % idle
     with its input 1.5 s behind while an outside consumer saw the same records within 10 ms
-    (bench/README.md). Also applied to the empty-agent ceiling in bench/throughput.py, so the two
-    run with the same consumer settings. Installed like `_consumer_follows_the_ledger`: as faust
-    creates its consumer, on the thread that will create the aiokafka one."""
-    new_consumer = app._new_consumer
-
-    def consumer_with_capped_fetch_wait():
-        consumer = new_consumer()
+    (bench/README.md). Installed as faust creates its consumer, on the thread that will create
+    the aiokafka one."""
+    def cap_wait(consumer) -> None:
         thread = consumer._thread
         create_aiokafka_consumer = thread._create_worker_consumer
 
@@ -1207,9 +1215,8 @@ def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
             return aiokafka_consumer
 
         thread._create_worker_consumer = create_with_capped_wait
-        return consumer
 
-    app._new_consumer = consumer_with_capped_fetch_wait
+    _adapt_new_consumer(app, cap_wait)
 
 
 def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:
