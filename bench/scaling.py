@@ -24,6 +24,9 @@ Runs (each a fresh process; per-event cost is CPU time of the timed loop / event
      facts (every accepted event, stored as the worker stores them: [partition, ref_us, raw]),
      through to final values (advance + roll-up + evaluate), checked equal to run 2's values.
      CPU part only: reading the facts changelog from Kafka is not included.  target: <= 10 s
+  5. restart from a snapshot: the rebuilt state saved as the worker saves it at a stop
+     (stream/snapshots.py), then, in a fresh process, taken, checked against the facts-table
+     keys it covers, and brought to final values, checked equal to run 2's.   target: <= 10 s
 
 Ratios and the rebuild verdict use CPU time (time.process_time), which a busy machine inflates
 far less than wall time; wall figures are printed next to them.
@@ -37,6 +40,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -52,7 +56,9 @@ from stream import generator  # noqa: E402
 from stream.clock import clock_for, reference_instant_us  # noqa: E402
 from stream.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
 from stream.decode import Rejected, decode_event  # noqa: E402
-from stream.engine import KpiEngine  # noqa: E402
+from stream.engine import Family, KpiEngine  # noqa: E402
+from stream.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint,  # noqa: E402
+                              missing_batches)
 from stream.updates import update_key  # noqa: E402
 
 ONBOARDED = b'"type":"outlet.onboarded"'
@@ -209,9 +215,53 @@ def child_rebuild(args) -> dict:
 
     rss1 = settle_rss()
     breakdown = memory_breakdown(engine, args.sample)
+
+    # What the worker saves at a stop: the engine, the fact batches it covers, no unwritten facts.
+    covered = CoveredBatches()
+    for number in range(len(facts)):
+        covered.add((SNAPSHOT_WRITER, number))
+    cpu, wall = time.process_time(), time.perf_counter()
+    size = snapshot_shelf(args).save(Family.OUTLET, 0, EngineSnapshot(engine, covered, []))
+    save_cpu, save_wall = time.process_time() - cpu, time.perf_counter() - wall
     return {"facts": fact_count, "applied": applied, "loop_cpu": loop_cpu, "loop_wall": loop_wall,
             "total_cpu": total_cpu, "total_wall": total_wall, "gc": total_gc, "values": count, "digest": digest,
-            "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets.outlets), **breakdown}
+            "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets.outlets), "batches": len(facts),
+            "save_cpu": save_cpu, "save_wall": save_wall, "snapshot_bytes": size, **breakdown}
+
+
+SNAPSHOT_WRITER = "bench-writer"
+
+
+def snapshot_shelf(args) -> SnapshotShelf:
+    config = bench_config(0, args.outlets)
+    return SnapshotShelf(Path(args.file).with_suffix(".snapshots"),
+                         engine_fingerprint(settings_for(args.windows, config), "bench/scaling.py"))
+
+
+def child_restore(args) -> dict:
+    """The worker's restart from a snapshot (KpiWorker._take_snapshots, then the publication's
+    advance, roll-up and evaluation): take the file, check every covered batch is among the
+    facts-table keys, bring the engine to final values."""
+    config = bench_config(0, args.outlets)
+    settings = settings_for(args.windows, config)
+    table_keys = [orjson.dumps([0, SNAPSHOT_WRITER, number]) for number in range(args.batches)]
+    shelf = snapshot_shelf(args)
+    clock = clock_for(settings.clock)
+    rss0 = settle_rss()
+    cpu, wall = time.process_time(), time.perf_counter()
+    snapshot = shelf.take(Family.OUTLET, 0)
+    if snapshot is None:
+        raise SystemExit("no usable snapshot")
+    load_cpu, load_wall = time.process_time() - cpu, time.perf_counter() - wall
+    missing = missing_batches(snapshot.covered, table_keys)
+    engine = snapshot.engine
+    engine.mark_all_dirty()
+    engine.advance(clock.now_us())
+    count, digest = values_digest(engine)
+    total_cpu, total_wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {"load_cpu": load_cpu, "load_wall": load_wall, "total_cpu": total_cpu, "total_wall": total_wall,
+            "missing": missing, "values": count, "digest": digest, "tracked": len(engine.outlets.outlets),
+            "rss_growth": settle_rss() - rss0}
 
 
 # -- sizing the state (for the explanation; RSS is the figure) --------------------------------------
@@ -332,7 +382,8 @@ def main() -> int:
     parser.add_argument("--large", type=int, help="outlets of the large world (default 1,000,000; --quick 100,000)")
     parser.add_argument("--sample", type=int, default=20_000, help="outlets / dedupe ids sized for the breakdown")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
-    parser.add_argument("--child", choices=("generate", "apply", "rebuild"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("generate", "apply", "rebuild", "restore"), help=argparse.SUPPRESS)
+    parser.add_argument("--batches", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--outlets", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--windows", default="7d,30d,60d", help=argparse.SUPPRESS)
@@ -342,7 +393,8 @@ def main() -> int:
 
     if args.child:
         args.events = events
-        result = {"generate": child_generate, "apply": child_apply, "rebuild": child_rebuild}[args.child](args)
+        result = {"generate": child_generate, "apply": child_apply, "rebuild": child_rebuild,
+                  "restore": child_restore}[args.child](args)
         print(json.dumps(result))
         return 0
 
@@ -419,6 +471,17 @@ def main() -> int:
     for name, size in sorted(rb["per_field"].items(), key=lambda item: -item[1]):
         print(f"    {size:7.0f}  {name}")
 
+    print("\n5. restart from a snapshot of that state (saved in the rebuild's process; taken in a fresh one)",
+          flush=True)
+    rs = run_child("--child", "restore", "--windows", "7d,30d,60d", "--outlets", str(large), "--file",
+                   str(large_file), "--batches", str(rb["batches"]), "--events", str(events))
+    print(f"  saved {mib(rb['snapshot_bytes'])} in {rb['save_cpu']:.1f} s CPU ({rb['save_wall']:.1f} s wall, "
+          f"fsync included); taken in {rs['load_cpu']:.1f} s CPU ({rs['load_wall']:.1f} s wall); covered batches "
+          f"missing from the table: {rs['missing']}; to final values {rs['total_cpu']:.1f} s CPU "
+          f"({rs['total_wall']:.1f} s wall); {rs['tracked']:,} outlets, {rs['values']:,} values, "
+          f"{'equal to' if rs['digest'] == big['digest'] else 'DIFFERENT FROM'} run 2's; RSS +{mib(rs['rss_growth'])}",
+          flush=True)
+
     print("\nsummary (per-event cost = CPU time of the timed loop / events; targets from issue 7)")
     r1 = w60["us"] / w7["us"]
     r2 = big["us"] / wdef["us"]
@@ -431,10 +494,15 @@ def main() -> int:
     print(f"  4. rebuild of {tracked:,} outlets from {rb['facts']:,} facts to final values: "
           f"{rb['total_cpu']:.1f} s CPU ({rb['total_wall']:.1f} s wall)   target <= 10 s: "
           f"{verdict(rb['total_cpu'] <= 10)}  (CPU part only; reading the changelog from Kafka is extra)")
+    print(f"  5. restart of {rs['tracked']:,} outlets from a snapshot to final values: {rs['total_cpu']:.1f} s CPU "
+          f"({rs['total_wall']:.1f} s wall), {rs['total_cpu'] / rb['total_cpu']:.3f} of the rebuild   target <= 10 s: "
+          f"{verdict(rs['total_cpu'] <= 10 and rs['digest'] == big['digest'])}  (after a stop that saved it; a "
+          f"rebalance or a start after a kill is item 4)")
     print(f"  total run time {time.perf_counter() - started:.0f} s")
     if not args.keep:
         for f in (small_file, large_file):
             f.unlink(missing_ok=True)
+        shutil.rmtree(large_file.with_suffix(".snapshots"), ignore_errors=True)
         workdir.rmdir()
     else:
         print(f"  files kept in {workdir}")

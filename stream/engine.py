@@ -117,6 +117,7 @@ class KpiEngine:
         self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead)
         self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity)
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
+        self.latest_occurred_us = 0  # of the events applied: what an event clock restarts from
 
     @property
     def slot(self) -> int:
@@ -136,6 +137,8 @@ class KpiEngine:
         entity = partition_key(event)
         if not self.deduper.admit(family, entity, event.event_id, event.ref_us):
             return Outcome.DUPLICATE
+        if event.occurred_us > self.latest_occurred_us:
+            self.latest_occurred_us = event.occurred_us
         if isinstance(event, OrderPlaced):
             self.outlets.apply_order(event)
         elif isinstance(event, VisitCompleted):
@@ -156,6 +159,13 @@ class KpiEngine:
         rollup = self.rollups[family]
         rollup.flush()
         return rollup.values
+
+    def mark_all_dirty(self) -> None:
+        """Every scope counts as moved: a restored engine resends all its vectors, as a rebuilt one
+        does (the scope stage may hold an older vector from this partition's previous owner)."""
+        for rollup in self.rollups.values():
+            rollup.flush()
+            rollup.dirty.update(rollup.values)
 
     def take_dirty(self) -> list[tuple[Family, Scope, list]]:
         """Every scope whose vector moved since the last call, with its vector (cells rolled up

@@ -32,6 +32,8 @@ class ProcessorMetrics:
     gc_pause: Histogram  # labels: generation
     backpressure: Counter  # seconds the entity agents waited for the facts backlog to shrink
     state_entities: Gauge  # labels: kind
+    partition_rebuilds: Counter  # labels: family, source (snapshot, facts)
+    rebuild_seconds: Histogram  # labels: family
     last_publish: Gauge
     updates_published: Counter
     redis_up: Gauge
@@ -95,6 +97,16 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         state_entities=Gauge(
             "kpi_stream_state_entities", "Entities held in state (outlets, leads, reps, scopes)",
             ["kind"], registry=registry,
+        ),
+        partition_rebuilds=Counter(
+            "kpi_stream_partition_rebuilds", "Engines built for assigned partitions, by family and source: "
+            "`snapshot` (restored, then the facts written since applied) or `facts` (every stored fact "
+            "applied)", ["family", "source"], registry=registry,
+        ),
+        rebuild_seconds=Histogram(
+            "kpi_stream_rebuild_seconds", "Duration of each rebuild of a family's assigned partitions "
+            "(snapshots read, facts applied); the event loop stands still meanwhile", ["family"],
+            buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0), registry=registry,
         ),
         last_publish=Gauge(
             "kpi_stream_last_publish_timestamp_seconds", "Unix time of the last KPI publication round "

@@ -1,0 +1,204 @@
+"""Engine snapshots: restart from each partition's saved engine instead of from every fact.
+
+A rebuild re-applies every fact ever stored (~40 us each), so restart time grows with history. A
+worker that stops saves each partition's engine to a local file; the next start restores it and
+applies only the fact batches written since. The snapshot is an optimisation, never a source of
+truth -- the facts tables still hold everything -- so a snapshot is used only when it provably
+equals what a rebuild would give:
+
+- the same code and settings wrote it (`engine_fingerprint`: KPI settings, format, Python, and the
+  source of every module that shapes engine state; an upgrade or a settings change rebuilds);
+- every fact batch it covers is still in the facts table (`CoveredBatches`): the snapshot state is
+  exactly those batches plus the facts that were applied but not written yet, which it carries
+  (`unwritten`) and which the worker writes again. A batch lost with a discarded local store,
+  or a snapshot older than a deleted changelog, fails this check, and the partition is rebuilt
+  from its facts.
+
+Facts commute, so a batch written after the snapshot (by this worker, or by another owner of the
+partition meanwhile) is applied on top; a fact written twice (re-read after a crash) is dropped by
+the restored engine's deduper, within the dedupe horizon -- as the live worker drops a re-read. Each file is used at most once: it is unlinked as it is read.
+
+Pure: files and pickle, no Faust or Kafka. The files are as trusted as the local table store
+next to them (pickle runs code on load: the directory must not be writable by others).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import sys
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from .config import KpiSettings
+from .engine import Family, KpiEngine
+from .gcpause import cyclic_gc_paused
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 1
+_PACKAGE = Path(__file__).resolve().parent
+# Every module whose code decides what an engine holds or how it is read back.
+_STATE_MODULES = ("activities", "catalogue", "config", "decode", "engine", "events", "kpis", "leads",
+                  "outlets", "snapshots", "timeparse", "windows")
+_SUFFIX = ".snapshot"
+
+
+def engine_fingerprint(settings: KpiSettings, owner: str) -> str:
+    """`owner` names whose facts tables the snapshots belong to (app id, topics, partitions): a
+    state directory reused by another app must not hand it this app's engines."""
+    digest = hashlib.sha256(
+        f"format {SNAPSHOT_FORMAT}; python {sys.version_info[:2]}; {owner}; {settings!r}".encode())
+    for name in _STATE_MODULES:
+        digest.update((_PACKAGE / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
+def batch_id(key) -> tuple[str, int] | bytes:
+    """A facts-table key as (writer instance, batch number) -- the worker's keys are
+    [partition, instance, number] -- or, for any other key, its canonical JSON bytes."""
+    parsed = key if isinstance(key, (list, tuple)) else orjson.loads(key)
+    if is_batch_key(parsed):
+        return parsed[1], parsed[2]
+    return orjson.dumps(parsed)
+
+
+def is_batch_key(parsed) -> bool:
+    """[partition, instance, number]: the worker's key for a batch of facts."""
+    return (isinstance(parsed, (list, tuple)) and len(parsed) == 3 and type(parsed[0]) is int
+            and isinstance(parsed[1], str) and type(parsed[2]) is int)
+
+
+@dataclass(slots=True)
+class CoveredBatches:
+    """The fact batches whose facts an engine holds. A worker writes a few batches a second per
+    partition, so batch numbers are kept as arrays per writer instance: 8 bytes a batch."""
+
+    numbers: dict[str, array] = field(default_factory=dict)
+    other_keys: set[bytes] = field(default_factory=set)
+
+    def add(self, batch: tuple[str, int] | bytes) -> None:
+        if isinstance(batch, bytes):
+            self.other_keys.add(batch)
+            return
+        instance, number = batch
+        numbers = self.numbers.get(instance)
+        if numbers is None:
+            numbers = self.numbers[instance] = array("q")
+        numbers.append(number)
+
+    def __len__(self) -> int:
+        return sum(len(numbers) for numbers in self.numbers.values()) + len(self.other_keys)
+
+    def lookup(self) -> "CoveredLookup":
+        return CoveredLookup({instance: set(numbers) for instance, numbers in self.numbers.items()},
+                             self.other_keys)
+
+
+@dataclass(slots=True)
+class CoveredLookup:
+    """Membership tests over CoveredBatches (sets built once, for one restore)."""
+
+    numbers: dict[str, set[int]]
+    other_keys: set[bytes]
+
+    def __contains__(self, batch: tuple[str, int] | bytes) -> bool:
+        if isinstance(batch, bytes):
+            return batch in self.other_keys
+        numbers = self.numbers.get(batch[0])
+        return numbers is not None and batch[1] in numbers
+
+
+def missing_batches(covered: CoveredBatches, table_keys, lookup: CoveredLookup | None = None) -> int:
+    """How many of the covered batches are not among `table_keys` (one partition's facts-table
+    keys): a snapshot is usable only at 0."""
+    lookup = lookup or covered.lookup()
+    present = sum(1 for key in table_keys if batch_id(key) in lookup)
+    return len(covered) - present
+
+
+@dataclass(slots=True)
+class EngineSnapshot:
+    """One partition's engine of one family: its state is exactly the facts of the `covered`
+    batches plus `unwritten` ([entity, event_id, ref_us, raw] facts applied but not yet in the
+    facts table when the snapshot was taken)."""
+
+    engine: KpiEngine
+    covered: CoveredBatches
+    unwritten: list[list]
+
+
+class SnapshotShelf:
+    """The snapshot files of one worker: `{family}-{partition}.snapshot` in `directory`."""
+
+    def __init__(self, directory: Path, fingerprint: str) -> None:
+        self.directory = directory
+        self.fingerprint = fingerprint
+
+    def _path(self, family: Family, partition: int) -> Path:
+        return self.directory / f"{family.value}-{partition}{_SUFFIX}"
+
+    def save(self, family: Family, partition: int, snapshot: EngineSnapshot) -> int:
+        """Write atomically (temporary file, fsync, rename); returns the bytes written. A stop
+        that kills the process meanwhile leaves only a temporary file, which `take` ignores."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self._path(family, partition)
+        temporary = path.with_name(f".{path.name}.tmp")
+        with cyclic_gc_paused(), open(temporary, "wb") as handle:
+            pickle.dump((SNAPSHOT_FORMAT, self.fingerprint), handle, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dump(snapshot, handle, protocol=pickle.HIGHEST_PROTOCOL)
+            handle.flush()
+            os.fsync(handle.fileno())
+            size = handle.tell()
+        os.replace(temporary, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return size
+
+    def take(self, family: Family, partition: int) -> EngineSnapshot | None:
+        """The partition's snapshot, if there is one written by the same code and settings; the
+        file is removed either way (a snapshot is used once: the facts move on after it)."""
+        path = self._path(family, partition)
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        with handle:
+            path.unlink()
+            try:
+                with cyclic_gc_paused():
+                    header = pickle.load(handle)
+                    if header != (SNAPSHOT_FORMAT, self.fingerprint):
+                        log.warning("snapshot %s ignored: written by other code or settings than this "
+                                    "worker's; rebuilding the partition from its facts", path.name)
+                        return None
+                    snapshot = pickle.load(handle)
+            except Exception as error:  # noqa: BLE001 - a bad file must cost a rebuild, not the worker
+                log.warning("snapshot %s ignored: unreadable (%s: %s); rebuilding the partition from its facts",
+                            path.name, type(error).__name__, error)
+                return None
+        if not isinstance(snapshot, EngineSnapshot):
+            log.warning("snapshot %s ignored: not an engine snapshot", path.name)
+            return None
+        return snapshot
+
+    def discard(self, family: Family) -> int:
+        """Remove the family's snapshots that were not taken (partitions this worker did not get,
+        and temporary files of an interrupted save). Returns how many files were removed."""
+        removed = 0
+        if not self.directory.is_dir():
+            return 0
+        for path in self.directory.iterdir():
+            name = path.name.lstrip(".")
+            if name.startswith(f"{family.value}-") and (name.endswith(_SUFFIX) or name.endswith(f"{_SUFFIX}.tmp")):
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed

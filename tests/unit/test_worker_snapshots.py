@@ -1,0 +1,195 @@
+"""The worker's side of engine snapshots (KpiWorker._save_snapshots / rebuild), without a broker:
+the facts tables are faust's in-memory stores, filled as the worker fills them, and the changelog
+side of a flush is left out. The end-to-end form, with Kafka, is
+tests/e2e/test_snapshot_restart.py; this one pins what it cannot make happen on demand: facts
+applied but not yet written when the worker stops, and a covered batch missing after a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import orjson
+import pytest
+
+from stream import generator
+from stream.config import ClockSetting, KpiSettings, ServiceSettings
+from stream.decode import Rejected, decode_event
+from stream.engine import Family, Outcome, family_of
+from stream.events import partition_key
+from stream.timeparse import format_rfc3339_us
+from stream.updates import update_key
+from stream.worker import KpiWorker, _fact_batch
+from tests.e2e.harness import counter_total
+from tests.kpi_compare import kpi_differences
+from tests.oracle import OracleSettings, oracle_kpis
+
+CONFIG = generator.GeneratorConfig(seed=31, events=1_500, outlets=150, malformed_fraction=0.0)
+AS_OF_US = generator.now_us(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def messages() -> list[bytes]:
+    return [m.value for m in generator.generate(CONFIG)]
+
+
+def make_worker(state_dir) -> KpiWorker:
+    settings = ServiceSettings(kpi=KpiSettings(clock=ClockSetting("pinned", AS_OF_US)), app_id="snapshot-test",
+                               state_dir=str(state_dir), partitions=1)
+    worker = KpiWorker(settings)
+    worker._assigned_partitions = lambda topic: {0}
+
+    async def changelog_left_out(table, partition, entries, written=None) -> None:
+        if written:
+            written(sum(entry[2] for entry in entries))
+    worker._send_changelog = changelog_left_out
+    return worker
+
+
+def rebuild(worker: KpiWorker) -> None:
+    async def all_families() -> None:
+        for family in Family:
+            await worker._make_rebuild(family)()
+    asyncio.run(all_families())
+
+
+def accept(worker: KpiWorker, raw: bytes) -> None:
+    """What the input handler (KpiWorker._handle_input) does with an event on its own topic and
+    key: apply it, and keep its fact for the next flush."""
+    try:
+        event = decode_event(raw, AS_OF_US, worker.kpi)
+    except Rejected:
+        return
+    family = family_of(event)
+    if worker._entity_partition(family, 0).engine.apply(event) is Outcome.DUPLICATE:
+        return
+    worker.pending_facts.setdefault((family, 0), []).append(
+        [partition_key(event), event.event_id, event.ref_us, raw.decode()])
+    worker.pending_fact_count += 1
+    worker.unwritten_facts += 1
+
+
+def copy_tables(source: KpiWorker, target: KpiWorker, leave_out: set[bytes] = frozenset()) -> None:
+    """What faust's recovery does for a new process: the tables as their changelogs hold them."""
+    for family in Family:
+        for key, value in source.fact_tables[family].data.items():
+            if key not in leave_out:
+                target.fact_tables[family].data[key] = value
+
+
+def values(worker: KpiWorker) -> dict[str, dict]:
+    out = {}
+    for family in Family:
+        engine = worker.entities[(family, 0)].engine
+        engine.advance(AS_OF_US)
+        for scope, vector in engine.vectors(family).items():
+            for v in engine.evaluate(family, scope, vector, AS_OF_US):
+                out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+    return out
+
+
+def oracle(raws: list[bytes]) -> dict[str, dict]:
+    return oracle_kpis(raws, format_rfc3339_us(AS_OF_US), OracleSettings())
+
+
+def rebuilds(worker: KpiWorker, source: str) -> float:
+    from prometheus_client import generate_latest
+    return counter_total(generate_latest(worker.metrics.registry).decode(), "kpi_stream_partition_rebuilds_total",
+                         source=source)
+
+
+def stopped_with_unwritten_facts(tmp_path, messages) -> tuple[KpiWorker, list[bytes], list[bytes]]:
+    """A worker that wrote the first half of the events as facts, then applied a quarter more
+    and stopped before writing those: its snapshots carry them."""
+    half, three_quarters = len(messages) // 2, 3 * len(messages) // 4
+    worker = make_worker(tmp_path / "a")
+    rebuild(worker)
+    for raw in messages[:half]:
+        accept(worker, raw)
+    asyncio.run(worker._flush_facts())
+    for raw in messages[half:three_quarters]:
+        accept(worker, raw)
+    unwritten = {family: list(facts) for (family, _), facts in worker.pending_facts.items()}
+    assert sum(map(len, unwritten.values())) > 0
+    asyncio.run(worker._save_snapshots())
+    assert len(list((tmp_path / "a" / "v1" / "engine-snapshots").glob("*.snapshot"))) == len(Family)
+    return worker, messages[:three_quarters], messages[three_quarters:]
+
+
+def test_restart_from_snapshots_applies_facts_written_since_and_writes_unwritten_facts_again(tmp_path, messages, caplog):
+    stopped, applied, rest = stopped_with_unwritten_facts(tmp_path, messages)
+    stopped_pending = {family: list(facts) for (family, _), facts in stopped.pending_facts.items()}
+
+    # another pod held the partition meanwhile (rebuilt from facts, its own state directory): it
+    # re-read the events whose facts were not written (their offsets were not committed) and the rest
+    other = make_worker(tmp_path / "other")
+    copy_tables(stopped, other)
+    rebuild(other)
+    for raw in messages[len(applied) - sum(map(len, stopped_pending.values())):]:
+        accept(other, raw)
+    asyncio.run(other._flush_facts())
+
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(other, restarted)
+    with caplog.at_level(logging.INFO, logger="stream.worker"):
+        rebuild(restarted)
+    assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
+    # only `other`'s batches were applied; the engines now cover every batch in their tables
+    applied_on_top = sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text))
+    assert applied_on_top == sum(len(_fact_batch(key, value)["f"]) for family in Family
+                                 for key, value in other.fact_tables[family].data.items()
+                                 if key not in stopped.fact_tables[family].data)
+    for family in Family:
+        assert len(restarted.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
+    # the facts the stopped worker applied but never wrote: held by the restored engines, and
+    # pending again so that the next flush writes them (the events' offsets were not committed)
+    for family, facts in stopped_pending.items():
+        assert restarted.pending_facts[(family, 0)][:len(facts)] == facts
+    # the re-read events are in the snapshots and in `other`'s batches: counted once
+    assert kpi_differences(values(restarted), oracle(messages)) == []
+
+    # written twice now (by `other`, and again below): a rebuild from facts alone counts them once
+    asyncio.run(restarted._flush_facts())
+    from_facts = make_worker(tmp_path / "from-facts")
+    copy_tables(restarted, from_facts)
+    rebuild(from_facts)
+    assert rebuilds(from_facts, "facts") == len(Family)
+    assert kpi_differences(values(from_facts), oracle(messages)) == []
+
+
+def test_restored_engines_equal_the_stopped_ones_and_their_unwritten_facts_are_written_again(tmp_path, messages):
+    stopped, applied, _ = stopped_with_unwritten_facts(tmp_path, messages)
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(stopped, restarted)
+    rebuild(restarted)
+    assert rebuilds(restarted, "snapshot") == len(Family)
+    assert kpi_differences(values(restarted), values(stopped)) == []
+    assert kpi_differences(values(restarted), oracle(applied)) == []
+    # nobody re-read the events whose facts were not written: only the restarted worker can write them
+    asyncio.run(restarted._flush_facts())
+    from_facts = make_worker(tmp_path / "from-facts")
+    copy_tables(restarted, from_facts)
+    rebuild(from_facts)
+    assert kpi_differences(values(from_facts), oracle(applied)) == []
+
+
+def test_snapshot_covering_a_batch_missing_from_the_facts_table_is_ignored(tmp_path, messages, caplog):
+    stopped, _, _ = stopped_with_unwritten_facts(tmp_path, messages)
+    outlet_batches = list(stopped.fact_tables[Family.OUTLET].data.keys())
+    lost = outlet_batches[len(outlet_batches) // 2]
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(stopped, restarted, leave_out={lost})
+    with caplog.at_level(logging.WARNING):
+        rebuild(restarted)
+    assert "1 of the" in caplog.text and "fact batches it covers are not in the facts table" in caplog.text
+    assert rebuilds(restarted, "facts") == 1 and rebuilds(restarted, "snapshot") == len(Family) - 1
+    # the outlet partition holds exactly the facts its table holds (the rest is re-read from input)
+    in_table = [fact[3].encode() for key, value in restarted.fact_tables[Family.OUTLET].data.items()
+                for fact in _fact_batch(key, value)["f"]]
+    outlet_values = {k: v for k, v in values(restarted).items()
+                     if k.split("|")[0] in ("active_accounts", "orders", "visits", "sales_amount")}
+    expected = {k: v for k, v in oracle(in_table).items() if k.split("|")[0] in
+                ("active_accounts", "orders", "visits", "sales_amount")}
+    assert kpi_differences(outlet_values, expected) == []
+    assert orjson.loads(lost)[0] == 0
