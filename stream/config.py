@@ -161,6 +161,7 @@ class ServiceSettings:
     session_timeout_seconds: float = 30.0
     fetch_max_wait_ms: int = 20
     snapshot_on_stop: bool = True
+    group_instance_id: str = ""
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -226,6 +227,7 @@ class ServiceSettings:
             session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
             fetch_max_wait_ms=_positive_int("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20")),
             snapshot_on_stop=_boolean("KPI_SNAPSHOT_ON_STOP", env.get("KPI_SNAPSHOT_ON_STOP", "true")),
+            group_instance_id=env.get("KPI_GROUP_INSTANCE_ID", "").strip(),
         )
 
 
@@ -300,6 +302,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
     ("KPI_SNAPSHOT_ON_STOP", "true", "on a stop, save each partition's engine under `KPI_STATE_DIR`; the next start restores it and applies only the facts written since, instead of every fact (docs/operations.md \"Restarts and engine snapshots\")"),
+    ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name). A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )
 

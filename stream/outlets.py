@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from decimal import Decimal
+from operator import attrgetter
 
 from .catalogue import GLOBAL_SCOPE, OutletLayout
 from .config import KpiSettings
@@ -71,12 +72,20 @@ class OutletState:
     # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
     conversion: tuple[int, int, int | None] | None = None
 
+    def __reduce__(self):
+        # Engine snapshots pickle a million of these: as the constructor's arguments they load in
+        # about half the time of the default for slotted classes (a dict of slot values each).
+        return OutletState, _outlet_fields(self)
+
     def cell(self, rep_id: str | None = None) -> Cell:
         """The cell this outlet's contributions go to: its current region, territory,
         distributor, channel, and `rep_id` (or, when None, its assigned rep)."""
         a = self.attributes
         return (a[0] or UNASSIGNED, a[1] or UNASSIGNED, a[2] or UNASSIGNED, a[3] or UNASSIGNED,
                 rep_id or a[_REP_ATTRIBUTE] or UNASSIGNED)
+
+
+_outlet_fields = attrgetter(*(f.name for f in fields(OutletState)))
 
 
 class OutletBook:

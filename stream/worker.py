@@ -225,6 +225,7 @@ class KpiWorker:
             web_host="localhost",
             broker_max_poll_records=500,
             broker_session_timeout=s.session_timeout_seconds,
+            consumer_group_instance_id=s.group_instance_id or None,
             broker_heartbeat_interval=max(0.5, s.session_timeout_seconds / 10),
             producer_acks=-1,
             table_cleanup_interval=3600.0,

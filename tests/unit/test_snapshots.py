@@ -152,3 +152,17 @@ def test_restored_engine_resends_every_scope(settings):
     assert engine.take_dirty() == []
     engine.mark_all_dirty()
     assert {(family, scope) for family, scope, _ in engine.take_dirty()} == sent
+
+
+def test_outlet_state_pickles_field_for_field(settings):
+    import pickle
+
+    engine = KpiEngine(settings, settings.clock.pinned_us)
+    visit = orjson.dumps({"event_id": "v1", "type": "visit.completed", "occurred_at": "2026-11-24T11:10:00Z",
+                          "outlet_id": "o1", "visit_id": "visit-1", "rep_id": "r1"})
+    onboard = orjson.dumps({"event_id": "b1", "type": "outlet.onboarded", "occurred_at": "2026-11-24T10:00:00Z",
+                            "outlet_id": "o1", "region": "north", "territory": "T1", "rep_id": "r2"})
+    apply_all(engine, [onboard, visit, order(1), order(2)])
+    state = engine.outlets.outlets["o1"]
+    assert state.order_times and state.visits and state.conversion  # every kind of field is set
+    assert pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) == state
