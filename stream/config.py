@@ -302,7 +302,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
     ("KPI_SNAPSHOT_ON_STOP", "true", "on a stop, save each partition's engine under `KPI_STATE_DIR`; the next start restores it and applies only the facts written since, instead of every fact (docs/operations.md \"Restarts and engine snapshots\")"),
-    ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name). A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
+    ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name), with the same `KPI_WEB_PORT` each time. A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )
 

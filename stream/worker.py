@@ -128,9 +128,11 @@ class EntityPartition:
     engine: KpiEngine
     # Partials carry (generation, sequence): the consumer-group generation in which this engine
     # was built, then a counter. A new owner of the partition builds in a newer generation, so a
-    # late partial from the previous owner can never overwrite the new owner's.
+    # late partial from the previous owner can never overwrite the new owner's. The counter starts
+    # at the wall clock in microseconds: a static group member (KPI_GROUP_INSTANCE_ID) restarts
+    # in the same generation, and its partials must still be newer than its previous process's.
     generation: int = 0
-    sequence: int = 0
+    sequence: int = field(default_factory=lambda: time.time_ns() // 1000)
     oldest_unsent_ms: int | None = None
     # the facts-table batches whose facts the engine holds: with the pending facts, exactly its
     # state (what a snapshot of it covers, stream/snapshots.py)

@@ -230,6 +230,19 @@ def test_env_comes_from_the_configmap_and_the_secret(manifests):
     assert secrets == [secret_example["metadata"]["name"]]
 
 
+def test_each_pod_joins_the_group_as_itself_for_longer_than_a_restart(manifests):
+    """Static membership (KPI_GROUP_INSTANCE_ID): unique per pod and stable across its restarts --
+    the pod name -- and a session timeout that outlasts a stop with snapshots plus a start."""
+    sts = _one(manifests, "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container.get("env", [])}
+    assert env["KPI_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    config = _one(manifests, "ConfigMap", "kpi-stream-config")["data"]
+    grace = sts["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert float(config["KPI_SESSION_TIMEOUT"]) >= grace, "a stop that uses its grace period must not cost the partitions"
+    assert set(env) <= SETTING_NAMES
+
+
 def test_configmap_holds_only_known_non_secret_settings(manifests):
     data = _one(manifests, "ConfigMap", "kpi-stream-config")["data"]
     assert set(data) <= SETTING_NAMES, f"unknown settings: {sorted(set(data) - SETTING_NAMES)}"
