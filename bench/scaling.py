@@ -57,8 +57,8 @@ from stream.clock import clock_for, reference_instant_us  # noqa: E402
 from stream.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
 from stream.decode import Rejected, decode_event  # noqa: E402
 from stream.engine import Family, KpiEngine  # noqa: E402
-from stream.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint,  # noqa: E402
-                              missing_batches)
+from stream.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id,  # noqa: E402
+                              engine_fingerprint, missing_batches)
 from stream.updates import update_key  # noqa: E402
 
 ONBOARDED = b'"type":"outlet.onboarded"'
@@ -244,7 +244,7 @@ def child_restore(args) -> dict:
     facts-table keys, bring the engine to final values."""
     config = bench_config(0, args.outlets)
     settings = settings_for(args.windows, config)
-    table_keys = [orjson.dumps([0, SNAPSHOT_WRITER, number]) for number in range(args.batches)]
+    table_batches = [batch_id(orjson.dumps([0, SNAPSHOT_WRITER, number])) for number in range(args.batches)]
     shelf = snapshot_shelf(args)
     clock = clock_for(settings.clock)
     rss0 = settle_rss()
@@ -253,7 +253,7 @@ def child_restore(args) -> dict:
     if snapshot is None:
         raise SystemExit("no usable snapshot")
     load_cpu, load_wall = time.process_time() - cpu, time.perf_counter() - wall
-    missing = missing_batches(snapshot.covered, table_keys)
+    missing = missing_batches(snapshot.covered, table_batches)
     engine = snapshot.engine
     engine.mark_all_dirty()
     engine.advance(clock.now_us())

@@ -114,11 +114,11 @@ class CoveredLookup:
         return numbers is not None and batch[1] in numbers
 
 
-def missing_batches(covered: CoveredBatches, table_keys, lookup: CoveredLookup | None = None) -> int:
-    """How many of the covered batches are not among `table_keys` (one partition's facts-table
-    keys): a snapshot is usable only at 0."""
+def missing_batches(covered: CoveredBatches, table_batches, lookup: CoveredLookup | None = None) -> int:
+    """How many of the covered batches are not among `table_batches` (the batch ids of one
+    partition's facts-table keys, see `batch_id`): a snapshot is usable only at 0."""
     lookup = lookup or covered.lookup()
-    present = sum(1 for key in table_keys if batch_id(key) in lookup)
+    present = sum(1 for batch in table_batches if batch in lookup)
     return len(covered) - present
 
 

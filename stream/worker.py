@@ -477,9 +477,11 @@ class KpiWorker:
                 return
             started = time.perf_counter()
             table = self.fact_tables[family]
+            # partition -> [(table key, batch id)]: every key parsed once
             batches_by_partition: dict[int, list[tuple[Any, Any]]] = {}
             for key in table.data.keys():
-                batches_by_partition.setdefault(_fact_partition(key, table.data), []).append(key)
+                partition, batch = _fact_partition_and_batch(key, table.data)
+                batches_by_partition.setdefault(partition, []).append((key, batch))
             restored = self._take_snapshots(family, assigned, batches_by_partition)
             engines, entities = {}, {}
             for p in assigned:
@@ -500,8 +502,7 @@ class KpiWorker:
                     if p not in engines:
                         continue
                     covered = skip.get(p)
-                    for key in keys:
-                        batch = batch_id(key)
+                    for key, batch in keys:
                         if covered is not None and batch in covered:
                             continue
                         applied_keys.append((p, batch))
@@ -534,7 +535,8 @@ class KpiWorker:
             if snapshot is None:
                 continue
             lookup = snapshot.covered.lookup()
-            missing = missing_batches(snapshot.covered, batches_by_partition.get(p, ()), lookup)
+            in_table = (batch for _, batch in batches_by_partition.get(p, ()))
+            missing = missing_batches(snapshot.covered, in_table, lookup)
             if missing:
                 log.warning("snapshot of %s partition %d ignored: %d of the %d fact batches it covers are "
                             "not in the facts table (local store discarded, or changelog rewritten); "
@@ -1119,14 +1121,14 @@ def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
             store[key] = value
 
 
-def _fact_partition(key, store) -> int:
-    """The partition of a facts-table entry from its key, [partition, instance, number]; an entry
-    written before facts were batched ([entity, event_id, ref_us] -> [partition, ref_us, raw],
-    see `_fact_batch`) names it in its value."""
+def _fact_partition_and_batch(key, store) -> tuple[int, Any]:
+    """A facts-table entry's partition and batch id (stream/snapshots.py `batch_id`), from its key
+    [partition, instance, number]; an entry written before facts were batched ([entity, event_id,
+    ref_us] -> [partition, ref_us, raw], see `_fact_batch`) names its partition in its value."""
     parsed = _stored(key)
     if is_batch_key(parsed):
-        return parsed[0]
-    return _stored(store[key])[0]
+        return parsed[0], (parsed[1], parsed[2])
+    return _stored(store[key])[0], batch_id(parsed)
 
 
 def _fact_batch(key, value) -> dict:

@@ -140,9 +140,9 @@ def test_missing_batches_counts_covered_batches_not_in_the_table():
     covered = CoveredBatches()
     for number in (1, 2, 3):
         covered.add(("w1", number))
-    table = [b'[0,"w1",1]', b'[0,"w1",3]', b'[0,"w2",2]', b'[0,"w1",4]']
+    table = [batch_id(key) for key in (b'[0,"w1",1]', b'[0,"w1",3]', b'[0,"w2",2]', b'[0,"w1",4]')]
     assert missing_batches(covered, table) == 1
-    assert missing_batches(covered, table + [b'[0,"w1",2]']) == 0
+    assert missing_batches(covered, table + [batch_id(b'[0,"w1",2]')]) == 0
 
 
 def test_restored_engine_resends_every_scope(settings):
