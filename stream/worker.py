@@ -59,6 +59,7 @@ PARTIALS_PER_MESSAGE = 400
 # Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
 # each), so a slow or throttled Kafka holds consumption back instead of filling memory.
 FACT_BACKLOG_LIMIT = 5_000
+LAG_ROUND_SECONDS = 5.0  # how often `_observe_lag` samples each partition's progress
 # Lag rounds (5 s each) a partition with records in the consumer's fetch buffer may go without a
 # delivery before the stall checks act: turns come within seconds at saturation (bench/README.md)
 TURN_WAIT_ROUNDS = 6
@@ -198,6 +199,7 @@ class KpiWorker:
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
         self.lag_seen: dict[Any, tuple[tuple[int, int], int]] = {}
         self.undelivered_rounds: dict[Any, int] = {}  # tp -> lag rounds assigned with nothing delivered
+        self.held_back_until = float("-inf")  # monotonic end of the last backpressure wait
         self.app = self._build_app()
         owner = f"app {settings.app_id}, topic prefix {settings.topic_prefix!r}, {settings.partitions} partitions"
         self.snapshots = SnapshotShelf(Path(self.app.conf.appdir) / "engine-snapshots",
@@ -267,7 +269,7 @@ class KpiWorker:
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
         app.timer(partials_flush_seconds(s.publish_interval_seconds), name="flush-partials")(self._flush_partials)
         app.task(self._publish_loop)
-        app.timer(5.0, name="observe-lag")(self._observe_lag)
+        app.timer(LAG_ROUND_SECONDS, name="observe-lag")(self._observe_lag)
         app.timer(2.0, name="check-kafka")(self._check_kafka)
         app.service(self._redis_service())
         self._add_pages(app)
@@ -298,7 +300,8 @@ class KpiWorker:
             waited_since = time.monotonic()
             while self.unwritten_facts >= FACT_BACKLOG_LIMIT:
                 await asyncio.sleep(FACT_FLUSH_SECONDS / 5)
-            self.metrics.backpressure.inc(time.monotonic() - waited_since)
+            self.held_back_until = time.monotonic()
+            self.metrics.backpressure.inc(self.held_back_until - waited_since)
         if not self.ledger.admit_next(message.tp, message.offset) and not await self._admit(message):
             return
         raw: bytes = message.value if message.value is not None else b""
@@ -891,6 +894,7 @@ class KpiWorker:
             log.info("froze %d long-lived objects out of the cyclic GC's walk in %.2fs (see stream/gcpause.py)",
                      frozen, time.perf_counter() - started)
         consumer = self.app.consumer
+        held_back = self._held_back()
         watched = {self.topics.input(name) for name in TYPE_TOPIC.values()} | {
             self.topics.input("sales.events"), self.topics.partials}
         for tp in self.app.assignor.assigned_actives():
@@ -900,6 +904,15 @@ class KpiWorker:
                 highwater = consumer.highwater(tp)
             except Exception:  # noqa: BLE001 - not fetched yet
                 highwater = None
+            if held_back:
+                # Nothing applied because the agents wait for Kafka to take the facts: not a stall,
+                # and a re-read would only drop what was fetched. The stall counts start again after.
+                self.lag_seen.pop(tp, None)
+                self.undelivered_rounds.pop(tp, None)
+                if highwater is not None:
+                    position = self.ledger.next_offset(tp) or 0
+                    self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
+                continue
             waiting = self._waiting_its_turn(tp)
             if not self.ledger.known(tp):
                 await self._check_undelivered(tp, state, waiting)
@@ -920,6 +933,12 @@ class KpiWorker:
                     position = self.ledger.next_offset(tp) or 0
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - position))
 
+    def _held_back(self) -> bool:
+        """The agents wait, or waited within the last lag round, for Kafka to acknowledge facts
+        (backpressure): partitions make no progress then, on purpose."""
+        return (self.unwritten_facts >= FACT_BACKLOG_LIMIT
+                or time.monotonic() - self.held_back_until < LAG_ROUND_SECONDS)
+
     def _waiting_its_turn(self, tp) -> bool:
         """Records of `tp` sit in the consumer's fetch buffer: most likely it is not stalled, only
         waiting for its turn while the worker catches up, and seeking it would drop those records
@@ -938,8 +957,7 @@ class KpiWorker:
         rounds = self.undelivered_rounds.get(tp, 0) + 1
         self.undelivered_rounds[tp] = rounds
         needed = TURN_WAIT_ROUNDS if waiting_its_turn else 3
-        if (rounds < needed or self.app.rebalancing or not state["recovered"]
-                or self.unwritten_facts >= FACT_BACKLOG_LIMIT):  # held back on purpose
+        if rounds < needed or self.app.rebalancing or not state["recovered"]:
             return
         try:
             await _bounded(self._wake_undelivered(tp), 2 * SEEK_TIMEOUT_SECONDS + 5)
