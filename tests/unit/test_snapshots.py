@@ -166,3 +166,15 @@ def test_outlet_state_pickles_field_for_field(settings):
     state = engine.outlets.outlets["o1"]
     assert state.order_times and state.visits and state.conversion  # every kind of field is set
     assert pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) == state
+
+
+def test_snapshot_and_membership_settings_come_from_the_environment_and_reject_nonsense():
+    from stream.config import ConfigError, ServiceSettings
+
+    assert ServiceSettings.from_env({}).snapshot_on_stop is True
+    assert ServiceSettings.from_env({"KPI_SNAPSHOT_ON_STOP": "false"}).snapshot_on_stop is False
+    assert ServiceSettings.from_env({"KPI_SNAPSHOT_ON_STOP": " Off "}).snapshot_on_stop is False
+    with pytest.raises(ConfigError, match="KPI_SNAPSHOT_ON_STOP must be true or false"):
+        ServiceSettings.from_env({"KPI_SNAPSHOT_ON_STOP": "sometimes"})
+    assert ServiceSettings.from_env({}).group_instance_id == ""
+    assert ServiceSettings.from_env({"KPI_GROUP_INSTANCE_ID": "kpi-stream-0"}).group_instance_id == "kpi-stream-0"
