@@ -385,6 +385,9 @@ def test_compose_worker_env_uses_known_settings_and_no_literal_secrets(compose):
         assert set(env) <= SETTING_NAMES, f"{name}: unknown settings {sorted(set(env) - SETTING_NAMES)}"
         assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
         assert env["REDIS_URL"].startswith("redis://redis:")
+    instance_ids = [svc["environment"].get("KPI_GROUP_INSTANCE_ID") for svc in compose["services"].values()
+                    if svc.get("command") == ["worker"]]
+    assert all(instance_ids) and len(set(instance_ids)) == len(instance_ids), instance_ids  # unique per worker
     for name, svc in compose["services"].items():
         for key, value in (svc.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|TOKEN", key):
