@@ -166,5 +166,41 @@ def counter_total(metrics_text: str, name: str, **labels: str) -> float:
     return total
 
 
+def metric_total(worker: WorkerProcess, name: str, **labels: str) -> float:
+    """A metric of the worker's /metrics summed over the series with these labels."""
+    status, body = worker.get("/metrics")
+    assert status == 200, worker.log_tail()
+    return counter_total(body.decode(), name, **labels)
+
+
+@dataclass
+class OracleCheck:
+    """Events produced so far in one test, and Redis compared with the oracle over all of them."""
+
+    bootstrap: str
+    redis_client: object
+    prefix: str
+    as_of: str
+    produced: list = field(default_factory=list)
+
+    def produce(self, messages: list) -> None:
+        self.produced.extend(messages)
+        asyncio.run(produce(self.bootstrap, ((self.prefix + m.topic, m.key, m.value) for m in messages)))
+
+    def wait_for_redis(self, *workers: WorkerProcess, timeout: float = 180) -> None:
+        from tests.kpi_compare import kpi_differences
+        from tests.oracle import OracleSettings, oracle_kpis
+
+        expected = oracle_kpis([m.value for m in self.produced], self.as_of, OracleSettings())
+
+        def redis_values():
+            for worker in workers:
+                assert worker.alive(), worker.log_tail()
+            return kpi_differences(redis_records(self.redis_client, self.prefix), expected)
+
+        wait_until(redis_values, timeout=timeout, interval=2,
+                   what=f"values equal to the oracle over {len(self.produced)} events")
+
+
 def loads(body: bytes):
     return orjson.loads(body)

@@ -14,7 +14,7 @@ from stream import generator
 from stream.localstack import RedisServer
 from stream.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
-    WorkerProcess, as_records, counter_total, latest_updates, produce, redis_records, unique_names, wait_until,
+    WorkerProcess, as_records, latest_updates, metric_total, produce, redis_records, unique_names, wait_until,
     worker_env,
 )
 from tests.kpi_compare import kpi_differences
@@ -30,12 +30,6 @@ def _rss_mib(worker: WorkerProcess) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise AssertionError("no VmRSS")
-
-
-def _metric(worker: WorkerProcess, name: str) -> float:
-    status, body = worker.get("/metrics")
-    assert status == 200
-    return counter_total(body.decode(), name)
 
 
 def _scenario(seed: int, events: int):
@@ -70,14 +64,14 @@ def test_a_stalled_redis_holds_back_neither_consumption_nor_kpi_updates_and_its_
 
         wait_until(topic_matches, timeout=20, interval=1, what="kpi.updates complete while Redis stalls")
         assert time.monotonic() - paused_at < 25, "the topic only caught up after the pause ended"
-        backlog = _metric(worker, "kpi_stream_redis_backlog")
+        backlog = metric_total(worker, "kpi_stream_redis_backlog")
         assert 0 < backlog <= len(expected), f"Redis backlog {backlog} for {len(expected)} keys"
         assert _rss_mib(worker) < 400
 
         client.execute_command("CLIENT", "UNPAUSE")
         wait_until(lambda: kpi_differences(redis_records(client, prefix), expected), timeout=60,
                    what="Redis caught up after the stall")
-        wait_until(lambda: _metric(worker, "kpi_stream_redis_backlog") == 0 or ["backlog left"], timeout=20,
+        wait_until(lambda: metric_total(worker, "kpi_stream_redis_backlog") == 0 or ["backlog left"], timeout=20,
                    what="Redis backlog drained")
     finally:
         worker.stop()
@@ -95,27 +89,27 @@ def test_a_throttled_producer_slows_consumption_with_lag_showing_and_bounded_mem
     try:
         wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
         rss_before = _rss_mib(worker)
-        holes_before = _metric(worker, "kpi_stream_offset_holes_total")
+        holes_before = metric_total(worker, "kpi_stream_offset_holes_total")
         kafka_broker.set_producer_quota(FAUST_CLIENT_ID, 4096)  # 4 KiB/s for changelogs, partials, updates
         try:
             asyncio.run(produce(kafka_broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in messages)))
-            wait_until(lambda: _metric(worker, "kpi_stream_consumer_lag") > 0 or ["no lag"], timeout=30,
+            wait_until(lambda: metric_total(worker, "kpi_stream_consumer_lag") > 0 or ["no lag"], timeout=30,
                        what="lag showing the throttled worker")
             time.sleep(10)
             assert worker.alive(), worker.log_tail()
-            consumed = _metric(worker, "kpi_stream_events_consumed_total")
+            consumed = metric_total(worker, "kpi_stream_events_consumed_total")
             assert consumed < len(messages), "consumption was not held back by the slow producer"
-            assert _metric(worker, "kpi_stream_consumer_lag") > 0
+            assert metric_total(worker, "kpi_stream_consumer_lag") > 0
             assert _rss_mib(worker) - rss_before < 150
         finally:
             kafka_broker.set_producer_quota(FAUST_CLIENT_ID, None)
         client = redis.Redis.from_url(redis_server.url)
         wait_until(lambda: kpi_differences(redis_records(client, prefix), expected), timeout=180, interval=2,
                    what="values equal to the oracle after the throttle is lifted")
-        wait_until(lambda: _metric(worker, "kpi_stream_consumer_lag") == 0 or ["lag left"], timeout=30,
+        wait_until(lambda: metric_total(worker, "kpi_stream_consumer_lag") == 0 or ["lag left"], timeout=30,
                    what="lag back to zero")
         # Held back on purpose, the partitions were not stalled: re-reading them (a seek that drops
         # what was fetched, every lag round) only slowed the catch-up down.
-        assert _metric(worker, "kpi_stream_offset_holes_total") == holes_before, worker.log_tail(20)
+        assert metric_total(worker, "kpi_stream_offset_holes_total") == holes_before, worker.log_tail(20)
     finally:
         worker.stop()

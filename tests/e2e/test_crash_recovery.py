@@ -19,7 +19,7 @@ import pytest
 
 from stream import generator
 from stream.timeparse import format_rfc3339_us
-from tests.e2e.harness import redis_records, WorkerProcess, produce, unique_names, wait_until, worker_env
+from tests.e2e.harness import OracleCheck, redis_records, WorkerProcess, produce, unique_names, wait_until, worker_env
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
 
@@ -81,21 +81,13 @@ def test_on_disk_tables_are_kept_after_a_clean_stop_and_rebuilt_from_the_changel
     state = tmp_path / "state"
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state,
                      KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE="rocksdb://")
-    client = redis.Redis.from_url(redis_server.url)
+    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
     thirds = [messages[i::3] for i in range(3)]
-    produced: list = []
 
     def produce_and_wait_for_the_oracle(worker: WorkerProcess, new: list) -> None:
-        produced.extend(new)
-        expected = oracle_kpis([m.value for m in produced], as_of, OracleSettings())
         wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
-        asyncio.run(produce(kafka_broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in new)))
-
-        def redis_values():
-            assert worker.alive(), worker.log_tail()
-            return kpi_differences(redis_records(client, prefix), expected)
-
-        wait_until(redis_values, timeout=180, interval=2, what=f"values equal to the oracle over {len(produced)} events")
+        check.produce(new)
+        check.wait_for_redis(worker)
 
     logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
     worker = WorkerProcess(env, logs[0]).start()

@@ -6,26 +6,20 @@ test tells the two apart."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 
 import pytest
 
 from stream import generator
 from stream.timeparse import format_rfc3339_us
-from tests.e2e.harness import (WorkerProcess, counter_total, produce, redis_records, unique_names, wait_until,
-                               worker_env)
-from tests.kpi_compare import kpi_differences
-from tests.oracle import OracleSettings, oracle_kpis
+from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.e2e
 
 
 def rebuilds(worker: WorkerProcess, source: str | None = None) -> float:
-    status, body = worker.get("/metrics")
-    assert status == 200, worker.log_tail()
     labels = {"source": source} if source else {}
-    return counter_total(body.decode(), "kpi_stream_partition_rebuilds_total", **labels)
+    return metric_total(worker, "kpi_stream_partition_rebuilds_total", **labels)
 
 
 @pytest.mark.parametrize("static", [True, False], ids=["instance-ids", "no-instance-ids"])
@@ -37,31 +31,19 @@ def test_worker_back_within_the_session_timeout_keeps_its_partitions_without_a_r
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
     prefix, app_id = unique_names()
-    client = redis.Redis.from_url(redis_server.url)
-    produced: list = []
+    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
 
     def env(name: str) -> dict[str, str]:
         extra = {"KPI_GROUP_INSTANCE_ID": name} if static else {}
         return worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / f"state-{name}",
                           KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="45", **extra)
 
-    def produce_and_wait(workers: list[WorkerProcess], new: list) -> None:
-        produced.extend(new)
-        asyncio.run(produce(kafka_broker.bootstrap, ((prefix + m.topic, m.key, m.value) for m in new)))
-        expected = oracle_kpis([m.value for m in produced], as_of, OracleSettings())
-
-        def redis_values():
-            for worker in workers:
-                assert worker.alive(), worker.log_tail()
-            return kpi_differences(redis_records(client, prefix), expected)
-
-        wait_until(redis_values, timeout=180, interval=2, what=f"values equal to the oracle over {len(produced)} events")
-
     first = WorkerProcess(env("w0"), tmp_path / "w0.log").start()
     other = WorkerProcess(env("w1"), tmp_path / "w1.log").start()
     try:
         wait_until(lambda: all(w.get("/ready")[0] == 200 for w in (first, other)), timeout=120, what="both ready")
-        produce_and_wait([first, other], messages[:len(messages) // 2])
+        check.produce(messages[:len(messages) // 2])
+        check.wait_for_redis(first, other)
         # both hold partitions: the stop below must matter to the group
         wait_until(lambda: rebuilds(first) > 0 and rebuilds(other) > 0, timeout=60, what="both own partitions")
         other_rebuilds_before = rebuilds(other)
@@ -69,7 +51,8 @@ def test_worker_back_within_the_session_timeout_keeps_its_partitions_without_a_r
         first.stop()
         # the same web port: faust's assignor asserts that a kept assignment names this worker's URL
         restarted = WorkerProcess(env("w0"), tmp_path / "w0-again.log", web_port=first.web_port).start()
-        produce_and_wait([restarted, other], messages[len(messages) // 2:])
+        check.produce(messages[len(messages) // 2:])
+        check.wait_for_redis(restarted, other)
         if static:
             assert rebuilds(other) == other_rebuilds_before, "no rebalance: the other worker rebuilt nothing"
             saved = re.search(r"saved (\d+) engine snapshots", (tmp_path / "w0.log").read_text())
