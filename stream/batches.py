@@ -33,7 +33,7 @@ class Outgoing:
     key: bytes | None
     value: bytes | None
     headers: Headers = ()
-    items: int = 1  # what this message carries (e.g. facts), summed for `on_delivered`
+    items: int = 1  # what this message carries (e.g. facts)
 
 
 @lru_cache(maxsize=1 << 17)  # the same KPI and scope keys every round; aiokafka's murmur2 is pure Python
@@ -49,33 +49,33 @@ class BatchProducer:
         self._on_failure = on_failure
 
     async def send(self, topic: str, messages: Iterable[Outgoing],
-                   on_delivered: Callable[[int, int, int], None] | None = None) -> int:
+                   on_delivered: Callable[[int, int, list[Outgoing]], None] | None = None) -> int:
         """Queue `messages` (in order per partition) and return how many; do not wait for the
         broker (only, as aiokafka does, for room in its queue for the partition).
-        `on_delivered(partition, last_offset, items)` runs when a batch is acknowledged."""
+        `on_delivered(partition, last_offset, messages)` runs when a batch is acknowledged, with
+        the messages it carried."""
         by_partition: dict[int, list[Outgoing]] = {}
         for message in messages:
             by_partition.setdefault(message.partition, []).append(message)
         producer = self._producer_of()
         count = 0
         for partition, queued in by_partition.items():
-            batch, in_batch, items = producer.create_batch(), 0, 0
+            batch, in_batch = producer.create_batch(), []
             for message in queued:
                 headers = list(message.headers)
                 # a batch's first message is always taken, whatever its size
                 if batch.append(timestamp=None, key=message.key, value=message.value, headers=headers) is None:
-                    await self._submit(producer, batch, topic, partition, in_batch, items, on_delivered)
-                    batch, in_batch, items = producer.create_batch(), 0, 0
+                    await self._submit(producer, batch, topic, partition, in_batch, on_delivered)
+                    batch, in_batch = producer.create_batch(), []
                     batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
-                in_batch += 1
-                items += message.items
+                in_batch.append(message)
             if in_batch:
-                await self._submit(producer, batch, topic, partition, in_batch, items, on_delivered)
+                await self._submit(producer, batch, topic, partition, in_batch, on_delivered)
             count += len(queued)
         return count
 
-    async def _submit(self, producer, batch, topic: str, partition: int, size: int, items: int,
-                      on_delivered: Callable[[int, int, int], None] | None) -> None:
+    async def _submit(self, producer, batch, topic: str, partition: int, messages: list[Outgoing],
+                      on_delivered: Callable[[int, int, list[Outgoing]], None] | None) -> None:
         batch.close()
         future = await producer.send_batch(batch, topic, partition=partition)
 
@@ -84,10 +84,11 @@ class BatchProducer:
                 return
             error = done.exception()
             if error is not None:
-                log.error("kafka: a batch of %d messages to %s[%s] was not written: %r", size, topic, partition, error)
+                log.error("kafka: a batch of %d messages to %s[%s] was not written: %r", len(messages), topic,
+                          partition, error)
                 self._on_failure(topic, error)
             elif on_delivered is not None:
-                on_delivered(partition, done.result().offset + size - 1, items)
+                on_delivered(partition, done.result().offset + len(messages) - 1, messages)
 
         future.add_done_callback(delivered)
 

@@ -47,7 +47,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from faust.worker import Worker
 
     from .gcpause import GcPauseRecorder
-    from .localstate import mark_clean_stop, trust_local_tables_or_discard
+    from .localstate import trust_local_tables_or_discard
     from .topics import TopicNames, ensure_topics
     from .worker import KpiWorker
 
@@ -78,13 +78,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     trust_local_tables_or_discard(table_dir, settings.store)
     worker = Worker(kpi_worker.app, loglevel=settings.log_level.lower(), loop=loop,
                     override_logging=False, redirect_stdouts=False)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as stopped:
-        # mode raises SystemExit(0) after a stop without a crash (a crash re-raises its error)
-        if stopped.code in (0, None) and worker.crash_reason is None:
-            mark_clean_stop(table_dir, settings.store)
-        raise
+    worker.execute_from_commandline()
     return 0
 
 

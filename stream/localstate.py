@@ -1,17 +1,17 @@
 """When the on-disk table store (`KPI_STORE=rocksdb://`) may be trusted after a restart.
 
-The worker writes each batch of facts into its local store first and to the changelog topic
-right after (stream/worker.py `_flush_facts`): a rebuild that runs meanwhile must find them. After
-a kill between the two, the local store holds facts the changelog never got. Their events'
-offsets were not committed, so they are read again -- but the engine rebuilt from the local
-store already has them, dedupes them, and never writes them again: the changelog would lack them
-for good, and whichever worker next rebuilds that partition from the changelog (another pod, or
-this one with a new volume) would lose those events. Faust trusts its local store regardless.
+A local store may be trusted only if it never holds a write its changelog topic lacks. Facts are
+the table where that matters: after a kill, the events of facts that are in the local store but
+not in the changelog are read again, the engine rebuilt from the local store dedupes them, and
+they are never written again -- so whichever worker next rebuilds that partition from the
+changelog (another pod, or this one with a new volume) would lose them. The worker puts a batch
+of facts into the local store only when Kafka has acknowledged it (stream/worker.py
+`_flush_facts`), so its store is never ahead of the changelog, after a clean stop or a kill; faust
+then reads only the changelog written since its last recorded offset.
 
-So the local store is trusted only after a clean stop: the worker leaves a mark in the table
-directory when it stops without a crash (faust flushed every pending write before that), removes
-the mark as it starts, and at start discards the table directory when the mark is missing --
-faust then restores every table from its changelog, as with `memory://`.
+Stores written by earlier versions put facts into the store first and sent them after: those are
+trusted only after a clean stop (they carry a `.clean-stop` mark), and discarded otherwise.
+A store this version opens carries the `.acknowledged-writes-only` mark from then on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,9 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+# written by this version when it opens the store: every write in it was acknowledged first
+ACKNOWLEDGED_ONLY_MARK = ".acknowledged-writes-only"
+# written by earlier versions after a clean stop (and consumed at their next start)
 CLEAN_STOP_MARK = ".clean-stop"
 
 
@@ -30,26 +33,23 @@ def store_is_on_disk(store_url: str) -> bool:
 
 
 def trust_local_tables_or_discard(table_dir: Path, store_url: str) -> bool:
-    """Call before the worker starts. Returns True when the local tables are kept (the last run
-    stopped cleanly), False when there was nothing to keep or they were discarded. Removes the
-    mark either way: a crash of this run must not look clean to the next one."""
-    if not store_is_on_disk(store_url) or not table_dir.exists():
+    """Call before the worker starts. Returns True when existing local tables are kept, False
+    when there was nothing to keep or they were discarded (an earlier version's store after a
+    crash). Leaves the store marked as this version's."""
+    if not store_is_on_disk(store_url):
         return False
-    mark = table_dir / CLEAN_STOP_MARK
-    if mark.exists():
-        mark.unlink()
-        log.info("local table state kept (%s): the last run stopped cleanly; faust reads only the "
-                 "changelog written since", table_dir)
-        return True
-    if any(table_dir.iterdir()):
-        log.warning("local table state discarded (%s): the last run did not stop cleanly, so the store "
-                    "may hold writes its changelog never got; restoring every table from the changelog "
-                    "topics instead", table_dir)
-        shutil.rmtree(table_dir)
-    return False
-
-
-def mark_clean_stop(table_dir: Path, store_url: str) -> None:
-    """Call after the worker stopped without a crash (faust has flushed its writes by then)."""
-    if store_is_on_disk(store_url) and table_dir.exists():
-        (table_dir / CLEAN_STOP_MARK).touch()
+    kept = False
+    if table_dir.exists() and any(table_dir.iterdir()):
+        if (table_dir / ACKNOWLEDGED_ONLY_MARK).exists() or (table_dir / CLEAN_STOP_MARK).exists():
+            log.info("local table state kept (%s): it holds only writes Kafka acknowledged; faust reads "
+                     "only the changelog written since", table_dir)
+            kept = True
+        else:
+            log.warning("local table state discarded (%s): written by an earlier version that did not stop "
+                        "cleanly, so it may hold writes its changelog never got; restoring every table from "
+                        "the changelog topics instead", table_dir)
+            shutil.rmtree(table_dir)
+    table_dir.mkdir(parents=True, exist_ok=True)
+    (table_dir / CLEAN_STOP_MARK).unlink(missing_ok=True)
+    (table_dir / ACKNOWLEDGED_ONLY_MARK).touch()
+    return kept

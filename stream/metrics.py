@@ -31,6 +31,7 @@ class ProcessorMetrics:
     stage_delay: Histogram  # labels: stage (input, partials, publication): where publish_latency goes
     gc_pause: Histogram  # labels: generation
     backpressure: Counter  # seconds the entity agents waited for the facts backlog to shrink
+    facts_unacknowledged: Gauge
     state_entities: Gauge  # labels: kind
     partition_rebuilds: Counter  # labels: family, source (snapshot, facts)
     rebuild_seconds: Histogram  # labels: family
@@ -93,6 +94,10 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         backpressure=Counter(
             "kpi_stream_backpressure_seconds", "Seconds input agents waited because too many applied "
             "facts were not yet acknowledged by Kafka (the broker is slower than the input)", registry=registry,
+        ),
+        facts_unacknowledged=Gauge(
+            "kpi_stream_facts_unacknowledged", "Facts applied to state and not yet acknowledged by Kafka "
+            "(waiting for the next flush, or on their way); input waits while there are 5,000", registry=registry,
         ),
         state_entities=Gauge(
             "kpi_stream_state_entities", "Entities held in state (outlets, leads, reps, scopes)",

@@ -9,10 +9,11 @@ equals what a rebuild would give:
 - the same code and settings wrote it (`engine_fingerprint`: KPI settings, format, Python, and the
   source of every module that shapes engine state; an upgrade or a settings change rebuilds);
 - every fact batch it covers is still in the facts table (`CoveredBatches`): the snapshot state is
-  exactly those batches plus the facts that were applied but not written yet, which it carries
-  (`unwritten`) and which the worker writes again. A batch lost with a discarded local store,
-  or a snapshot older than a deleted changelog, fails this check, and the partition is rebuilt
-  from its facts.
+  exactly those batches plus the facts that were applied but not acknowledged by Kafka yet,
+  which it carries -- sent batches by id (`in_flight`: those found in the table count as covered,
+  the others are written again) and facts not sent yet (`unwritten`, written again). A batch
+  lost with a discarded local store, or a snapshot older than a deleted changelog, fails this
+  check, and the partition is rebuilt from its facts.
 
 Facts commute, so a batch written after the snapshot (by this worker, or by another owner of the
 partition meanwhile) is applied on top; a fact written twice (re-read after a crash) is dropped by
@@ -41,7 +42,7 @@ from .gcpause import cyclic_gc_paused
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 _PACKAGE = Path(__file__).resolve().parent
 # Every module whose code decides what an engine holds or how it is read back.
 _STATE_MODULES = ("activities", "catalogue", "config", "decode", "engine", "events", "kpis", "leads",
@@ -125,12 +126,14 @@ def missing_batches(covered: CoveredBatches, table_batches, lookup: CoveredLooku
 @dataclass(slots=True)
 class EngineSnapshot:
     """One partition's engine of one family: its state is exactly the facts of the `covered`
-    batches plus `unwritten` ([entity, event_id, ref_us, raw] facts applied but not yet in the
-    facts table when the snapshot was taken)."""
+    batches (acknowledged by Kafka), of the `in_flight` batches (batch id -> facts: sent, not
+    acknowledged when the snapshot was taken; they may or may not have reached the table), and
+    `unwritten` ([entity, event_id, ref_us, raw] facts applied but not sent yet)."""
 
     engine: KpiEngine
     covered: CoveredBatches
     unwritten: list[list]
+    in_flight: dict[tuple[str, int], list[list]] = field(default_factory=dict)
 
 
 class SnapshotShelf:

@@ -19,6 +19,7 @@ their order), and all its scopes are sent again. Partials are absolute, so resen
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
@@ -194,12 +195,16 @@ class KpiWorker:
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
         self.pending_fact_count = 0
         self.unwritten_facts = 0  # pending, or sent and not acknowledged yet
+        # (family, partition) -> {batch key: (batch id, facts)} sent to the facts changelog and
+        # not acknowledged yet: applied, but in no table (see `_flush_facts`)
+        self.facts_in_flight: dict[tuple[Family, int], dict[bytes, tuple[tuple[str, int], list[list]]]] = {}
         self.fact_batches = 0
         self.instance = uuid.uuid4().hex[:12]  # keeps this process's batch keys apart from others'
         # tp -> ((applied up to, highwater) at the last lag round, rounds it has not moved)
         self.lag_seen: dict[Any, tuple[tuple[int, int], int]] = {}
         self.undelivered_rounds: dict[Any, int] = {}  # tp -> lag rounds assigned with nothing delivered
         self.held_back_until = float("-inf")  # monotonic end of the last backpressure wait
+        self.metrics.facts_unacknowledged.set_function(lambda: self.unwritten_facts)
         self.app = self._build_app()
         owner = f"app {settings.app_id}, topic prefix {settings.topic_prefix!r}, {settings.partitions} partitions"
         self.snapshots = SnapshotShelf(Path(self.app.conf.appdir) / "engine-snapshots",
@@ -510,8 +515,11 @@ class KpiWorker:
                             continue
                         applied_keys.append((p, batch))
                         yield _fact_batch(key, table.data[key])
+            # applied but in no table yet: on their way to the changelog, or not sent yet
+            in_flight = ({"p": p, "f": f} for (fam, p), flying in self.facts_in_flight.items() if fam is family
+                         for _, f in flying.values())
             pending = ({"p": p, "f": f} for (fam, p), f in self.pending_facts.items() if fam is family)
-            facts = apply_fact_batches(itertools.chain(stored(), pending), engines, self.kpi, self.clock)
+            facts = apply_fact_batches(itertools.chain(stored(), in_flight, pending), engines, self.kpi, self.clock)
             for p, batch in applied_keys:
                 entities[p].covered.add(batch)
             for p, (snapshot, _) in restored.items():
@@ -537,8 +545,16 @@ class KpiWorker:
             snapshot = self.snapshots.take(family, p)
             if snapshot is None:
                 continue
+            in_table = {batch for _, batch in batches_by_partition.get(p, ())}
+            for batch, facts in snapshot.in_flight.items():
+                # sent before the snapshot, acknowledged or not: in the table, the engine holds it
+                # as it holds any covered batch; if not, it is written again like `unwritten`
+                if batch in in_table:
+                    snapshot.covered.add(batch)
+                else:
+                    snapshot.unwritten.extend(facts)
+            snapshot.in_flight = {}
             lookup = snapshot.covered.lookup()
-            in_table = (batch for _, batch in batches_by_partition.get(p, ()))
             missing = missing_batches(snapshot.covered, in_table, lookup)
             if missing:
                 log.warning("snapshot of %s partition %d ignored: %d of the %d fact batches it covers are "
@@ -574,11 +590,12 @@ class KpiWorker:
         started, saved, size, unwritten = time.perf_counter(), 0, 0, 0
         for (family, partition), entity in list(self.entities.items()):
             snapshot = EngineSnapshot(entity.engine, entity.covered,
-                                      list(self.pending_facts.get((family, partition), ())))
+                                      list(self.pending_facts.get((family, partition), ())),
+                                      dict(self.facts_in_flight.get((family, partition), {}).values()))
             try:
                 size += self.snapshots.save(family, partition, snapshot)
                 saved += 1
-                unwritten += len(snapshot.unwritten)
+                unwritten += len(snapshot.unwritten) + sum(map(len, snapshot.in_flight.values()))
             except Exception:  # noqa: BLE001 - a failed save must not turn a clean stop into a crash
                 log.exception("snapshot of %s partition %d not saved; the next start rebuilds it from facts",
                               family.value, partition)
@@ -640,7 +657,12 @@ class KpiWorker:
         """Write the facts applied since the last flush, a few hundred per changelog message
         instead of one message per event, then let their offsets be committed. The offsets are
         taken together with the facts, with no await in between: every offset below them is
-        either in a written batch or was never a fact (duplicate, dead letter, routed)."""
+        either in a batch on its way or was never a fact (duplicate, dead letter, routed).
+
+        A batch enters the local table store only when Kafka has acknowledged it (then its
+        changelog offset is recorded): the store is never ahead of its changelog, so an on-disk
+        store is trusted after a kill too (stream/localstate.py). Until then the batch is in
+        `facts_in_flight`, which rebuilds and snapshots count as state."""
         if self.app.rebalancing or not self.pending_facts:
             return
         batches, self.pending_facts = self.pending_facts, {}
@@ -648,46 +670,55 @@ class KpiWorker:
         durable = {tp: self.ledger.next_offset(tp) for tp in list(self.ledger.cursors) if tp.topic in self.entity_topics}
         writes = []
         for (family, partition), facts in batches.items():
+            flying = self.facts_in_flight.setdefault((family, partition), {})
             entries = []
-            entity = self.entities.get((family, partition))
             for start in range(0, len(facts), FACTS_PER_MESSAGE):
                 self.fact_batches += 1
                 chunk = facts[start:start + FACTS_PER_MESSAGE]
-                entries.append((orjson.dumps([partition, self.instance, self.fact_batches]),
-                                orjson.dumps({"p": partition, "f": chunk}), len(chunk)))
-                if entity is not None:
-                    entity.covered.add((self.instance, self.fact_batches))
-            # every batch in its table before the first await: a rebuild meanwhile must find them
-            _store_put_all(self.fact_tables[family], partition, entries)
-            writes.append((self.fact_tables[family], partition, entries))
-        for table, partition, entries in writes:
-            await self._send_changelog(table, partition, entries, self._facts_written)
+                key = orjson.dumps([partition, self.instance, self.fact_batches])
+                flying[key] = ((self.instance, self.fact_batches), chunk)
+                entries.append((key, orjson.dumps({"p": partition, "f": chunk}), len(chunk)))
+            writes.append((family, partition, entries))
+        for family, partition, entries in writes:
+            await self._send_changelog(self.fact_tables[family], partition, entries,
+                                       functools.partial(self._facts_written, family), store_when_written=True)
         for tp, offset in durable.items():
             if offset is not None:
                 self.ledger.mark_durable(tp, offset)
 
     async def _send_changelog(self, table, partition: int, entries: list[tuple],
-                              written: Callable[[int], None] | None = None) -> None:
-        """The changelog side of table writes already in the store (`_store_put_all`): entries
-        (key, value[, items]) as a few record batches (what `table[key] = value` does one message
-        at a time); `written(items)` when the broker has them."""
+                              written: Callable[[int, list[Outgoing]], None] | None = None,
+                              store_when_written: bool = False) -> None:
+        """The changelog side of table writes: entries (key, value[, items]) as a few record
+        batches (what `table[key] = value` does one message at a time). With
+        `store_when_written` the entries enter the local store when the broker has them;
+        otherwise they are there already (`_store_put_all`). Then the changelog offset is
+        recorded, as faust does per write (an on-disk store recovers from there), and
+        `written(partition, messages)` runs."""
         if not entries:
             return
         changelog = table.changelog_topic.get_topic_name()
         store = table.data
 
-        def delivered(partition: int, last_offset: int, items: int) -> None:
-            # what faust records per changelog write: an on-disk store then recovers from here
+        def delivered(partition: int, last_offset: int, messages: list[Outgoing]) -> None:
+            if store_when_written:
+                _store_put_all(table, partition, [(m.key, m.value) for m in messages])
             if hasattr(store, "set_persisted_offset"):
                 store.set_persisted_offset(TP(changelog, partition), last_offset)
             if written is not None:
-                written(items)
+                written(partition, messages)
 
         await self.batches.send(changelog, (Outgoing(partition, key, value, items=rest[0] if rest else 1)
                                             for key, value, *rest in entries), delivered)
 
-    def _facts_written(self, facts: int) -> None:
-        self.unwritten_facts -= facts
+    def _facts_written(self, family: Family, partition: int, messages: list[Outgoing]) -> None:
+        self.unwritten_facts -= sum(message.items for message in messages)
+        flying = self.facts_in_flight.get((family, partition), {})
+        entity = self.entities.get((family, partition))
+        for message in messages:
+            landed = flying.pop(message.key, None)
+            if landed is not None and entity is not None:
+                entity.covered.add(landed[0])
 
     def _on_lost_output(self, topic: str, error: BaseException) -> None:
         """A batch the broker never took: state or output behind the committed offsets may be

@@ -13,13 +13,15 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import time
 
 import pytest
 
 from stream import generator
 from stream.timeparse import format_rfc3339_us
-from tests.e2e.harness import OracleCheck, redis_records, WorkerProcess, produce, unique_names, wait_until, worker_env
+from tests.e2e.harness import (OracleCheck, WorkerProcess, metric_total, produce, redis_records, unique_names,
+                               wait_until, worker_env)
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
 
@@ -67,11 +69,12 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
         worker.stop()
 
 
-def test_on_disk_tables_are_kept_after_a_clean_stop_and_rebuilt_from_the_changelog_after_a_kill(
+def test_on_disk_tables_are_kept_after_a_kill_with_batches_unacknowledged_and_the_changelog_holds_every_fact(
         kafka_broker, redis_server, tmp_path):
-    """stream/localstate.py: after a kill the local store may hold facts its changelog never got,
-    so it is discarded and every table restored from the changelog; after a clean stop it is kept.
-    Either way the values equal the oracle's over everything produced."""
+    """stream/localstate.py: facts enter the local store only once Kafka has them, so an on-disk
+    store is kept after a kill -- here a kill while the broker is frozen and a flush of facts is
+    on its way -- and the changelog still holds every fact: a worker with a new volume, rebuilt
+    from the changelog alone, publishes the oracle's values too."""
     import redis
 
     config = generator.GeneratorConfig(seed=77, events=4_000)
@@ -81,29 +84,45 @@ def test_on_disk_tables_are_kept_after_a_clean_stop_and_rebuilt_from_the_changel
     state = tmp_path / "state"
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state,
                      KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE="rocksdb://")
-    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
-    thirds = [messages[i::3] for i in range(3)]
-
-    def produce_and_wait_for_the_oracle(worker: WorkerProcess, new: list) -> None:
-        wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
-        check.produce(new)
-        check.wait_for_redis(worker)
+    redis_client = redis.Redis.from_url(redis_server.url)
+    check = OracleCheck(kafka_broker.bootstrap, redis_client, prefix, as_of)
+    first, chunks, last = messages[:1_500], [messages[n:n + 250] for n in range(1_500, 2_500, 250)], messages[2_500:]
 
     logs = [tmp_path / f"worker-{n}.log" for n in range(3)]
     worker = WorkerProcess(env, logs[0]).start()
     try:
-        produce_and_wait_for_the_oracle(worker, thirds[0])
-        worker.stop()  # SIGTERM: a clean stop
-        assert list(state.glob("v*/tables/.clean-stop")), "a clean stop leaves its mark in the table directory"
+        wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
+        check.produce(first)
+        check.wait_for_redis(worker)
+        # Freeze the broker right after the worker consumed a chunk: the facts it applied are
+        # then waiting for the next flush or on their way, and Kafka cannot acknowledge them.
+        for chunk in chunks:
+            check.produce(chunk)
+            consumed = len(check.produced)
+            wait_until(lambda: metric_total(worker, "kpi_stream_events_consumed_total") >= consumed,
+                       timeout=60, interval=0.01, what="chunk consumed")
+            os.killpg(kafka_broker.pid, signal.SIGSTOP)
+            try:
+                time.sleep(1.0)  # a flush or two: the batches are sent, and stay unacknowledged
+                unacknowledged = metric_total(worker, "kpi_stream_facts_unacknowledged")
+                if unacknowledged > 0:
+                    worker.kill()
+                    break
+            finally:
+                os.killpg(kafka_broker.pid, signal.SIGCONT)
+        else:
+            pytest.fail("every chunk's facts were acknowledged before the broker froze: no kill with "
+                        "facts on their way was made")
 
         worker = WorkerProcess(env, logs[1]).start()
-        produce_and_wait_for_the_oracle(worker, thirds[1])
+        check.produce(last)
+        check.wait_for_redis(worker)
         assert "local table state kept" in logs[1].read_text()
-        assert not list(state.glob("v*/tables/.clean-stop")), "the mark is consumed at start"
-        worker.kill()
+        worker.stop()
 
-        worker = WorkerProcess(env, logs[2]).start()
-        produce_and_wait_for_the_oracle(worker, thirds[2])
-        assert "local table state discarded" in logs[2].read_text()
+        # a new volume: every table from the changelog; the values must still be the oracle's
+        redis_client.delete(f"{prefix}kpi:latest")
+        worker = WorkerProcess(dict(env, KPI_STATE_DIR=str(tmp_path / "new-volume")), logs[2]).start()
+        check.wait_for_redis(worker)
     finally:
         worker.stop()

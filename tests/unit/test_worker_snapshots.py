@@ -20,7 +20,8 @@ from stream.engine import Family, Outcome, family_of
 from stream.events import partition_key
 from stream.timeparse import format_rfc3339_us
 from stream.updates import update_key
-from stream.worker import KpiWorker, _fact_batch
+from stream.batches import Outgoing
+from stream.worker import KpiWorker, _fact_batch, _store_put_all
 from tests.e2e.harness import counter_total
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
@@ -34,17 +35,38 @@ def messages() -> list[bytes]:
     return [m.value for m in generator.generate(CONFIG)]
 
 
-def make_worker(state_dir) -> KpiWorker:
+def make_worker(state_dir, held_acks: list | None = None) -> KpiWorker:
+    """A worker whose changelog writes are acknowledged at once -- or, with `held_acks`, when the
+    test calls the acknowledgements collected there."""
     settings = ServiceSettings(kpi=KpiSettings(clock=ClockSetting("pinned", AS_OF_US)), app_id="snapshot-test",
                                state_dir=str(state_dir), partitions=1)
     worker = KpiWorker(settings)
     worker._assigned_partitions = lambda topic: {0}
 
-    async def changelog_left_out(table, partition, entries, written=None) -> None:
-        if written:
-            written(sum(entry[2] for entry in entries))
-    worker._send_changelog = changelog_left_out
+    async def changelog_without_kafka(table, partition, entries, written=None, store_when_written=False) -> None:
+        messages = [Outgoing(partition, key, value, items=rest[0] if rest else 1) for key, value, *rest in entries]
+
+        def acknowledged() -> None:  # what KpiWorker._send_changelog does when the broker has them
+            if store_when_written:
+                _store_put_all(table, partition, [(m.key, m.value) for m in messages])
+            if written:
+                written(partition, messages)
+        if held_acks is None:
+            acknowledged()
+        else:
+            held_acks.append(acknowledged)
+    worker._send_changelog = changelog_without_kafka
     return worker
+
+
+def acknowledge(held_acks: list) -> None:
+    while held_acks:
+        held_acks.pop(0)()
+
+
+def facts_in_table(worker: KpiWorker) -> list[list]:
+    return [fact for family in Family for key, value in worker.fact_tables[family].data.items()
+            for fact in _fact_batch(key, value)["f"]]
 
 
 def rebuild(worker: KpiWorker) -> None:
@@ -193,3 +215,66 @@ def test_snapshot_covering_a_batch_missing_from_the_facts_table_is_ignored(tmp_p
                 ("active_accounts", "orders", "visits", "sales_amount")}
     assert kpi_differences(outlet_values, expected) == []
     assert orjson.loads(lost)[0] == 0
+
+
+def test_facts_enter_the_table_only_when_acknowledged_and_a_rebuild_meanwhile_keeps_them(tmp_path, messages):
+    held: list = []
+    worker = make_worker(tmp_path / "a", held)
+    rebuild(worker)
+    half = messages[:len(messages) // 2]
+    for raw in half:
+        accept(worker, raw)
+    sent = worker.pending_fact_count
+    asyncio.run(worker._flush_facts())
+    assert held and facts_in_table(worker) == [], "sent, not acknowledged: not in the local store"
+    assert worker.unwritten_facts > 0
+    rebuild(worker)  # a rebalance while the batches are on their way: they are state all the same
+    assert kpi_differences(values(worker), oracle(half)) == []
+    acknowledge(held)
+    assert worker.unwritten_facts == 0 and not any(worker.facts_in_flight.values())
+    for family in Family:
+        assert len(worker.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
+    assert len(facts_in_table(worker)) == sent > 0
+
+
+def test_snapshot_with_batches_in_flight_covers_those_that_landed_and_writes_the_others_again(tmp_path, messages):
+    held: list = []
+    stopped = make_worker(tmp_path / "a", held)
+    rebuild(stopped)
+    third = len(messages) // 3
+    for raw in messages[:third]:
+        accept(stopped, raw)
+    asyncio.run(stopped._flush_facts())
+    landing = list(held)  # acknowledged only after the snapshot is saved
+    held.clear()
+    for raw in messages[third:2 * third]:
+        accept(stopped, raw)
+    asyncio.run(stopped._flush_facts())
+    lost = list(held)  # never acknowledged: the process stopped first
+    in_flight = {family: [f for _, facts in flying.values() for f in facts]
+                 for (family, _), flying in stopped.facts_in_flight.items()}
+    asyncio.run(stopped._save_snapshots())
+    for ack in landing:
+        ack()
+    landed_facts = len(facts_in_table(stopped))
+    assert landed_facts > 0 and lost
+
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(stopped, restarted)
+    rebuild(restarted)
+    assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
+    assert kpi_differences(values(restarted), oracle(messages[:2 * third])) == []
+    # the batches that landed are covered; the lost ones are pending again, and only those
+    for family in Family:
+        assert len(restarted.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
+    lost_facts = {tuple(f[:3]) for family, facts in in_flight.items() for f in facts} - {
+        tuple(f[:3]) for f in facts_in_table(stopped)}
+    assert {tuple(f[:3]) for (_, _), facts in restarted.pending_facts.items() for f in facts} == lost_facts
+    # so every accepted fact is in the table exactly once, and a rebuild from facts alone agrees
+    asyncio.run(restarted._flush_facts())
+    identities = [tuple(f[:3]) for f in facts_in_table(restarted)]
+    assert len(identities) == len(set(identities)) == landed_facts + len(lost_facts)
+    from_facts = make_worker(tmp_path / "from-facts")
+    copy_tables(restarted, from_facts)
+    rebuild(from_facts)
+    assert kpi_differences(values(from_facts), oracle(messages[:2 * third])) == []
