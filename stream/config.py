@@ -161,6 +161,7 @@ class ServiceSettings:
     session_timeout_seconds: float = 30.0
     fetch_max_wait_ms: int = 20
     snapshot_on_stop: bool = True
+    snapshot_interval_seconds: float = 300.0  # 0: no snapshots while running
     group_instance_id: str = ""
 
     def topic(self, name: str) -> str:
@@ -227,6 +228,8 @@ class ServiceSettings:
             session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
             fetch_max_wait_ms=_positive_int("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20")),
             snapshot_on_stop=_boolean("KPI_SNAPSHOT_ON_STOP", env.get("KPI_SNAPSHOT_ON_STOP", "true")),
+            snapshot_interval_seconds=_non_negative_seconds(
+                "KPI_SNAPSHOT_INTERVAL", env.get("KPI_SNAPSHOT_INTERVAL", "300")),
             group_instance_id=env.get("KPI_GROUP_INSTANCE_ID", "").strip(),
         )
 
@@ -238,6 +241,16 @@ def _positive_int(name: str, text: str) -> int:
         raise ConfigError(f"{name} must be a whole number: {text!r}") from None
     if value <= 0:
         raise ConfigError(f"{name} must be positive: {text!r}")
+    return value
+
+
+def _non_negative_seconds(name: str, text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of seconds: {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be 0 or more seconds: {text!r}")
     return value
 
 
@@ -298,10 +311,11 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; a key is republished at most once per interval"),
     ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
-    ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk; kept across clean stops only)"),
+    ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk, kept across restarts: faust reads only the changelog written since)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),
     ("KPI_SESSION_TIMEOUT", "30", "seconds before the group gives a silent (killed) worker's partitions to others"),
     ("KPI_SNAPSHOT_ON_STOP", "true", "on a stop, save each partition's engine under `KPI_STATE_DIR`; the next start restores it and applies only the facts written since, instead of every fact (docs/operations.md \"Restarts and engine snapshots\")"),
+    ("KPI_SNAPSHOT_INTERVAL", "300", "seconds between snapshots of every partition's engine while the worker runs, saved by a forked copy of the process (the worker does not pause; the copy needs memory for the pages the worker changes meanwhile, up to the engines' size): a start after a kill, or a rebalance that gives this worker a partition back, restores the last one and applies only the facts written since; 0: snapshots at a stop only (docs/operations.md \"Restarts and engine snapshots\")"),
     ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name), with the same `KPI_WEB_PORT` each time. A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )

@@ -35,6 +35,8 @@ class ProcessorMetrics:
     state_entities: Gauge  # labels: kind
     partition_rebuilds: Counter  # labels: family, source (snapshot, facts)
     rebuild_seconds: Histogram  # labels: family
+    background_snapshots: Counter  # labels: outcome (saved, failed)
+    background_snapshot_seconds: Histogram
     last_publish: Gauge
     updates_published: Counter
     redis_up: Gauge
@@ -112,6 +114,16 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
             "kpi_stream_rebuild_seconds", "Duration of each rebuild of a family's assigned partitions "
             "(snapshots read, facts applied); the event loop stands still meanwhile", ["family"],
             buckets=(0.01, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0), registry=registry,
+        ),
+        background_snapshots=Counter(
+            "kpi_stream_background_snapshots", "Background saves of every partition's engine "
+            "(KPI_SNAPSHOT_INTERVAL), by outcome: `saved`, or `failed` (not started, failed, or stopped "
+            "by a rebalance or a stop)", ["outcome"], registry=registry,
+        ),
+        background_snapshot_seconds=Histogram(
+            "kpi_stream_background_snapshot_seconds", "Duration of each background snapshot save (in a "
+            "forked copy of the worker: the worker goes on meanwhile)",
+            buckets=(0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0), registry=registry,
         ),
         last_publish=Gauge(
             "kpi_stream_last_publish_timestamp_seconds", "Unix time of the last KPI publication round "

@@ -25,11 +25,16 @@ next to them (pickle runs code on load: the directory must not be writable by ot
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import hashlib
 import logging
 import os
 import pickle
+import signal
 import sys
+import time
+import traceback
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +53,7 @@ _PACKAGE = Path(__file__).resolve().parent
 _STATE_MODULES = ("activities", "catalogue", "config", "decode", "engine", "events", "kpis", "leads",
                   "outlets", "snapshots", "timeparse", "windows")
 _SUFFIX = ".snapshot"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def engine_fingerprint(settings: KpiSettings, owner: str) -> str:
@@ -134,6 +140,110 @@ class EngineSnapshot:
     covered: CoveredBatches
     unwritten: list[list]
     in_flight: dict[tuple[str, int], list[list]] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class BackgroundSave:
+    """What a finished background save reports (`BackgroundSaver.poll`)."""
+
+    saved: bool
+    partitions: list[tuple[Family, int]]
+    seconds: float
+    size: int  # bytes of the files written
+
+
+class BackgroundSaver:
+    """Saves engine snapshots from a forked copy of the process while the worker goes on.
+
+    fork() gives the copy the engines exactly as they are at that instant, without stopping the
+    worker for the seconds a million outlets take to pickle; the kernel copies only the pages
+    either process writes meanwhile. The copy only pickles and writes files: it never touches
+    the event loop, sockets or locks it inherited, and leaves with os._exit. It dies with the
+    worker (PR_SET_PDEATHSIG), so no orphan writes a snapshot after the worker is gone.
+    """
+
+    def __init__(self, shelf: "SnapshotShelf") -> None:
+        self.shelf = shelf
+        self.pid: int | None = None
+        self.started = 0.0
+        self.partitions: list[tuple[Family, int]] = []
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def start(self, snapshots: dict[tuple[Family, int], EngineSnapshot]) -> None:
+        """Fork; the copy saves `snapshots`. Build them with no await before this call: they
+        must be one consistent instant of the worker's state."""
+        if self.pid is not None:
+            raise RuntimeError("a background save is already running")
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            self._save_in_child(parent, snapshots)  # does not return
+        self.pid, self.started, self.partitions = pid, time.monotonic(), list(snapshots)
+
+    def _save_in_child(self, parent: int, snapshots: dict[tuple[Family, int], EngineSnapshot]) -> None:
+        status = 1
+        try:
+            _die_with(parent)
+            signal.set_wakeup_fd(-1)  # the event loop's wake-up pipe is the worker's, not ours
+            for number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(number, signal.SIG_DFL)
+            gc.disable()  # a collection would touch (and so copy) every tracked object's page
+            for (family, partition), snapshot in snapshots.items():
+                self.shelf.save(family, partition, snapshot)
+            status = 0
+        except BaseException:  # noqa: BLE001 - reported on stderr, the worker logs the exit status
+            try:
+                os.write(2, f"background snapshot save failed:\n{traceback.format_exc()}".encode())
+            except BaseException:  # noqa: BLE001
+                pass
+        finally:
+            os._exit(status)
+
+    def poll(self) -> BackgroundSave | None:
+        """The finished save's report, once; None while it runs (or when none was started)."""
+        if self.pid is None:
+            return None
+        pid, status = os.waitpid(self.pid, os.WNOHANG)
+        if pid == 0:
+            return None
+        return self._finished(os.waitstatus_to_exitcode(status) == 0)
+
+    def stop(self) -> BackgroundSave | None:
+        """Kill a running save (its temporary files stay behind for `SnapshotShelf.discard`)."""
+        if self.pid is None:
+            return None
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        os.waitpid(self.pid, 0)
+        return self._finished(False)
+
+    def _finished(self, saved: bool) -> BackgroundSave:
+        size = 0
+        if saved:
+            for family, partition in self.partitions:
+                try:
+                    size += self.shelf._path(family, partition).stat().st_size
+                except FileNotFoundError:  # already taken by a rebuild
+                    pass
+        report = BackgroundSave(saved, self.partitions, time.monotonic() - self.started, size)
+        self.pid, self.partitions = None, []
+        return report
+
+
+def _die_with(parent: int) -> None:
+    """Ask Linux to kill this process when its parent dies; exit at once if it already has."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the parent check below still applies
+        pass
+    if os.getppid() != parent:
+        os._exit(1)
 
 
 class SnapshotShelf:

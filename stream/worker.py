@@ -45,7 +45,7 @@ from .events import partition_key
 from .offsets import Admission, OffsetLedger
 from .metrics import ProcessorMetrics, build_processor_metrics
 from .publish import KpiGauges, RedisSink
-from .snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                         is_batch_key, missing_batches)
 from .topics import TopicNames
 from .updates import ChangeFilter, cloudevent_headers, encode, update_message
@@ -60,6 +60,9 @@ PARTIALS_PER_MESSAGE = 400
 # Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
 # each), so a slow or throttled Kafka holds consumption back instead of filling memory.
 FACT_BACKLOG_LIMIT = 5_000
+# After a rebuild (which used up the snapshots it took), the next background snapshot comes this
+# soon, or at KPI_SNAPSHOT_INTERVAL if that is sooner.
+SNAPSHOT_AFTER_REBUILD_SECONDS = 60.0
 LAG_ROUND_SECONDS = 5.0  # how often `_observe_lag` samples each partition's progress
 # Lag rounds (5 s each) a partition with records in the consumer's fetch buffer may go without a
 # delivery before the stall checks act: turns come within seconds at saturation (bench/README.md)
@@ -209,7 +212,8 @@ class KpiWorker:
         owner = f"app {settings.app_id}, topic prefix {settings.topic_prefix!r}, {settings.partitions} partitions"
         self.snapshots = SnapshotShelf(Path(self.app.conf.appdir) / "engine-snapshots",
                                        engine_fingerprint(self.kpi, owner))
-        self.snapshots_unread = set(Family)  # families whose snapshots the first rebuild may take
+        self.saver = BackgroundSaver(self.snapshots)
+        self.next_snapshot_at = float("inf")  # monotonic; set once recovered (see _snapshot_if_due)
 
     # -- app -----------------------------------------------------------------------------------
 
@@ -479,6 +483,9 @@ class KpiWorker:
             # events' facts are in the table or still pending, so the rebuilt engine has them too.
             assigned = self._assigned_partitions(FAMILY_TOPICS[family][0])
             previous = {p: self.entities.pop((fam, p)) for (fam, p) in list(self.entities) if fam is family}
+            # a save still running holds the engines of before this rebalance: its files must not
+            # appear after this rebuild has taken (and removed) the ones it uses
+            self._report_background_save(self.saver.stop())
             if not assigned:
                 self._discard_unread_snapshots(family)
                 self.recovered = True
@@ -515,11 +522,16 @@ class KpiWorker:
                             continue
                         applied_keys.append((p, batch))
                         yield _fact_batch(key, table.data[key])
-            # applied but in no table yet: on their way to the changelog, or not sent yet
-            in_flight = ({"p": p, "f": f} for (fam, p), flying in self.facts_in_flight.items() if fam is family
-                         for _, f in flying.values())
+
+            def in_flight():  # applied but in no table yet: on their way to the changelog
+                for (fam, p), flying in self.facts_in_flight.items():
+                    if fam is family and p in engines:
+                        covered = skip.get(p)
+                        for batch, facts in flying.values():
+                            if covered is None or batch not in covered:
+                                yield {"p": p, "f": facts}
             pending = ({"p": p, "f": f} for (fam, p), f in self.pending_facts.items() if fam is family)
-            facts = apply_fact_batches(itertools.chain(stored(), in_flight, pending), engines, self.kpi, self.clock)
+            facts = apply_fact_batches(itertools.chain(stored(), in_flight(), pending), engines, self.kpi, self.clock)
             for p, batch in applied_keys:
                 entities[p].covered.add(batch)
             for p, (snapshot, _) in restored.items():
@@ -531,26 +543,32 @@ class KpiWorker:
             log.info("rebuilt %s partitions %s in %.2fs: %d restored from snapshots, then %d facts applied",
                      family.value, sorted(assigned), seconds, len(restored), facts)
             self.recovered = True
+            # the snapshots just used are gone: the next one soon, so that a kill finds one
+            self.next_snapshot_at = time.monotonic() + min(self.settings.snapshot_interval_seconds,
+                                                           SNAPSHOT_AFTER_REBUILD_SECONDS)
         return rebuild
 
     def _take_snapshots(self, family: Family, assigned: set[int],
                         batches_by_partition: dict[int, list]) -> dict[int, tuple[EngineSnapshot, Any]]:
-        """The snapshots this start may use (first rebuild of the family only): the assigned
-        partitions' ones whose covered batches are all still in the facts table."""
-        if family not in self.snapshots_unread:
-            return {}
-        self.snapshots_unread.discard(family)
+        """The snapshots this rebuild may use -- saved at the last stop, or in the background
+        (`_snapshot_if_due`) -- for the assigned partitions: those whose covered batches are all
+        still in the facts table. The family's other snapshot files are removed."""
         restored = {}
         for p in sorted(assigned):
             snapshot = self.snapshots.take(family, p)
             if snapshot is None:
                 continue
             in_table = {batch for _, batch in batches_by_partition.get(p, ())}
+            flying_here = {batch for batch, _ in self.facts_in_flight.get((family, p), {}).values()}
+            still_flying = []
             for batch, facts in snapshot.in_flight.items():
-                # sent before the snapshot, acknowledged or not: in the table, the engine holds it
-                # as it holds any covered batch; if not, it is written again like `unwritten`
+                # sent before the snapshot: in the table, the engine holds it as it holds any
+                # covered batch; still on its way from this process, it is covered when it lands;
+                # lost with an earlier process, its facts are written again like `unwritten`
                 if batch in in_table:
                     snapshot.covered.add(batch)
+                elif batch in flying_here:
+                    still_flying.append(batch)
                 else:
                     snapshot.unwritten.extend(facts)
             snapshot.in_flight = {}
@@ -562,12 +580,13 @@ class KpiWorker:
                             "rebuilding the partition from its facts", family.value, p, missing,
                             len(snapshot.covered))
                 continue
+            for instance, number in still_flying:  # held by the engine: not to be applied again
+                lookup.numbers.setdefault(instance, set()).add(number)
             restored[p] = (snapshot, lookup)
         self._discard_unread_snapshots(family)
         return restored
 
     def _discard_unread_snapshots(self, family: Family) -> None:
-        self.snapshots_unread.discard(family)
         removed = self.snapshots.discard(family)
         if removed:
             log.info("removed %d %s snapshots of partitions not assigned to this worker", removed, family.value)
@@ -585,6 +604,7 @@ class KpiWorker:
         """On stop (faust has stopped consuming): save each partition's engine for the next start.
         Blocking on purpose -- nothing else runs any more -- and best effort: a snapshot that is
         not saved costs the next start a rebuild from facts, nothing else."""
+        self._report_background_save(self.saver.stop())
         if not self.settings.snapshot_on_stop or self.app.crash_reason is not None or not self.entities:
             return
         started, saved, size, unwritten = time.perf_counter(), 0, 0, 0
@@ -601,6 +621,41 @@ class KpiWorker:
                               family.value, partition)
         log.info("saved %d engine snapshots (%.1f MiB, %d facts not yet written) to %s in %.2fs", saved,
                  size / 2**20, unwritten, self.snapshots.directory, time.perf_counter() - started)
+
+    def _snapshot_if_due(self) -> None:
+        """Every KPI_SNAPSHOT_INTERVAL, save every partition's engine from a forked copy of the
+        process (stream/snapshots.py BackgroundSaver). Called only where no applied fact is
+        merely pending -- each is in a batch, acknowledged (covered) or on its way (in flight,
+        carried by id) -- so the copy needs nothing the worker does afterwards."""
+        self._report_background_save(self.saver.poll())
+        interval = self.settings.snapshot_interval_seconds
+        if (interval <= 0 or self.saver.running or time.monotonic() < self.next_snapshot_at
+                or not self.recovered or self.app.rebalancing or not self.entities):
+            return
+        self.next_snapshot_at = time.monotonic() + interval
+        snapshots = {(family, partition): EngineSnapshot(
+            entity.engine, entity.covered, list(self.pending_facts.get((family, partition), ())),
+            dict(self.facts_in_flight.get((family, partition), {}).values()))
+            for (family, partition), entity in self.entities.items()}
+        try:
+            self.saver.start(snapshots)
+        except OSError as error:  # fork refused (memory, process limit): the next interval retries
+            log.warning("background snapshot not started: %s", error)
+            self.metrics.background_snapshots.labels("failed").inc()
+
+    def _report_background_save(self, report) -> None:
+        if report is None:
+            return
+        if report.saved:
+            self.metrics.background_snapshots.labels("saved").inc()
+            self.metrics.background_snapshot_seconds.observe(report.seconds)
+            log.info("saved %d engine snapshots in the background (%.1f MiB) in %.2fs", len(report.partitions),
+                     report.size / 2**20, report.seconds)
+        else:
+            self.metrics.background_snapshots.labels("failed").inc()
+            log.warning("background snapshot save of %d partitions did not finish (stopped after %.2fs, or "
+                        "failed: see stderr above); the previous snapshot files stay", len(report.partitions),
+                        report.seconds)
 
     def _crash_on_error(self, rebuild):
         """A rebuild that fails would publish wrong numbers: stop the worker, loudly, instead."""
@@ -663,7 +718,10 @@ class KpiWorker:
         changelog offset is recorded): the store is never ahead of its changelog, so an on-disk
         store is trusted after a kill too (stream/localstate.py). Until then the batch is in
         `facts_in_flight`, which rebuilds and snapshots count as state."""
-        if self.app.rebalancing or not self.pending_facts:
+        if self.app.rebalancing:
+            return
+        if not self.pending_facts:
+            self._snapshot_if_due()
             return
         batches, self.pending_facts = self.pending_facts, {}
         self.pending_fact_count = 0
@@ -679,6 +737,7 @@ class KpiWorker:
                 flying[key] = ((self.instance, self.fact_batches), chunk)
                 entries.append((key, orjson.dumps({"p": partition, "f": chunk}), len(chunk)))
             writes.append((family, partition, entries))
+        self._snapshot_if_due()  # here every applied fact is in a batch: none is only pending
         for family, partition, entries in writes:
             await self._send_changelog(self.fact_tables[family], partition, entries,
                                        functools.partial(self._facts_written, family), store_when_written=True)

@@ -76,3 +76,47 @@ def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_val
         assert rebuilds(worker, "facts") == PARTITIONS * FAMILIES
     finally:
         worker.stop()
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_killed_worker_restarts_from_its_background_snapshots_and_publishes_the_oracle_values(
+        kafka_broker, redis_server, tmp_path, store):
+    import redis
+
+    config = generator.GeneratorConfig(seed=79, events=4_500)
+    messages = list(generator.generate(config))
+    as_of = format_rfc3339_us(generator.now_us(config))
+    prefix, app_id = unique_names()
+    state = tmp_path / "state"
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state, KPI_CLOCK=as_of,
+                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS),
+                     KPI_SNAPSHOT_INTERVAL="2")
+    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
+    half, quarter = len(messages) // 2, 3 * len(messages) // 4
+
+    def saved(worker: WorkerProcess) -> float:
+        return metric_total(worker, "kpi_stream_background_snapshots_total", outcome="saved")
+
+    logs = [tmp_path / f"worker-{n}.log" for n in range(2)]
+    worker = WorkerProcess(env, logs[0]).start()
+    try:
+        wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
+        check.produce(messages[:half])
+        check.wait_for_redis(worker)
+        before = saved(worker)
+        wait_until(lambda: saved(worker) > before, timeout=60, interval=0.5, what="a background snapshot")
+        check.produce(messages[half:quarter])  # after the snapshot: applied from facts at the restart
+        wait_until(lambda: metric_total(worker, "kpi_stream_events_consumed_total") >= quarter,
+                   timeout=90, what="the third quarter consumed")
+        worker.kill()
+        assert len(list((state / "v1" / "engine-snapshots").glob("*.snapshot"))) == PARTITIONS * FAMILIES
+
+        check.produce(messages[quarter:])
+        worker = WorkerProcess(env, logs[1]).start()
+        check.wait_for_redis(worker)
+        assert rebuilds(worker, "snapshot") == PARTITIONS * FAMILIES
+        assert rebuilds(worker, "facts") == 0
+        if store == "rocksdb://":
+            assert "local table state kept" in logs[1].read_text()
+    finally:
+        worker.stop()

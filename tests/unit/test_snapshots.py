@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import tempfile
+import time
 from pathlib import Path
 
 import orjson
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from stream.clock import reference_instant_us
 from stream.decode import Rejected, decode_event
 from stream.engine import Family, KpiEngine
-from stream.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from stream.snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                               missing_batches)
 from stream.updates import update_key
 from tests.kpi_compare import kpi_differences
@@ -178,3 +179,51 @@ def test_snapshot_and_membership_settings_come_from_the_environment_and_reject_n
         ServiceSettings.from_env({"KPI_SNAPSHOT_ON_STOP": "sometimes"})
     assert ServiceSettings.from_env({}).group_instance_id == ""
     assert ServiceSettings.from_env({"KPI_GROUP_INSTANCE_ID": "kpi-stream-0"}).group_instance_id == "kpi-stream-0"
+
+
+def wait_for(saver: BackgroundSaver, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        report = saver.poll()
+        if report is not None:
+            return report
+        time.sleep(0.02)
+    raise AssertionError("the background save did not finish")
+
+
+def test_background_save_writes_the_engine_as_it_was_at_the_fork_while_the_worker_goes_on(tmp_path, settings):
+    engine = KpiEngine(settings, settings.clock.pinned_us)
+    apply_all(engine, [order(n, f"o{n % 7}") for n in range(40)])
+    expected = values(engine)
+    shelf = SnapshotShelf(tmp_path, engine_fingerprint(settings, OWNER))
+    saver = BackgroundSaver(shelf)
+    covered = CoveredBatches()
+    covered.add(("w1", 3))
+    saver.start({(Family.OUTLET, 2): EngineSnapshot(engine, covered, [], {("w1", 4): [["o1", "e99", 5, "{}"]]})})
+    apply_all(engine, [order(n, "late") for n in range(40, 60)])  # after the fork: not in the snapshot
+    report = wait_for(saver)
+    assert report.saved and report.partitions == [(Family.OUTLET, 2)] and report.size > 0
+    assert not saver.running
+    restored = shelf.take(Family.OUTLET, 2)
+    assert restored is not None and ("w1", 3) in restored.covered.lookup()
+    assert restored.in_flight == {("w1", 4): [["o1", "e99", 5, "{}"]]}
+    assert kpi_differences(values(restored.engine), expected) == []
+    assert values(restored.engine) != values(engine)
+
+
+class SlowToPickle:
+    def __reduce__(self):
+        time.sleep(60)  # in the forked copy only: the save is still running when it is stopped
+        return SlowToPickle, ()
+
+
+def test_a_stopped_background_save_reports_failure_and_leaves_no_snapshot(tmp_path, settings):
+    engine = KpiEngine(settings, settings.clock.pinned_us)
+    shelf = SnapshotShelf(tmp_path, engine_fingerprint(settings, OWNER))
+    saver = BackgroundSaver(shelf)
+    saver.start({(Family.LEAD, 1): EngineSnapshot(engine, CoveredBatches(), [SlowToPickle()])})
+    report = saver.stop()
+    assert report is not None and not report.saved and not saver.running
+    assert shelf.take(Family.LEAD, 1) is None
+    shelf.discard(Family.LEAD)
+    assert list(tmp_path.iterdir()) == []

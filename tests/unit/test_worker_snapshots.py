@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 
 import orjson
 import pytest
+from prometheus_client import generate_latest
 
 from stream import generator
 from stream.config import ClockSetting, KpiSettings, ServiceSettings
@@ -278,3 +280,66 @@ def test_snapshot_with_batches_in_flight_covers_those_that_landed_and_writes_the
     copy_tables(restarted, from_facts)
     rebuild(from_facts)
     assert kpi_differences(values(from_facts), oracle(messages[:2 * third])) == []
+
+
+def background_snapshot(worker: KpiWorker) -> None:
+    """What the flush timer does every KPI_SNAPSHOT_INTERVAL: fork a save, here waited for."""
+    worker.next_snapshot_at = 0.0
+    worker._snapshot_if_due()
+    assert worker.saver.running
+    deadline = time.monotonic() + 60
+    while worker.saver.running and time.monotonic() < deadline:
+        worker._snapshot_if_due()  # polls the save; starts nothing new before the interval
+        time.sleep(0.02)
+    assert not worker.saver.running
+    assert counter_total(generate_latest(worker.metrics.registry).decode(),
+                         "kpi_stream_background_snapshots_total", outcome="saved") >= 1
+
+
+def test_after_a_kill_the_background_snapshot_is_restored_and_only_later_facts_are_applied(tmp_path, messages, caplog):
+    worker = make_worker(tmp_path / "a")
+    rebuild(worker)
+    half = len(messages) // 2
+    for raw in messages[:half]:
+        accept(worker, raw)
+    asyncio.run(worker._flush_facts())
+    background_snapshot(worker)
+    for raw in messages[half:]:
+        accept(worker, raw)
+    later = worker.pending_fact_count
+    asyncio.run(worker._flush_facts())
+    # killed here: no snapshot at stop
+
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(worker, restarted)
+    with caplog.at_level(logging.INFO, logger="stream.worker"):
+        rebuild(restarted)
+    assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
+    assert sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text)) == later
+    assert kpi_differences(values(restarted), oracle(messages)) == []
+    assert not any(restarted.pending_facts.values()), "every fact was in the table: nothing to write again"
+
+
+def test_a_rebalance_restores_the_background_snapshot_and_applies_batches_in_flight_once(tmp_path, messages):
+    held: list = []
+    worker = make_worker(tmp_path / "a", held)
+    rebuild(worker)
+    third = len(messages) // 3
+    for raw in messages[:third]:
+        accept(worker, raw)
+    asyncio.run(worker._flush_facts())  # on its way during the snapshot and the rebalance
+    background_snapshot(worker)
+    for raw in messages[third:2 * third]:
+        accept(worker, raw)
+    asyncio.run(worker._flush_facts())  # sent after the snapshot, not acknowledged either
+    sent = sum(len(facts) for flying in worker.facts_in_flight.values() for _, facts in flying.values())
+
+    rebuild(worker)  # a rebalance that gives the worker its partitions back
+    assert rebuilds(worker, "snapshot") == len(Family)
+    assert kpi_differences(values(worker), oracle(messages[:2 * third])) == []
+    assert not any(worker.pending_facts.values()), "the batches in flight are still this worker's to land"
+    acknowledge(held)
+    for family in Family:
+        assert len(worker.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
+    identities = [tuple(f[:3]) for f in facts_in_table(worker)]
+    assert len(identities) == len(set(identities)) == sent
