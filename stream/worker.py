@@ -1466,7 +1466,16 @@ def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str
         if limit is None:
             return None
         offset = new_offset(tp)
-        return None if offset is None else min(offset, limit)
+        if offset is None or offset <= limit:
+            return offset
+        # faust forgets the acked offsets it returns (they count as committed from now on) and
+        # never commits past a gap after the committed offset: the ones past the cap go back,
+        # or this partition's commits would stop here for good
+        behind_cap = range(limit, offset)
+        consumer._acked[tp].extend(behind_cap)
+        consumer._acked[tp].sort()
+        consumer._acked_index[tp].update(behind_cap)
+        return limit
 
     async def gap_outside_agent_topics(tp, offset_from: int, offset_to: int) -> None:
         if tp.topic not in topics:
