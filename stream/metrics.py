@@ -107,8 +107,8 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         ),
         partition_rebuilds=Counter(
             "kpi_stream_partition_rebuilds", "Engines built for assigned partitions, by family and source: "
-            "`snapshot` (restored, then the facts written since applied) or `facts` (every stored fact "
-            "applied)", ["family", "source"], registry=registry,
+            "`kept` (the engine held until the rebalance), `snapshot` (restored from a file) -- each then "
+            "given the facts written since -- or `facts` (every stored fact applied)", ["family", "source"], registry=registry,
         ),
         rebuild_seconds=Histogram(
             "kpi_stream_rebuild_seconds", "Duration of each rebuild of a family's assigned partitions "

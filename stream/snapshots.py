@@ -261,7 +261,8 @@ class SnapshotShelf:
         that kills the process meanwhile leaves only a temporary file, which `take` ignores."""
         self.directory.mkdir(parents=True, exist_ok=True)
         path = self._path(family, partition)
-        temporary = path.with_name(f".{path.name}.tmp")
+        # one temporary name per process: two workers sharing a directory never write one file
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         with cyclic_gc_paused(), open(temporary, "wb") as handle:
             pickle.dump((SNAPSHOT_FORMAT, self.fingerprint), handle, protocol=pickle.HIGHEST_PROTOCOL)
             pickle.dump(snapshot, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -311,7 +312,7 @@ class SnapshotShelf:
             return 0
         for path in self.directory.iterdir():
             name = path.name.lstrip(".")
-            if name.startswith(f"{family.value}-") and (name.endswith(_SUFFIX) or name.endswith(f"{_SUFFIX}.tmp")):
+            if name.startswith(f"{family.value}-") and (name.endswith(_SUFFIX) or name.endswith(".tmp")):
                 path.unlink(missing_ok=True)
                 removed += 1
         return removed

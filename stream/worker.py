@@ -19,6 +19,7 @@ their order), and all its scopes are sent again. Partials are absolute, so resen
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import itertools
 import logging
@@ -213,6 +214,10 @@ class KpiWorker:
         self.snapshots = SnapshotShelf(Path(self.app.conf.appdir) / "engine-snapshots",
                                        engine_fingerprint(self.kpi, owner))
         self.saver = BackgroundSaver(self.snapshots)
+        # (family, partition) -> the engine this worker held until a rebalance revoked it, as a
+        # snapshot: the next rebuild restores it if the partition comes back (eager rebalancing
+        # revokes every partition, also those that stay), and drops the others
+        self.parked: dict[tuple[Family, int], EngineSnapshot] = {}
         self.next_snapshot_at = float("inf")  # monotonic; set once recovered (see _snapshot_if_due)
 
     # -- app -----------------------------------------------------------------------------------
@@ -504,12 +509,12 @@ class KpiWorker:
                 if p in previous:  # same generation: keep the partial sequence growing
                     entity.sequence = previous[p].sequence
                 if p in restored:
-                    snapshot, _ = restored[p]
+                    snapshot = restored[p][0]
                     entity.engine, entity.covered = snapshot.engine, snapshot.covered
                     entity.engine.mark_all_dirty()
                     self.clock.observe(entity.engine.latest_occurred_us)
                 engines[p], entities[p] = entity.engine, entity
-            skip = {p: lookup for p, (_, lookup) in restored.items()}
+            skip = {p: lookup for p, (_, lookup, _) in restored.items()}
             applied_keys: list[tuple[int, Any]] = []
 
             def stored():
@@ -534,14 +539,17 @@ class KpiWorker:
             facts = apply_fact_batches(itertools.chain(stored(), in_flight(), pending), engines, self.kpi, self.clock)
             for p, batch in applied_keys:
                 entities[p].covered.add(batch)
-            for p, (snapshot, _) in restored.items():
+            for p, (snapshot, _, _) in restored.items():
                 self._pend_again(family, p, snapshot.unwritten)
             seconds = time.perf_counter() - started
             self.metrics.rebuild_seconds.labels(family.value).observe(seconds)
-            self.metrics.partition_rebuilds.labels(family.value, "snapshot").inc(len(restored))
-            self.metrics.partition_rebuilds.labels(family.value, "facts").inc(len(assigned) - len(restored))
-            log.info("rebuilt %s partitions %s in %.2fs: %d restored from snapshots, then %d facts applied",
-                     family.value, sorted(assigned), seconds, len(restored), facts)
+            sources = collections.Counter(source for _, _, source in restored.values())
+            sources["facts"] = len(assigned) - len(restored)
+            for source in ("kept", "snapshot", "facts"):
+                self.metrics.partition_rebuilds.labels(family.value, source).inc(sources[source])
+            log.info("rebuilt %s partitions %s in %.2fs: %d restored from snapshots, %d kept from before the "
+                     "rebalance, then %d facts applied", family.value, sorted(assigned), seconds,
+                     sources["snapshot"], sources["kept"], facts)
             self.recovered = True
             # the snapshots just used are gone: the next one soon, so that a kill finds one
             self.next_snapshot_at = time.monotonic() + min(self.settings.snapshot_interval_seconds,
@@ -549,13 +557,16 @@ class KpiWorker:
         return rebuild
 
     def _take_snapshots(self, family: Family, assigned: set[int],
-                        batches_by_partition: dict[int, list]) -> dict[int, tuple[EngineSnapshot, Any]]:
+                        batches_by_partition: dict[int, list]) -> dict[int, tuple[EngineSnapshot, Any, str]]:
         """The snapshots this rebuild may use -- saved at the last stop, or in the background
         (`_snapshot_if_due`) -- for the assigned partitions: those whose covered batches are all
         still in the facts table. The family's other snapshot files are removed."""
         restored = {}
         for p in sorted(assigned):
-            snapshot = self.snapshots.take(family, p)
+            # the engine held until this rebalance is newer than any saved one
+            snapshot, source = self.parked.pop((family, p), None), "kept"
+            if snapshot is None:
+                snapshot, source = self.snapshots.take(family, p), "snapshot"
             if snapshot is None:
                 continue
             in_table = {batch for _, batch in batches_by_partition.get(p, ())}
@@ -582,11 +593,13 @@ class KpiWorker:
                 continue
             for instance, number in still_flying:  # held by the engine: not to be applied again
                 lookup.numbers.setdefault(instance, set()).add(number)
-            restored[p] = (snapshot, lookup)
+            restored[p] = (snapshot, lookup, source)
         self._discard_unread_snapshots(family)
         return restored
 
     def _discard_unread_snapshots(self, family: Family) -> None:
+        for key in [key for key in self.parked if key[0] is family]:
+            del self.parked[key]  # partitions that went to other workers
         removed = self.snapshots.discard(family)
         if removed:
             log.info("removed %d %s snapshots of partitions not assigned to this worker", removed, family.value)
@@ -677,6 +690,11 @@ class KpiWorker:
 
     async def _on_revoked(self, app, revoked, **kwargs) -> None:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
+        for (family, partition), entity in self.entities.items():
+            if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
+                self.parked[(family, partition)] = EngineSnapshot(
+                    entity.engine, entity.covered, list(self.pending_facts.get((family, partition), ())),
+                    dict(self.facts_in_flight.get((family, partition), {}).values()))
         for (family, partition) in list(self.pending_facts):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.pending_facts[(family, partition)]  # the next owner re-reads them

@@ -1,7 +1,8 @@
 """A worker that stops saves its engines; the next start restores them, applies only the facts
 written since (here by another worker that held the partitions meanwhile), and publishes the
-oracle's values over everything produced. After a kill there is no snapshot, and the worker
-rebuilds every partition from its facts (stream/snapshots.py)."""
+oracle's values over everything produced. Without background snapshots a kill leaves none, and
+the worker rebuilds every partition from its facts; with them, it restores the last ones
+(stream/snapshots.py)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_val
     as_of = format_rfc3339_us(generator.now_us(config))
     prefix, app_id = unique_names()
     state = tmp_path / "state"
+    # snapshots at stops only: the kill below must find none (background ones: the test after this)
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state, KPI_CLOCK=as_of,
-                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS))
+                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS),
+                     KPI_SNAPSHOT_INTERVAL="0")
     check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
     thirds = [messages[i::3] for i in range(3)]
 

@@ -13,6 +13,7 @@ import time
 
 import orjson
 import pytest
+from faust.types import TP
 from prometheus_client import generate_latest
 
 from stream import generator
@@ -343,3 +344,52 @@ def test_a_rebalance_restores_the_background_snapshot_and_applies_batches_in_fli
         assert len(worker.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
     identities = [tuple(f[:3]) for f in facts_in_table(worker)]
     assert len(identities) == len(set(identities)) == sent
+
+
+def revoke_everything(worker: KpiWorker) -> None:
+    """What faust's eager rebalance does first: every assigned partition revoked."""
+    topics = [worker.topics.input(name) for name in ("sales.outlets", "sales.orders", "sales.visits",
+                                                      "sales.leads", "sales.activities", "sales.events")]
+    asyncio.run(worker._on_revoked(worker.app, {TP(topic, 0) for topic in topics}))
+
+
+def test_a_partition_kept_through_a_rebalance_resumes_with_its_engine_instead_of_a_rebuild(tmp_path, messages, caplog):
+    worker = make_worker(tmp_path / "a")
+    rebuild(worker)
+    half, three_quarters = len(messages) // 2, 3 * len(messages) // 4
+    for raw in messages[:half]:
+        accept(worker, raw)
+    asyncio.run(worker._flush_facts())
+    for raw in messages[half:three_quarters]:
+        accept(worker, raw)  # still pending when the rebalance comes: dropped, their events re-read
+    dropped = {family: list(facts) for (family, _), facts in worker.pending_facts.items()}
+    revoke_everything(worker)
+    assert not worker.entities and not worker.pending_facts
+
+    with caplog.at_level(logging.INFO, logger="stream.worker"):
+        rebuild(worker)  # the same partitions come back
+    assert rebuilds(worker, "kept") == len(Family) and rebuilds(worker, "snapshot") == 0
+    assert sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text)) == 0
+    assert not worker.parked
+    for family, facts in dropped.items():
+        assert worker.pending_facts[(family, 0)] == facts, "the dropped facts are the engine's: written again"
+    for raw in messages[half:]:  # re-read from the committed offset, then the rest
+        accept(worker, raw)
+    assert kpi_differences(values(worker), oracle(messages)) == []
+    asyncio.run(worker._flush_facts())
+    from_facts = make_worker(tmp_path / "from-facts")
+    copy_tables(worker, from_facts)
+    rebuild(from_facts)
+    assert kpi_differences(values(from_facts), oracle(messages)) == []
+
+
+def test_engines_of_partitions_that_went_elsewhere_are_dropped_at_the_rebuild(tmp_path, messages):
+    worker = make_worker(tmp_path / "a")
+    rebuild(worker)
+    for raw in messages[:100]:
+        accept(worker, raw)
+    revoke_everything(worker)
+    assert len(worker.parked) == len(Family)
+    worker._assigned_partitions = lambda topic: set()
+    rebuild(worker)
+    assert not worker.parked and not worker.entities
