@@ -5,7 +5,9 @@ Why it holds by design: accepted events are stored in a changelog table under (e
 event_id, reference instant) -- a re-read after a crash overwrites the same key and is caught
 by dedupe on rebuild -- and offsets are committed only after those writes are flushed, so an
 event is either in the rebuilt state or re-read. Stage 2 holds absolute partials, so resends
-are harmless. Short form in CI (KPI_CRASH_KILLS, default 3); set it to 50 for the long mode.
+are harmless. With background snapshots every second, restarts also restore engines saved at
+random moments (stream/snapshots.py). Short form in CI (KPI_CRASH_KILLS, default 3); set it to
+50 for the long mode.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
     as_of = format_rfc3339_us(generator.now_us(config))
     expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     prefix, app_id = unique_names()
+    # background snapshots every second: kills land mid-save too, and restarts restore from them
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
-                     KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE=store)
+                     KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_SNAPSHOT_INTERVAL="1")
     rng = random.Random(7)
     client = redis.Redis.from_url(redis_server.url)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
