@@ -17,9 +17,13 @@ equals what a rebuild would give:
 
 Facts commute, so a batch written after the snapshot (by this worker, or by another owner of the
 partition meanwhile) is applied on top; a fact written twice (re-read after a crash) is dropped by
-the restored engine's deduper, within the dedupe horizon -- as the live worker drops a re-read. Each file is used at most once: it is unlinked as it is read.
+the restored engine's deduper, within the dedupe horizon -- as the live worker drops a re-read.
+Each file is used at most once: it is unlinked as it is read.
 
-Pure: files and pickle, no Faust or Kafka. The files are as trusted as the local table store
+Snapshots are saved at a stop (`SnapshotShelf.save`) and, while the worker runs, by a forked copy
+of it (`BackgroundSaver`), so that a kill finds one too.
+
+Pure: files, pickle and fork, no Faust or Kafka. The files are as trusted as the local table store
 next to them (pickle runs code on load: the directory must not be writable by others).
 """
 
