@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import gc
 import itertools
 import logging
 import time
@@ -594,6 +595,11 @@ class KpiWorker:
             for instance, number in still_flying:  # held by the engine: not to be applied again
                 lookup.numbers.setdefault(instance, set()).add(number)
             restored[p] = (snapshot, lookup, source)
+        if any(source == "snapshot" for _, _, source in restored.values()):
+            # Unpickled with the collector paused, a million objects sit in its youngest
+            # generation: the next allocations would walk them in collections of every generation
+            # (~1 s per million outlets, mid-restart). They live as long as the partition does.
+            gc.freeze()
         self._discard_unread_snapshots(family)
         return restored
 

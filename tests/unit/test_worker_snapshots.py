@@ -393,3 +393,19 @@ def test_engines_of_partitions_that_went_elsewhere_are_dropped_at_the_rebuild(tm
     worker._assigned_partitions = lambda topic: set()
     rebuild(worker)
     assert not worker.parked and not worker.entities
+
+
+def test_engines_restored_from_files_leave_the_collectors_young_generations(tmp_path, messages):
+    import gc
+
+    stopped, _, _ = stopped_with_unwritten_facts(tmp_path, messages)
+    restarted = make_worker(tmp_path / "a")
+    copy_tables(stopped, restarted)
+    gc.unfreeze()
+    try:
+        rebuild(restarted)
+        assert rebuilds(restarted, "snapshot") == len(Family)
+        assert gc.get_freeze_count() > 0, "restored objects moved out of the collected generations"
+        assert gc.get_count()[0] < 700
+    finally:
+        gc.unfreeze()
