@@ -9,6 +9,10 @@ of facts into the local store only when Kafka has acknowledged it (stream/worker
 `_flush_facts`), so its store is never ahead of the changelog, after a clean stop or a kill; faust
 then reads only the changelog written since its last recorded offset.
 
+The scope-partials table is still written to the store before its changelog: a partial there
+that the changelog lacks is harmless, because its input message was not committed either (a
+commit waits for the producer), so it is read and written again, same version, after a kill.
+
 Stores written by earlier versions put facts into the store first and sent them after: those are
 trusted only after a clean stop (they carry a `.clean-stop` mark), and discarded otherwise.
 A store this version opens carries the `.acknowledged-writes-only` mark from then on.
