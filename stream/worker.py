@@ -628,9 +628,7 @@ class KpiWorker:
             return
         started, saved, size, unwritten = time.perf_counter(), 0, 0, 0
         for (family, partition), entity in list(self.entities.items()):
-            snapshot = EngineSnapshot(entity.engine, entity.covered,
-                                      list(self.pending_facts.get((family, partition), ())),
-                                      dict(self.facts_in_flight.get((family, partition), {}).values()))
+            snapshot = self._snapshot_of(family, partition, entity)
             try:
                 size += self.snapshots.save(family, partition, snapshot)
                 saved += 1
@@ -640,6 +638,12 @@ class KpiWorker:
                               family.value, partition)
         log.info("saved %d engine snapshots (%.1f MiB, %d facts not yet written) to %s in %.2fs", saved,
                  size / 2**20, unwritten, self.snapshots.directory, time.perf_counter() - started)
+
+    def _snapshot_of(self, family: Family, partition: int, entity: EntityPartition) -> EngineSnapshot:
+        """The partition's engine with what it holds beyond the acknowledged (covered) batches:
+        its batches in flight, by id, and its facts not sent yet."""
+        return EngineSnapshot(entity.engine, entity.covered, list(self.pending_facts.get((family, partition), ())),
+                              dict(self.facts_in_flight.get((family, partition), {}).values()))
 
     def _snapshot_if_due(self) -> None:
         """Every KPI_SNAPSHOT_INTERVAL, save every partition's engine from a forked copy of the
@@ -652,10 +656,8 @@ class KpiWorker:
                 or not self.recovered or self.app.rebalancing or not self.entities):
             return
         self.next_snapshot_at = time.monotonic() + interval
-        snapshots = {(family, partition): EngineSnapshot(
-            entity.engine, entity.covered, list(self.pending_facts.get((family, partition), ())),
-            dict(self.facts_in_flight.get((family, partition), {}).values()))
-            for (family, partition), entity in self.entities.items()}
+        snapshots = {(family, partition): self._snapshot_of(family, partition, entity)
+                     for (family, partition), entity in self.entities.items()}
         try:
             self.saver.start(snapshots)
         except OSError as error:  # fork refused (memory, process limit): the next interval retries
@@ -698,9 +700,7 @@ class KpiWorker:
         by_topic = {(tp.topic, tp.partition) for tp in revoked}
         for (family, partition), entity in self.entities.items():
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
-                self.parked[(family, partition)] = EngineSnapshot(
-                    entity.engine, entity.covered, list(self.pending_facts.get((family, partition), ())),
-                    dict(self.facts_in_flight.get((family, partition), {}).values()))
+                self.parked[(family, partition)] = self._snapshot_of(family, partition, entity)
         for (family, partition) in list(self.pending_facts):
             if (self.topics.input(FAMILY_TOPICS[family][0]), partition) in by_topic:
                 del self.pending_facts[(family, partition)]  # the next owner re-reads them

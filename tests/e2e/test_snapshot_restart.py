@@ -24,21 +24,25 @@ def rebuilds(worker: WorkerProcess, source: str) -> float:
     return metric_total(worker, "kpi_stream_partition_rebuilds_total", source=source)
 
 
-@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
-def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_values(
-        kafka_broker, redis_server, tmp_path, store):
+def one_app(kafka_broker, redis_server, tmp_path, seed: int, store: str, **extra: str):
+    """4,500 generated events, the env of one app (state under tmp_path/state) and its oracle check."""
     import redis
 
-    config = generator.GeneratorConfig(seed=78, events=4_500)
+    config = generator.GeneratorConfig(seed=seed, events=4_500)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
     prefix, app_id = unique_names()
-    state = tmp_path / "state"
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of,
+                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS), **extra)
+    return messages, env, OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
+
+
+@pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
+def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_values(
+        kafka_broker, redis_server, tmp_path, store):
     # snapshots at stops only: the kill below must find none (background ones: the test after this)
-    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state, KPI_CLOCK=as_of,
-                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS),
-                     KPI_SNAPSHOT_INTERVAL="0")
-    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
+    messages, env, check = one_app(kafka_broker, redis_server, tmp_path, 78, store, KPI_SNAPSHOT_INTERVAL="0")
+    state = tmp_path / "state"
     thirds = [messages[i::3] for i in range(3)]
 
     snapshots = state / "v1" / "engine-snapshots"
@@ -84,17 +88,8 @@ def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_val
 @pytest.mark.parametrize("store", ["memory://", "rocksdb://"])
 def test_killed_worker_restarts_from_its_background_snapshots_and_publishes_the_oracle_values(
         kafka_broker, redis_server, tmp_path, store):
-    import redis
-
-    config = generator.GeneratorConfig(seed=79, events=4_500)
-    messages = list(generator.generate(config))
-    as_of = format_rfc3339_us(generator.now_us(config))
-    prefix, app_id = unique_names()
+    messages, env, check = one_app(kafka_broker, redis_server, tmp_path, 79, store, KPI_SNAPSHOT_INTERVAL="2")
     state = tmp_path / "state"
-    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state, KPI_CLOCK=as_of,
-                     KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_PARTITIONS=str(PARTITIONS),
-                     KPI_SNAPSHOT_INTERVAL="2")
-    check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
     half, quarter = len(messages) // 2, 3 * len(messages) // 4
 
     def saved(worker: WorkerProcess) -> float:

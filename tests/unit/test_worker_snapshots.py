@@ -118,6 +118,11 @@ def oracle(raws: list[bytes]) -> dict[str, dict]:
     return oracle_kpis(raws, format_rfc3339_us(AS_OF_US), OracleSettings())
 
 
+def facts_applied_in_rebuilds(log_text: str) -> int:
+    """The facts the logged rebuilds applied on top of what they restored."""
+    return sum(int(n) for n in re.findall(r"then (\d+) facts applied", log_text))
+
+
 def rebuilds(worker: KpiWorker, source: str) -> float:
     from prometheus_client import generate_latest
     return counter_total(generate_latest(worker.metrics.registry).decode(), "kpi_stream_partition_rebuilds_total",
@@ -161,7 +166,7 @@ def test_restart_from_snapshots_applies_facts_written_since_and_writes_unwritten
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
     # only `other`'s batches were applied; the engines now cover every batch in their tables
-    applied_on_top = sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text))
+    applied_on_top = facts_applied_in_rebuilds(caplog.text)
     assert applied_on_top == sum(len(_fact_batch(key, value)["f"]) for family in Family
                                  for key, value in other.fact_tables[family].data.items()
                                  if key not in stopped.fact_tables[family].data)
@@ -316,7 +321,7 @@ def test_after_a_kill_the_background_snapshot_is_restored_and_only_later_facts_a
     with caplog.at_level(logging.INFO, logger="stream.worker"):
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
-    assert sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text)) == later
+    assert facts_applied_in_rebuilds(caplog.text) == later
     assert kpi_differences(values(restarted), oracle(messages)) == []
     assert not any(restarted.pending_facts.values()), "every fact was in the table: nothing to write again"
 
@@ -369,7 +374,7 @@ def test_a_partition_kept_through_a_rebalance_resumes_with_its_engine_instead_of
     with caplog.at_level(logging.INFO, logger="stream.worker"):
         rebuild(worker)  # the same partitions come back
     assert rebuilds(worker, "kept") == len(Family) and rebuilds(worker, "snapshot") == 0
-    assert sum(int(n) for n in re.findall(r"then (\d+) facts applied", caplog.text)) == 0
+    assert facts_applied_in_rebuilds(caplog.text) == 0
     assert not worker.parked
     for family, facts in dropped.items():
         assert worker.pending_facts[(family, 0)] == facts, "the dropped facts are the engine's: written again"
