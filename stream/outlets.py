@@ -21,7 +21,6 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, fields
-from decimal import Decimal
 from operator import attrgetter
 
 from .catalogue import GLOBAL_SCOPE, OutletLayout
@@ -33,13 +32,19 @@ _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
 # cell; scopes are sums over cells (see windows.ScopeRollup), so an event updates one vector.
 Cell = tuple[str, str, str, str, str]
-_NO_STAMP: tuple[int, str] = (-(1 << 80), "")
+_NO_ATTRIBUTES: tuple[str | None, ...] = (None,) * 5
+# An attribute's stamp, (occurred_us, event_id), packed into bytes that sort as the pair does:
+# the instant as 8 big-endian bytes offset to be non-negative, then the id's UTF-8 (byte order of
+# UTF-8 is code-point order, so ties compare as the strings do). ~75 bytes against ~175 for the
+# tuple of an int and a str -- there is one per outlet (bench/scaling.py, memory).
+_NO_STAMP = b""
+_STAMP_OFFSET = 1 << 63
 
 
-# (count, amount, lines) of the orders of one slot naming one rep. A tuple, replaced on each
-# order: it drops out of the cyclic GC's walk, where a mutable record per slot would stay.
-OrderSums = tuple[int, Decimal, int]
-_NO_ORDERS: OrderSums = (0, Decimal(0), 0)
+def attribute_stamp(occurred_us: int, event_id: str) -> bytes:
+    return (occurred_us + _STAMP_OFFSET).to_bytes(8, "big") + event_id.encode("utf-8", "surrogatepass")
+
+
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
 
@@ -52,25 +57,27 @@ class OutletState:
     visit in a window of history; an empty dict is 64 bytes): read them through `_EMPTY`."""
 
     outlet_id: str
-    # Current attributes (region, territory, distributor_id, channel, rep_id) and, per field, the
-    # (occurred_us, event_id) of the event that set it: the latest one with a value wins.
-    attributes: tuple[str | None, ...] = (None,) * 5
-    attribute_stamps: tuple[tuple[int, str], ...] = (_NO_STAMP,) * 5
+    # Current attributes (region, territory, distributor_id, channel, rep_id) -- one shared tuple
+    # per distinct combination (OutletBook.canonical_attributes) -- and, per field, the stamp of
+    # the event that set it (attribute_stamp): the latest one with a value wins. The stamps are
+    # one bytes object when a single event set all five (onboarding, usually), else a tuple of five.
+    attributes: tuple[str | None, ...] = _NO_ATTRIBUTES
+    attribute_stamps: bytes | tuple[bytes, ...] = _NO_STAMP
     onboarded_us: int | None = None
     order_times: tuple[int, ...] = ()  # exact, sorted, repeats kept
-    # two SlotUnions (windows.py), stored as their parts: the distinct slots and a count per slot
+    # Distinct order slots: a SlotUnion (windows.py) that never removes, so it needs no counts.
     order_slots: tuple[int, ...] = ()
-    order_slot_counts: dict[int, int] | None = None
+    # A SlotUnion that does remove, stored as its parts: the distinct slots and a count per slot.
     reactivation_slots: tuple[int, ...] = ()
     reactivation_slot_counts: dict[int, int] | None = None
-    # (slot, rep the orders name or None: they follow the assigned rep) -> sums of those orders
-    orders_by_slot: dict[tuple[int, str | None], OrderSums] | None = None
+    # Sums of the orders per (slot, rep the orders name or None: they follow the assigned rep),
+    # flat: (slot, rep, count, amount, lines) repeated, in order of first appearance. A dict here
+    # cost ~350 bytes per ordering outlet; a lookup scans from the end, where recent slots are.
+    orders_by_slot: tuple = ()
     # visit_id -> [(visit slot, visit rep)]; visit_id -> slot of the earliest linked order
-    # (a tuple, not a list: see OrderSums)
+    # (tuples, not lists, replaced on change: they drop out of the cyclic GC's walk)
     visits: dict[str, tuple[tuple[int, str], ...]] | None = None
     first_link_slot: dict[str, int] | None = None
-    # (onboard slot, onboarded_us, first order at or after onboarding) as last contributed.
-    conversion: tuple[int, int, int | None] | None = None
 
     def __reduce__(self):
         # Engine snapshots pickle a million of these: as the constructor's arguments they load in
@@ -88,6 +95,24 @@ class OutletState:
 _outlet_fields = attrgetter(*(f.name for f in fields(OutletState)))
 
 
+def _stamps_of(state: OutletState) -> tuple[bytes, ...]:
+    stamps = state.attribute_stamps
+    return (stamps,) * 5 if isinstance(stamps, bytes) else stamps
+
+
+def _packed_stamps(stamps: list[bytes]) -> bytes | tuple[bytes, ...]:
+    first = stamps[0]
+    return first if all(stamp == first for stamp in stamps) else tuple(stamps)
+
+
+def _order_sums_index(flat: tuple, slot: int, rep_id: str | None) -> int:
+    """Where the (slot, rep) record starts in `OutletState.orders_by_slot`, or -1."""
+    for index in range(len(flat) - 5, -1, -5):
+        if flat[index] == slot and flat[index + 1] == rep_id:
+            return index
+    return -1
+
+
 class OutletBook:
     """All outlets of one partition (or of a whole replay) and their scope ledger.
 
@@ -99,6 +124,9 @@ class OutletBook:
         self.ledger = ledger
         self.layout = layout
         self.outlets: dict[str, OutletState] = {}
+        # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
+        # each string interned: an outlet holds a reference, not its own 80-byte tuple.
+        self.canonical_attributes: dict[tuple, tuple] = {_NO_ATTRIBUTES: _NO_ATTRIBUTES}
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
         self._horizons_us = tuple(h * 1_000_000 for h in settings.conversion_horizons_seconds)
@@ -114,35 +142,47 @@ class OutletBook:
 
     def apply_outlet_event(self, event: OutletEvent) -> None:
         state = self.state(event.outlet_id)
-        stamp = (event.occurred_us, event.event_id)
+        stamp = attribute_stamp(event.occurred_us, event.event_id)
         new_attributes = list(state.attributes)
-        stamps = list(state.attribute_stamps)
+        stamps = list(_stamps_of(state))
         for index, value in enumerate(event.attributes):
             if value is not None and stamp > stamps[index]:
                 stamps[index] = stamp
-                # a few hundred regions/territories/... shared by a million outlets: one copy each
-                new_attributes[index] = sys.intern(value)
-        state.attribute_stamps = tuple(stamps)
-        if tuple(new_attributes) != state.attributes:
-            self._move(state, tuple(new_attributes))
+                new_attributes[index] = value
+        state.attribute_stamps = _packed_stamps(stamps)
+        attributes = tuple(new_attributes)
+        if attributes != state.attributes:
+            self._move(state, self._canonical(attributes))
         if event.type == "outlet.onboarded" and (
             state.onboarded_us is None or event.occurred_us < state.onboarded_us
         ):
+            before = self.conversion(state)
             state.onboarded_us = event.occurred_us
             own: Deltas = []
-            self._refresh_conversion(state, own)
+            self._replace_conversion(before, self.conversion(state), own)
             self.ledger.add_all(state.cell(), own)
+
+    def _canonical(self, attributes: tuple) -> tuple:
+        canonical = self.canonical_attributes.get(attributes)
+        if canonical is None:
+            # a few hundred regions/territories/... shared by a million outlets: one copy each
+            canonical = tuple(None if value is None else sys.intern(value) for value in attributes)
+            self.canonical_attributes[canonical] = canonical
+        return canonical
 
     def apply_order(self, order: OrderPlaced) -> None:
         state = self.state(order.outlet_id)
         slot = order.occurred_us // self._slot_us
         own: Deltas = []  # to the outlet's cell (its assigned rep)
+        conversion = self.conversion(state)  # before this order joins the times it derives from
         self._insert_order_time(state, order.occurred_us, own)
-        sums_key = (slot, order.rep_id)
-        if state.orders_by_slot is None:
-            state.orders_by_slot = {}
-        count, amount, lines = state.orders_by_slot.get(sums_key, _NO_ORDERS)
-        state.orders_by_slot[sums_key] = (count + 1, amount + order.amount, lines + order.lines)
+        flat = state.orders_by_slot
+        at = _order_sums_index(flat, slot, order.rep_id)
+        if at < 0:
+            state.orders_by_slot = flat + (slot, order.rep_id, 1, order.amount, order.lines)
+        else:
+            state.orders_by_slot = flat[:at + 2] + (
+                flat[at + 2] + 1, flat[at + 3] + order.amount, flat[at + 4] + order.lines) + flat[at + 5:]
         sums: Deltas = []  # to the cell of the rep the order names
         self._emit_order_sums(sums, slot, 1, order.amount, order.lines, 1)
         self.ledger.add_all(state.cell(order.rep_id), sums)
@@ -159,11 +199,10 @@ class OutletBook:
                         self._emit_productive(productive, visit_slot, previous, -1)
                     self._emit_productive(productive, visit_slot, slot, 1)
                     self.ledger.add_all(state.cell(visit_rep), productive)
-        conversion = state.conversion
         if conversion is not None and order.occurred_us >= conversion[1] and (
             conversion[2] is None or order.occurred_us < conversion[2]
         ):
-            self._refresh_conversion(state, own)
+            self._replace_conversion(conversion, self.conversion(state), own)
         self.ledger.add_all(state.cell(), own)
 
     def apply_visit(self, visit: VisitCompleted) -> None:
@@ -188,9 +227,9 @@ class OutletBook:
         first_before = times[0] if times else None
         state.order_times = times[:index] + (t_us,) + times[index:]
 
-        active = SlotUnion(state.order_slots, state.order_slot_counts)
-        active.add(t_us // slot_us, windows, layout.active, out)
-        state.order_slots, state.order_slot_counts = active.slots, active.counts
+        active = SlotUnion(state.order_slots)
+        active.insert(t_us // slot_us, windows, layout.active, out)
+        state.order_slots = active.slots
 
         if first_before is None or t_us < first_before:
             if first_before is not None:
@@ -214,17 +253,22 @@ class OutletBook:
             change(following // slot_us, windows, layout.reactivated, out)
         state.reactivation_slots, state.reactivation_slot_counts = reactivations.slots, reactivations.counts or None
 
-    def _refresh_conversion(self, state: OutletState, out: Deltas) -> None:
-        if state.conversion is not None:
-            self._emit_conversion(out, state.conversion, -1)
+    def conversion(self, state: OutletState) -> tuple[int, int, int | None] | None:
+        """(onboard slot, onboarded_us, first order at or after onboarding), or None before
+        onboarding: what the outlet contributes to first_order_conversion. Derived, not stored: the
+        caller takes it before changing the fields it comes from, to withdraw it."""
         onboarded = state.onboarded_us
         if onboarded is None:
-            state.conversion = None
-            return
+            return None
         times = state.order_times
         index = bisect_left(times, onboarded)
-        state.conversion = (onboarded // self._slot_us, onboarded, times[index] if index < len(times) else None)
-        self._emit_conversion(out, state.conversion, 1)
+        return onboarded // self._slot_us, onboarded, times[index] if index < len(times) else None
+
+    def _replace_conversion(self, before: tuple | None, after: tuple | None, out: Deltas) -> None:
+        if before is not None:
+            self._emit_conversion(out, before, -1)
+        if after is not None:
+            self._emit_conversion(out, after, 1)
 
     def _emit_conversion(self, out: Deltas, conversion: tuple, sign: int) -> None:
         onboard_slot, onboarded_us, first_order_us = conversion
@@ -296,7 +340,7 @@ class OutletBook:
     def _contributions_by_rep(self, state: OutletState) -> dict[str | None, Deltas]:
         """All of an outlet's contributions, grouped by the rep their cell names (None: the
         assigned rep, whoever it is)."""
-        if not state.order_times and state.conversion is None and not state.visits:
+        if not state.order_times and state.onboarded_us is None and not state.visits:
             return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
         layout, slot_us, windows = self.layout, self._slot_us, self._windows
         own: Deltas = []
@@ -305,9 +349,12 @@ class OutletBook:
         SlotUnion(state.reactivation_slots).emit_all(windows, layout.reactivated, 1, own)
         if state.order_times:
             own.append((state.order_times[0] // slot_us, layout.ever_ordered, 1))
-        if state.conversion is not None:
-            self._emit_conversion(own, state.conversion, 1)
-        for (slot, rep), (count, amount, lines) in (state.orders_by_slot or _EMPTY).items():
+        conversion = self.conversion(state)
+        if conversion is not None:
+            self._emit_conversion(own, conversion, 1)
+        flat = state.orders_by_slot
+        for at in range(0, len(flat), 5):
+            slot, rep, count, amount, lines = flat[at:at + 5]
             self._emit_order_sums(groups.setdefault(rep, []), slot, count, amount, lines, 1)
         for visit_id, visits in (state.visits or _EMPTY).items():
             link = (state.first_link_slot or _EMPTY).get(visit_id)

@@ -144,10 +144,16 @@ class SlotUnion:
         """Add `slot`; the coverage changes of window i go to `out` under `fields[i]`."""
         count = self.counts.get(slot, 0)
         self.counts[slot] = count + 1
-        if count:
-            return
+        if not count:
+            self.insert(slot, windows, fields, out)
+
+    def insert(self, slot: int, windows: tuple[int, ...], fields: tuple[int, ...], out: Deltas) -> None:
+        """Add `slot` as a set member, with no count: for a union whose slots are never removed
+        (an outlet's order slots), which then needs no counts at all. Nothing moves if present."""
         slots = self.slots
         index = bisect_left(slots, slot)
+        if index < len(slots) and slots[index] == slot:
+            return
         previous = slots[index - 1] if index else None
         following = slots[index] if index < len(slots) else None
         self.slots = slots[:index] + (slot,) + slots[index:]
