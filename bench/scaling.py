@@ -314,6 +314,10 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     import stream.outlets as outlets_module
     sizer(outlets_module._NO_STAMP)  # noqa: SLF001
     sizer(engine.layouts)
+    # Attribute tuples are shared per combination (stream/outlets.py): walked once here, as a table
+    # that grows with combinations, not charged to whichever sampled outlet reaches them first.
+    combinations = engine.outlets.canonical_attributes
+    combinations_bytes = sizer(combinations)
     outlets = engine.outlets.outlets
     rng = random.Random(5)
     chosen = rng.sample(list(outlets.values()), min(sample, len(outlets)))
@@ -350,6 +354,8 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     pending = sum(ledger.pending_count() for ledger in engine.ledgers.values())
     return {"per_field": {k: v / n for k, v in per_field.items()}, "state_base": base / n,
             "outlet_state": outlet_state, "dict_entry": dict_entry, "shape": shape,
+            "combinations": len(combinations), "combinations_bytes": combinations_bytes,
+            "state_slots": len(fields),
             "dedupe": dedupe, "dedupe_entries": len(seen), "dedupe_entry": dedupe_entry,
             "ledgers": ledgers, "pending": pending_bytes, "pending_vectors": pending, "leads_activities": leads_activities,
             "leads": len(engine.leads.leads)}
@@ -467,7 +473,9 @@ def main() -> int:
     print(f"  per-outlet state walked on {min(args.sample, tracked):,} sampled outlets (avg {shape['orders']:.2f} "
           f"orders, {shape['visits']:.2f} visits; {shape['with_no_orders']:.0%} without orders, "
           f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state'] + rb['dict_entry']:,.0f} B =")
-    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['state_base']:.0f} OutletState object (11 slots)")
+    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['state_base']:.0f} OutletState object ({rb['state_slots']} slots)")
+    print(f"    (plus the shared attribute tuples: {rb['combinations']:,} combinations, {mib(rb['combinations_bytes'])} "
+          f"= {rb['combinations_bytes'] / tracked:.0f} B/outlet)")
     for name, size in sorted(rb["per_field"].items(), key=lambda item: -item[1]):
         print(f"    {size:7.0f}  {name}")
 

@@ -72,14 +72,15 @@ def test_a_later_update_of_one_attribute_keeps_the_other_stamps_and_an_earlier_o
     assert state.attribute_stamps[0] < state.attribute_stamps[4]
 
 
-def test_orders_of_one_slot_and_rep_sum_into_one_record_and_other_reps_get_their_own():
+def test_orders_of_one_slot_and_rep_sum_into_one_record_sorted_by_slot_and_other_reps_get_their_own():
     def order(event_id: str, minute: int, rep: str | None, amount: str) -> dict:
         doc = {"event_id": event_id, "type": "order.placed", "occurred_at": f"2026-11-24T10:{minute:02d}:10Z",
                "outlet_id": "o1", "order_id": event_id, "amount": amount, "currency": "USD", "lines": 2}
         return doc | ({"rep_id": rep} if rep else {})
 
-    engine = engine_after([order("a", 1, "r1", "1.10"), order("b", 1, "r1", "2.20"), order("c", 1, None, "5"),
-                           order("d", 2, "r1", "1")])
+    # arriving out of order: the records stay sorted by slot
+    engine = engine_after([order("d", 2, "r1", "1"), order("a", 1, "r1", "1.10"), order("b", 1, "r1", "2.20"),
+                           order("c", 1, None, "5")])
     flat = engine.outlets.outlets["o1"].orders_by_slot
     records = [flat[i:i + 5] for i in range(0, len(flat), 5)]
     slot = engine.outlets.outlets["o1"].order_times[0] // engine.settings.slot_us
