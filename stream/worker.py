@@ -786,8 +786,8 @@ class KpiWorker:
         def delivered(partition: int, last_offset: int, messages: list[Outgoing]) -> None:
             if store_when_written:
                 _store_put_all(table, partition, [(m.key, m.value) for m in messages])
-            if hasattr(store, "set_persisted_offset"):
-                store.set_persisted_offset(TP(changelog, partition), last_offset)
+            if hasattr(store, "_db_for_partition"):  # on disk (rocksdb): the store recovers from its offset
+                _record_changelog_offset(store, TP(changelog, partition), last_offset - len(messages) + 1, last_offset)
             if written is not None:
                 written(partition, messages)
 
@@ -1238,6 +1238,26 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
                 clock.observe(event.occurred_us)
                 count += 1
     return count
+
+
+def _record_changelog_offset(store, tp, first_offset: int, last_offset: int) -> None:
+    """Record that the local store holds changelog `tp` up to `last_offset`, after a batch at
+    [first_offset, last_offset] entered it -- only if the batch follows the offset recorded so
+    far. A recorded offset promises every record up to it is in the store: an on-disk store kept
+    across a restart or a rebalance recovers from there. A gap before the batch holds records
+    this store never took -- another owner's, written while a rebalance moved the partition and
+    this batch was still on its way -- and recording past it would make the next recovery skip
+    them (facts lost for good once their input offsets are committed). Then the offset stays:
+    the next recovery re-reads from it, our own batch included (the same key and value again)."""
+    recorded = store.persisted_offset(tp)
+    previous = -1 if recorded is None else recorded
+    if first_offset == previous + 1:
+        store.set_persisted_offset(tp, last_offset)
+    elif first_offset > previous + 1:
+        log.warning("changelog %s[%d]: offsets %d..%d were written by another owner meanwhile and are not in "
+                    "the local store; its recorded offset stays at %d (the next recovery re-reads from there)",
+                    tp.topic, tp.partition, previous + 1, first_offset - 1, previous)
+    # else: recovery read past this batch already; the recorded offset never moves back
 
 
 def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
