@@ -38,9 +38,10 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=20_000)
     args = parser.parse_args()
     config = generator.GeneratorConfig(seed=11, events=args.events, outlets=args.outlets)
-    path = Path(tempfile.mkdtemp(prefix="kpi-replay-")) / "events.jsonl"
-    generator.write_jsonl(generator.generate(config), path)
-    lines = list(read_lines(path))
+    with tempfile.TemporaryDirectory(prefix="kpi-replay-") as workdir:  # ~300 MB per million events
+        path = Path(workdir) / "events.jsonl"
+        generator.write_jsonl(generator.generate(config), path)
+        lines = list(read_lines(path))
     now = generator.now_us(config)
     settings = KpiSettings(clock=ClockSetting("pinned", now))
 
