@@ -10,8 +10,10 @@ activities.py, the per-scope running sums in windows.py, the final arithmetic in
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from typing import Iterator
 
 from .activities import ActivityBook, activity_cell_scopes
 from .catalogue import ActivityLayout, LeadLayout, OutletLayout
@@ -60,9 +62,17 @@ class Layouts:
 
 
 class Deduper:
-    """Remembers accepted event ids per entity for the dedupe horizon, on reference instants."""
+    """Remembers accepted event ids per entity for the dedupe horizon, on reference instants.
 
-    __slots__ = ("horizon_us", "seen", "_sweep_at")
+    A repeat is judged against every accepted copy still remembered (spec 4: "same event_id as
+    an earlier accepted event, within the dedupe horizon"), not only the latest: when a copy past
+    the horizon is accepted as a new event, `earlier` keeps the instants of the copies before it.
+    So an exact repeat -- the same message read again -- stays a duplicate for as long as its id is
+    remembered, which a rebuild relies on to apply a fact stored twice once."""
+
+    __slots__ = ("horizon_us", "seen", "earlier", "_sweep_at")
+
+    _NEVER = 1 << 62
 
     def __init__(self, horizon_us: int) -> None:
         self.horizon_us = horizon_us
@@ -70,6 +80,8 @@ class Deduper:
         # strings and ints is never tracked by the cyclic GC; one holding fresh tuples is walked,
         # entry by entry, in every full collection.
         self.seen: dict[str, int] = {}
+        # key -> reference instants of earlier accepted copies (ids repeated past the horizon: rare)
+        self.earlier: dict[str, tuple[int, ...]] = {}
         self._sweep_at = 1 << 16
 
     @staticmethod
@@ -78,14 +90,23 @@ class Deduper:
         return f"{family.value}{len(entity)}:{entity}{event_id}"
 
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        return self._repeats(self.seen.get(self.key(family, entity, event_id)), ref_us)
+        return self._repeats_a_copy(self.key(family, entity, event_id), ref_us)
+
+    def _repeats_a_copy(self, key: str, ref_us: int) -> bool:
+        if self._repeats(self.seen.get(key), ref_us):
+            return True
+        earlier = self.earlier.get(key)
+        return earlier is not None and any(self._repeats(first, ref_us) for first in earlier)
 
     def admit(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
         """True for the first copy of an event id inside the horizon (it is then remembered),
         False for a repeat: one key built per event."""
         key = self.key(family, entity, event_id)
-        if self._repeats(self.seen.get(key), ref_us):
+        if self._repeats_a_copy(key, ref_us):
             return False
+        first = self.seen.get(key)
+        if first is not None:  # a copy past the horizon: a new event, but the old copy still counts
+            self.earlier[key] = self.earlier.get(key, ()) + (first,)
         self.seen[key] = ref_us
         if len(self.seen) >= self._sweep_at:
             self.forget_before(ref_us - self.horizon_us)
@@ -99,6 +120,18 @@ class Deduper:
         stale = [key for key, first in self.seen.items() if first < ref_us]
         for key in stale:
             del self.seen[key]
+            self.earlier.pop(key, None)
+
+    @contextmanager
+    def remembering_everything(self) -> Iterator[None]:
+        """Forget nothing meanwhile: a rebuild re-applies stored facts in no particular order, and
+        a fact stored twice (re-read after a crash) must meet its first copy still remembered,
+        however old. The first admit after it forgets what is past the horizon, as usual."""
+        self._sweep_at = self._NEVER
+        try:
+            yield
+        finally:
+            self._sweep_at = len(self.seen)  # the next admit sweeps, then the usual doubling
 
 
 class KpiEngine:

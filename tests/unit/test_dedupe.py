@@ -28,3 +28,26 @@ def test_admit_takes_the_first_copy_and_refuses_a_repeat_inside_the_horizon():
     assert not deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=HOUR_US)
     assert deduper.is_duplicate(Family.OUTLET, "OUT-1", "e-1", ref_us=HOUR_US)
     assert deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=HOUR_US + 1)  # past the horizon: a new event
+
+
+def test_a_copy_past_the_horizon_is_a_new_event_and_a_repeat_of_the_older_copy_stays_a_duplicate():
+    deduper = Deduper(horizon_us=HOUR_US)
+    assert deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=0)
+    assert deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=3 * HOUR_US)  # past the horizon: new
+    # the first copy read again, and a copy within the horizon of the first (not of the latest)
+    assert not deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=0)
+    assert not deduper.admit(Family.OUTLET, "OUT-1", "e-1", ref_us=-HOUR_US // 2)
+    assert deduper.is_duplicate(Family.OUTLET, "OUT-1", "e-1", ref_us=HOUR_US // 2)
+    deduper.forget_before(4 * HOUR_US)
+    assert deduper.seen == {} and deduper.earlier == {}
+
+
+def test_while_remembering_everything_nothing_is_forgotten_and_the_next_admit_forgets_as_usual():
+    deduper = Deduper(horizon_us=HOUR_US)
+    deduper._sweep_at = 1  # forget at every admit
+    with deduper.remembering_everything():
+        for n in range(100):
+            assert deduper.admit(Family.OUTLET, "OUT-1", f"e-{n}", ref_us=n * HOUR_US)
+        assert len(deduper.seen) == 100
+    deduper.admit(Family.OUTLET, "OUT-1", "later", ref_us=200 * HOUR_US)
+    assert list(deduper.seen) == [Deduper.key(Family.OUTLET, "OUT-1", "later")]
