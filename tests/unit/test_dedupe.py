@@ -42,12 +42,17 @@ def test_a_copy_past_the_horizon_is_a_new_event_and_a_repeat_of_the_older_copy_s
     assert deduper.seen == {} and deduper.earlier == {}
 
 
-def test_while_remembering_everything_nothing_is_forgotten_and_the_next_admit_forgets_as_usual():
+def test_while_remembering_everything_nothing_is_forgotten_and_at_the_end_what_is_past_the_horizon_goes():
     deduper = Deduper(horizon_us=HOUR_US)
     deduper._sweep_at = 1  # forget at every admit
+    count = (1 << 16) + 10  # past the usual sweep point of an empty deduper
     with deduper.remembering_everything():
-        for n in range(100):
-            assert deduper.admit(Family.OUTLET, "OUT-1", f"e-{n}", ref_us=n * HOUR_US)
-        assert len(deduper.seen) == 100
-    deduper.admit(Family.OUTLET, "OUT-1", "later", ref_us=200 * HOUR_US)
-    assert list(deduper.seen) == [Deduper.key(Family.OUTLET, "OUT-1", "later")]
+        for n in range(count):
+            assert deduper.admit(Family.OUTLET, "OUT-1", f"e-{n}", ref_us=n)
+        assert deduper.admit(Family.OUTLET, "OUT-1", "newest", ref_us=count + 2 * HOUR_US)
+        assert len(deduper.seen) == count + 1
+    assert list(deduper.seen) == [Deduper.key(Family.OUTLET, "OUT-1", "newest")]
+    # a rebuild that added little leaves the sweep to the usual doubling
+    with deduper.remembering_everything():
+        assert deduper.admit(Family.OUTLET, "OUT-1", "old", ref_us=0)
+    assert len(deduper.seen) == 2
