@@ -8,6 +8,7 @@ import orjson
 
 from stream.clock import clock_for
 from stream.engine import KpiEngine
+from stream.updates import update_key
 from stream.worker import apply_fact_batches
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
@@ -27,8 +28,6 @@ def fact(event_id: str, outlet: str, ref_us: int, occurred_at: str = "2026-11-24
 
 
 def values(engine: KpiEngine) -> dict[str, dict]:
-    from stream.updates import update_key
-
     engine.advance(AS_OF_US)
     return {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
             for v in engine.all_values()}
