@@ -130,30 +130,41 @@ sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
 from stream.worker import fetch_like_the_worker
 fetch_like_the_worker(app, ServiceSettings.from_env().fetch_max_wait_ms)
-topic = app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")])
 state = {"n": 0, "t0": None}
-@app.agent(topic)
-async def decode_only(stream):
-    async for value in stream:
-        if state["t0"] is None:
-            state["t0"] = time.perf_counter()
-        try:
-            orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
-        state["n"] += 1
-        if state["n"] >= total:
-            print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f}", flush=True)
-            os._exit(0)
+def count(value):
+    if state["t0"] is None:
+        state["t0"] = time.perf_counter()
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        pass
+    state["n"] += 1
+    if state["n"] >= total:
+        print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f}", flush=True)
+        os._exit(0)
+if env.get("BENCH_SHAPE") == "worker":
+    # the worker's shape: one agent per family (its topics), events taken in batches as it takes them
+    from stream.worker import INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS
+    for n, names in enumerate([("sales.outlets", "sales.orders", "sales.visits"), ("sales.leads",), ("sales.activities",)]):
+        async def decode_batches(stream):
+            async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
+                for event in events:
+                    count(event.message.value)
+        app.agent(app.topic(*[prefix + t for t in names]), name=f"family-{n}")(decode_batches)
+else:
+    @app.agent(app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")]))
+    async def decode_only(stream):
+        async for value in stream:
+            count(value)
 app.main()
 '''
 
 
-def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path) -> float:
+def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape: str = "one-agent") -> float:
     script = workdir / "faust_ceiling.py"
     script.write_text(FAUST_CEILING)
     env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=prefix, BENCH_TOTAL=str(total),
-               BENCH_APP=f"ceiling-{time.time_ns()}", BENCH_REPO=str(REPO))
+               BENCH_APP=f"ceiling-{time.time_ns()}", BENCH_REPO=str(REPO), BENCH_SHAPE=shape)
     result = subprocess.run([sys.executable, str(script), "worker", "-l", "warn", "--without-web"],
                             capture_output=True, text=True, timeout=3600, cwd=workdir, env=env)
     for line in (result.stdout + result.stderr).splitlines():  # faust may route stdout to its log
@@ -250,6 +261,8 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile, write stats here, print the top")
     parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
+    parser.add_argument("--worker-shaped-ceiling", action="store_true",
+                        help="also time empty agents in the worker's shape (one per family, take_events)")
     args = parser.parse_args()
     with broker_and_redis("kpi-bench-") as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
@@ -264,6 +277,7 @@ def main() -> int:
         else:
             a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
             b = faust_ceiling(broker.bootstrap, prefix, total, workdir)
+        b_shaped = faust_ceiling(broker.bootstrap, prefix, total, workdir, "worker") if args.worker_shaped_ceiling else None
         standstill = LagStandstill()
         c, c_with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
                               profile=args.profile, standstill=standstill)
@@ -279,6 +293,9 @@ def main() -> int:
         print(f"b. empty Faust agent (decode only):   {b:10.0f} events/s")
         print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s "
               f"(first event to last; {c_with_startup:.0f} events/s from process start)")
+        if b_shaped is not None:
+            print(f"b'. empty agents in the worker's shape (3 families, take_events): {b_shaped:10.0f} events/s "
+                  f"(b'/b = {b_shaped / b:.2f}; c/b' = {c / b_shaped:.2f})")
         print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
         print(f"longest a partition's lag stood still while the worker was behind: {standstill.longest_s:.0f} s "
               f"({standstill.where}; the lag gauge moves once per 5 s lag round: 5 s means no stand-still seen)")
