@@ -121,6 +121,12 @@ class Deduper:
         for key in stale:
             del self.seen[key]
             self.earlier.pop(key, None)
+        for key, earlier in list(self.earlier.items()):  # an id re-sent past the horizon, again and again
+            kept = tuple(first for first in earlier if first >= ref_us)
+            if not kept:
+                del self.earlier[key]
+            elif len(kept) < len(earlier):
+                self.earlier[key] = kept
 
     @contextmanager
     def remembering_everything(self) -> Iterator[None]:
