@@ -220,6 +220,8 @@ class KpiWorker:
         # snapshot: the next rebuild restores it if the partition comes back (eager rebalancing
         # revokes every partition, also those that stay), and drops the others
         self.parked: dict[tuple[Family, int], EngineSnapshot] = {}
+        # (changelog tp, recorded offset) where a gap left a store's offset behind: logged once
+        self.changelog_gaps: set[tuple[Any, int]] = set()
         self.next_snapshot_at = float("inf")  # monotonic; set once recovered (see _snapshot_if_due)
 
     # -- app -----------------------------------------------------------------------------------
@@ -788,7 +790,15 @@ class KpiWorker:
             if store_when_written:
                 _store_put_all(table, partition, [(m.key, m.value) for m in messages])
             if hasattr(store, "_db_for_partition"):  # on disk (rocksdb): the store recovers from its offset
-                _record_changelog_offset(store, TP(changelog, partition), last_offset - len(messages) + 1, last_offset)
+                tp = TP(changelog, partition)
+                first_offset = last_offset - len(messages) + 1
+                stuck_at = _record_changelog_offset(store, tp, first_offset, last_offset)
+                if stuck_at is not None and (tp, stuck_at) not in self.changelog_gaps:
+                    # later batches find the offset behind them too: the first gap is the one to tell
+                    self.changelog_gaps.add((tp, stuck_at))
+                    log.warning("changelog %s[%d]: offsets %d..%d were written by another owner meanwhile and are "
+                                "not in the local store; its recorded offset stays at %d (the next recovery "
+                                "re-reads from there)", tp.topic, tp.partition, stuck_at + 1, first_offset - 1, stuck_at)
             if written is not None:
                 written(partition, messages)
 
@@ -1241,7 +1251,7 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
     return count
 
 
-def _record_changelog_offset(store, tp, first_offset: int, last_offset: int) -> None:
+def _record_changelog_offset(store, tp, first_offset: int, last_offset: int) -> int | None:
     """Record that the local store holds changelog `tp` up to `last_offset`, after a batch at
     [first_offset, last_offset] entered it -- only if the batch follows the offset recorded so
     far. A recorded offset promises every record up to it is in the store: an on-disk store kept
@@ -1249,16 +1259,16 @@ def _record_changelog_offset(store, tp, first_offset: int, last_offset: int) -> 
     this store never took -- another owner's, written while a rebalance moved the partition and
     this batch was still on its way -- and recording past it would make the next recovery skip
     them (facts lost for good once their input offsets are committed). Then the offset stays:
-    the next recovery re-reads from it, our own batch included (the same key and value again)."""
+    the next recovery re-reads from it, our own batch included (the same key and value again).
+    Returns the offset left in place when there is such a gap, else None."""
     recorded = store.persisted_offset(tp)
     previous = -1 if recorded is None else recorded
     if first_offset == previous + 1:
         store.set_persisted_offset(tp, last_offset)
     elif first_offset > previous + 1:
-        log.warning("changelog %s[%d]: offsets %d..%d were written by another owner meanwhile and are not in "
-                    "the local store; its recorded offset stays at %d (the next recovery re-reads from there)",
-                    tp.topic, tp.partition, previous + 1, first_offset - 1, previous)
+        return previous
     # else: recovery read past this batch already; the recorded offset never moves back
+    return None
 
 
 def _store_put_all(table, partition: int, entries: list[tuple]) -> None:

@@ -83,6 +83,11 @@ def test_a_batch_landing_after_another_owners_records_enters_the_store_but_leave
     assert recorded(worker) == 2, "recovering from 11 would skip the other owner's offsets 3..9"
     assert {b"late-0", b"late-1"} <= stored_keys(worker)
     assert "offsets 3..9 were written by another owner" in caplog.text
+    # the batches after it find the offset behind them too: it stays, and the gap is told once
+    send_batch(worker, "next", 1)
+    kafka.acknowledge(2, first_offset=12)
+    assert recorded(worker) == 2
+    assert caplog.text.count("written by another owner") == 1
 
 
 def test_a_batch_recovery_already_read_never_moves_the_recorded_offset_back(tmp_path):
