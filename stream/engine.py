@@ -90,10 +90,15 @@ class Deduper:
         return f"{family.value}{len(entity)}:{entity}{event_id}"
 
     def is_duplicate(self, family: Family, entity: str, event_id: str, ref_us: int) -> bool:
-        return self._repeats_a_copy(self.key(family, entity, event_id), ref_us)
+        key = self.key(family, entity, event_id)
+        return self._repeats_a_copy(key, self.seen.get(key), ref_us)
 
-    def _repeats_a_copy(self, key: str, ref_us: int) -> bool:
-        if self._repeats(self.seen.get(key), ref_us):
+    def _repeats_a_copy(self, key: str, latest: int | None, ref_us: int) -> bool:
+        """`latest`: seen[key]. An id with earlier copies always has a latest one (both are
+        forgotten together), so an unknown id is settled with one lookup."""
+        if latest is None:
+            return False
+        if self._repeats(latest, ref_us):
             return True
         earlier = self.earlier.get(key)
         return earlier is not None and any(self._repeats(first, ref_us) for first in earlier)
@@ -102,16 +107,20 @@ class Deduper:
         """True for the first copy of an event id inside the horizon (it is then remembered),
         False for a repeat: one key built per event."""
         key = self.key(family, entity, event_id)
-        if self._repeats_a_copy(key, ref_us):
+        latest = self.seen.get(key)
+        if self._repeats_a_copy(key, latest, ref_us):
             return False
-        first = self.seen.get(key)
-        if first is not None:  # a copy past the horizon: a new event, but the old copy still counts
-            self.earlier[key] = self.earlier.get(key, ()) + (first,)
+        if latest is not None:  # a copy past the horizon: a new event, but the old copy still counts
+            self.earlier[key] = self.earlier.get(key, ()) + (latest,)
         self.seen[key] = ref_us
         if len(self.seen) >= self._sweep_at:
-            self.forget_before(ref_us - self.horizon_us)
-            self._sweep_at = max(1 << 16, 2 * len(self.seen))
+            self._sweep(ref_us)
         return True
+
+    def _sweep(self, newest_ref_us: int) -> None:
+        """Forget what is past the horizon of `newest_ref_us`; the next sweep when the ids double."""
+        self.forget_before(newest_ref_us - self.horizon_us)
+        self._sweep_at = max(1 << 16, 2 * len(self.seen))
 
     def _repeats(self, first_ref_us: int | None, ref_us: int) -> bool:
         return first_ref_us is not None and abs(ref_us - first_ref_us) <= self.horizon_us
@@ -142,8 +151,7 @@ class Deduper:
         finally:
             self._sweep_at = max(1 << 16, 2 * remembered_before)
             if len(self.seen) >= self._sweep_at:
-                self.forget_before(max(self.seen.values()) - self.horizon_us)
-                self._sweep_at = max(1 << 16, 2 * len(self.seen))
+                self._sweep(max(self.seen.values()))
 
 
 class KpiEngine:

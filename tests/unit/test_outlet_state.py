@@ -8,11 +8,10 @@ from __future__ import annotations
 import orjson
 from hypothesis import given, strategies as st
 
-from stream.clock import reference_instant_us
-from stream.decode import decode_event
 from stream.engine import KpiEngine
 from stream.outlets import attribute_stamp
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings
+from tests.unit.test_snapshots import apply_all
 
 # years 0001..9999 in microseconds, the range the decoder accepts
 instants = st.integers(min_value=-62_135_596_800_000_000, max_value=253_402_300_799_999_999)
@@ -38,8 +37,7 @@ def test_a_tie_on_the_instant_goes_to_the_greater_event_id_including_prefixes_an
 def engine_after(docs: list[dict]) -> KpiEngine:
     settings = engine_settings(60, (600, 3600), (900,), 1800)
     engine = KpiEngine(settings, settings.clock.pinned_us)
-    for doc in docs:
-        engine.apply(decode_event(orjson.dumps(doc), reference_instant_us(settings.clock, None), settings))
+    apply_all(engine, [orjson.dumps(doc) for doc in docs])
     return engine
 
 

@@ -8,11 +8,11 @@ import orjson
 
 from stream.clock import clock_for
 from stream.engine import KpiEngine
-from stream.updates import update_key
 from stream.worker import apply_fact_batches
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, AS_OF_US, engine_settings, oracle_settings
+from tests.unit.test_snapshots import values
 
 DAY_US = 86_400_000_000
 
@@ -25,12 +25,6 @@ def order(event_id: str, outlet: str, occurred_at: str = "2026-11-24T11:00:00Z")
 
 def fact(event_id: str, outlet: str, ref_us: int, occurred_at: str = "2026-11-24T11:00:00Z") -> list:
     return [outlet, event_id, ref_us, order(event_id, outlet, occurred_at)]
-
-
-def values(engine: KpiEngine) -> dict[str, dict]:
-    engine.advance(AS_OF_US)
-    return {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
-            for v in engine.all_values()}
 
 
 def test_a_fact_stored_twice_is_applied_once_even_with_facts_past_the_horizon_between_its_copies():
