@@ -307,6 +307,7 @@ def _all_slots(cls) -> list[str]:
 def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     import random
 
+    from stream.outlet_packing import unpack_outlet
     from stream.outlets import OutletState
 
     sizer = Sizer()
@@ -314,29 +315,42 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     import stream.outlets as outlets_module
     sizer(outlets_module._NO_STAMP)  # noqa: SLF001
     sizer(engine.layouts)
+    book = engine.outlets
     # Attribute tuples are shared per combination (stream/outlets.py): walked once here, as a table
     # that grows with combinations, not charged to whichever sampled outlet reaches them first.
-    combinations = engine.outlets.canonical_attributes
-    combinations_bytes = sizer(combinations)
-    outlets = engine.outlets.outlets
+    combinations = book.attribute_table
+    combinations_bytes = sizer((book.attribute_table, book.canonical_attributes))
+    outlets = book.outlets
     rng = random.Random(5)
-    chosen = rng.sample(list(outlets.values()), min(sample, len(outlets)))
+    chosen_ids = rng.sample(list(outlets), min(sample, len(outlets)))
     fields = [name for name in _all_slots(OutletState)]
     per_field = {name: 0 for name in fields}
     base = 0
-    for state in chosen:
-        sizer.seen.add(id(state))
-        base += sys.getsizeof(state)
+    objects = packed = packed_bytes = ids = 0
+    states = []
+    for outlet_id in chosen_ids:
+        ids += sys.getsizeof(outlet_id)
+        value = outlets[outlet_id]
+        if type(value) is bytes:  # at rest (stream/outlet_packing.py): one bytes object
+            packed += 1
+            packed_bytes += sys.getsizeof(value)
+            states.append(OutletState(outlet_id, *unpack_outlet(value, book.attribute_table)))
+            continue
+        objects += 1
+        states.append(value)
+        sizer.seen.add(id(value))
+        base += sys.getsizeof(value)
         for name in fields:
-            per_field[name] += sizer(getattr(state, name))
-    n = len(chosen)
+            if name != "outlet_id":  # the id is the dict's key, counted below
+                per_field[name] += sizer(getattr(value, name))
+    n = len(chosen_ids)
     dict_entry = sys.getsizeof(outlets) / max(1, len(outlets))
-    outlet_state = (base + sum(per_field.values())) / n
+    outlet_state = (base + sum(per_field.values()) + packed_bytes + ids) / n
     shape = {
-        "orders": sum(len(s.order_times) for s in chosen) / n,
-        "visits": sum(len(s.visits or ()) for s in chosen) / n,
-        "with_no_orders": sum(not s.order_times for s in chosen) / n,
-        "with_no_visits": sum(not s.visits for s in chosen) / n,
+        "orders": sum(len(s.order_times) for s in states) / n,
+        "visits": sum(len(s.visits or ()) for s in states) / n,
+        "with_no_orders": sum(not s.order_times for s in states) / n,
+        "with_no_visits": sum(not s.visits for s in states) / n,
     }
 
     # Buffers that grow with events or scopes rather than outlets.
@@ -353,6 +367,8 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     leads_activities = Sizer()((engine.leads.leads, engine.activities.reps))
     pending = sum(ledger.pending_count() for ledger in engine.ledgers.values())
     return {"per_field": {k: v / n for k, v in per_field.items()}, "state_base": base / n,
+            "packed_share": packed / n, "packed_bytes": packed_bytes / max(1, packed), "id_bytes": ids / n,
+            "hot_objects": objects / n,
             "outlet_state": outlet_state, "dict_entry": dict_entry, "shape": shape,
             "combinations": len(combinations), "combinations_bytes": combinations_bytes,
             "state_slots": len(fields),
@@ -473,8 +489,11 @@ def main() -> int:
     print(f"  per-outlet state walked on {min(args.sample, tracked):,} sampled outlets (avg {shape['orders']:.2f} "
           f"orders, {shape['visits']:.2f} visits; {shape['with_no_orders']:.0%} without orders, "
           f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state'] + rb['dict_entry']:,.0f} B =")
-    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['state_base']:.0f} OutletState object ({rb['state_slots']} slots)")
-    print(f"    (plus the shared attribute tuples: {rb['combinations']:,} combinations, {mib(rb['combinations_bytes'])} "
+    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['id_bytes']:.0f} outlet id + "
+          f"{rb['packed_share']:.1%} packed at rest x {rb['packed_bytes']:.0f} B (stream/outlet_packing.py) + "
+          f"{rb['hot_objects']:.1%} hot as objects: {rb['state_base']:.0f} OutletState objects ({rb['state_slots']} slots) "
+          f"and their fields:")
+    print(f"    (plus the shared attribute tuples and their index: {rb['combinations']:,} combinations, {mib(rb['combinations_bytes'])} "
           f"= {rb['combinations_bytes'] / tracked:.0f} B/outlet)")
     for name, size in sorted(rb["per_field"].items(), key=lambda item: -item[1]):
         print(f"    {size:7.0f}  {name}")

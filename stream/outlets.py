@@ -26,6 +26,7 @@ from operator import attrgetter
 from .catalogue import GLOBAL_SCOPE, OutletLayout
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
+from .outlet_packing import pack_outlet, unpack_outlet
 from .windows import Deltas, DeltaLedger, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
@@ -46,6 +47,17 @@ def attribute_stamp(occurred_us: int, event_id: str) -> bytes:
 
 
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
+
+# Outlets touched by the last HOT_OUTLETS to 2 x HOT_OUTLETS distinct outlet ids of a book stay
+# objects; the others are packed into bytes (outlet_packing.py). Hot objects cost ~0.6 KB each,
+# so a book holds at most ~10 MB of them; unpacking and packing an outlet costs a few us.
+# Process-wide (KPI_HOT_OUTLETS): books restored from snapshots follow it too.
+HOT_OUTLETS = 8192
+
+
+def keep_hot_outlets(limit: int) -> None:
+    global HOT_OUTLETS
+    HOT_OUTLETS = limit
 
 
 @dataclass(slots=True)
@@ -127,20 +139,45 @@ class OutletBook:
         self.settings = settings
         self.ledger = ledger
         self.layout = layout
-        self.outlets: dict[str, OutletState] = {}
+        # outlet id -> its state: an object while hot, else packed bytes (read through `state`)
+        self.outlets: dict[str, OutletState | bytes] = {}
         # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
-        # each string interned: an outlet holds a reference, not its own 80-byte tuple.
-        self.canonical_attributes: dict[tuple, tuple] = {_NO_ATTRIBUTES: _NO_ATTRIBUTES}
+        # each string interned: an outlet holds a reference, not its own 80-byte tuple. Packed
+        # outlets name theirs by its index in `attribute_table` (append-only: indexes stay valid).
+        self.canonical_attributes: dict[tuple, int] = {_NO_ATTRIBUTES: 0}
+        self.attribute_table: list[tuple] = [_NO_ATTRIBUTES]
+        # Ids touched since the last cooling, and in the epoch before it: the hot outlets.
+        self._touched: set[str] = set()
+        self._touched_before: set[str] = set()
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
         self._horizons_us = tuple(h * 1_000_000 for h in settings.conversion_horizons_seconds)
         self._dormancy_us = settings.dormancy_seconds * 1_000_000
 
     def state(self, outlet_id: str) -> OutletState:
+        """The outlet's state as an object (unpacked if it was at rest), for changing in place until
+        the next `state` call of this book: that call may pack every outlet not touched lately."""
+        touched = self._touched
+        if outlet_id not in touched:
+            if len(touched) >= HOT_OUTLETS:
+                self._cool()  # first: it may pack this very outlet
+                touched = self._touched
+            touched.add(outlet_id)
         state = self.outlets.get(outlet_id)
         if state is None:
             state = self.outlets[outlet_id] = OutletState(outlet_id)
+        elif type(state) is bytes:
+            state = self.outlets[outlet_id] = OutletState(outlet_id, *unpack_outlet(state, self.attribute_table))
         return state
+
+    def _cool(self) -> None:
+        """Pack the outlets of the epoch before this one that this one did not touch; start an epoch."""
+        outlets, index = self.outlets, self.canonical_attributes
+        for outlet_id in self._touched_before.difference(self._touched):
+            state = outlets[outlet_id]
+            if type(state) is not bytes:
+                outlets[outlet_id] = pack_outlet(state, index[state.attributes])
+        self._touched_before, self._touched = self._touched, set()
 
     # -- events ------------------------------------------------------------------------------
 
@@ -167,12 +204,13 @@ class OutletBook:
             self.ledger.add_all(state.cell(), own)
 
     def _canonical(self, attributes: tuple) -> tuple:
-        canonical = self.canonical_attributes.get(attributes)
-        if canonical is None:
+        index = self.canonical_attributes.get(attributes)
+        if index is None:
             # a few hundred regions/territories/... shared by a million outlets: one copy each
             canonical = tuple(None if value is None else sys.intern(value) for value in attributes)
-            self.canonical_attributes[canonical] = canonical
-        return canonical
+            index = self.canonical_attributes[canonical] = len(self.attribute_table)
+            self.attribute_table.append(canonical)
+        return self.attribute_table[index]
 
     def apply_order(self, order: OrderPlaced) -> None:
         state = self.state(order.outlet_id)

@@ -46,6 +46,7 @@ from .gcpause import cyclic_gc_paused, freeze_long_lived
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
 from .offsets import Admission, OffsetLedger
+from .outlets import keep_hot_outlets
 from .metrics import ProcessorMetrics, build_processor_metrics
 from .publish import KpiGauges, RedisSink
 from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
@@ -161,6 +162,7 @@ class KpiWorker:
     def __init__(self, settings: ServiceSettings, metrics: ProcessorMetrics | None = None) -> None:
         self.settings = settings
         self.kpi = settings.kpi
+        keep_hot_outlets(settings.hot_outlets)
         self.metrics = metrics or build_processor_metrics()
         self.clock: Clock = clock_for(settings.kpi.clock)
         self.layouts = Layouts.build(settings.kpi)

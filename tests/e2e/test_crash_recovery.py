@@ -44,7 +44,10 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
     prefix, app_id = unique_names()
     # background snapshots every second: kills land mid-save too, and restarts restore from them
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
-                     KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_SNAPSHOT_INTERVAL="1")
+                     KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_SNAPSHOT_INTERVAL="1",
+                     # outlets packed at rest as soon as two others were touched: through kills,
+                     # background snapshots and rebuilds (stream/outlet_packing.py)
+                     KPI_HOT_OUTLETS="0")
     rng = random.Random(7)
     client = redis.Redis.from_url(redis_server.url)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()

@@ -49,7 +49,7 @@ def onboarding(outlet: str, event_id: str, occurred_at: str = AS_OF, **attribute
 
 def test_outlets_with_the_same_attributes_hold_one_shared_tuple_and_one_stamp_each():
     engine = engine_after([onboarding("o1", "b1"), onboarding("o2", "b2")])
-    first, second = engine.outlets.outlets["o1"], engine.outlets.outlets["o2"]
+    first, second = engine.outlets.state("o1"), engine.outlets.state("o2")
     assert first.attributes == ("north", "T1", "d1", "gt", "r1")
     assert first.attributes is second.attributes
     assert isinstance(first.attribute_stamps, bytes), "one event set all five: one stamp, not five"
@@ -64,7 +64,7 @@ def test_a_later_update_of_one_attribute_keeps_the_other_stamps_and_an_earlier_o
         {"event_id": "u0", "type": "outlet.updated", "occurred_at": "2026-11-24T09:00:00Z", "outlet_id": "o1",
          "region": "south", "rep_id": "r9"},
     ])
-    state = engine.outlets.outlets["o1"]
+    state = engine.outlets.state("o1")
     assert state.attributes == ("north", "T1", "d1", "gt", "r2")
     assert isinstance(state.attribute_stamps, tuple) and len(state.attribute_stamps) == 5
     assert state.attribute_stamps[0] < state.attribute_stamps[4]
@@ -79,8 +79,8 @@ def test_orders_of_one_slot_and_rep_sum_into_one_record_sorted_by_slot_and_other
     # arriving out of order: the records stay sorted by slot
     engine = engine_after([order("d", 2, "r1", "1"), order("a", 1, "r1", "1.10"), order("b", 1, "r1", "2.20"),
                            order("c", 1, None, "5")])
-    flat = engine.outlets.outlets["o1"].orders_by_slot
+    flat = engine.outlets.state("o1").orders_by_slot
     records = [flat[i:i + 5] for i in range(0, len(flat), 5)]
-    slot = engine.outlets.outlets["o1"].order_times[0] // engine.settings.slot_us
+    slot = engine.outlets.state("o1").order_times[0] // engine.settings.slot_us
     assert [(s - slot, rep, count, str(amount), lines) for s, rep, count, amount, lines in records] == [
         (0, "r1", 2, "3.30", 4), (0, None, 1, "5", 2), (1, "r1", 1, "1", 2)]

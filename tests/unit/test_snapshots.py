@@ -164,7 +164,7 @@ def test_outlet_state_pickles_field_for_field(settings):
     onboard = orjson.dumps({"event_id": "b1", "type": "outlet.onboarded", "occurred_at": "2026-11-24T10:00:00Z",
                             "outlet_id": "o1", "region": "north", "territory": "T1", "rep_id": "r2"})
     apply_all(engine, [onboard, visit, order(1), order(2)])
-    state = engine.outlets.outlets["o1"]
+    state = engine.outlets.state("o1")
     assert state.order_times and state.visits and state.orders_by_slot and state.onboarded_us  # every kind of field is set
     assert pickle.loads(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)) == state
 
