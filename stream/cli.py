@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, KpiSettings, ServiceSettings
+from .config import ConfigError, KpiSettings, ServiceSettings, hot_outlets_from_env
 
 log = logging.getLogger("stream")
 
@@ -85,7 +85,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = KpiSettings.from_env()
     _setup_logging("INFO")
+    from .outlets import keep_hot_outlets
     from .replay import run_replay
+
+    keep_hot_outlets(hot_outlets_from_env())  # one book holds every outlet of the file
 
     run_replay(Path(args.events), settings, Path(args.deadletter) if args.deadletter else None)
     return 0
