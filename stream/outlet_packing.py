@@ -7,7 +7,7 @@ visits an outlet every week or two -- so `OutletBook` keeps only recently touche
 and packs the others into bytes: ~70 bytes for an outlet that has only been onboarded (four in
 five, in the generator's mix), a few hundred for one with a history of orders and visits. Bytes
 are not tracked by the cyclic collector and pickle as one memory copy, which also makes engine
-snapshots smaller and their restore several times faster.
+snapshots smaller and their restore about twice as fast (bench/README.md, tenth session).
 
 Two layouts, told apart by the first byte:
 - BARE (no orders, visits or reactivations, and one stamp for all five attributes): a fixed head

@@ -56,6 +56,7 @@ HOT_OUTLETS = 8192
 
 
 def keep_hot_outlets(limit: int) -> None:
+    """Set HOT_OUTLETS for every book of this process (KPI_HOT_OUTLETS)."""
     global HOT_OUTLETS
     HOT_OUTLETS = limit
 
@@ -173,10 +174,11 @@ class OutletBook:
     def _cool(self) -> None:
         """Pack the outlets of the epoch before this one that this one did not touch; start an epoch."""
         outlets, index = self.outlets, self.canonical_attributes
+        # every outlet in either epoch is an object: it was unpacked when it joined one, and an
+        # outlet is packed only here, as it leaves both
         for outlet_id in self._touched_before.difference(self._touched):
             state = outlets[outlet_id]
-            if type(state) is not bytes:
-                outlets[outlet_id] = pack_outlet(state, index[state.attributes])
+            outlets[outlet_id] = pack_outlet(state, index[state.attributes])
         self._touched_before, self._touched = self._touched, set()
 
     # -- events ------------------------------------------------------------------------------
