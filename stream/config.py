@@ -227,7 +227,7 @@ class ServiceSettings:
             store=env.get("KPI_STORE", "memory://"),
             log_level=env.get("KPI_LOG_LEVEL", "INFO"),
             session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
-            fetch_max_wait_ms=_positive_int("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20")),
+            fetch_max_wait_ms=_whole_number("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20"), 1),
             snapshot_on_stop=_boolean("KPI_SNAPSHOT_ON_STOP", env.get("KPI_SNAPSHOT_ON_STOP", "true")),
             snapshot_interval_seconds=_non_negative_seconds(
                 "KPI_SNAPSHOT_INTERVAL", env.get("KPI_SNAPSHOT_INTERVAL", "300")),
@@ -239,26 +239,16 @@ class ServiceSettings:
 def hot_outlets_from_env(env: Mapping[str, str] | None = None) -> int:
     """KPI_HOT_OUTLETS: read by the worker and by `kpi-stream replay` (stream/outlets.py)."""
     env = os.environ if env is None else env
-    return _non_negative_int("KPI_HOT_OUTLETS", env.get("KPI_HOT_OUTLETS", "8192"))
+    return _whole_number("KPI_HOT_OUTLETS", env.get("KPI_HOT_OUTLETS", "8192"), 0)
 
 
-def _positive_int(name: str, text: str) -> int:
+def _whole_number(name: str, text: str, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise ConfigError(f"{name} must be a whole number: {text!r}") from None
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive: {text!r}")
-    return value
-
-
-def _non_negative_int(name: str, text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number: {text!r}") from None
-    if value < 0:
-        raise ConfigError(f"{name} must be 0 or more: {text!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be {'positive' if minimum == 1 else f'{minimum} or more'}: {text!r}")
     return value
 
 

@@ -39,7 +39,6 @@ _BARE_HEAD = struct.Struct("<BIq")  # layout, attribute index, onboarded_us (0 w
 _SHORT_HEAD = struct.Struct("<BI")  # _BARE_ONBOARDED_AT_STAMP: layout, attribute index
 _STAMP_INSTANT = struct.Struct(">Q")  # how outlets.attribute_stamp starts: the instant + 2**63
 _STAMP_OFFSET = 1 << 63
-_INT64 = (-(1 << 63), (1 << 63) - 1)
 _AMOUNT = 3  # position of the amount in each (slot, rep, count, amount, lines) record
 _RECORD = 5
 
@@ -51,8 +50,8 @@ def pack_outlet(state: OutletState, attribute_index: int) -> bytes:
     onboarded = state.onboarded_us
     if (not state.order_times and not state.orders_by_slot and not state.order_slots
             and not state.reactivation_slots and state.reactivation_slot_counts is None
-            and state.visits is None and state.first_link_slot is None and type(stamps) is bytes
-            and (onboarded is None or _INT64[0] <= onboarded <= _INT64[1])):
+            and state.visits is None and state.first_link_slot is None and type(stamps) is bytes):
+        # instants fit the signed 64-bit field: timeparse accepts four-digit years only
         if onboarded is None:
             return _BARE_HEAD.pack(_BARE, attribute_index, 0) + stamps
         if len(stamps) >= 8 and _STAMP_INSTANT.unpack_from(stamps)[0] == onboarded + _STAMP_OFFSET:
