@@ -69,7 +69,7 @@ def main() -> int:
     pause = timed_full_collection()
     settled = timed_full_collection()
     tracked = len(gc.get_objects()) - tracked_before
-    outlets = len(engine.outlets.outlets)
+    outlets = len(engine.outlets)
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"machine: {machine()}")

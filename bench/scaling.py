@@ -85,6 +85,41 @@ def settle_rss() -> int:
     return rss_bytes()
 
 
+def allocator_bytes() -> dict:
+    """Where the process's heap memory is: pymalloc's arenas (small objects) split into live blocks
+    and the free room it holds (free blocks, unused pools, headers, alignment), and glibc's heap
+    (larger allocations) split into in use and free. RSS growth minus the live parts is slack."""
+    import ctypes
+    import re
+
+    with tempfile.TemporaryFile(mode="w+") as capture:
+        saved = os.dup(2)
+        sys.stderr.flush()
+        os.dup2(capture.fileno(), 2)
+        try:
+            sys._debugmallocstats()  # writes to the C stderr
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        capture.seek(0)
+        text = capture.read()
+
+    def figure(pattern: str) -> int:
+        found = re.search(pattern + r"\s*=\s*([\d,]+)", text)
+        return int(found.group(1).replace(",", "")) if found else 0
+    arenas = figure(r"arenas \* \d+ bytes/arena")
+    live_blocks = figure(r"# bytes in allocated blocks")
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    libc = ctypes.CDLL(None)
+    libc.mallinfo2.restype = MallInfo2
+    info = libc.mallinfo2()
+    return {"pymalloc_arenas": arenas, "pymalloc_live": live_blocks, "malloc_heap": info.arena,
+            "malloc_live": info.uordblks, "malloc_free": info.fordblks, "malloc_mmapped": info.hblkhd}
+
+
 def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
     """bench/throughput.py's traffic: realistic mix, 3 % late, no duplicates, no malformed."""
     return generator.GeneratorConfig(seed=7, events=events, outlets=outlets,
@@ -180,7 +215,7 @@ def child_apply(args) -> dict:
     count, digest = values_digest(engine)
     return {"windows": args.windows, "outlets_config": args.outlets, "warm": len(warm), "warm_cpu": warm_cpu,
             "warm_wall": warm_wall, "timed": len(timed), "applied": applied, "rejected": rejected,
-            "cpu": timed_cpu, "wall": timed_wall, "gc": timed_gc, "tracked": len(engine.outlets.outlets),
+            "cpu": timed_cpu, "wall": timed_wall, "gc": timed_gc, "tracked": len(engine.outlets),
             "rss0": rss0, "rss1": rss1, "rss2": rss2, "values": count, "digest": digest,
             "pending_vectors": sum(ledger.pending_count() for ledger in engine.ledgers.values())}
 
@@ -202,6 +237,7 @@ def child_rebuild(args) -> dict:
     clock = clock_for(settings.clock)
     engines = {0: KpiEngine(settings, clock.now_us())}
     rss0 = settle_rss()
+    allocated0 = allocator_bytes()
     gc_timer = GcTimer()
 
     cpu, wall = time.process_time(), time.perf_counter()
@@ -214,6 +250,8 @@ def child_rebuild(args) -> dict:
     total_gc = gc_timer.take()
 
     rss1 = settle_rss()
+    allocated1 = allocator_bytes()
+    allocated = {name: allocated1[name] - allocated0[name] for name in allocated1}
     breakdown = memory_breakdown(engine, args.sample)
 
     # What the worker saves at a stop: the engine, the fact batches it covers, no unwritten facts.
@@ -225,8 +263,8 @@ def child_rebuild(args) -> dict:
     save_cpu, save_wall = time.process_time() - cpu, time.perf_counter() - wall
     return {"facts": fact_count, "applied": applied, "loop_cpu": loop_cpu, "loop_wall": loop_wall,
             "total_cpu": total_cpu, "total_wall": total_wall, "gc": total_gc, "values": count, "digest": digest,
-            "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets.outlets), "batches": len(facts),
-            "save_cpu": save_cpu, "save_wall": save_wall, "snapshot_bytes": size, **breakdown}
+            "rss0": rss0, "rss1": rss1, "tracked": len(engine.outlets), "batches": len(facts),
+            "save_cpu": save_cpu, "save_wall": save_wall, "snapshot_bytes": size, "allocated": allocated, **breakdown}
 
 
 SNAPSHOT_WRITER = "bench-writer"
@@ -260,7 +298,7 @@ def child_restore(args) -> dict:
     count, digest = values_digest(engine)
     total_cpu, total_wall = time.process_time() - cpu, time.perf_counter() - wall
     return {"load_cpu": load_cpu, "load_wall": load_wall, "total_cpu": total_cpu, "total_wall": total_wall,
-            "missing": missing, "values": count, "digest": digest, "tracked": len(engine.outlets.outlets),
+            "missing": missing, "values": count, "digest": digest, "tracked": len(engine.outlets),
             "rss_growth": settle_rss() - rss0}
 
 
@@ -320,32 +358,33 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     # that grows with combinations, not charged to whichever sampled outlet reaches them first.
     combinations = book.attribute_table
     combinations_bytes = sizer((book.attribute_table, book.canonical_attributes))
-    outlets = book.outlets
+    hot, cold = book.hot, book.cold
+    tracked = len(book)
     rng = random.Random(5)
-    chosen_ids = rng.sample(list(outlets), min(sample, len(outlets)))
+    # at rest (stream/cold_outlets.py): no object per outlet; the heap and its index, free records
+    # and the stale records of hot outlets included, are shared out over every tracked outlet
+    resting = [(outlet_id, packed) for outlet_id, packed in cold.items() if outlet_id not in hot]
+    chosen = rng.sample(resting, min(sample, len(resting)))
+    chosen_hot = rng.sample(list(hot), min(sample, len(hot)))
     fields = [name for name in _all_slots(OutletState)]
     per_field = {name: 0 for name in fields}
-    base = 0
-    objects = packed = packed_bytes = ids = 0
-    states = []
-    for outlet_id in chosen_ids:
+    base = ids = 0
+    states = [OutletState(outlet_id, *unpack_outlet(packed, book.attribute_table)) for outlet_id, packed in chosen]
+    for outlet_id in chosen_hot:
         ids += sys.getsizeof(outlet_id)
-        value = outlets[outlet_id]
-        if type(value) is bytes:  # at rest (stream/outlet_packing.py): one bytes object
-            packed += 1
-            packed_bytes += sys.getsizeof(value)
-            states.append(OutletState(outlet_id, *unpack_outlet(value, book.attribute_table)))
-            continue
-        objects += 1
+        value = hot[outlet_id]
         states.append(value)
         sizer.seen.add(id(value))
         base += sys.getsizeof(value)
         for name in fields:
-            if name != "outlet_id":  # the id is the dict's key, counted below
+            if name != "outlet_id":  # the id is the dict's key, counted above
                 per_field[name] += sizer(getattr(value, name))
-    n = len(chosen_ids)
-    dict_entry = sys.getsizeof(outlets) / max(1, len(outlets))
-    outlet_state = (base + sum(per_field.values()) + packed_bytes + ids) / n
+    n = len(states)
+    hot_share = len(hot) / max(1, tracked)
+    # the hot outlets: the dict, and per outlet its id, the object and its fields (from the hot sample)
+    hot_total = (sys.getsizeof(hot) + (base + sum(per_field.values()) + ids) / max(1, len(chosen_hot)) * len(hot))
+    heap_each = cold.heap_bytes() / max(1, tracked)
+    outlet_state = heap_each + hot_total / max(1, tracked)
     shape = {
         "orders": sum(len(s.order_times) for s in states) / n,
         "visits": sum(len(s.visits or ()) for s in states) / n,
@@ -366,10 +405,11 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     ledgers = pending_sizer((engine.ledgers, engine.rollups))  # the rest: cell and scope vectors
     leads_activities = Sizer()((engine.leads.leads, engine.activities.reps))
     pending = sum(ledger.pending_count() for ledger in engine.ledgers.values())
-    return {"per_field": {k: v / n for k, v in per_field.items()}, "state_base": base / n,
-            "packed_share": packed / n, "packed_bytes": packed_bytes / max(1, packed), "id_bytes": ids / n,
-            "hot_objects": objects / n,
-            "outlet_state": outlet_state, "dict_entry": dict_entry, "shape": shape,
+    return {"per_field": {k: v / max(1, len(chosen_hot)) for k, v in per_field.items()},
+            "state_base": base / max(1, len(chosen_hot)), "hot_share": hot_share,
+            "hot_bytes": hot_total / max(1, tracked), "heap_bytes": heap_each,
+            "heap_free": cold.free_bytes / max(1, tracked), "resting_packed": sum(len(p) for _, p in chosen) / max(1, len(chosen)),
+            "outlet_state": outlet_state, "shape": shape,
             "combinations": len(combinations), "combinations_bytes": combinations_bytes,
             "state_slots": len(fields),
             "dedupe": dedupe, "dedupe_entries": len(seen), "dedupe_entry": dedupe_entry,
@@ -484,15 +524,20 @@ def main() -> int:
           f"{rb['pending'] / max(1, rb['pending_vectors']):.0f} B each); cell + scope vectors {mib(rb['ledgers'])}; "
           f"leads + activity reps "
           f"{mib(rb['leads_activities'])} ({rb['leads']:,} leads)")
+    grown = rb["allocated"]
+    print(f"  where the growth is (allocators' own figures): pymalloc arenas {mib(grown['pymalloc_arenas'])} "
+          f"({mib(grown['pymalloc_live'])} in live blocks, the rest free room: free blocks, empty pools, headers), "
+          f"glibc heap {mib(grown['malloc_heap'])} ({mib(grown['malloc_live'])} in use, {mib(grown['malloc_free'])} "
+          f"free), glibc mmapped {mib(grown['malloc_mmapped'])}")
     print(f"  => beyond buffers: ({mib(growth)} - {mib(buffers)}) / {tracked:,} = {beyond:,.0f} B/outlet (RSS)")
     shape = rb["shape"]
     print(f"  per-outlet state walked on {min(args.sample, tracked):,} sampled outlets (avg {shape['orders']:.2f} "
           f"orders, {shape['visits']:.2f} visits; {shape['with_no_orders']:.0%} without orders, "
-          f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state'] + rb['dict_entry']:,.0f} B =")
-    print(f"    {rb['dict_entry']:.0f} OutletBook.outlets dict slot + {rb['id_bytes']:.0f} outlet id + "
-          f"{rb['packed_share']:.1%} packed at rest x {rb['packed_bytes']:.0f} B (stream/outlet_packing.py) + "
-          f"{rb['hot_objects']:.1%} hot as objects: {rb['state_base']:.0f} OutletState objects ({rb['state_slots']} slots) "
-          f"and their fields:")
+          f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state']:,.0f} B =")
+    print(f"    {rb['heap_bytes']:.0f} B of the heap of outlets at rest and its index (stream/cold_outlets.py; "
+          f"{rb['heap_free']:.0f} of them free records; a packed state averages {rb['resting_packed']:.0f} B) + "
+          f"{rb['hot_bytes']:.0f} B for the {rb['hot_share']:.1%} hot as objects (dict slot, id, "
+          f"{rb['state_base']:.0f} B OutletState object ({rb['state_slots']} slots) and its fields, per hot outlet:")
     print(f"    (plus the shared attribute tuples and their index: {rb['combinations']:,} combinations, {mib(rb['combinations_bytes'])} "
           f"= {rb['combinations_bytes'] / tracked:.0f} B/outlet)")
     for name, size in sorted(rb["per_field"].items(), key=lambda item: -item[1]):

@@ -26,6 +26,7 @@ from operator import attrgetter
 from .catalogue import GLOBAL_SCOPE, OutletLayout
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
+from .cold_outlets import ColdOutlets
 from .outlet_packing import pack_outlet, unpack_outlet
 from .windows import Deltas, DeltaLedger, Scope, SlotUnion
 
@@ -49,7 +50,7 @@ def attribute_stamp(occurred_us: int, event_id: str) -> bytes:
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
 # Outlets touched by the last HOT_OUTLETS to 2 x HOT_OUTLETS distinct outlet ids of a book stay
-# objects; the others are packed into bytes (outlet_packing.py). Hot objects cost ~0.6 KB each,
+# objects; the others are packed (outlet_packing.py) into one heap (cold_outlets.py). Hot objects cost ~0.6 KB each,
 # so a book holds at most ~10 MB of them; unpacking and packing an outlet costs a few us.
 # Process-wide (KPI_HOT_OUTLETS): books restored from snapshots follow it too.
 HOT_OUTLETS = 8192
@@ -140,8 +141,11 @@ class OutletBook:
         self.settings = settings
         self.ledger = ledger
         self.layout = layout
-        # outlet id -> its state: an object while hot, else packed bytes (read through `state`)
-        self.outlets: dict[str, OutletState | bytes] = {}
+        # Outlets touched lately, as objects; the others at rest, packed (read through `state`).
+        # An outlet in `hot` may have an older record in `cold`: `hot` wins.
+        self.hot: dict[str, OutletState] = {}
+        self.cold = ColdOutlets()
+        self._hot_only = 0  # outlets in `hot` never yet packed into `cold`
         # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
         # each string interned: an outlet holds a reference, not its own 80-byte tuple. Packed
         # outlets name theirs by its index in `attribute_table` (append-only: indexes stay valid).
@@ -164,21 +168,30 @@ class OutletBook:
                 self._cool()  # first: it may pack this very outlet
                 touched = self._touched
             touched.add(outlet_id)
-        state = self.outlets.get(outlet_id)
+        state = self.hot.get(outlet_id)
         if state is None:
-            state = self.outlets[outlet_id] = OutletState(outlet_id)
-        elif type(state) is bytes:
-            state = self.outlets[outlet_id] = OutletState(outlet_id, *unpack_outlet(state, self.attribute_table))
+            packed = self.cold.get(outlet_id)
+            if packed is None:
+                state = OutletState(outlet_id)
+                self._hot_only += 1
+            else:
+                state = OutletState(outlet_id, *unpack_outlet(packed, self.attribute_table))
+            self.hot[outlet_id] = state
         return state
+
+    def __len__(self) -> int:
+        """Outlets tracked, hot or at rest."""
+        return len(self.cold) + self._hot_only
 
     def _cool(self) -> None:
         """Pack the outlets of the epoch before this one that this one did not touch; start an epoch."""
-        outlets, index = self.outlets, self.canonical_attributes
-        # every outlet in either epoch is an object: it was unpacked when it joined one, and an
-        # outlet is packed only here, as it leaves both
+        hot, cold, index = self.hot, self.cold, self.canonical_attributes
+        # `hot` holds exactly the outlets of the two epochs: one joins it when it joins an epoch,
+        # and leaves only here, as it leaves both
         for outlet_id in self._touched_before.difference(self._touched):
-            state = outlets[outlet_id]
-            outlets[outlet_id] = pack_outlet(state, index[state.attributes])
+            state = hot.pop(outlet_id)
+            if cold.put(outlet_id, pack_outlet(state, index[state.attributes])):
+                self._hot_only -= 1
         self._touched_before, self._touched = self._touched, set()
 
     # -- events ------------------------------------------------------------------------------

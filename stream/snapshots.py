@@ -54,8 +54,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT = 2
 _PACKAGE = Path(__file__).resolve().parent
 # Every module whose code decides what an engine holds or how it is read back.
-_STATE_MODULES = ("activities", "catalogue", "config", "decode", "engine", "events", "kpis", "leads",
-                  "outlet_packing", "outlets", "snapshots", "timeparse", "windows")
+_STATE_MODULES = ("activities", "catalogue", "cold_outlets", "config", "decode", "engine", "events", "kpis",
+                  "leads", "outlet_packing", "outlets", "snapshots", "timeparse", "windows")
 _SUFFIX = ".snapshot"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 

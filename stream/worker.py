@@ -858,7 +858,7 @@ class KpiWorker:
                      "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
         await self.batches.send(self.topics.partials, messages)
         self.metrics.state_entities.labels("outlet").set(
-            sum(len(e.engine.outlets.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
+            sum(len(e.engine.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
         self.metrics.state_entities.labels("lead").set(
             sum(len(e.engine.leads.leads) for (f, _), e in self.entities.items() if f is Family.LEAD))
         self.metrics.state_entities.labels("scope").set(len(self.scopes))

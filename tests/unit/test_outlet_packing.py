@@ -61,7 +61,7 @@ def test_a_packed_outlet_unpacks_equal_field_by_field_types_included(messages, s
     engine = KpiEngine(settings, settings.clock.pinned_us)
     apply_all(engine, messages)
     book = engine.outlets
-    for outlet_id in list(book.outlets):
+    for outlet_id in set(book.hot) | {outlet_id for outlet_id, _ in book.cold.items()}:
         state = book.state(outlet_id)
         assert field_types(roundtrip(book, state)) == field_types(state)
 
@@ -110,17 +110,19 @@ def test_only_recently_touched_outlets_stay_objects_and_the_one_in_hand_is_never
     with hot_outlets(2):
         engine = engine_after([onboarding(f"o{n}", f"b{n}") for n in range(10)])
         book = engine.outlets
-        objects = [outlet_id for outlet_id, state in book.outlets.items() if type(state) is not bytes]
-        assert 1 <= len(objects) <= 4 and "o9" in objects
-        assert all(type(book.outlets[f"o{n}"]) is bytes for n in range(5))
+        assert 1 <= len(book.hot) <= 4 and "o9" in book.hot
+        assert all(f"o{n}" not in book.hot and type(book.cold.get(f"o{n}")) is bytes for n in range(5))
+        assert len(book) == 10
         in_hand = book.state("o0")
-        assert type(book.outlets["o0"]) is OutletState
+        assert book.hot["o0"] is in_hand
         book.state("o1")
-        assert book.outlets["o0"] is in_hand, "the outlet handed out is not packed by the next call"
+        assert book.hot["o0"] is in_hand, "the outlet handed out is not packed by the next call"
         book.state("o2")
         book.state("o3")
         book.state("o4")
-        assert type(book.outlets["o0"]) is bytes, "once others were touched, it is"
+        assert "o0" not in book.hot, "once others were touched, it is"
+        assert field_types(book.state("o0")) == field_types(in_hand)
+        assert len(book) == 10
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -146,7 +148,7 @@ def test_a_snapshot_with_packed_outlets_restores_and_goes_on_to_the_oracle_value
     assert kpi_differences(actual, oracle_kpis(messages, AS_OF, oracle_settings(settings))) == []
 
 
-def test_a_snapshot_holds_cold_outlets_as_bytes():
+def test_a_snapshot_holds_cold_outlets_in_their_heap():
     settings = engine_settings(60, (600, 3600), (900,), 1800)
     engine = KpiEngine(settings, settings.clock.pinned_us)
     with hot_outlets(1):
@@ -155,8 +157,8 @@ def test_a_snapshot_holds_cold_outlets_as_bytes():
         shelf = SnapshotShelf(Path(directory), engine_fingerprint(settings, OWNER))
         shelf.save(Family.OUTLET, 1, EngineSnapshot(engine, CoveredBatches(), []))
         restored = shelf.take(Family.OUTLET, 1).engine
-    packed = [outlet_id for outlet_id, state in restored.outlets.outlets.items() if type(state) is bytes]
-    assert len(packed) >= 5
+    at_rest = [outlet_id for outlet_id, _ in restored.outlets.cold.items() if outlet_id not in restored.outlets.hot]
+    assert len(at_rest) >= 5 and len(restored.outlets) == 8
     assert values(restored) == values(engine)
 
 
