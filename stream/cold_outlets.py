@@ -3,18 +3,18 @@
 A dict of packed bytes (outlet id -> bytes) costs ~300 bytes per outlet at a million outlets
 (bench/scaling.py, tenth session): the dict slot, an id string and a bytes object per outlet
 (~170 bytes walked) and the allocator's slack around two million small objects. Here an outlet at
-rest is a record in one `bytearray` -- a 12-byte head, its id's UTF-8 bytes and its packed state
-(outlet_packing.py) -- found through an `array` of 64-bit entries, each the record's place in the
-heap and the CRC-32 of its id. Neither holds a Python object per outlet, so the cyclic collector
-has nothing to walk, the allocator nothing to fragment, and a snapshot pickles three buffers.
+rest is a record in one `bytearray` -- a 4-byte head (the id's and the state's lengths), its id's
+UTF-8 bytes and its packed state (outlet_packing.py) -- found through an `array` of 32-bit entries,
+each the record's place in the heap. Neither holds a Python object per outlet, so the cyclic
+collector has nothing to walk, the allocator nothing to fragment, and a snapshot pickles buffers.
 
-Records never move while they fit: a rewrite of the same or a smaller size goes in place. One that
-outgrew its record moves to a fresh one with a quarter more room, and the old record joins a free
-list for its size, reused by the next record of exactly that size. Ids are never removed (an outlet
-is tracked for the book's life), so the index needs no tombstones.
-
-The hash is CRC-32 rather than `hash()`, which is salted per process: an index pickled by one
-process is probed by another after a restore.
+A record's size is a function of its contents: multiples of 4 bytes up to 128, then steps of at
+most an eighth. A rewrite that keeps the size goes in place; one that changes it moves the record
+to a free one of the new size (or the heap's end) and puts the old one on the free list for its
+size. Ids are never removed (an outlet is tracked for the book's life), so the index needs no
+tombstones. The index keeps no hashes: a probe compares the id in the record, and growing the
+index hashes every id again with CRC-32 (not `hash()`, which is salted per process: an index
+pickled by one process is probed by another after a restore).
 """
 
 from __future__ import annotations
@@ -24,14 +24,28 @@ from collections.abc import Iterator
 from struct import Struct
 from zlib import crc32
 
-_HEAD = Struct("<III")  # id length, room after the head (id + state), state length
-_ALIGN = 16  # records start at multiples of 16: an entry stores offset // 16, in 32 bits
-_HASH_BITS = 0xFFFF_FFFF
+# A record's head: a u32 of the state's length << 8 | the id's length, when the id has fewer than
+# 255 bytes and the state fewer than 2**24; else a u32 of 255 and the two lengths as u32s.
+_SHORT_HEAD = Struct("<I")
+_LONG_HEAD = Struct("<II")
+_LONG = 0xFF
+_ALIGN = 4  # records start at multiples of 4: an entry holds position // 4 + 1 in 32 bits
+_MAX_HEAP = _ALIGN * 0xFFFF_FFFE
 _INITIAL_SLOTS = 16
 
 
 def _record_size(needed: int) -> int:
-    return (needed + _ALIGN - 1) & -_ALIGN
+    """Bytes a record of `needed` bytes takes: the room lets a growing state grow in place a while."""
+    if needed <= 128:
+        return (needed + 3) & -4
+    step = 1 << (needed.bit_length() - 4)
+    return (needed + step - 1) & -step
+
+
+def _head(id_size: int, state_size: int) -> bytes:
+    if id_size < _LONG and state_size < 1 << 24:
+        return _SHORT_HEAD.pack(state_size << 8 | id_size)
+    return _SHORT_HEAD.pack(_LONG) + _LONG_HEAD.pack(id_size, state_size)
 
 
 class ColdOutlets:
@@ -40,11 +54,10 @@ class ColdOutlets:
     __slots__ = ("_index", "_mask", "_heap", "_free", "_count", "free_bytes")
 
     def __init__(self) -> None:
-        # entry: (record offset // _ALIGN + 1) << 32 | crc32(id); 0 is an empty slot
-        self._index = array("Q", bytes(8 * _INITIAL_SLOTS))
+        self._index = array("I", bytes(4 * _INITIAL_SLOTS))  # record position // 4 + 1; 0: empty slot
         self._mask = _INITIAL_SLOTS - 1
         self._heap = bytearray()
-        self._free: dict[int, array] = {}  # record size -> offsets of free records of that size
+        self._free: dict[int, array] = {}  # record size -> positions of free records of that size
         self._count = 0
         self.free_bytes = 0
 
@@ -55,83 +68,83 @@ class ColdOutlets:
         """Bytes of the heap and the index (what the outlets at rest cost, free records included)."""
         return len(self._heap) + self._index.itemsize * len(self._index)
 
-    def _find(self, key: bytes, hashed: int) -> tuple[int, int]:
-        """(slot, record offset) of `key`; the offset is -1 when it is absent and the slot is where
-        it goes."""
-        index, mask, heap = self._index, self._mask, self._heap
-        slot = hashed & mask
+    def _record(self, position: int) -> tuple[int, int, int]:
+        """(where its id starts, the id's length, the state's length) of the record at `position`."""
+        (lengths,) = _SHORT_HEAD.unpack_from(self._heap, position)
+        if lengths & 0xFF != _LONG:
+            return position + 4, lengths & 0xFF, lengths >> 8
+        id_size, state_size = _LONG_HEAD.unpack_from(self._heap, position + 4)
+        return position + 12, id_size, state_size
+
+    def _find(self, key: bytes) -> tuple[int, int, int, int]:
+        """(slot, record position, where the state starts, the state's length) of `key`; the
+        position is -1 when it is absent, and the slot is where it goes."""
+        index, mask, heap, record = self._index, self._mask, self._heap, self._record
+        slot = crc32(key) & mask
         size = len(key)
         while entry := index[slot]:
-            if entry & _HASH_BITS == hashed:
-                offset = ((entry >> 32) - 1) * _ALIGN
-                start = offset + _HEAD.size
-                if heap[start:start + size] == key and _HEAD.unpack_from(heap, offset)[0] == size:
-                    return slot, offset
+            position = (entry - 1) * _ALIGN
+            start, id_size, state_size = record(position)
+            if id_size == size and heap[start:start + size] == key:
+                return slot, position, start + size, state_size
             slot = (slot + 1) & mask
-        return slot, -1
+        return slot, -1, 0, 0
 
     def get(self, outlet_id: str) -> bytes | None:
-        key = outlet_id.encode("utf-8", "surrogatepass")
-        _, offset = self._find(key, crc32(key))
-        if offset < 0:
-            return None
-        heap = self._heap
-        key_size, _, size = _HEAD.unpack_from(heap, offset)
-        start = offset + _HEAD.size + key_size
-        return bytes(heap[start:start + size])
+        _, position, start, size = self._find(outlet_id.encode("utf-8", "surrogatepass"))
+        return None if position < 0 else bytes(self._heap[start:start + size])
 
     def put(self, outlet_id: str, packed: bytes) -> bool:
         """Store `packed` as the outlet's state; True when the outlet was not here before."""
         key = outlet_id.encode("utf-8", "surrogatepass")
-        hashed = crc32(key)
-        slot, offset = self._find(key, hashed)
-        heap = self._heap
-        if offset >= 0:
-            key_size, room, _ = _HEAD.unpack_from(heap, offset)
-            if key_size + len(packed) <= room:
-                start = offset + _HEAD.size + key_size
-                heap[start:start + len(packed)] = packed  # same length: in place
-                _HEAD.pack_into(heap, offset, key_size, room, len(packed))
+        slot, position, start, size = self._find(key)
+        record = _head(len(key), len(packed)) + key + packed
+        new_size = _record_size(len(record))
+        if position >= 0:
+            old_size = _record_size(start + size - position)
+            if new_size == old_size:
+                self._heap[position:position + len(record)] = record  # same length: in place
                 return False
-            self._release(offset, _HEAD.size + room)
-            needed = _HEAD.size + key_size + len(packed)
-            self._index[slot] = self._write(key, packed, _record_size(needed + needed // 4)) | hashed
+            self._release(position, old_size)
+            self._index[slot] = self._write(record, new_size)
             return False
-        self._index[slot] = self._write(key, packed, _record_size(_HEAD.size + len(key) + len(packed))) | hashed
+        self._index[slot] = self._write(record, new_size)
         self._count += 1
         if 3 * self._count > 2 * len(self._index):
             self._grow()
         return True
 
-    def _write(self, key: bytes, packed: bytes, size: int) -> int:
-        """Write a record of `size` bytes; its index entry without the hash."""
-        record = _HEAD.pack(len(key), size - _HEAD.size, len(packed)) + key + packed
+    def _write(self, record: bytes, size: int) -> int:
+        """Write `record` into a free record of `size` bytes or at the heap's end; its index entry."""
         heap = self._heap
         free = self._free.get(size)
         if free:
-            offset = free.pop()
+            position = free.pop()
             self.free_bytes -= size
-            heap[offset:offset + len(record)] = record
+            heap[position:position + len(record)] = record
         else:
-            offset = len(heap)
+            position = len(heap)
+            if position + size > _MAX_HEAP:
+                raise MemoryError(f"outlets at rest fill {position:,} bytes: a book holds at most {_MAX_HEAP:,}")
             heap += record
             heap += bytes(size - len(record))
-        return (offset // _ALIGN + 1) << 32
+        return position // _ALIGN + 1
 
-    def _release(self, offset: int, size: int) -> None:
+    def _release(self, position: int, size: int) -> None:
         free = self._free.get(size)
         if free is None:
             free = self._free[size] = array("Q")
-        free.append(offset)
+        free.append(position)
         self.free_bytes += size
 
     def _grow(self) -> None:
-        """Double the index (a pass over every entry: ~0.3 s at a million outlets)."""
+        """Double the index, hashing every id again (~1 s at a million outlets, once per doubling)."""
         slots = 2 * len(self._index)
-        index, mask = array("Q", bytes(8 * slots)), slots - 1
+        index, mask, heap, record = array("I", bytes(4 * slots)), slots - 1, self._heap, self._record
         for entry in self._index:
             if entry:
-                slot = entry & mask  # mask < 2**32: the bits below it are the hash's
+                start, id_size, _ = record((entry - 1) * _ALIGN)
+                slot = crc32(heap[start:start + id_size]) & mask
                 while index[slot]:
                     slot = (slot + 1) & mask
                 index[slot] = entry
@@ -142,8 +155,6 @@ class ColdOutlets:
         heap = self._heap
         for entry in self._index:
             if entry:
-                offset = ((entry >> 32) - 1) * _ALIGN
-                key_size, _, size = _HEAD.unpack_from(heap, offset)
-                start = offset + _HEAD.size
-                yield (heap[start:start + key_size].decode("utf-8", "surrogatepass"),
-                       bytes(heap[start + key_size:start + key_size + size]))
+                start, id_size, state_size = self._record((entry - 1) * _ALIGN)
+                end = start + id_size
+                yield heap[start:end].decode("utf-8", "surrogatepass"), bytes(heap[end:end + state_size])

@@ -8,11 +8,12 @@ import pickle
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from stream.cold_outlets import ColdOutlets
+from stream.cold_outlets import ColdOutlets, _head, _record_size
 
 ids = st.one_of(
     st.sampled_from([f"o{n}" for n in range(40)]),  # few ids: many rewrites of the same record
     st.text(min_size=0, max_size=30),  # any text, the empty id and lone surrogates included
+    st.text(min_size=250, max_size=260),  # 255 bytes and more: the record's long head
 )
 payloads = st.binary(min_size=0, max_size=300)
 
@@ -32,21 +33,33 @@ def test_the_heap_returns_what_was_put_last_under_each_id_like_a_dict(writes, ab
         if outlet_id not in model:
             assert heap.get(outlet_id) is None
     assert dict(heap.items()) == model
+    live = sum(_record_size(len(_head(len(key), len(packed))) + len(key) + len(packed))
+               for key, packed in ((outlet_id.encode("utf-8", "surrogatepass"), packed) for outlet_id, packed in model.items()))
+    assert live + heap.free_bytes == len(heap._heap), "every byte of the heap is in one live or one free record"  # noqa: SLF001
     restored = pickle.loads(pickle.dumps(heap, protocol=pickle.HIGHEST_PROTOCOL))
     assert dict(restored.items()) == model and len(restored) == len(model)
     assert all(restored.get(outlet_id) == packed for outlet_id, packed in model.items())
 
 
-def test_a_record_that_fits_is_rewritten_in_place_and_one_that_outgrows_it_frees_its_old_room():
+def test_a_rewrite_that_keeps_the_record_size_stays_in_place_and_a_resized_one_frees_its_old_record():
     heap = ColdOutlets()
-    heap.put("o1", b"x" * 20)
+    heap.put("o1", b"x" * 20)  # 4-byte head + 2-byte id + 20: a 28-byte record
     size = heap.heap_bytes()
-    heap.put("o1", b"y" * 10)
-    assert heap.heap_bytes() == size and heap.get("o1") == b"y" * 10, "smaller: in place"
+    heap.put("o1", b"y" * 22)
+    assert heap.heap_bytes() == size and heap.get("o1") == b"y" * 22, "still 28 bytes: in place"
     heap.put("o1", b"z" * 200)
-    assert heap.get("o1") == b"z" * 200 and heap.free_bytes == 48, "the 48-byte record is free"
+    assert heap.get("o1") == b"z" * 200 and heap.free_bytes == 28, "moved: the 28-byte record is free"
+    size = heap.heap_bytes()
     heap.put("o2", b"w" * 20)  # a new record of the freed size takes its place
-    assert heap.free_bytes == 0 and heap.get("o2") == b"w" * 20 and heap.get("o1") == b"z" * 200
+    assert heap.free_bytes == 0 and heap.heap_bytes() == size
+    assert heap.get("o2") == b"w" * 20 and heap.get("o1") == b"z" * 200
+
+
+@given(needed=st.integers(1, 1 << 24))
+def test_a_record_has_room_for_its_contents_in_whole_words_and_wastes_at_most_an_eighth_beyond_128_bytes(needed):
+    size = _record_size(needed)
+    assert size >= needed and size % 4 == 0
+    assert size - needed < (4 if needed <= 128 else needed / 8)
 
 
 def test_a_million_ids_grow_the_index_and_every_one_is_found():
@@ -57,4 +70,17 @@ def test_a_million_ids_grow_the_index_and_every_one_is_found():
     assert len(heap) == count
     assert all(heap.get(f"outlet-{n:07d}") == n.to_bytes(3, "little") for n in range(0, count, 997))
     assert heap.get("outlet-1000000") is None
-    assert heap.heap_bytes() < 64 * count, "a 3-byte state costs its 48-byte record and a share of the index"
+    # per id: its 24-byte record (4 head + 14 id + 3 state, rounded up) and at most three 4-byte index
+    # slots (the index doubles when two thirds are used)
+    assert heap.heap_bytes() <= count * (24 + 3 * 4)
+
+
+def test_a_state_of_16_mib_or_more_keeps_its_length_in_the_long_head():
+    heap = ColdOutlets()
+    big = bytes(range(256)) * (1 << 16) + b"tail"  # 2**24 + 4 bytes
+    heap.put("o1", b"small")
+    heap.put("o2", big)
+    heap.put("o1", big)
+    assert heap.get("o1") == big and heap.get("o2") == big and len(heap) == 2
+    heap.put("o2", b"small again")
+    assert heap.get("o2") == b"small again" and heap.get("o1") == big
