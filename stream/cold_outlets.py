@@ -79,25 +79,50 @@ class ColdOutlets:
     def _find(self, key: bytes) -> tuple[int, int, int, int]:
         """(slot, record position, where the state starts, the state's length) of `key`; the
         position is -1 when it is absent, and the slot is where it goes."""
-        index, mask, heap, record = self._index, self._mask, self._heap, self._record
+        index, mask, heap, unpack = self._index, self._mask, self._heap, _SHORT_HEAD.unpack_from
         slot = crc32(key) & mask
         size = len(key)
         while entry := index[slot]:
             position = (entry - 1) * _ALIGN
-            start, id_size, state_size = record(position)
-            if id_size == size and heap[start:start + size] == key:
-                return slot, position, start + size, state_size
+            (lengths,) = unpack(heap, position)
+            if lengths & 0xFF == size:  # a short head (a long one reads 255: never an id's size here)
+                start = position + 4
+                if heap[start:start + size] == key:
+                    return slot, position, start + size, lengths >> 8
+            elif lengths & 0xFF == _LONG:
+                start, id_size, state_size = self._record(position)
+                if id_size == size and heap[start:start + size] == key:
+                    return slot, position, start + size, state_size
             slot = (slot + 1) & mask
         return slot, -1, 0, 0
 
     def get(self, outlet_id: str) -> bytes | None:
-        _, position, start, size = self._find(outlet_id.encode("utf-8", "surrogatepass"))
-        return None if position < 0 else bytes(self._heap[start:start + size])
+        return self.take(outlet_id)[0]
 
-    def put(self, outlet_id: str, packed: bytes) -> bool:
-        """Store `packed` as the outlet's state; True when the outlet was not here before."""
+    def take(self, outlet_id: str) -> tuple[bytes | None, int]:
+        """The outlet's packed state (None if it has none) and a handle that lets the `put` of its
+        next state skip the search."""
+        slot, position, start, size = self._find(outlet_id.encode("utf-8", "surrogatepass"))
+        if position < 0:
+            return None, 0
+        return bytes(self._heap[start:start + size]), slot << 32 | self._index[slot]
+
+    def put(self, outlet_id: str, packed: bytes, handle: int = 0) -> bool:
+        """Store `packed` as the outlet's state; True when the outlet was not here before.
+        `handle` is what `take` returned with its previous state, if anything."""
         key = outlet_id.encode("utf-8", "surrogatepass")
-        slot, position, start, size = self._find(key)
+        slot, entry = handle >> 32, handle & 0xFFFF_FFFF
+        position = -1
+        if entry and slot < len(self._index) and self._index[slot] == entry:
+            # the slot still holds that record (no move, no growth since) if it holds this id
+            position = (entry - 1) * _ALIGN
+            start, id_size, size = self._record(position)
+            if id_size == len(key) and self._heap[start:start + id_size] == key:
+                start += id_size
+            else:
+                position = -1
+        if position < 0:
+            slot, position, start, size = self._find(key)
         record = _head(len(key), len(packed)) + key + packed
         new_size = _record_size(len(record))
         if position >= 0:

@@ -163,7 +163,7 @@ class ServiceSettings:
     snapshot_on_stop: bool = True
     snapshot_interval_seconds: float = 300.0  # 0: no snapshots while running
     group_instance_id: str = ""
-    hot_outlets: int = 8192  # per partition: outlets kept as objects, the others packed (outlet_packing.py)
+    hot_outlets: int = 8192  # per partition: outlets kept as objects, the others packed (cold_outlets.py)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -325,7 +325,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_SNAPSHOT_ON_STOP", "true", "on a stop, save each partition's engine under `KPI_STATE_DIR`; the next start restores it and applies only the facts written since, instead of every fact (docs/operations.md \"Restarts and engine snapshots\")"),
     ("KPI_SNAPSHOT_INTERVAL", "300", "seconds between snapshots of every partition's engine while the worker runs, saved by a forked copy of the process (the worker does not pause; the copy needs memory for the pages the worker changes meanwhile, up to the engines' size): a start after a kill, or a rebalance that gives this worker a partition back, restores the last one and applies only the facts written since; 0: snapshots at a stop only (docs/operations.md \"Restarts and engine snapshots\")"),
     ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name), with the same `KPI_WEB_PORT` each time. A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
-    ("KPI_HOT_OUTLETS", "8192", "per partition (for `kpi-stream replay`: in all), how many recently touched outlets stay Python objects (~0.6 KB each); the others are packed into bytes (~80 B each, a few us to unpack and repack when an event touches one): memory against CPU (docs/operations.md \"Memory\")"),
+    ("KPI_HOT_OUTLETS", "8192", "per partition (for `kpi-stream replay`: in all), how many recently touched outlets stay Python objects (~0.6 KB each); the others are packed into one heap per partition (~72 B each with their ids and index, a few us to unpack and repack when an event touches one): memory against CPU (docs/operations.md \"Memory\")"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )
 

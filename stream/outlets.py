@@ -146,6 +146,7 @@ class OutletBook:
         self.hot: dict[str, OutletState] = {}
         self.cold = ColdOutlets()
         self._hot_only = 0  # outlets in `hot` never yet packed into `cold`
+        self._cold_handles: dict[str, int] = {}  # hot outlet id -> where `cold` keeps its record
         # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
         # each string interned: an outlet holds a reference, not its own 80-byte tuple. Packed
         # outlets name theirs by its index in `attribute_table` (append-only: indexes stay valid).
@@ -170,12 +171,13 @@ class OutletBook:
             touched.add(outlet_id)
         state = self.hot.get(outlet_id)
         if state is None:
-            packed = self.cold.get(outlet_id)
+            packed, handle = self.cold.take(outlet_id)
             if packed is None:
                 state = OutletState(outlet_id)
                 self._hot_only += 1
             else:
                 state = OutletState(outlet_id, *unpack_outlet(packed, self.attribute_table))
+                self._cold_handles[outlet_id] = handle
             self.hot[outlet_id] = state
         return state
 
@@ -188,9 +190,10 @@ class OutletBook:
         hot, cold, index = self.hot, self.cold, self.canonical_attributes
         # `hot` holds exactly the outlets of the two epochs: one joins it when it joins an epoch,
         # and leaves only here, as it leaves both
+        handles = self._cold_handles
         for outlet_id in self._touched_before.difference(self._touched):
             state = hot.pop(outlet_id)
-            if cold.put(outlet_id, pack_outlet(state, index[state.attributes])):
+            if cold.put(outlet_id, pack_outlet(state, index[state.attributes]), handles.pop(outlet_id, 0)):
                 self._hot_only -= 1
         self._touched_before, self._touched = self._touched, set()
 

@@ -19,11 +19,18 @@ payloads = st.binary(min_size=0, max_size=300)
 
 
 @hsettings(max_examples=300, deadline=None)
-@given(writes=st.lists(st.tuples(ids, payloads), max_size=400), absent=st.lists(st.text(max_size=12), max_size=20))
+@given(writes=st.lists(st.tuples(ids, payloads, st.sampled_from(["none", "fresh", "old"])), max_size=400),
+       absent=st.lists(st.text(max_size=12), max_size=20))
 def test_the_heap_returns_what_was_put_last_under_each_id_like_a_dict(writes, absent):
-    heap, model = ColdOutlets(), {}
-    for outlet_id, packed in writes:
-        assert heap.put(outlet_id, packed) == (outlet_id not in model)
+    """Each write passes no handle, the handle `take` gives just before, or one taken at any earlier
+    write -- of a record moved since, an index grown since, or another id's record in its place."""
+    heap, model, handles = ColdOutlets(), {}, []
+    for outlet_id, packed, handle_kind in writes:
+        taken, handle = heap.take(outlet_id)
+        assert taken == model.get(outlet_id)
+        handles.append(handle)
+        chosen = {"none": 0, "fresh": handle, "old": handles[len(packed) % len(handles)]}[handle_kind]
+        assert heap.put(outlet_id, packed, chosen) == (outlet_id not in model)
         model[outlet_id] = packed
     assert len(heap) == len(model)
     for outlet_id, packed in model.items():
