@@ -499,17 +499,26 @@ def main() -> int:
         return r
 
     # This machine's speed drifts by up to ~1.3x within minutes (bench/README.md), more than the
-    # targets' 10 and 20 %: each ratio is taken between two adjacent runs, and the median counts.
+    # targets' 10 and 20 %: each ratio is taken between two adjacent runs, every other pair in the
+    # other order (a steady slowdown would otherwise always count against the second), and the
+    # median counts.
+    def adjacent(first, second, pair: int) -> tuple[dict, dict]:
+        if pair % 2:
+            later = second()
+            return first(), later
+        return first(), second()
+
     print(f"\n1. per-event cost vs window length (same events, 10k-outlet world; fresh process each; "
-          f"{pairs} pair(s) of adjacent runs)", flush=True)
-    window_pairs = [(apply("7d", args.small, small_file), apply("60d", args.small, small_file)) for _ in range(pairs)]
+          f"{pairs} pair(s) of adjacent runs, alternating which goes first)", flush=True)
+    window_pairs = [adjacent(lambda: apply("7d", args.small, small_file), lambda: apply("60d", args.small, small_file),
+                             pair) for pair in range(pairs)]
     window_ratios = [w60["us"] / w7["us"] for w7, w60 in window_pairs]
     print(f"  60d/7d per pair: {', '.join(f'{ratio:.3f}' for ratio in window_ratios)}", flush=True)
 
-    print(f"\n2. per-event cost vs outlets tracked (default windows 7d,30d,60d; {pairs} pair(s) of adjacent runs)",
-          flush=True)
-    outlet_pairs = [(apply("7d,30d,60d", args.small, small_file), apply("7d,30d,60d", large, large_file))
-                    for _ in range(pairs)]
+    print(f"\n2. per-event cost vs outlets tracked (default windows 7d,30d,60d; {pairs} pair(s) of adjacent runs, "
+          f"alternating which goes first)", flush=True)
+    outlet_pairs = [adjacent(lambda: apply("7d,30d,60d", args.small, small_file),
+                             lambda: apply("7d,30d,60d", large, large_file), pair) for pair in range(pairs)]
     outlet_ratios = [big["us"] / small["us"] for small, big in outlet_pairs]
     print(f"  {large:,} / {args.small:,} outlets per pair: {', '.join(f'{ratio:.3f}' for ratio in outlet_ratios)}",
           flush=True)

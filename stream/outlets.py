@@ -24,9 +24,9 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 
 from .catalogue import GLOBAL_SCOPE, OutletLayout
+from .cold_outlets import ColdOutlets
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
-from .cold_outlets import ColdOutlets
 from .outlet_packing import pack_outlet, unpack_outlet
 from .windows import Deltas, DeltaLedger, Scope, SlotUnion
 
@@ -50,8 +50,9 @@ def attribute_stamp(occurred_us: int, event_id: str) -> bytes:
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
 # Outlets touched by the last HOT_OUTLETS to 2 x HOT_OUTLETS distinct outlet ids of a book stay
-# objects; the others are packed (outlet_packing.py) into one heap (cold_outlets.py). Hot objects cost ~0.6 KB each,
-# so a book holds at most ~10 MB of them; unpacking and packing an outlet costs a few us.
+# objects; the others are packed (outlet_packing.py) into one heap (cold_outlets.py). Hot objects
+# cost ~0.6 KB each, so a book holds at most ~10 MB of them; unpacking and packing an outlet costs
+# a few us.
 # Process-wide (KPI_HOT_OUTLETS): books restored from snapshots follow it too.
 HOT_OUTLETS = 8192
 
