@@ -380,17 +380,23 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
         for name in fields:
             if name != "outlet_id":  # the id is the dict's key, counted above
                 per_field[name] += sizer(getattr(value, name))
-    n = len(states)
     hot_share = len(hot) / max(1, tracked)
     # the hot outlets: the dict, and per outlet its id, the object and its fields (from the hot sample)
     hot_total = (sys.getsizeof(hot) + (base + sum(per_field.values()) + ids) / max(1, len(chosen_hot)) * len(hot))
     heap_each = cold.heap_bytes() / max(1, tracked)
     outlet_state = heap_each + hot_total / max(1, tracked)
+    resting_states, hot_states = states[:len(chosen)], states[len(chosen):]
+
+    def mean(measure) -> float:
+        """Over every tracked outlet: the two samples weighted by the share of outlets they stand for."""
+        def over(sampled: list) -> float:
+            return sum(measure(state) for state in sampled) / len(sampled) if sampled else 0.0
+        return (1 - hot_share) * over(resting_states) + hot_share * over(hot_states)
     shape = {
-        "orders": sum(len(s.order_times) for s in states) / n,
-        "visits": sum(len(s.visits or ()) for s in states) / n,
-        "with_no_orders": sum(not s.order_times for s in states) / n,
-        "with_no_visits": sum(not s.visits for s in states) / n,
+        "orders": mean(lambda state: len(state.order_times)),
+        "visits": mean(lambda state: len(state.visits or ())),
+        "with_no_orders": mean(lambda state: not state.order_times),
+        "with_no_visits": mean(lambda state: not state.visits),
     }
 
     # Buffers that grow with events or scopes rather than outlets.

@@ -85,11 +85,12 @@ class ColdOutlets:
         while entry := index[slot]:
             position = (entry - 1) * _ALIGN
             (lengths,) = unpack(heap, position)
-            if lengths & 0xFF == size:  # a short head (a long one reads 255: never an id's size here)
-                start = position + 4
-                if heap[start:start + size] == key:
-                    return slot, position, start + size, lengths >> 8
-            elif lengths & 0xFF == _LONG:
+            if lengths & 0xFF != _LONG:
+                if lengths & 0xFF == size:
+                    start = position + 4
+                    if heap[start:start + size] == key:
+                        return slot, position, start + size, lengths >> 8
+            else:
                 start, id_size, state_size = self._record(position)
                 if id_size == size and heap[start:start + size] == key:
                     return slot, position, start + size, state_size

@@ -91,3 +91,14 @@ def test_a_state_of_16_mib_or_more_keeps_its_length_in_the_long_head():
     assert heap.get("o1") == big and heap.get("o2") == big and len(heap) == 2
     heap.put("o2", b"small again")
     assert heap.get("o2") == b"small again" and heap.get("o1") == big
+
+
+def test_ids_of_254_255_and_256_bytes_are_each_found_once():
+    heap = ColdOutlets()
+    ids = [letter * size for size in (254, 255, 256) for letter in "ab"]
+    for n, outlet_id in enumerate(ids):
+        assert heap.put(outlet_id, bytes([n]))
+    for n, outlet_id in enumerate(ids):
+        assert not heap.put(outlet_id, bytes([n, n])), "already there: rewritten, not added"
+        assert heap.get(outlet_id) == bytes([n, n])
+    assert len(heap) == len(ids) and dict(heap.items()) == {outlet_id: bytes([n, n]) for n, outlet_id in enumerate(ids)}
