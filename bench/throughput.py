@@ -33,6 +33,8 @@ sys.path.insert(0, str(REPO))
 
 from stream import generator  # noqa: E402
 from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
+from stream.cli import use_event_loop  # noqa: E402
+from stream.config import event_loop_from_env  # noqa: E402
 from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
 
 INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities")
@@ -120,7 +122,7 @@ async def aiokafka_ceiling(bootstrap: str, topics: list[str], total: int) -> flo
 
 
 FAUST_CEILING = r'''
-import os, sys, time, orjson, faust
+import asyncio, os, sys, time, orjson, faust
 env = os.environ
 bootstrap, prefix, total, app_id = env["BENCH_BOOTSTRAP"], env["BENCH_PREFIX"], int(env["BENCH_TOTAL"]), env["BENCH_APP"]
 app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_serializer="raw",
@@ -130,17 +132,21 @@ sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
 from stream.worker import fetch_like_the_worker
 fetch_like_the_worker(app, ServiceSettings.from_env().fetch_max_wait_ms)
+from stream.cli import use_event_loop
+from stream.config import event_loop_from_env
+use_event_loop(event_loop_from_env())  # the worker's kind of loop (KPI_EVENT_LOOP); faust makes it
 state = {"n": 0, "t0": None}
 def count(value):
     if state["t0"] is None:
         state["t0"] = time.perf_counter()
+        state["loop"] = type(asyncio.get_running_loop()).__module__
     try:
         orjson.loads(value)
     except orjson.JSONDecodeError:
         pass
     state["n"] += 1
     if state["n"] >= total:
-        print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f}", flush=True)
+        print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f} on {state['loop']}", flush=True)
         os._exit(0)
 if env.get("BENCH_SHAPE") == "worker":
     # the worker's shape: one agent per family (its topics), events taken in batches as it takes them
@@ -160,7 +166,8 @@ app.main()
 '''
 
 
-def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape: str = "one-agent") -> float:
+def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape: str = "one-agent") -> tuple[float, str]:
+    """(events/s, the module of the event loop the agent ran on)."""
     script = workdir / "faust_ceiling.py"
     script.write_text(FAUST_CEILING)
     env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=prefix, BENCH_TOTAL=str(total),
@@ -169,7 +176,8 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape:
                             capture_output=True, text=True, timeout=3600, cwd=workdir, env=env)
     for line in (result.stdout + result.stderr).splitlines():  # faust may route stdout to its log
         if "RESULT " in line:
-            return float(line.split("RESULT ")[1].split()[0])
+            rate, _on, loop = line.split("RESULT ")[1].split()[:3]
+            return float(rate), loop
     raise RuntimeError(f"faust ceiling produced no result:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
 
@@ -272,12 +280,15 @@ def main() -> int:
         load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
         total = len(messages)
         topics = [prefix + t for t in INPUTS]
+        loop_kind = event_loop_from_env()
+        use_event_loop(loop_kind)  # the worker's kind of loop for the ceilings too (KPI_EVENT_LOOP)
+        b_loop = "-"
         if args.skip_ceilings:
             a = b = float("nan")
         else:
             a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
-            b = faust_ceiling(broker.bootstrap, prefix, total, workdir)
-        b_shaped = faust_ceiling(broker.bootstrap, prefix, total, workdir, "worker") if args.worker_shaped_ceiling else None
+            b, b_loop = faust_ceiling(broker.bootstrap, prefix, total, workdir)
+        b_shaped = faust_ceiling(broker.bootstrap, prefix, total, workdir, "worker")[0] if args.worker_shaped_ceiling else None
         standstill = LagStandstill()
         c, c_with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
                               profile=args.profile, standstill=standstill)
@@ -289,6 +300,7 @@ def main() -> int:
         print(f"command: {' '.join(sys.argv)}")
         print(f"machine: {machine()}")
         print(f"events: {total}")
+        print(f"event loop: KPI_EVENT_LOOP={loop_kind} (the worker's; ceiling b ran on {b_loop})")
         print(f"a. aiokafka getmany + orjson ceiling: {a:10.0f} events/s")
         print(f"b. empty Faust agent (decode only):   {b:10.0f} events/s")
         print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s "

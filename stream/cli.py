@@ -40,6 +40,22 @@ def _setup_logging(level: str, secrets: tuple[str, ...] = ()) -> None:
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), handlers=[handler])
 
 
+def use_event_loop(kind: str) -> None:
+    """Make loops of `kind` (KPI_EVENT_LOOP) the policy's: faust's consumer thread makes its own
+    loop through the policy, and should run on the same kind as the worker's."""
+    if kind == "uvloop":
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    else:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    use_event_loop(kind)
+    return asyncio.new_event_loop()
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = ServiceSettings.from_env()
     _setup_logging(settings.log_level, settings.secret_values())
@@ -51,7 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from .topics import TopicNames, ensure_topics
     from .worker import KpiWorker
 
-    loop = asyncio.new_event_loop()
+    loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
 
     async def prepare() -> None:
@@ -72,8 +88,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     kpi_worker = KpiWorker(settings)
     pauses = [kpi_worker.metrics.gc_pause.labels(str(generation)) for generation in range(3)]
     GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
-    log.info("worker starting: app=%s kafka=%s web=:%d clock=%s", settings.app_id, settings.kafka_bootstrap,
-             settings.web_port, settings.kpi.clock.mode)
+    log.info("worker starting: app=%s kafka=%s web=:%d clock=%s loop=%s", settings.app_id, settings.kafka_bootstrap,
+             settings.web_port, settings.kpi.clock.mode, type(loop).__module__)
     table_dir = Path(kpi_worker.app.conf.tabledir)
     trust_local_tables_or_discard(table_dir, settings.store)
     worker = Worker(kpi_worker.app, loglevel=settings.log_level.lower(), loop=loop,

@@ -164,6 +164,7 @@ class ServiceSettings:
     snapshot_interval_seconds: float = 300.0  # 0: no snapshots while running
     group_instance_id: str = ""
     hot_outlets: int = 8192  # per partition: outlets kept as objects, the others packed (cold_outlets.py)
+    event_loop: str = "uvloop"
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -233,6 +234,7 @@ class ServiceSettings:
                 "KPI_SNAPSHOT_INTERVAL", env.get("KPI_SNAPSHOT_INTERVAL", "300")),
             group_instance_id=env.get("KPI_GROUP_INSTANCE_ID", "").strip(),
             hot_outlets=hot_outlets_from_env(env),
+            event_loop=event_loop_from_env(env),
         )
 
 
@@ -240,6 +242,19 @@ def hot_outlets_from_env(env: Mapping[str, str] | None = None) -> int:
     """KPI_HOT_OUTLETS: read by the worker and by `kpi-stream replay` (stream/outlets.py)."""
     env = os.environ if env is None else env
     return _whole_number("KPI_HOT_OUTLETS", env.get("KPI_HOT_OUTLETS", "8192"), 0)
+
+
+EVENT_LOOPS = ("uvloop", "asyncio")
+
+
+def event_loop_from_env(env: Mapping[str, str] | None = None) -> str:
+    """KPI_EVENT_LOOP: read by the worker and by bench/throughput.py's empty-agent ceiling, which
+    must run on the same loop to be the worker's ceiling."""
+    env = os.environ if env is None else env
+    kind = env.get("KPI_EVENT_LOOP", "uvloop").strip().lower()
+    if kind not in EVENT_LOOPS:
+        raise ConfigError(f"KPI_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}: {kind!r}")
+    return kind
 
 
 def _whole_number(name: str, text: str, minimum: int) -> int:
@@ -326,6 +341,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_SNAPSHOT_INTERVAL", "300", "seconds between snapshots of every partition's engine while the worker runs, saved by a forked copy of the process (the worker does not pause; the copy needs memory for the pages the worker changes meanwhile, up to the engines' size): a start after a kill, or a rebalance that gives this worker a partition back, restores the last one and applies only the facts written since; 0: snapshots at a stop only (docs/operations.md \"Restarts and engine snapshots\")"),
     ("KPI_GROUP_INSTANCE_ID", "(empty)", "Kafka static group membership: a name unique to this worker and stable across its restarts (the pod name), with the same `KPI_WEB_PORT` each time. A worker that stops and is back within `KPI_SESSION_TIMEOUT` keeps its partitions, with no rebalance, and restarts from its snapshots; empty: every stop and start rebalances the group"),
     ("KPI_HOT_OUTLETS", "8192", "per partition (for `kpi-stream replay`: in all), how many recently touched outlets stay Python objects (~0.6 KB each); the others are packed into one heap per partition (~72 B each with their ids and index, a few us to unpack and repack when an event touches one): memory against CPU (docs/operations.md \"Memory\")"),
+    ("KPI_EVENT_LOOP", "uvloop", "the worker's asyncio event loop: `uvloop` (libuv; faust's delivery of each message is mostly event-loop work, see bench/README.md) or `asyncio` (the standard library's)"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
 )
 
