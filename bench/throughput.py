@@ -181,6 +181,30 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape:
     raise RuntimeError(f"faust ceiling produced no result:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
 
+class WorkerCpu:
+    """CPU seconds of the worker processes (every thread) over the timed span: whether a second
+    worker adds work per event, apart from whether this machine has the cores to run it."""
+
+    def __init__(self) -> None:
+        self.pids: list[int] = []
+        self.cpu_at_start = 0.0
+        self.started = self.seconds = self.cpu_seconds = 0.0
+
+    @staticmethod
+    def _cpu_seconds(pid: int) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def start(self, pids: list[int], now: float) -> None:
+        self.pids, self.started = pids, now
+        self.cpu_at_start = sum(self._cpu_seconds(pid) for pid in pids)
+
+    def stop(self, now: float) -> None:
+        if self.pids:
+            self.seconds = now - self.started
+            self.cpu_seconds = sum(self._cpu_seconds(pid) for pid in self.pids) - self.cpu_at_start
+
+
 class LagStandstill:
     """How long an input partition waited for its turn while the worker caught up, from the
     worker's own consumer-lag gauge (set once per 5 s lag round, so 5 s is the resolution)."""
@@ -217,9 +241,11 @@ PROGRESS_METRICS = ("/metrics?name[]=kpi_stream_events_consumed_total&name[]=kpi
 def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, total: int, as_of: str,
                       workdir: Path, workers: int, profile: Path | None = None,
                       settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0,
-                      standstill: LagStandstill | None = None) -> tuple[float, float]:
+                      standstill: LagStandstill | None = None,
+                      cpu: "WorkerCpu | None" = None) -> tuple[float, float]:
     """Events/s until every input event is consumed: (from the first event consumed -- how the
     empty Faust agent is timed --, from worker start, i.e. with Faust's start-up and recovery).
+    With `cpu`, the workers' CPU time over the same span is recorded there.
     With `profile`, the (first) worker runs under cProfile and its stats are written there.
     With `settle`, the workers are kept running (untimed) until settle() is true or
     `settle_timeout` seconds have passed, e.g. until their output equals the oracle's."""
@@ -250,8 +276,12 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                 break
             if consumed and first_at is None:
                 first_at = time.perf_counter()  # polled every 0.5 s: up to 0.5 s late
+                if cpu is not None:
+                    cpu.start([proc.process.pid for proc in procs], first_at)
             time.sleep(0.5)
         consumed_at = time.perf_counter()
+        if cpu is not None:
+            cpu.stop(consumed_at)
         time.sleep(3)  # one more publication round after the last event
         deadline = time.monotonic() + settle_timeout
         while settle is not None and not settle() and time.monotonic() < deadline:
@@ -290,8 +320,9 @@ def main() -> int:
             b, b_loop = faust_ceiling(broker.bootstrap, prefix, total, workdir)
         b_shaped = faust_ceiling(broker.bootstrap, prefix, total, workdir, "worker")[0] if args.worker_shaped_ceiling else None
         standstill = LagStandstill()
+        cpu = WorkerCpu()
         c, c_with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
-                              profile=args.profile, standstill=standstill)
+                              profile=args.profile, standstill=standstill, cpu=cpu)
         if args.profile:
             import pstats
 
@@ -309,6 +340,10 @@ def main() -> int:
             print(f"b'. empty agents in the worker's shape (3 families, take_events): {b_shaped:10.0f} events/s "
                   f"(b'/b = {b_shaped / b:.2f}; c/b' = {c / b_shaped:.2f})")
         print(f"c/b = {c / b:.2f}   c/a = {c / a:.3f}")
+        if cpu.seconds:
+            print(f"workers' CPU (all threads) from first event to last: {cpu.cpu_seconds:.1f} s in {cpu.seconds:.1f} s "
+                  f"= {cpu.cpu_seconds / cpu.seconds:.2f} of {os.cpu_count()} cores; "
+                  f"{cpu.cpu_seconds / total * 1e6:.0f} us of CPU per event")
         print(f"longest a partition's lag stood still while the worker was behind: {standstill.longest_s:.0f} s "
               f"({standstill.where}; the lag gauge moves once per 5 s lag round: 5 s means no stand-still seen)")
         print(f"KPI updates published by then: {standstill.updates_published:.0f} "
