@@ -242,7 +242,7 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                       workdir: Path, workers: int, profile: Path | None = None,
                       settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0,
                       standstill: LagStandstill | None = None,
-                      cpu: "WorkerCpu | None" = None) -> tuple[float, float]:
+                      cpu: WorkerCpu | None = None) -> tuple[float, float]:
     """Events/s until every input event is consumed: (from the first event consumed -- how the
     empty Faust agent is timed --, from worker start, i.e. with Faust's start-up and recovery).
     With `cpu`, the workers' CPU time over the same span is recorded there.
