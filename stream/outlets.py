@@ -28,7 +28,7 @@ from .cold_outlets import ColdOutlets
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
 from .outlet_packing import pack_outlet, unpack_outlet
-from .windows import Deltas, DeltaLedger, Scope, SlotUnion
+from .windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
@@ -389,39 +389,63 @@ class OutletBook:
         """Withdraw every contribution from the old cells and add it to the new ones. Each group
         of contributions is computed once; a group whose cell does not change (say, orders naming
         their rep when only the assigned rep changed) is left where it is."""
-        groups = self._contributions_by_rep(state)
+        current = self.ledger.slot
+        groups = self._contributions_by_rep(state, current)
         old_cells = {rep: state.cell(rep) for rep in groups}
         state.attributes = new_attributes
         for rep, deltas in groups.items():
             old_cell, new_cell = old_cells[rep], state.cell(rep)
             if old_cell != new_cell:
+                deltas = _due_summed(deltas, current)
                 self.ledger.add_all(old_cell, [(slot, field, -delta) for slot, field, delta in deltas])
                 self.ledger.add_all(new_cell, deltas)
 
-    def _contributions_by_rep(self, state: OutletState) -> dict[str | None, Deltas]:
-        """All of an outlet's contributions, grouped by the rep their cell names (None: the
-        assigned rep, whoever it is)."""
+    def _contributions_by_rep(self, state: OutletState, settled: int) -> dict[str | None, Deltas]:
+        """An outlet's contributions that still count or will change at a slot after `settled`,
+        grouped by the rep their cell names (None: the assigned rep, whoever it is). An order or
+        visit older than the longest window opened and closed every interval it has by `settled`:
+        its deltas cancel out in any cell, so it is left out -- a move then costs what the outlet
+        did within the longest window, not its whole history."""
         if not state.order_times and state.onboarded_us is None and not state.visits:
             return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
         layout, slot_us, windows = self.layout, self._slot_us, self._windows
+        oldest_open = settled - max(windows) + 1  # a slot before this closed all its intervals
         own: Deltas = []
         groups: dict[str | None, Deltas] = {None: own}
-        SlotUnion(state.order_slots).emit_all(windows, layout.active, 1, own)
-        SlotUnion(state.reactivation_slots).emit_all(windows, layout.reactivated, 1, own)
+        for slots, fields in ((state.order_slots, layout.active), (state.reactivation_slots, layout.reactivated)):
+            # an interval ends at its slot + width or at the next slot, whichever is first
+            SlotUnion(slots[bisect_left(slots, oldest_open):]).emit_all(windows, fields, 1, own)
         if state.order_times:
             own.append((state.order_times[0] // slot_us, layout.ever_ordered, 1))
         conversion = self.conversion(state)
         if conversion is not None:
             self._emit_conversion(own, conversion, 1)
         flat = state.orders_by_slot
-        for at in range(0, len(flat), 5):
+        for at in range(5 * bisect_left(flat[0::5], oldest_open), len(flat), 5):
             slot, rep, count, amount, lines = flat[at:at + 5]
             self._emit_order_sums(groups.setdefault(rep, []), slot, count, amount, lines, 1)
         for visit_id, visits in (state.visits or _EMPTY).items():
             link = (state.first_link_slot or _EMPTY).get(visit_id)
             for visit_slot, rep in visits:
-                self._emit_visit(groups.setdefault(rep, []), visit_slot, link, 1)
+                if visit_slot >= oldest_open:  # a productive interval ends with its visit's
+                    self._emit_visit(groups.setdefault(rep, []), visit_slot, link, 1)
         return groups
+
+
+def _due_summed(deltas: Deltas, current: int) -> Deltas:
+    """The same deltas with those already due (slot <= `current`) summed per field, at `current`:
+    what the ledger makes of them is identical -- it sums due deltas per field, a zero sum
+    included -- but the orders and visits of the last window reach it, twice, as a few dozen due
+    entries instead of ~6 per order and window."""
+    due: dict[int, Number] = {}
+    later: Deltas = []
+    for item in deltas:
+        if item[0] <= current:
+            field = item[1]
+            due[field] = due.get(field, 0) + item[2]
+        else:
+            later.append(item)
+    return [(current, field, delta) for field, delta in due.items()] + later
 
 
 def outlet_cell_scopes(cell: Cell) -> tuple[Scope, ...]:

@@ -182,3 +182,48 @@ def test_slot_edges_of_the_default_windows_match_the_oracle():
     expected = oracle_kpis(messages, AS_OF, oracle_settings(settings))
     assert kpi_differences(engine_values(messages, settings), expected) == []
     assert expected["active_accounts|7d|global|all"]["value"] == 2  # 7d-1min and today
+
+
+def test_an_outlet_moved_after_a_long_history_leaves_each_window_on_time_in_its_new_territory():
+    """A move carries only contributions still open at the clock's slot (stream/outlets.py
+    `_contributions_by_rep`): orders and visits one slot either side of the longest window's
+    edge, a year of older ones, then two moves; the values must equal the oracle's at the move
+    and as the clock passes each window's edge, where a dropped closing delta would show."""
+    day, slot = 86400, 60
+    settings = engine_settings(slot, (7 * day, 30 * day), (7 * day,), 30 * day)
+    edge_us = AS_OF_US // (slot * 1_000_000) * slot * 1_000_000  # the start of as_of's slot
+    minute = slot * 1_000_000
+
+    def at(us: int) -> str:
+        return format_rfc3339_us(us)
+
+    docs = [{"type": "outlet.onboarded", "occurred_at": at(AS_OF_US - 400 * day * 1_000_000), "outlet_id": "o1",
+             "region": "north", "territory": "T1", "distributor_id": "D1", "channel": "gt", "rep_id": "r1"}]
+    # a year of history, then the 30-day edge: closed one slot before as_of, at it, one slot after
+    order_times = [AS_OF_US - d * day * 1_000_000 for d in range(400, 40, -9)]
+    order_times += [edge_us - 30 * day * 1_000_000 + k * minute for k in (-1, 0, 1, 2)]
+    order_times += [edge_us - 7 * day * 1_000_000 + k * minute for k in (0, 1)]
+    for n, t in enumerate(order_times):
+        docs.append({"type": "order.placed", "occurred_at": at(t), "outlet_id": "o1", "order_id": f"x{n}",
+                     "amount": "2.50", "currency": "USD", "lines": 1, "rep_id": "r1" if n % 2 else "r2"})
+        docs.append({"type": "visit.completed", "occurred_at": at(t - minute), "outlet_id": "o1",
+                     "visit_id": f"v{n}", "rep_id": "r1"})
+    # o2's only order opens the oldest slot still in the 30-day window: its interval is open
+    docs.append(dict(docs[0], outlet_id="o2"))
+    docs.append({"type": "order.placed", "occurred_at": at(edge_us - 30 * day * 1_000_000 + minute),
+                 "outlet_id": "o2", "order_id": "y", "amount": "4.00", "currency": "USD", "lines": 1})
+    for n, (territory, rep) in enumerate([("T2", "r3"), ("T%3", "r1")]):
+        for outlet in ("o1", "o2"):
+            docs.append({"type": "outlet.updated", "occurred_at": at(AS_OF_US - (2 - n) * minute), "outlet_id": outlet,
+                         "region": "south", "territory": territory, "rep_id": rep})
+    messages = [orjson.dumps(dict(doc, event_id=f"m{n}")) for n, doc in enumerate(docs)]
+
+    engine, _report = replay_lines(iter(messages), settings, None)
+    for later_slots in (0, 1, 2, 3, 7 * 1440 + 1, 30 * 1440 + 2):
+        as_of_us = AS_OF_US + later_slots * minute
+        engine.advance(as_of_us)
+        actual = {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+                  for v in engine.all_values()}
+        expected = oracle_kpis(messages, format_rfc3339_us(as_of_us), oracle_settings(settings))
+        assert kpi_differences(actual, expected) == [], f"{later_slots} slots after as_of"
+    assert expected["active_accounts|30d|territory|T%253"]["value"] == 0  # every order has left by then
