@@ -85,6 +85,8 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
             assert status == 200
             gauges.update(gauge_values(text.decode()))
         assert kpi_differences(gauges, expected_gauges) == []
+        for proc in procs:  # KPI_EVENT_LOOP's default, as the worker process itself reports it
+            assert "clock=pinned loop=uvloop" in proc.log_path.read_text(errors="replace"), proc.log_tail()
     finally:
         for proc in procs:
             proc.stop()
