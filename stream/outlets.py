@@ -28,7 +28,7 @@ from .cold_outlets import ColdOutlets
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
 from .outlet_packing import pack_outlet, unpack_outlet
-from .windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
+from .windows import Deltas, DeltaLedger, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
@@ -396,9 +396,7 @@ class OutletBook:
         for rep, deltas in groups.items():
             old_cell, new_cell = old_cells[rep], state.cell(rep)
             if old_cell != new_cell:
-                deltas = _due_summed(deltas, current)
-                self.ledger.add_all(old_cell, [(slot, field, -delta) for slot, field, delta in deltas])
-                self.ledger.add_all(new_cell, deltas)
+                self.ledger.move_all(old_cell, new_cell, deltas)
 
     def _contributions_by_rep(self, state: OutletState, settled: int) -> dict[str | None, Deltas]:
         """An outlet's contributions that still count or will change at a slot after `settled`,
@@ -430,22 +428,6 @@ class OutletBook:
                 if visit_slot >= oldest_open:  # a productive interval ends with its visit's
                     self._emit_visit(groups.setdefault(rep, []), visit_slot, link, 1)
         return groups
-
-
-def _due_summed(deltas: Deltas, current: int) -> Deltas:
-    """The same deltas with those already due (slot <= `current`) summed per field, at `current`:
-    what the ledger makes of them is identical -- it sums due deltas per field, a zero sum
-    included -- but the orders and visits of the last window reach it, twice, as a few dozen due
-    entries instead of ~6 per order and window."""
-    due: dict[int, Number] = {}
-    later: Deltas = []
-    for item in deltas:
-        if item[0] <= current:
-            field = item[1]
-            due[field] = due.get(field, 0) + item[2]
-        else:
-            later.append(item)
-    return [(current, field, delta) for field, delta in due.items()] + later
 
 
 def outlet_cell_scopes(cell: Cell) -> tuple[Scope, ...]:

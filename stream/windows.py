@@ -83,6 +83,40 @@ class DeltaLedger:
             key = base + field
             by_key[key] = by_key.get(key, 0) + delta
 
+    def move_all(self, source: Scope, target: Scope, items: Iterable[tuple[int, int, Number]]) -> None:
+        """Take contributions out of `source` and put them into `target` (an outlet changing
+        cells): the same as `add_all(source, negated items)` then `add_all(target, items)`, in one
+        pass, with the due deltas summed per field first -- a moving outlet hands over every
+        delta of the last window, most of them due, and the two cells need only their sums."""
+        current = self.slot
+        due: dict[int, Number] | None = None
+        pending = self.pending
+        source_base = target_base = -1
+        for slot, field, delta in items:
+            if slot <= current:
+                if due is None:
+                    due = {}
+                due[field] = due.get(field, 0) + delta
+                continue
+            by_key = pending.get(slot)
+            if by_key is None:
+                by_key = pending[slot] = {}
+                heapq.heappush(self._due, slot)
+            if source_base < 0:
+                source_base = self._scope_id(source) * self.field_count
+                target_base = self._scope_id(target) * self.field_count
+            key = source_base + field
+            by_key[key] = by_key.get(key, 0) - delta
+            key = target_base + field
+            by_key[key] = by_key.get(key, 0) + delta
+        if due is not None:  # a zero sum still marks both cells touched, as add_all would
+            for scope, sign in ((source, -1), (target, 1)):
+                change = self.changes.get(scope)
+                if change is None:
+                    change = self.changes[scope] = {}
+                for field, delta in due.items():
+                    change[field] = change.get(field, 0) + sign * delta
+
     def advance(self, slot: int) -> None:
         """Move the current slot forward: every delta scheduled up to it becomes due."""
         if slot <= self.slot:

@@ -107,3 +107,33 @@ def test_withdrawing_a_whole_slot_union_cancels_every_delta_it_emitted(operation
         net[(slot, field)] = net.get((slot, field), 0) + delta
     assert all(delta == 0 for delta in net.values()), net
 
+
+
+deltas = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3),
+                            st.one_of(st.integers(-3, 3), st.sampled_from([Decimal("2.50"), Decimal("-0.10")]))),
+                  max_size=25)
+
+
+@given(before=deltas, moved=deltas, current=st.integers(0, 20), later=st.integers(0, 25),
+       cells=st.sampled_from([(("c", "a"), ("c", "b")), (("c", "b"), ("c", "a")), (("c", "a"), ("c", "new"))]))
+def test_moving_deltas_between_cells_leaves_the_ledger_as_withdrawing_and_adding_them_would(
+        before, moved, current, later, cells):
+    source, target = cells
+    by_hand, moving = DeltaLedger(4, current), DeltaLedger(4, current)
+    for ledger in (by_hand, moving):
+        ledger.add_all(("c", "a"), before)
+        ledger.add_all(("c", "b"), before[::2])
+    by_hand.add_all(source, [(slot, field, -delta) for slot, field, delta in moved])
+    by_hand.add_all(target, moved)
+    moving.move_all(source, target, moved)
+
+    def state(ledger: DeltaLedger) -> tuple:
+        named = {slot: {(ledger._scopes[key // 4], key % 4): d for key, d in by_key.items()}
+                 for slot, by_key in ledger.pending.items()}
+        return ledger.changes, named, sorted(ledger._due)
+
+    assert state(moving) == state(by_hand)  # touched cells included: a zero sum is an entry
+    assert list(moving.take_changes()) == list(by_hand.take_changes())  # and in the same order
+    by_hand.advance(later)
+    moving.advance(later)
+    assert moving.take_changes() == by_hand.take_changes()
