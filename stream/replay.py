@@ -16,7 +16,7 @@ from .config import KpiSettings
 from .decode import Rejected, decode_event, rejection_record
 from .engine import KpiEngine, Outcome
 from .gcpause import cyclic_gc_paused
-from .updates import update_key, update_message
+from .updates import round_stamp, update_key, update_message
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,8 @@ def read_lines(path: Path) -> Iterable[bytes]:
 
 
 def write_final_updates(engine: KpiEngine, out: BinaryIO) -> int:
-    computed_at = time.time_ns() // 1000
-    messages = sorted(
-        (update_key(value), update_message(value, engine.now_us, computed_at)) for value in engine.all_values()
-    )
+    stamp = round_stamp(engine.now_us, time.time_ns() // 1000, source="/kpi-stream/replay")
+    messages = sorted((update_key(value), update_message(value, stamp)) for value in engine.all_values())
     for _key, message in messages:
         out.write(orjson.dumps(message))
         out.write(b"\n")

@@ -52,7 +52,7 @@ from .publish import KpiGauges, RedisSink
 from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                         is_batch_key, missing_batches)
 from .topics import TopicNames
-from .updates import ChangeFilter, cloudevent_headers, encode, update_message
+from .updates import ChangeFilter, cloudevent_headers, encode, round_stamp, update_message
 
 log = logging.getLogger(__name__)
 # Facts are written this often, at most this many per changelog message (~300 bytes each).
@@ -959,8 +959,7 @@ class KpiWorker:
         due = [key for key in self.dirty_scopes if self.scope_published_at.get(key, -interval) + interval <= now]
         if not due:
             return
-        computed_at = time.time_ns() // 1000
-        source = f"/kpi-stream/{self.settings.app_id}"
+        stamp = round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.settings.app_id}")
         partitions = await self.batches.partition_count(self.topics.updates)
         redis_batch: dict[str, bytes] = {}
         outgoing: list[Outgoing] = []
@@ -989,11 +988,10 @@ class KpiWorker:
                 oldest_received = received_at
             for update_key, value in changed:
                 published[update_key] = value
-                message = update_message(value, as_of, computed_at)
-                body = encode(message)
+                body = encode(update_message(value, stamp))
                 key_bytes = update_key.encode()
                 outgoing.append(Outgoing(key_partition(key_bytes, partitions), key_bytes, body,
-                                         cloudevent_headers(update_key, message, source)))
+                                         cloudevent_headers(update_key, stamp)))
                 redis_batch[update_key] = body
                 self.latest_bodies[update_key] = body
                 self.gauges.set(value)

@@ -4,6 +4,7 @@ duplicate and malformed events; every output compared with the oracle at the pin
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 
 import orjson
@@ -65,10 +66,16 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
 
         topic = asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates"))
         assert kpi_differences(as_records(topic), expected) == []
-        sample = next(iter(topic.values()))
-        assert sample["_headers"]["ce_type"] == "kpi.updated.v1"
-        assert sample["_headers"]["ce_specversion"] == "1.0"
-        assert sample["as_of"] == as_of.replace("+00:00", "Z")
+        for key, latest in topic.items():  # spec 5.1: CloudEvents binary-mode headers on every message
+            assert latest["_headers"] == {
+                "ce_specversion": "1.0",
+                "ce_id": hashlib.sha256(f"{key}@{latest['as_of']}".encode()).hexdigest()[:32],
+                "ce_source": f"/kpi-stream/{app_id}",
+                "ce_type": "kpi.updated.v1",
+                "ce_time": latest["computed_at"],
+                "content-type": "application/json",
+            }, key
+            assert latest["as_of"] == as_of.replace("+00:00", "Z")
 
         status, body = procs[0].get("/kpi")
         assert status == 200
