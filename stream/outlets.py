@@ -28,7 +28,7 @@ from .cold_outlets import ColdOutlets
 from .config import KpiSettings
 from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
 from .outlet_packing import pack_outlet, unpack_outlet
-from .windows import Deltas, DeltaLedger, Scope, SlotUnion
+from .windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
@@ -158,6 +158,8 @@ class OutletBook:
         self._touched_before: set[str] = set()
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
+        self._order_fields = tuple(zip(self._windows, layout.orders, layout.amount, layout.lines))
+        self._visit_fields = tuple(zip(self._windows, layout.visits, layout.productive))
         self._horizons_us = tuple(h * 1_000_000 for h in settings.conversion_horizons_seconds)
         self._dormancy_us = settings.dormancy_seconds * 1_000_000
 
@@ -418,16 +420,61 @@ class OutletBook:
         conversion = self.conversion(state)
         if conversion is not None:
             self._emit_conversion(own, conversion, 1)
+        # Orders and visits still in some window: each interval's start is due by now (summed per
+        # rep and field: the ledger needs only the sums) or, for an event ahead of the clock,
+        # still to come; its end is to come, or it closed and the interval cancels out.
+        due: dict[str | None, dict[int, Number]] = {}
         flat = state.orders_by_slot
         for at in range(5 * bisect_left(flat[0::5], oldest_open), len(flat), 5):
             slot, rep, count, amount, lines = flat[at:at + 5]
-            self._emit_order_sums(groups.setdefault(rep, []), slot, count, amount, lines, 1)
+            out = groups.setdefault(rep, [])
+            sums = due.get(rep)
+            for width, orders, amounts, line_counts in self._order_fields:
+                end = slot + width
+                if end <= settled:
+                    continue
+                out.append((end, orders, -count))
+                out.append((end, amounts, -amount))
+                out.append((end, line_counts, -lines))
+                if slot > settled:
+                    out.append((slot, orders, count))
+                    out.append((slot, amounts, amount))
+                    out.append((slot, line_counts, lines))
+                    continue
+                if sums is None:
+                    sums = due[rep] = {}
+                sums[orders] = sums.get(orders, 0) + count
+                sums[amounts] = sums.get(amounts, 0) + amount
+                sums[line_counts] = sums.get(line_counts, 0) + lines
         for visit_id, visits in (state.visits or _EMPTY).items():
             link = (state.first_link_slot or _EMPTY).get(visit_id)
             for visit_slot, rep in visits:
-                if visit_slot >= oldest_open:  # a productive interval ends with its visit's
-                    self._emit_visit(groups.setdefault(rep, []), visit_slot, link, 1)
+                if visit_slot < oldest_open:
+                    continue
+                out = groups.setdefault(rep, [])
+                sums = due.get(rep)
+                if sums is None:
+                    sums = due[rep] = {}
+                for width, visits_field, productive_field in self._visit_fields:
+                    end = visit_slot + width
+                    _open_interval(out, sums, settled, visit_slot, end, visits_field)
+                    if link is not None:  # productive from the first linked order's slot on
+                        _open_interval(out, sums, settled, max(visit_slot, link), end, productive_field)
+        for rep, sums in due.items():
+            groups[rep].extend((settled, field, total) for field, total in sums.items())
         return groups
+
+
+def _open_interval(out: Deltas, due: dict[int, Number], settled: int, start: int, end: int, field: int) -> None:
+    """+1 in `field` from slot `start` to `end`, as seen at slot `settled`: nothing once closed,
+    the start into the due sums once reached."""
+    if end <= settled or start >= end:
+        return
+    out.append((end, field, -1))
+    if start > settled:
+        out.append((start, field, 1))
+    else:
+        due[field] = due.get(field, 0) + 1
 
 
 def outlet_cell_scopes(cell: Cell) -> tuple[Scope, ...]:
