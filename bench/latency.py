@@ -50,6 +50,7 @@ import argparse
 import asyncio
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -230,12 +231,15 @@ def outside_latencies(sent_ms: list[int], contributing: dict[str, list[int]],
     return per_event, per_update, unreflected
 
 
-def start_py_spy(pid: int, seconds: float, output: Path) -> subprocess.Popen:
-    """py-spy (a sampling profiler: no tracing overhead in the worker) over the load phase."""
+def start_py_spy(pid: int, seconds: float, output: Path, after: float = 0.0) -> subprocess.Popen:
+    """py-spy (a sampling profiler: no tracing overhead in the worker) over the load phase, from
+    `after` seconds into it (the published updates per second grow as the run goes on)."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     fmt = "speedscope" if output.suffix == ".json" else "raw"  # speedscope keeps the samples' order
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--duration", str(int(seconds)), "--rate", "200",
-                             "--format", fmt, "--output", str(output), "--nonblocking", "--idle"],
+    delay = ["sleep", f"{after:.1f}", "&&"] if after > 0 else []
+    record = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds - after)), "--rate", "200",
+              "--format", fmt, "--output", str(output), "--nonblocking", "--idle"]
+    return subprocess.Popen(" ".join(delay + [shlex.quote(part) for part in record]), shell=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -274,6 +278,9 @@ def main() -> int:
                         help="sample the worker with py-spy during the load (collapsed stacks to FILE) and "
                              "print where its time goes (needs `pip install py-spy`); FILE.json: speedscope format, "
                              "samples in time order")
+    parser.add_argument("--py-spy-from", type=float, default=0.0, metavar="SECONDS",
+                        help="start sampling this many seconds into the load (the steady state comes late: "
+                             "the generated history reaches the shorter windows in the last third)")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-latency-"))
     broker = KafkaBroker().start(workdir / "kafka")
@@ -313,7 +320,8 @@ def main() -> int:
         poller = threading.Thread(target=poll_lag, daemon=True)
         poller.start()
         load_before, cpu_before, wall_before = os.getloadavg()[0], cpu_seconds(worker.process.pid), time.monotonic()
-        sampler = start_py_spy(worker.process.pid, args.seconds, args.py_spy) if args.py_spy else None
+        sampler = (start_py_spy(worker.process.pid, args.seconds, args.py_spy, args.py_spy_from)
+                   if args.py_spy else None)
         sent_ms, updates, produce_s = asyncio.run(
             run_load(broker.bootstrap, prefix, messages, args.rate, expected_final, args.drain))
         load_after, cpu_used = os.getloadavg()[0], cpu_seconds(worker.process.pid) - cpu_before
