@@ -42,6 +42,7 @@ from .clock import Clock, clock_for, reference_instant_us
 from .batches import BatchProducer, Outgoing, key_partition
 from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
+from .delivery import deliver_without_racing_tasks
 from .gcpause import cyclic_gc_paused, freeze_long_lived
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
@@ -1420,10 +1421,12 @@ def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) ->
 
 
 def fetch_like_the_worker(app, fetch_max_wait_ms: int) -> None:
-    """The worker's changes to how faust's consumer fetches (the capped wait, turns). The
-    empty-agent ceiling in bench/throughput.py gets the same, so both fetch alike."""
+    """The worker's changes to how faust's consumer fetches and hands records to the agents (the
+    capped wait, turns, no racing tasks per record). The empty-agent ceiling in
+    bench/throughput.py gets the same, so both fetch alike."""
     cap_fetch_wait(app, fetch_max_wait_ms)
     take_partition_turns(app)
+    _adapt_new_consumer(app, deliver_without_racing_tasks)
 
 
 def fetch_buffered(aiokafka_consumer, tp) -> bool:
