@@ -64,7 +64,7 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from throughput import INPUTS, as_of_text, bench_config, machine  # noqa: E402
+from throughput import INPUTS, as_of_text, bench_config, machine, stolen_cpu_seconds  # noqa: E402
 
 from stream import generator  # noqa: E402
 from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
@@ -309,23 +309,30 @@ def main() -> int:
             time.sleep(0.5)
 
         lag_seen: list[float] = []  # the worker's kpi_stream_consumer_lag total, every 5 s
+        steal_seen: list[float] = []  # cores' worth of CPU the hypervisor took, per 5 s span
         stop_polling = threading.Event()
 
         def poll_lag() -> None:
+            stolen, at = stolen_cpu_seconds(), time.monotonic()
             while not stop_polling.wait(5.0):
                 status, body = worker.get("/metrics", timeout=10)
                 if status == 200:
                     lag_seen.append(counter_total(body.decode(), "kpi_stream_consumer_lag"))
+                now_stolen, now = stolen_cpu_seconds(), time.monotonic()
+                steal_seen.append((now_stolen - stolen) / (now - at))
+                stolen, at = now_stolen, now
 
         poller = threading.Thread(target=poll_lag, daemon=True)
         poller.start()
         load_before, cpu_before, wall_before = os.getloadavg()[0], cpu_seconds(worker.process.pid), time.monotonic()
+        stolen_before = stolen_cpu_seconds()
         sampler = (start_py_spy(worker.process.pid, args.seconds, args.py_spy, args.py_spy_from)
                    if args.py_spy else None)
         sent_ms, updates, produce_s = asyncio.run(
             run_load(broker.bootstrap, prefix, messages, args.rate, expected_final, args.drain))
         load_after, cpu_used = os.getloadavg()[0], cpu_seconds(worker.process.pid) - cpu_before
         wall_used = time.monotonic() - wall_before
+        stolen = stolen_cpu_seconds() - stolen_before
         stop_polling.set()
         poller.join()
         if sampler is not None:
@@ -344,6 +351,8 @@ def main() -> int:
         print(f"machine: {machine()}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after")
         print(f"worker CPU: {cpu_used:.1f} s in {wall_used:.1f} s of load and drain "
               f"({100 * cpu_used / wall_used:.0f} % of one core)")
+        print(f"CPU taken by the hypervisor (/proc/stat steal): {stolen:.1f} s, {stolen / wall_used:.2f} of a core on "
+              f"average, up to {max(steal_seen, default=0.0):.2f} over a 5 s span -- lag bursts follow it")
         print(f"events: {len(messages)} produced in {produce_s:.1f} s ({len(messages) / produce_s:.0f} ev/s, asked "
               f"{args.rate:.0f}); publish interval {args.interval} s; clock pinned at {as_of}")
         print(f"final values of the tracked keys (expected): "

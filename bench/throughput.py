@@ -45,6 +45,18 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
+def stolen_cpu_seconds() -> float:
+    """CPU time the hypervisor took from this (virtual) machine since boot, all cores: the `steal`
+    column of /proc/stat. On the benchmark VM it reached 0.5-1 of its 2 cores for tens of seconds
+    at a time, and the worker's lag bursts followed it (bench/README.md, thirteenth session)."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 @contextmanager
 def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, KafkaBroker, RedisServer]]:
     """A fresh run directory with a local broker and Redis of its own, both stopped (by pid)
@@ -187,8 +199,8 @@ class WorkerCpu:
 
     def __init__(self) -> None:
         self.pids: list[int] = []
-        self.cpu_at_start = 0.0
-        self.started = self.seconds = self.cpu_seconds = 0.0
+        self.cpu_at_start = self.stolen_at_start = 0.0
+        self.started = self.seconds = self.cpu_seconds = self.stolen_seconds = 0.0
 
     @staticmethod
     def _cpu_seconds(pid: int) -> float:
@@ -198,11 +210,13 @@ class WorkerCpu:
     def start(self, pids: list[int], now: float) -> None:
         self.pids, self.started = pids, now
         self.cpu_at_start = sum(self._cpu_seconds(pid) for pid in pids)
+        self.stolen_at_start = stolen_cpu_seconds()
 
     def stop(self, now: float) -> None:
         if self.pids:
             self.seconds = now - self.started
             self.cpu_seconds = sum(self._cpu_seconds(pid) for pid in self.pids) - self.cpu_at_start
+            self.stolen_seconds = stolen_cpu_seconds() - self.stolen_at_start
 
 
 class LagStandstill:
@@ -344,6 +358,8 @@ def main() -> int:
             print(f"workers' CPU (all threads) from first event to last: {cpu.cpu_seconds:.1f} s in {cpu.seconds:.1f} s "
                   f"= {cpu.cpu_seconds / cpu.seconds:.2f} of {os.cpu_count()} cores; "
                   f"{cpu.cpu_seconds / total * 1e6:.0f} us of CPU per event")
+            print(f"CPU taken by the hypervisor over the same span (/proc/stat steal): {cpu.stolen_seconds:.1f} s "
+                  f"= {cpu.stolen_seconds / cpu.seconds:.2f} of a core on average")
         print(f"longest a partition's lag stood still while the worker was behind: {standstill.longest_s:.0f} s "
               f"({standstill.where}; the lag gauge moves once per 5 s lag round: 5 s means no stand-still seen)")
         print(f"KPI updates published by then: {standstill.updates_published:.0f} "
