@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from mode import Service
 
-from stream.delivery import deliver_without_racing_tasks
+from stream.delivery import deliver_without_racing_tasks, finish_stepped
 
 
 class FetchLoopLike(Service):
@@ -134,4 +134,31 @@ def test_while_suspended_and_for_other_waits_modes_own_race_runs():
         loop_like.suspend_flow.set()
         await loop_like.hand_over(on_message("r2"))
         assert loop_like.races == 3
+    run(test)
+
+
+def test_a_cancellation_that_comes_after_the_awaited_future_finished_still_cancels_the_hand_over():
+    async def test():
+        loop = asyncio.get_running_loop()
+        room = loop.create_future()
+        seen = []
+
+        async def on_message(record):
+            try:
+                await room
+            except asyncio.CancelledError:
+                seen.append("cancelled")
+                raise
+            seen.append("delivered")
+            return record
+
+        coro = on_message("r1")
+        yielded = coro.send(None)  # stepped by hand, as the fetch loop does
+        finishing = asyncio.ensure_future(finish_stepped(coro, yielded))
+        await asyncio.sleep(0)  # it now waits for `room`
+        room.set_result(None)  # the future is done ...
+        finishing.cancel()  # ... and the task is cancelled before it runs again
+        with pytest.raises(asyncio.CancelledError):
+            await finishing
+        assert seen == ["cancelled"] and finishing.cancelled()
     run(test)
