@@ -18,6 +18,7 @@ import asyncio
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -256,11 +257,12 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                       workdir: Path, workers: int, profile: Path | None = None,
                       settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0,
                       standstill: LagStandstill | None = None,
-                      cpu: WorkerCpu | None = None) -> tuple[float, float]:
+                      cpu: WorkerCpu | None = None, py_spy: Path | None = None) -> tuple[float, float]:
     """Events/s until every input event is consumed: (from the first event consumed -- how the
     empty Faust agent is timed --, from worker start, i.e. with Faust's start-up and recovery).
     With `cpu`, the workers' CPU time over the same span is recorded there.
     With `profile`, the (first) worker runs under cProfile and its stats are written there.
+    With `py_spy`, the (first) worker is sampled by py-spy over the same span (collapsed stacks).
     With `settle`, the workers are kept running (untimed) until settle() is true or
     `settle_timeout` seconds have passed, e.g. until their output equals the oracle's."""
     from tests.e2e.harness import counter_total
@@ -272,6 +274,7 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
              for i in range(workers)]
     started = time.perf_counter()
     first_at = None
+    spy: subprocess.Popen | None = None
     try:
         while True:
             consumed = 0.0
@@ -292,8 +295,13 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                 first_at = time.perf_counter()  # polled every 0.5 s: up to 0.5 s late
                 if cpu is not None:
                     cpu.start([proc.process.pid for proc in procs], first_at)
+                if py_spy is not None:
+                    spy = start_py_spy(procs[0].process.pid, py_spy)
             time.sleep(0.5)
         consumed_at = time.perf_counter()
+        if spy is not None:
+            stop_py_spy(spy)
+            spy = None
         if cpu is not None:
             cpu.stop(consumed_at)
         time.sleep(3)  # one more publication round after the last event
@@ -302,8 +310,26 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
             time.sleep(2)
         return total / (consumed_at - (first_at or started)), total / (consumed_at - started)
     finally:
+        if spy is not None:
+            stop_py_spy(spy)
         for proc in procs:
             proc.stop()
+
+
+def start_py_spy(pid: int, output: Path) -> subprocess.Popen:
+    """py-spy (sampling: no tracing overhead, unlike --profile) on the worker until stop_py_spy."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+                             "--output", str(output), "--nonblocking", "--idle"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop_py_spy(spy: subprocess.Popen) -> None:
+    spy.send_signal(signal.SIGINT)  # py-spy writes what it sampled when interrupted
+    try:
+        spy.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
 
 
 def main() -> int:
@@ -312,6 +338,9 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile, write stats here, print the top")
+    parser.add_argument("--py-spy", type=Path, metavar="FILE",
+                        help="sample the worker with py-spy from its first event to its last (collapsed stacks "
+                             "to FILE) and print where its time goes")
     parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
     parser.add_argument("--worker-shaped-ceiling", action="store_true",
                         help="also time empty agents in the worker's shape (one per family, take_events)")
@@ -338,12 +367,16 @@ def main() -> int:
         standstill = LagStandstill()
         cpu = WorkerCpu()
         c, c_with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
-                              profile=args.profile, standstill=standstill, cpu=cpu)
+                              profile=args.profile, standstill=standstill, cpu=cpu, py_spy=args.py_spy)
         if args.profile:
             import pstats
 
             print(f"profile of the worker (cProfile, {args.profile}), top 30 by own time:")
             pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
+        if args.py_spy:
+            from latency import print_py_spy_summary  # bench/latency.py imports this module at its top
+
+            print_py_spy_summary(args.py_spy)
         print(f"command: {' '.join(sys.argv)}")
         print(f"machine: {machine()}")
         print(f"events: {total}")
