@@ -7,7 +7,9 @@ window (`none` for KPIs without one), scope, scope_id, and horizon / kind where 
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -137,3 +139,46 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
                             "(at most one per key: bounded by the number of keys)", registry=registry),
         ready=Gauge("kpi_stream_ready", "1 when the worker has recovered state and is publishing", registry=registry),
     )
+
+
+class MetricTally:
+    """Per-event increments and observations held as plain numbers until `flush()` adds them to
+    their Prometheus series (the worker flushes before every /metrics render and every
+    publication tick, so a scrape never sees a stale count). prometheus_client's `inc()` and
+    `observe()` take a lock each -- 0.6 and 1.4 us on the benchmark machine -- paid per input
+    event otherwise.
+
+    Histogram observations go straight into the child's bucket and sum values (`_buckets`,
+    `_sum`, `_upper_bounds`: prometheus_client's internals, stable since 0.4; a unit test checks the
+    exposition against per-value `observe()`), as the library has no call to add many at once."""
+
+    __slots__ = ("_counts", "_observed")
+
+    def __init__(self) -> None:
+        self._counts: dict[Any, int] = {}  # a labelled counter child -> increments not yet added
+        self._observed: dict[Any, tuple[tuple[float, ...], list[int], list[float]]] = {}
+
+    def count(self, child: Any) -> None:
+        counts = self._counts
+        counts[child] = counts.get(child, 0) + 1
+
+    def observe(self, child: Any, value: float) -> None:
+        observed = self._observed.get(child)
+        if observed is None:
+            observed = self._observed[child] = (tuple(child._upper_bounds), [0] * len(child._upper_bounds), [0.0])
+        bounds, in_bucket, total = observed
+        in_bucket[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe() picks
+        total[0] += value
+
+    def flush(self) -> None:
+        for child, increment in self._counts.items():
+            child.inc(increment)
+        self._counts.clear()
+        for child, (_bounds, in_bucket, total) in self._observed.items():
+            if total[0] or any(in_bucket):
+                child._sum.inc(total[0])
+                for index, observations in enumerate(in_bucket):
+                    if observations:
+                        child._buckets[index].inc(observations)
+                        in_bucket[index] = 0
+                total[0] = 0.0

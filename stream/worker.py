@@ -48,7 +48,7 @@ from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family
 from .events import partition_key
 from .offsets import Admission, OffsetLedger
 from .outlets import keep_hot_outlets
-from .metrics import ProcessorMetrics, build_processor_metrics
+from .metrics import MetricTally, ProcessorMetrics, build_processor_metrics
 from .publish import KpiGauges, RedisSink
 from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                         is_batch_key, missing_batches)
@@ -197,6 +197,7 @@ class KpiWorker:
         # labels() per event costs more than the increment: children looked up once
         self.late_correction_counters = {family: self.metrics.late_corrections.labels(family.value) for family in Family}
         self.input_delay = self.metrics.stage_delay.labels("input")
+        self.tally = MetricTally()  # per-event counts, added to their series before each scrape
         self.partials_delay = self.metrics.stage_delay.labels("partials")
         self.publication_delay = self.metrics.stage_delay.labels("publication")
         # (family, partition) -> facts applied but not yet written to the facts table: written
@@ -336,7 +337,7 @@ class KpiWorker:
             return
         self._count_in(message.topic, event.type)
         if timestamp_ms is not None:
-            self.input_delay.observe(max(0.0, time.time() - timestamp_ms / 1000))
+            self.tally.observe(self.input_delay, max(0.0, time.time() - timestamp_ms / 1000))
         target_family = family_of(event)
         key = partition_key(event)
         if family is not target_family or message.key != key.encode():
@@ -356,7 +357,7 @@ class KpiWorker:
             self.metrics.ignored.labels("already_closed").inc()
         self.clock.observe(event.occurred_us)
         if event.occurred_us // self.kpi.slot_us < engine.slot:
-            self.late_correction_counters[family].inc()
+            self.tally.count(self.late_correction_counters[family])
         # no await between the ledger's admission and this append: `_flush_facts` sees both or neither
         self.pending_facts.setdefault((family, message.partition), []).append(
             [key, event.event_id, event.ref_us, raw.decode()])
@@ -369,7 +370,7 @@ class KpiWorker:
         counter = self.events_in_counters.get((topic, event_type))
         if counter is None:  # prometheus_client's labels() lookup is a large part of a cheap event
             counter = self.events_in_counters[(topic, event_type)] = self.metrics.events_in.labels(topic, event_type)
-        counter.inc()
+        self.tally.count(counter)
 
     async def _admit(self, message) -> bool:
         """Apply each consumed partition's offsets strictly in order (see stream/offsets.py)."""
@@ -936,6 +937,7 @@ class KpiWorker:
         tick = publish_tick(self.settings.publish_interval_seconds)
         while not self.app.should_stop:
             await asyncio.sleep(tick)
+            self.tally.flush()
             try:
                 await self._publish_round()
             except asyncio.CancelledError:
@@ -1174,6 +1176,7 @@ class KpiWorker:
             # the full exposition holds a series per exported KPI and scope (~10 ms to render)
             names = request.query.getall("name[]", [])
             registry = worker.metrics.registry
+            worker.tally.flush()
             exposition = generate_latest(registry.restricted_registry(names) if names else registry)
             # aiohttp takes the charset separately from the content type
             return view.bytes(exposition, content_type=_METRICS_CONTENT_TYPE)
