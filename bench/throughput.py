@@ -257,18 +257,22 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                       workdir: Path, workers: int, profile: Path | None = None,
                       settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0,
                       standstill: LagStandstill | None = None,
-                      cpu: WorkerCpu | None = None, py_spy: Path | None = None) -> tuple[float, float]:
+                      cpu: WorkerCpu | None = None, py_spy: Path | None = None,
+                      publish_interval: float = 1.0) -> tuple[float, float]:
     """Events/s until every input event is consumed: (from the first event consumed -- how the
     empty Faust agent is timed --, from worker start, i.e. with Faust's start-up and recovery).
     With `cpu`, the workers' CPU time over the same span is recorded there.
     With `profile`, the (first) worker runs under cProfile and its stats are written there.
     With `py_spy`, the (first) worker is sampled by py-spy over the same span (collapsed stacks).
+    `publish_interval` is the workers' KPI_PUBLISH_INTERVAL: the service's default unless a
+    benchmark measures another (the end-to-end tests' harness sets 0.5 s).
     With `settle`, the workers are kept running (untimed) until settle() is true or
     `settle_timeout` seconds have passed, e.g. until their output equals the oracle's."""
     from tests.e2e.harness import counter_total
 
     env = worker_env(bootstrap, redis_url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
-                     KPI_PARTITIONS=os.environ.get("BENCH_PARTITIONS", "4"), KPI_LOG_LEVEL="WARNING")
+                     KPI_PARTITIONS=os.environ.get("BENCH_PARTITIONS", "4"), KPI_LOG_LEVEL="WARNING",
+                     KPI_PUBLISH_INTERVAL=str(publish_interval))
     procs = [WorkerProcess(env, workdir / f"worker{i}.log",
                            python_args=["-m", "cProfile", "-o", str(profile)] if profile and i == 0 else []).start()
              for i in range(workers)]
@@ -341,6 +345,8 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
                         help="sample the worker with py-spy from its first event to its last (collapsed stacks "
                              "to FILE) and print where its time goes")
+    parser.add_argument("--publish-interval", type=float, default=1.0,
+                        help="the worker's KPI_PUBLISH_INTERVAL (default: the service's default, 1.0)")
     parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
     parser.add_argument("--worker-shaped-ceiling", action="store_true",
                         help="also time empty agents in the worker's shape (one per family, take_events)")
@@ -367,7 +373,8 @@ def main() -> int:
         standstill = LagStandstill()
         cpu = WorkerCpu()
         c, c_with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, args.workers,
-                              profile=args.profile, standstill=standstill, cpu=cpu, py_spy=args.py_spy)
+                              profile=args.profile, standstill=standstill, cpu=cpu, py_spy=args.py_spy,
+                              publish_interval=args.publish_interval)
         if args.profile:
             import pstats
 
@@ -386,7 +393,8 @@ def main() -> int:
             f"   (hypervisor steal over its run, start-up included: {b_steal:.2f} of a core)"
             if not args.skip_ceilings else ""))
         print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s "
-              f"(first event to last; {c_with_startup:.0f} events/s from process start)")
+              f"(first event to last; {c_with_startup:.0f} events/s from process start; "
+              f"KPI_PUBLISH_INTERVAL={args.publish_interval:g})")
         if b_shaped is not None:
             print(f"b'. empty agents in the worker's shape (3 families, take_events): {b_shaped:10.0f} events/s "
                   f"(b'/b = {b_shaped / b:.2f}; c/b' = {c / b_shaped:.2f})")
