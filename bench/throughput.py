@@ -152,6 +152,7 @@ state = {"n": 0, "t0": None}
 def count(value):
     if state["t0"] is None:
         state["t0"] = time.perf_counter()
+        state["cpu0"] = time.process_time()  # every thread of this process, as the worker's is measured
         state["loop"] = type(asyncio.get_running_loop()).__module__
     try:
         orjson.loads(value)
@@ -159,7 +160,8 @@ def count(value):
         pass
     state["n"] += 1
     if state["n"] >= total:
-        print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f} on {state['loop']}", flush=True)
+        cpu_us = (time.process_time() - state["cpu0"]) / state["n"] * 1e6
+        print(f"RESULT {state['n'] / (time.perf_counter() - state['t0']):.1f} on {state['loop']} cpu {cpu_us:.1f}", flush=True)
         os._exit(0)
 if env.get("BENCH_SHAPE") == "worker":
     # the worker's shape: one agent per family (its topics), events taken in batches as it takes them
@@ -179,8 +181,10 @@ app.main()
 '''
 
 
-def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape: str = "one-agent") -> tuple[float, str]:
-    """(events/s, the module of the event loop the agent ran on)."""
+def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path,
+                  shape: str = "one-agent") -> tuple[float, str, float]:
+    """(events/s, the module of the event loop the agent ran on, us of CPU per event: every
+    thread of the process, from its first event to its last, like the worker's)."""
     script = workdir / "faust_ceiling.py"
     script.write_text(FAUST_CEILING)
     env = dict(os.environ, BENCH_BOOTSTRAP=bootstrap, BENCH_PREFIX=prefix, BENCH_TOTAL=str(total),
@@ -189,8 +193,8 @@ def faust_ceiling(bootstrap: str, prefix: str, total: int, workdir: Path, shape:
                             capture_output=True, text=True, timeout=3600, cwd=workdir, env=env)
     for line in (result.stdout + result.stderr).splitlines():  # faust may route stdout to its log
         if "RESULT " in line:
-            rate, _on, loop = line.split("RESULT ")[1].split()[:3]
-            return float(rate), loop
+            rate, _on, loop, _cpu, cpu_us = line.split("RESULT ")[1].split()[:5]
+            return float(rate), loop, float(cpu_us)
     raise RuntimeError(f"faust ceiling produced no result:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
 
 
@@ -363,11 +367,11 @@ def main() -> int:
         use_event_loop(loop_kind)  # the worker's kind of loop for the ceilings too (KPI_EVENT_LOOP)
         b_loop = "-"
         if args.skip_ceilings:
-            a = b = float("nan")
+            a = b = b_cpu_us = float("nan")
         else:
             a = asyncio.run(aiokafka_ceiling(broker.bootstrap, topics, total))
             stolen, started = stolen_cpu_seconds(), time.perf_counter()
-            b, b_loop = faust_ceiling(broker.bootstrap, prefix, total, workdir)
+            b, b_loop, b_cpu_us = faust_ceiling(broker.bootstrap, prefix, total, workdir)
             b_steal = (stolen_cpu_seconds() - stolen) / (time.perf_counter() - started)
         b_shaped = faust_ceiling(broker.bootstrap, prefix, total, workdir, "worker")[0] if args.worker_shaped_ceiling else None
         standstill = LagStandstill()
@@ -390,8 +394,8 @@ def main() -> int:
         print(f"event loop: KPI_EVENT_LOOP={loop_kind} (the worker's; ceiling b ran on {b_loop})")
         print(f"a. aiokafka getmany + orjson ceiling: {a:10.0f} events/s")
         print(f"b. empty Faust agent (decode only):   {b:10.0f} events/s" + (
-            f"   (hypervisor steal over its run, start-up included: {b_steal:.2f} of a core)"
-            if not args.skip_ceilings else ""))
+            f"   ({b_cpu_us:.0f} us of CPU per event; hypervisor steal over its run, start-up included: "
+            f"{b_steal:.2f} of a core)" if not args.skip_ceilings else ""))
         print(f"c. kpi-stream worker x{args.workers}:            {c:10.0f} events/s "
               f"(first event to last; {c_with_startup:.0f} events/s from process start; "
               f"KPI_PUBLISH_INTERVAL={args.publish_interval:g})")
@@ -405,6 +409,10 @@ def main() -> int:
                   f"{cpu.cpu_seconds / total * 1e6:.0f} us of CPU per event")
             print(f"CPU taken by the hypervisor over the same span (/proc/stat steal): {cpu.stolen_seconds:.1f} s "
                   f"= {cpu.stolen_seconds / cpu.seconds:.2f} of a core on average")
+            if not args.skip_ceilings and args.workers == 1:
+                # time the hypervisor took is not charged to a process: a ratio of CPU per event is
+                # steadier than c/b on a VM where steal comes and goes between the two runs
+                print(f"c/b by CPU per event (b's us / c's us): {b_cpu_us / (cpu.cpu_seconds / total * 1e6):.2f}")
         print(f"longest a partition's lag stood still while the worker was behind: {standstill.longest_s:.0f} s "
               f"({standstill.where}; the lag gauge moves once per 5 s lag round: 5 s means no stand-still seen)")
         print(f"KPI updates published by then: {standstill.updates_published:.0f} "
