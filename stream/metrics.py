@@ -149,8 +149,9 @@ class MetricTally:
     event otherwise.
 
     Histogram observations go straight into the child's bucket and sum values (`_buckets`,
-    `_sum`, `_upper_bounds`: prometheus_client's internals, stable since 0.4; a unit test checks the
-    exposition against per-value `observe()`), as the library has no call to add many at once."""
+    `_sum`, `_upper_bounds`: prometheus_client's internals as of 0.26;
+    tests/unit/test_metric_tally.py checks the exposition against per-value `observe()`, so an
+    upgrade that moves them fails there), as the library has no call to add many at once."""
 
     __slots__ = ("_counts", "_observed")
 
