@@ -37,6 +37,19 @@ def run(test):
     return asyncio.run(test())
 
 
+def waits_on(awaited, seen: list):
+    """A hand-over that waits for `awaited` and notes how it ended: "cancelled" or "delivered"."""
+    async def on_message(record):
+        try:
+            await awaited
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+        seen.append("delivered")
+        return record
+    return on_message
+
+
 def test_a_hand_over_that_does_not_wait_delivers_without_racing_tasks():
     async def test():
         loop_like = FetchLoopLike()
@@ -81,14 +94,7 @@ def test_a_suspension_abandons_a_waiting_hand_over_and_cancels_what_it_waited_fo
         loop_like = FetchLoopLike()
         never = asyncio.get_running_loop().create_future()
         seen = []
-
-        async def on_message(record):
-            try:
-                await never
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
-            seen.append("delivered")
+        on_message = waits_on(never, seen)
 
         asyncio.get_running_loop().call_later(0.05, loop_like.suspend_flow.set)
         result = await loop_like.hand_over(on_message("r1"))
@@ -142,17 +148,7 @@ def test_a_cancellation_that_comes_after_the_awaited_future_finished_still_cance
         loop = asyncio.get_running_loop()
         room = loop.create_future()
         seen = []
-
-        async def on_message(record):
-            try:
-                await room
-            except asyncio.CancelledError:
-                seen.append("cancelled")
-                raise
-            seen.append("delivered")
-            return record
-
-        coro = on_message("r1")
+        coro = waits_on(room, seen)("r1")
         yielded = coro.send(None)  # stepped by hand, as the fetch loop does
         finishing = asyncio.ensure_future(finish_stepped(coro, yielded))
         await asyncio.sleep(0)  # it now waits for `room`
