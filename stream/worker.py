@@ -28,7 +28,6 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,6 +53,7 @@ from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, Snapsho
                         is_batch_key, missing_batches)
 from .topics import TopicNames
 from .updates import ChangeFilter, cloudevent_headers, encode, round_stamp, update_message
+from .vector_json import decode_vector, encode_vector
 
 log = logging.getLogger(__name__)
 # Facts are written this often, at most this many per changelog message (~300 bytes each).
@@ -113,14 +113,6 @@ def partials_flush_seconds(interval: float) -> float:
     trip through faust and a changelog write, and at a 0.1 s interval 50 rounds a second queued
     input behind them (p99 1.3 s vs 0.25 s at 800 ev/s, bench/README.md)."""
     return max(interval / 5, PARTIALS_FLUSH_FLOOR_SECONDS)
-
-
-def encode_vector(vector: list) -> list:
-    return [str(x) if isinstance(x, Decimal) else x for x in vector]
-
-
-def decode_vector(vector: list) -> list:
-    return [Decimal(x) if isinstance(x, str) else x for x in vector]
 
 
 def sum_vectors(vectors) -> list:

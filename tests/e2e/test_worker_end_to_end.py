@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.timeparse import format_rfc3339_us, parse_rfc3339_us
 from tests.e2e.harness import (
     WorkerProcess, as_records, gauge_values, latest_updates, produce, unique_names, wait_until, worker_env,
 )
@@ -134,5 +134,42 @@ def test_time_passing_alone_republishes_values_that_left_the_window(kafka_broker
         dormant = [row for row in asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates")).items()
                    if row[0] == "dormant_accounts|6s|global|all"]
         assert dormant and dormant[0][1]["value"] == 1
+    finally:
+        proc.stop()
+
+
+def test_more_open_leads_than_a_64_bit_sum_of_their_creation_instants_are_published_exactly(
+        kafka_broker, redis_server, tmp_path):
+    """A lead scope sums its open leads' creation instants in microseconds (~1.8e15 each): past
+    ~10,300 open leads of one scope in one partition that is beyond 64 bits. The partials' JSON once
+    could not carry it: the worker crashed at its next partials flush, and again after every restart.
+    One partition, so that 10,400 leads are enough (with four, each partition's sum is a quarter)."""
+    import redis
+
+    as_of = "2026-11-24T00:00:00Z"
+    as_of_us = parse_rfc3339_us(as_of)
+    messages = []
+    for n in range(10_400):
+        created = format_rfc3339_us(as_of_us - (n % 5000 + 1) * 60_000_000)
+        doc = {"event_id": f"big-{n}", "type": "lead.created", "occurred_at": created, "lead_id": f"L{n}",
+               "rep_id": f"rep-{n % 7}", "value": 100 + n}
+        messages.append((f"L{n}".encode(), orjson.dumps(doc)))
+    expected = oracle_kpis([value for _key, value in messages], as_of, OracleSettings())
+    assert expected["open_leads|-|global|all"]["value"] == 10_400
+    prefix, app_id = unique_names()
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of,
+                     KPI_PARTITIONS="1")
+    proc = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        wait_until(lambda: proc.get("/ready")[0] == 200 or [proc.log_tail(5)], timeout=90, what="worker ready")
+        asyncio.run(produce(kafka_broker.bootstrap, ((prefix + "sales.leads", key, value) for key, value in messages)))
+        client = redis.Redis.from_url(redis_server.url)
+
+        def redis_matches():
+            assert proc.alive(), proc.log_tail()
+            return kpi_differences(_redis_values(client, prefix), expected)
+
+        wait_until(redis_matches, timeout=180, interval=2, what="Redis values to equal the oracle")
+        assert "exceeds 64-bit" not in proc.log_tail(100_000)
     finally:
         proc.stop()
