@@ -36,6 +36,17 @@ broker round trip count as latency). Latency is measured two ways:
    outside the 60 d window and outlet/lead-update/close events change none of the four keys and
    are not measured (the "measured" count is printed).
 
+--half-max measures the target's rate in the same run: first the worker's catch-up rate on
+--max-events events of the same traffic (generated the same way, loaded untimed into topics of
+their own, timed from the first event consumed to the last as bench/throughput.py times c, at the
+same publish interval), then the steady load at half of it.
+
+--days sets the span of the generated event times. The default (the generator's 90 days of
+history) replays history: the first minute's events are older than every window and move few
+keys, the last third's fall inside the 7 d window too, so the update rate (and the worker's CPU)
+keeps growing through a run (the per-30 s table shows it). --days 7 is live traffic: every event
+inside every window from the first second, the steady state throughout.
+
 --outlets defaults to the generator's 2,000 (not throughput.py's 20,000): the generated stream
 starts with one onboarding per outlet, and at 1000 ev/s 20,000 of them would be the first 20 s.
 
@@ -57,6 +68,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -64,7 +76,9 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from throughput import INPUTS, as_of_text, bench_config, machine, stolen_cpu_seconds  # noqa: E402
+from throughput import (  # noqa: E402
+    INPUTS, as_of_text, bench_config, load_topics, machine, span, stolen_cpu_seconds, worker_throughput,
+)
 
 from stream import generator  # noqa: E402
 from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
@@ -118,6 +132,45 @@ def histogram_quantile(buckets: list[tuple[float, float]], q: float) -> tuple[fl
             return lower_bound + (le - lower_bound) * fraction, lower_bound, le
         lower_bound, lower_count = le, count
     return math.nan, math.nan, math.nan
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """What the worker did over one poll of the load phase (about 5 s)."""
+
+    seconds: float
+    consumed: float
+    published: float
+    cpu_seconds: float
+    stolen_seconds: float
+    lag: float
+
+
+def print_spans(spans: list[Span], per: int = 6) -> None:
+    """The load phase in steps of six polls (~30 s; seconds counted from the first poll): whether
+    it was a steady state."""
+    print("by 30 s of load: events consumed/s, KPI updates published/s, worker CPU (cores), steal (cores), max lag")
+    began = 0.0
+    for start in range(0, len(spans), per):
+        part = spans[start:start + per]
+        seconds = sum(s.seconds for s in part)
+        print(f"  {began:4.0f}-{began + seconds:<4.0f}s  {sum(s.consumed for s in part) / seconds:7.0f} ev/s "
+              f"{sum(s.published for s in part) / seconds:7.0f} upd/s  CPU {sum(s.cpu_seconds for s in part) / seconds:4.2f}"
+              f"  steal {sum(s.stolen_seconds for s in part) / seconds:4.2f}  lag {max(s.lag for s in part):7.0f}")
+        began += seconds
+
+
+def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -> float:
+    """The worker's catch-up rate on --max-events events of the load's traffic, in topics of its own."""
+    config = bench_config(args.max_events, args.outlets, **span(args.days))
+    messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+    prefix, app_id = unique_names()
+    load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
+    (workdir / "maximum").mkdir()
+    rate, _with_startup = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, len(messages),
+                                            as_of_text(config), workdir / "maximum", 1,
+                                            publish_interval=args.interval)
+    return rate
 
 
 def cpu_seconds(pid: int) -> float:
@@ -272,6 +325,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--interval", type=float, default=1.0, help="KPI_PUBLISH_INTERVAL of the worker")
     parser.add_argument("--outlets", type=int, default=2_000)
+    parser.add_argument("--days", type=int, default=None,
+                        help="span of the generated event times (default: the generator's 90 days; 7: live traffic)")
+    parser.add_argument("--half-max", action="store_true",
+                        help="first measure the worker's maximum (catch-up) rate on this traffic, then load at half")
+    parser.add_argument("--max-events", type=int, default=300_000,
+                        help="events the maximum rate is measured on (with --half-max)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last updates")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
@@ -287,7 +346,13 @@ def main() -> int:
     redis = RedisServer().start(workdir / "redis")
     worker = None
     try:
-        config = bench_config(int(args.rate * args.seconds), args.outlets)
+        max_rate = None
+        if args.half_max:
+            max_rate = maximum_rate(broker, redis, workdir, args)
+            args.rate = max_rate / 2
+            print(f"maximum rate: {max_rate:.0f} ev/s (catch-up of {args.max_events} events, publish interval "
+                  f"{args.interval} s); loading at half: {args.rate:.0f} ev/s", flush=True)
+        config = bench_config(int(args.rate * args.seconds), args.outlets, **span(args.days))
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
         as_of_us = parse_rfc3339_us(as_of)
@@ -310,15 +375,25 @@ def main() -> int:
 
         lag_seen: list[float] = []  # the worker's kpi_stream_consumer_lag total, every 5 s
         steal_seen: list[float] = []  # cores' worth of CPU the hypervisor took, per 5 s span
+        spans: list[Span] = []  # every 5 s: what the worker did in it
         stop_polling = threading.Event()
 
         def poll_lag() -> None:
             stolen, at = stolen_cpu_seconds(), time.monotonic()
+            last_span = None  # (time, stolen, worker CPU, consumed, published) at the last good poll
             while not stop_polling.wait(5.0):
                 status, body = worker.get("/metrics", timeout=10)
-                if status == 200:
-                    lag_seen.append(counter_total(body.decode(), "kpi_stream_consumer_lag"))
                 now_stolen, now = stolen_cpu_seconds(), time.monotonic()
+                if status == 200:
+                    text = body.decode()
+                    lag_seen.append(counter_total(text, "kpi_stream_consumer_lag"))
+                    mark = (now, now_stolen, cpu_seconds(worker.process.pid),
+                            counter_total(text, "kpi_stream_events_consumed_total"),
+                            counter_total(text, "kpi_stream_kpi_updates_published_total"))
+                    if last_span is not None:
+                        seconds, stolen_s, cpu_s, consumed, published = (a - b for a, b in zip(mark, last_span))
+                        spans.append(Span(seconds, consumed, published, cpu_s, stolen_s, lag_seen[-1]))
+                    last_span = mark
                 steal_seen.append((now_stolen - stolen) / (now - at))
                 stolen, at = now_stolen, now
 
@@ -354,7 +429,9 @@ def main() -> int:
         print(f"CPU taken by the hypervisor (/proc/stat steal): {stolen:.1f} s, {stolen / wall_used:.2f} of a core on "
               f"average, up to {max(steal_seen, default=0.0):.2f} over a 5 s span -- lag bursts follow it")
         print(f"events: {len(messages)} produced in {produce_s:.1f} s ({len(messages) / produce_s:.0f} ev/s, asked "
-              f"{args.rate:.0f}); publish interval {args.interval} s; clock pinned at {as_of}")
+              f"{args.rate:.0f}); {config.days} days of event time, {args.outlets} outlets; publish interval "
+              f"{args.interval} s; clock pinned at {as_of}")
+        print_spans(spans)
         print(f"final values of the tracked keys (expected): "
               + ", ".join(f"{k.split('|')[0]} {finals[k]} ({expected_final[k]})" for k in TRACKED.values()))
         print(f"worker: {published:.0f} KPI updates published in {h_count:.0f} rounds with updates "
@@ -399,6 +476,9 @@ def main() -> int:
             inside_p99 = q[0.99][0] if q else math.nan
             outside_p99 = percentile(per_event, 0.99)
             verdict = lambda x: "met" if x <= target else "NOT met"  # noqa: E731
+            where = (f"half the maximum rate ({max_rate:.0f} ev/s) measured in this run" if max_rate
+                     else f"{args.rate:.0f} ev/s")
+            print(f"at {where}:")
             print(f"target p99 <= {target} s at interval {args.interval} s: worker histogram {inside_p99:.3f} s "
                   f"({verdict(inside_p99)}), outside per event {outside_p99:.3f} s ({verdict(outside_p99)}), "
                   f"outside per update {percentile(per_update, 0.99):.3f} s ({verdict(percentile(per_update, 0.99))})")

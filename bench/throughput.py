@@ -81,10 +81,16 @@ def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, Kaf
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
-    """The generated traffic every benchmark here uses: realistic mix, late events, no junk."""
-    return generator.GeneratorConfig(seed=7, events=events, outlets=outlets,
-                                     duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
+def bench_config(events: int, outlets: int, **overrides) -> generator.GeneratorConfig:
+    """The generated traffic every benchmark here uses: realistic mix, late events, no junk.
+    `overrides` are other GeneratorConfig fields, e.g. days (the span of event times)."""
+    return generator.GeneratorConfig(**{"seed": 7, "events": events, "outlets": outlets, "duplicate_fraction": 0.0,
+                                        "late_fraction": 0.03, "malformed_fraction": 0.0, **overrides})
+
+
+def span(days: int | None) -> dict:
+    """bench_config's override for a --days option (None: the generator's default span)."""
+    return {} if days is None else {"days": days}
 
 
 def as_of_text(config: generator.GeneratorConfig) -> str:
@@ -345,6 +351,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--outlets", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--days", type=int, default=None,
+                        help="span of the generated event times (default: the generator's 90 days of history; "
+                             "7: every event inside every window, as in live traffic)")
     parser.add_argument("--profile", type=Path, help="run the worker under cProfile, write stats here, print the top")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
                         help="sample the worker with py-spy from its first event to its last (collapsed stacks "
@@ -356,7 +365,7 @@ def main() -> int:
                         help="also time empty agents in the worker's shape (one per family, take_events)")
     args = parser.parse_args()
     with broker_and_redis("kpi-bench-") as (workdir, broker, redis):
-        config = bench_config(args.events, args.outlets)
+        config = bench_config(args.events, args.outlets, **span(args.days))
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
         prefix, app_id = unique_names()
@@ -390,7 +399,7 @@ def main() -> int:
             print_py_spy_summary(args.py_spy)
         print(f"command: {' '.join(sys.argv)}")
         print(f"machine: {machine()}")
-        print(f"events: {total}")
+        print(f"events: {total} over {config.days} days of event time, {args.outlets} outlets")
         print(f"event loop: KPI_EVENT_LOOP={loop_kind} (the worker's; ceiling b ran on {b_loop})")
         print(f"a. aiokafka getmany + orjson ceiling: {a:10.0f} events/s")
         print(f"b. empty Faust agent (decode only):   {b:10.0f} events/s" + (
