@@ -150,7 +150,8 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
 sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
 from stream.worker import fetch_like_the_worker
-fetch_like_the_worker(app, ServiceSettings.from_env().fetch_max_wait_ms)
+settings = ServiceSettings.from_env()
+fetch_like_the_worker(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 from stream.cli import use_event_loop
 from stream.config import event_loop_from_env
 use_event_loop(event_loop_from_env())  # the worker's kind of loop (KPI_EVENT_LOOP); faust makes it

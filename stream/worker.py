@@ -256,7 +256,7 @@ class KpiWorker:
         self.batches = BatchProducer(lambda: app.producer._ensure_producer(), self._on_lost_output)
         _drain_producer_buffer_fully(app.producer.buffer)
         _consumer_follows_the_ledger(app, self.ledger, self._agent_topics())
-        fetch_like_the_worker(app, s.fetch_max_wait_ms)
+        fetch_like_the_worker(app, s.fetch_max_wait_ms, s.fetch_min_bytes)
         t = self.topics
         self.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True)
@@ -1415,11 +1415,11 @@ def _consumer_follows_the_ledger(app, ledger: OffsetLedger, topics: set[str]) ->
     _adapt_new_consumer(app, follow_the_ledger)
 
 
-def fetch_like_the_worker(app, fetch_max_wait_ms: int) -> None:
+def fetch_like_the_worker(app, fetch_max_wait_ms: int, fetch_min_bytes: int) -> None:
     """The worker's changes to how faust's consumer fetches and hands records to the agents (the
-    capped wait, turns, no racing tasks per record). The empty-agent ceiling in
+    capped wait, the minimum fetch, turns, no racing tasks per record). The empty-agent ceiling in
     bench/throughput.py gets the same, so both fetch alike."""
-    cap_fetch_wait(app, fetch_max_wait_ms)
+    shape_fetches(app, fetch_max_wait_ms, fetch_min_bytes)
     take_partition_turns(app)
     _adapt_new_consumer(app, deliver_without_racing_tasks)
 
@@ -1474,30 +1474,41 @@ def take_partition_turns(app) -> None:
     _adapt_new_consumer(app, take_turns)
 
 
-def cap_fetch_wait(app, fetch_max_wait_ms: int) -> None:
-    """Let the broker hold a fetch that finds no new records for at most `fetch_max_wait_ms`.
+def shape_fetches(app, fetch_max_wait_ms: int, fetch_min_bytes: int) -> None:
+    """Let the broker hold a fetch for at most `fetch_max_wait_ms`, and answer it before then only
+    once it has `fetch_min_bytes` of records for it.
 
-    faust 0.15.3 creates its aiokafka consumer with fetch_max_wait_ms=1500, not a setting. aiokafka
+    The wait: faust 0.15.3 creates its aiokafka consumer with fetch_max_wait_ms=1500, not a setting. aiokafka
     keeps one fetch in flight per broker, and each names only the partitions with no records
     waiting in its buffer -- after a fetch that returned the busy ones, often just idle partitions
     (the router topic nobody writes to, a quiet scope-partials partition). The broker holds such
     a fetch until one of them gets a record or the wait ends, and the busy partitions drained
     meanwhile cannot be fetched: at a 0.1 s publish interval the worker's loop sat ~40 % idle
     with its input 1.5 s behind while an outside consumer saw the same records within 10 ms
-    (bench/README.md). Installed as faust creates its consumer, on the thread that will create
-    the aiokafka one."""
-    def cap_wait(consumer) -> None:
+    (bench/README.md).
+
+    The minimum: with faust's (and Kafka's) 1 byte, a fetch comes back as soon as any partition it
+    names has a record, so at a steady rate the consumer thread fetched hundreds of times a second,
+    a few records each, and built and parsed every request for some thirty partitions in Python:
+    at 500 events/s it used as much CPU as the main thread, and took the GIL from it. With 16 KiB
+    the broker gathers records for up to the wait instead; while catching up every fetch is full
+    anyway (bench/README.md, fifteenth session).
+
+    Installed as faust creates its consumer, on the thread that will create the aiokafka one."""
+    def shape(consumer) -> None:
         thread = consumer._thread
         create_aiokafka_consumer = thread._create_worker_consumer
 
-        def create_with_capped_wait(transport):
+        def create_with_shaped_fetches(transport):
             aiokafka_consumer = create_aiokafka_consumer(transport)
-            aiokafka_consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read by its fetcher at start
+            # both read by its fetcher when it starts
+            aiokafka_consumer._fetch_max_wait_ms = fetch_max_wait_ms
+            aiokafka_consumer._fetch_min_bytes = fetch_min_bytes
             return aiokafka_consumer
 
-        thread._create_worker_consumer = create_with_capped_wait
+        thread._create_worker_consumer = create_with_shaped_fetches
 
-    _adapt_new_consumer(app, cap_wait)
+    _adapt_new_consumer(app, shape)
 
 
 def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]) -> None:

@@ -1,5 +1,6 @@
-"""The worker's aiokafka consumer is created with the capped fetch wait (stream/worker.py
-`cap_fetch_wait`), not faust's fixed 1500 ms, and hands out fetched records in turns."""
+"""The worker's aiokafka consumer is created with the capped fetch wait and the minimum fetch
+(stream/worker.py `shape_fetches`), not faust's fixed 1500 ms and 1 byte, and hands out fetched
+records in turns."""
 
 from __future__ import annotations
 
@@ -8,30 +9,30 @@ import asyncio
 import faust
 import pytest
 
-from stream.worker import cap_fetch_wait
+from stream.worker import shape_fetches
 
 pytestmark = pytest.mark.unit
 
 
-def _fetch_max_wait_ms(app_id: str, cap_ms: int | None) -> int:
-    async def create() -> int:
+def _fetch_wait_and_minimum(app_id: str, shape: tuple[int, int] | None) -> tuple[int, int]:
+    async def create() -> tuple[int, int]:
         app = faust.App(app_id, broker="kafka://127.0.0.1:1")
-        if cap_ms is not None:
-            cap_fetch_wait(app, cap_ms)
+        if shape is not None:
+            shape_fetches(app, *shape)
         consumer = app._new_consumer()
         # what faust's consumer thread calls when it starts (not started here: no broker needed)
         aiokafka_consumer = consumer._thread._create_worker_consumer(app.transport)
-        return aiokafka_consumer._fetch_max_wait_ms
+        return aiokafka_consumer._fetch_max_wait_ms, aiokafka_consumer._fetch_min_bytes
 
     return asyncio.run(create())
 
 
-def test_faust_alone_lets_the_broker_hold_an_empty_fetch_for_a_second_and_a_half():
-    assert _fetch_max_wait_ms("fetch-wait-default", None) == 1500
+def test_faust_alone_lets_the_broker_hold_a_fetch_for_a_second_and_a_half_and_answer_for_one_byte():
+    assert _fetch_wait_and_minimum("fetch-wait-default", None) == (1500, 1)
 
 
-def test_the_worker_caps_how_long_the_broker_may_hold_an_empty_fetch():
-    assert _fetch_max_wait_ms("fetch-wait-capped", 20) == 20
+def test_the_worker_caps_how_long_the_broker_may_hold_a_fetch_and_sets_what_it_gathers_meanwhile():
+    assert _fetch_wait_and_minimum("fetch-wait-capped", (20, 16384)) == (20, 16384)
 
 
 def test_the_cap_comes_from_kpi_fetch_max_wait_ms_and_rejects_nonsense():
@@ -42,6 +43,30 @@ def test_the_cap_comes_from_kpi_fetch_max_wait_ms_and_rejects_nonsense():
     for bad in ("0", "-5", "20ms"):
         with pytest.raises(ConfigError, match="KPI_FETCH_MAX_WAIT_MS"):
             ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": bad})
+
+
+def test_the_minimum_fetch_comes_from_kpi_fetch_min_bytes_and_rejects_nonsense():
+    from stream.config import ConfigError, ServiceSettings
+
+    assert ServiceSettings.from_env({}).fetch_min_bytes == 16384
+    assert ServiceSettings.from_env({"KPI_FETCH_MIN_BYTES": "1"}).fetch_min_bytes == 1
+    for bad in ("0", "-5", "16k"):
+        with pytest.raises(ConfigError, match="KPI_FETCH_MIN_BYTES"):
+            ServiceSettings.from_env({"KPI_FETCH_MIN_BYTES": bad})
+
+
+def test_the_worker_builds_its_consumer_with_the_settings_fetch_shape():
+    from stream.config import KpiSettings, ServiceSettings
+    from stream.worker import KpiWorker
+
+    async def shape() -> tuple[int, int]:
+        settings = ServiceSettings(kpi=KpiSettings.from_env({}), app_id="fetch-shape", fetch_max_wait_ms=35,
+                                   fetch_min_bytes=4096)
+        app = KpiWorker(settings).app
+        aiokafka_consumer = app._new_consumer()._thread._create_worker_consumer(app.transport)
+        return aiokafka_consumer._fetch_max_wait_ms, aiokafka_consumer._fetch_min_bytes
+
+    assert asyncio.run(shape()) == (35, 4096)
 
 
 def test_the_worker_hands_out_fetched_records_a_partition_at_a_time_in_turns():
