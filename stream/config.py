@@ -345,7 +345,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_HOT_OUTLETS", "8192", "per partition (for `kpi-stream replay`: in all), how many recently touched outlets stay Python objects (~0.6 KB each); the others are packed into one heap per partition (~72 B each with their ids and index, a few us to unpack and repack when an event touches one): memory against CPU (docs/operations.md \"Memory\")"),
     ("KPI_EVENT_LOOP", "uvloop", "the worker's asyncio event loop: `uvloop` (libuv; faust's delivery of each message is mostly event-loop work, see bench/README.md) or `asyncio` (the standard library's)"),
     ("KPI_FETCH_MAX_WAIT_MS", "20", "longest the broker may hold a fetch that finds no new records (faust's fixed 1500 stalls busy partitions behind idle ones); each empty fetch costs a little CPU: an idle worker uses ~7 % of a core at 20, ~3 % at 1500"),
-    ("KPI_FETCH_MIN_BYTES", "16384", "records the broker gathers for a fetch before answering it, up to `KPI_FETCH_MAX_WAIT_MS`: at a steady rate, 1 (Kafka's default) makes faust's consumer thread fetch hundreds of times a second, a few records each; 16384 cut a worker's CPU at 500 events/s from ~0.65 to ~0.37 of a core, for up to `KPI_FETCH_MAX_WAIT_MS` more latency per hop"),
+    ("KPI_FETCH_MIN_BYTES", "16384", "records the broker gathers for a fetch before answering it, up to `KPI_FETCH_MAX_WAIT_MS`: at a steady rate, 1 (Kafka's default) makes faust's consumer thread fetch hundreds of times a second, a few records each; 16384 cut a worker's CPU at a steady 500 events/s from ~0.6 to ~0.4 of a core, for up to `KPI_FETCH_MAX_WAIT_MS` more latency per hop"),
 )
 
 

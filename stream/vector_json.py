@@ -1,11 +1,12 @@
 """Scope vectors as JSON: how stage 1's partials and the scope-partials table carry them.
 
 A vector is a list of Python numbers: counts and other ints, and exact `Decimal` money sums.
-JSON (and orjson) has no Decimal, and orjson writes no integer outside the 64-bit range -- it
-raises, and the flush that raised was the whole worker's crash. Some sums do leave that range:
-the lead family keeps the sum of open leads' creation instants in microseconds (stream/leads.py),
-~1.8e15 each in 2026, so a scope with more than ~10,000 open leads (the global scope of any
-sizeable pipeline) holds more than 2**63. So:
+JSON (and orjson) has no Decimal, and orjson writes no integer beyond 64 bits -- it raises, and
+the flush that raised was the whole worker's crash. Some sums do leave that range: the lead
+family keeps the sum of open leads' creation instants in microseconds (stream/leads.py), ~1.8e15
+each in 2026, so one partition's vector of a scope with more than ~5,000 open leads there holds
+more than 2**63, and past ~10,300 more than orjson's 2**64 - 1 (the global scope of any sizeable
+pipeline). The signed range is the line here: what any JSON reader takes as an integer. So:
 
 - a Decimal is written as its string, e.g. "1234.50";
 - an int outside [-2**63, 2**63) as "int:" and its digits, e.g. "int:18446744073709551616";

@@ -35,24 +35,18 @@ def test_the_worker_caps_how_long_the_broker_may_hold_a_fetch_and_sets_what_it_g
     assert _fetch_wait_and_minimum("fetch-wait-capped", (20, 16384)) == (20, 16384)
 
 
-def test_the_cap_comes_from_kpi_fetch_max_wait_ms_and_rejects_nonsense():
+@pytest.mark.parametrize("variable, field, default, other, bad", [
+    ("KPI_FETCH_MAX_WAIT_MS", "fetch_max_wait_ms", 20, 100, "20ms"),
+    ("KPI_FETCH_MIN_BYTES", "fetch_min_bytes", 16384, 1, "16k"),
+])
+def test_each_fetch_setting_comes_from_its_variable_and_rejects_nonsense(variable, field, default, other, bad):
     from stream.config import ConfigError, ServiceSettings
 
-    assert ServiceSettings.from_env({}).fetch_max_wait_ms == 20
-    assert ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": "100"}).fetch_max_wait_ms == 100
-    for bad in ("0", "-5", "20ms"):
-        with pytest.raises(ConfigError, match="KPI_FETCH_MAX_WAIT_MS"):
-            ServiceSettings.from_env({"KPI_FETCH_MAX_WAIT_MS": bad})
-
-
-def test_the_minimum_fetch_comes_from_kpi_fetch_min_bytes_and_rejects_nonsense():
-    from stream.config import ConfigError, ServiceSettings
-
-    assert ServiceSettings.from_env({}).fetch_min_bytes == 16384
-    assert ServiceSettings.from_env({"KPI_FETCH_MIN_BYTES": "1"}).fetch_min_bytes == 1
-    for bad in ("0", "-5", "16k"):
-        with pytest.raises(ConfigError, match="KPI_FETCH_MIN_BYTES"):
-            ServiceSettings.from_env({"KPI_FETCH_MIN_BYTES": bad})
+    assert getattr(ServiceSettings.from_env({}), field) == default
+    assert getattr(ServiceSettings.from_env({variable: str(other)}), field) == other
+    for nonsense in ("0", "-5", bad):
+        with pytest.raises(ConfigError, match=variable):
+            ServiceSettings.from_env({variable: nonsense})
 
 
 def test_the_worker_builds_its_consumer_with_the_settings_fetch_shape():
