@@ -29,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from throughput import bench_config, machine, span  # noqa: E402
+from throughput import bench_config, machine  # noqa: E402
 
 from stream import generator  # noqa: E402
 from stream.config import ClockSetting, KpiSettings  # noqa: E402
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=None,
                         help="span of the generated event times (default: the generator's 90 days; 7: live traffic)")
     args = parser.parse_args()
-    config = bench_config(args.events, args.outlets, **span(args.days))
+    config = bench_config(args.events, args.outlets, args.days)
     lines = [message.value for message in generator.generate(config)]
     now_us = generator.now_us(config)
     settings = KpiSettings(clock=ClockSetting("pinned", now_us))

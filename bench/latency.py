@@ -77,7 +77,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from throughput import (  # noqa: E402
-    INPUTS, as_of_text, bench_config, load_topics, machine, span, stolen_cpu_seconds, worker_throughput,
+    INPUTS, as_of_text, bench_config, load_topics, machine, stolen_cpu_seconds, worker_throughput,
 )
 
 from stream import generator  # noqa: E402
@@ -162,7 +162,7 @@ def print_spans(spans: list[Span], per: int = 6) -> None:
 
 def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -> float:
     """The worker's catch-up rate on --max-events events of the load's traffic, in topics of its own."""
-    config = bench_config(args.max_events, args.outlets, **span(args.days))
+    config = bench_config(args.max_events, args.outlets, args.days)
     messages = [m for m in generator.generate(config) if m.topic in INPUTS]
     prefix, app_id = unique_names()
     load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
@@ -352,7 +352,7 @@ def main() -> int:
             args.rate = max_rate / 2
             print(f"maximum rate: {max_rate:.0f} ev/s (catch-up of {args.max_events} events, publish interval "
                   f"{args.interval} s); loading at half: {args.rate:.0f} ev/s", flush=True)
-        config = bench_config(int(args.rate * args.seconds), args.outlets, **span(args.days))
+        config = bench_config(int(args.rate * args.seconds), args.outlets, args.days)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
         as_of_us = parse_rfc3339_us(as_of)

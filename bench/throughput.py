@@ -81,16 +81,12 @@ def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, Kaf
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bench_config(events: int, outlets: int, **overrides) -> generator.GeneratorConfig:
+def bench_config(events: int, outlets: int, days: int | None = None) -> generator.GeneratorConfig:
     """The generated traffic every benchmark here uses: realistic mix, late events, no junk.
-    `overrides` are other GeneratorConfig fields, e.g. days (the span of event times)."""
-    return generator.GeneratorConfig(**{"seed": 7, "events": events, "outlets": outlets, "duplicate_fraction": 0.0,
-                                        "late_fraction": 0.03, "malformed_fraction": 0.0, **overrides})
-
-
-def span(days: int | None) -> dict:
-    """bench_config's override for a --days option (None: the generator's default span)."""
-    return {} if days is None else {"days": days}
+    `days`: the span of event times (None: the generator's default)."""
+    span = {} if days is None else {"days": days}
+    return generator.GeneratorConfig(seed=7, events=events, outlets=outlets, duplicate_fraction=0.0,
+                                     late_fraction=0.03, malformed_fraction=0.0, **span)
 
 
 def as_of_text(config: generator.GeneratorConfig) -> str:
@@ -366,7 +362,7 @@ def main() -> int:
                         help="also time empty agents in the worker's shape (one per family, take_events)")
     args = parser.parse_args()
     with broker_and_redis("kpi-bench-") as (workdir, broker, redis):
-        config = bench_config(args.events, args.outlets, **span(args.days))
+        config = bench_config(args.events, args.outlets, args.days)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
         prefix, app_id = unique_names()
