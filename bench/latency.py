@@ -76,6 +76,7 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from stages import PY_SPY_HZ, print_stage_costs  # noqa: E402
 from throughput import (  # noqa: E402
     INPUTS, as_of_text, bench_config, load_topics, machine, stolen_cpu_seconds, worker_throughput,
 )
@@ -144,19 +145,29 @@ class Span:
     cpu_seconds: float
     stolen_seconds: float
     lag: float
+    main_thread_seconds: float  # the worker's event loop: agents, timers, publication
+    broker_seconds: float
+    generator_seconds: float  # this process: the producer and the outside consumer
 
 
 def print_spans(spans: list[Span], per: int = 6) -> None:
     """The load phase in steps of six polls (~30 s; seconds counted from the first poll): whether
     it was a steady state."""
-    print("by 30 s of load: events consumed/s, KPI updates published/s, worker CPU (cores), steal (cores), max lag")
+    print("by 30 s of load: events consumed/s, KPI updates published/s, CPU in cores (the worker, its main thread; "
+          "the broker; this load generator; the hypervisor's steal), max lag")
     began = 0.0
     for start in range(0, len(spans), per):
         part = spans[start:start + per]
         seconds = sum(s.seconds for s in part)
+
+        def cores(field: str) -> float:
+            return sum(getattr(s, field) for s in part) / seconds
+
         print(f"  {began:4.0f}-{began + seconds:<4.0f}s  {sum(s.consumed for s in part) / seconds:7.0f} ev/s "
-              f"{sum(s.published for s in part) / seconds:7.0f} upd/s  CPU {sum(s.cpu_seconds for s in part) / seconds:4.2f}"
-              f"  steal {sum(s.stolen_seconds for s in part) / seconds:4.2f}  lag {max(s.lag for s in part):7.0f}")
+              f"{sum(s.published for s in part) / seconds:7.0f} upd/s  worker {cores('cpu_seconds'):4.2f}"
+              f" main {cores('main_thread_seconds'):4.2f}  broker {cores('broker_seconds'):4.2f}"
+              f"  generator {cores('generator_seconds'):4.2f}  steal {cores('stolen_seconds'):4.2f}"
+              f"  lag {max(s.lag for s in part):7.0f}")
         began += seconds
 
 
@@ -173,9 +184,16 @@ def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -
     return rate
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
+    """User + system CPU time of a process (or one of its threads) so far (Linux /proc); 0 for
+    a process that is not there."""
+    if pid is None:
+        return 0.0
+    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -290,7 +308,7 @@ def start_py_spy(pid: int, seconds: float, output: Path, after: float = 0.0) -> 
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     fmt = "speedscope" if output.suffix == ".json" else "raw"  # speedscope keeps the samples' order
     delay = ["sleep", f"{after:.1f}", "&&"] if after > 0 else []
-    record = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds - after)), "--rate", "200",
+    record = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds - after)), "--rate", str(PY_SPY_HZ),
               "--format", fmt, "--output", str(output), "--nonblocking", "--idle"]
     return subprocess.Popen(" ".join(delay + [shlex.quote(part) for part in record]), shell=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -331,6 +349,11 @@ def main() -> int:
                         help="first measure the worker's maximum (catch-up) rate on this traffic, then load at half")
     parser.add_argument("--max-events", type=int, default=300_000,
                         help="events the maximum rate is measured on (with --half-max)")
+    parser.add_argument("--generator-nice", type=int, default=10, metavar="N",
+                        help="nice value of the load generator (this process's producer and outside consumer): "
+                             "it yields the CPU to the worker and the broker, which would have machines of their "
+                             "own (default 10; 0: compete equally). Latency is unaffected: an event's send time "
+                             "is taken when it is handed to the producer, and the update's time is the worker's")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
     parser.add_argument("--drain", type=float, default=60.0, help="seconds to wait for the last updates")
     parser.add_argument("--py-spy", type=Path, metavar="FILE",
@@ -380,19 +403,23 @@ def main() -> int:
 
         def poll_lag() -> None:
             stolen, at = stolen_cpu_seconds(), time.monotonic()
-            last_span = None  # (time, stolen, worker CPU, consumed, published) at the last good poll
+            last_span = None  # the `mark` of the last good poll
             while not stop_polling.wait(5.0):
                 status, body = worker.get("/metrics", timeout=10)
                 now_stolen, now = stolen_cpu_seconds(), time.monotonic()
                 if status == 200:
                     text = body.decode()
                     lag_seen.append(counter_total(text, "kpi_stream_consumer_lag"))
-                    mark = (now, now_stolen, cpu_seconds(worker.process.pid),
+                    pid = worker.process.pid
+                    mark = (now, now_stolen, cpu_seconds(pid),
                             counter_total(text, "kpi_stream_events_consumed_total"),
-                            counter_total(text, "kpi_stream_kpi_updates_published_total"))
+                            counter_total(text, "kpi_stream_kpi_updates_published_total"),
+                            cpu_seconds(pid, thread=pid), cpu_seconds(broker.pid), cpu_seconds(os.getpid()))
                     if last_span is not None:
-                        seconds, stolen_s, cpu_s, consumed, published = (a - b for a, b in zip(mark, last_span))
-                        spans.append(Span(seconds, consumed, published, cpu_s, stolen_s, lag_seen[-1]))
+                        seconds, stolen_s, cpu_s, consumed, published, main_s, broker_s, generator_s = (
+                            a - b for a, b in zip(mark, last_span))
+                        spans.append(Span(seconds, consumed, published, cpu_s, stolen_s, lag_seen[-1], main_s,
+                                          broker_s, generator_s))
                     last_span = mark
                 steal_seen.append((now_stolen - stolen) / (now - at))
                 stolen, at = now_stolen, now
@@ -403,6 +430,8 @@ def main() -> int:
         stolen_before = stolen_cpu_seconds()
         sampler = (start_py_spy(worker.process.pid, args.seconds, args.py_spy, args.py_spy_from)
                    if args.py_spy else None)
+        # Linux: the calling thread only, which runs the producer and the outside consumer
+        os.setpriority(os.PRIO_PROCESS, 0, args.generator_nice)
         sent_ms, updates, produce_s = asyncio.run(
             run_load(broker.bootstrap, prefix, messages, args.rate, expected_final, args.drain))
         load_after, cpu_used = os.getloadavg()[0], cpu_seconds(worker.process.pid) - cpu_before
@@ -429,8 +458,8 @@ def main() -> int:
         print(f"CPU taken by the hypervisor (/proc/stat steal): {stolen:.1f} s, {stolen / wall_used:.2f} of a core on "
               f"average, up to {max(steal_seen, default=0.0):.2f} over a 5 s span -- lag bursts follow it")
         print(f"events: {len(messages)} produced in {produce_s:.1f} s ({len(messages) / produce_s:.0f} ev/s, asked "
-              f"{args.rate:.0f}); {config.days} days of event time, {args.outlets} outlets; publish interval "
-              f"{args.interval} s; clock pinned at {as_of}")
+              f"{args.rate:.0f}; load generator at nice {args.generator_nice}); {config.days} days of event time, "
+              f"{args.outlets} outlets; publish interval {args.interval} s; clock pinned at {as_of}")
         print_spans(spans)
         print(f"final values of the tracked keys (expected): "
               + ", ".join(f"{k.split('|')[0]} {finals[k]} ({expected_final[k]})" for k in TRACKED.values()))
@@ -484,6 +513,9 @@ def main() -> int:
                   f"outside per update {percentile(per_update, 0.99):.3f} s ({verdict(percentile(per_update, 0.99))})")
         if args.py_spy:
             print_py_spy_summary(args.py_spy)
+            sampled = args.seconds - args.py_spy_from
+            print_stage_costs(args.py_spy, round(len(messages) * sampled / args.seconds), PY_SPY_HZ,
+                              f", the load's last {sampled:.0f} s at {args.rate:.0f} ev/s")
         return 0
     finally:
         if worker is not None:

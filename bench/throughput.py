@@ -36,6 +36,7 @@ from stream import generator  # noqa: E402
 from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
 from stream.cli import use_event_loop  # noqa: E402
 from stream.config import event_loop_from_env  # noqa: E402
+from stages import PY_SPY_HZ, print_stage_costs  # noqa: E402
 from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
 
 INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities")
@@ -330,7 +331,7 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
 def start_py_spy(pid: int, output: Path) -> subprocess.Popen:
     """py-spy (sampling: no tracing overhead, unlike --profile) on the worker until stop_py_spy."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", "200", "--format", "raw",
+    return subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(PY_SPY_HZ), "--format", "raw",
                              "--output", str(output), "--nonblocking", "--idle"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
@@ -394,6 +395,7 @@ def main() -> int:
             from latency import print_py_spy_summary  # bench/latency.py imports this module at its top
 
             print_py_spy_summary(args.py_spy)
+            print_stage_costs(args.py_spy, total, PY_SPY_HZ, ", first event to last")
         print(f"command: {' '.join(sys.argv)}")
         print(f"machine: {machine()}")
         print(f"events: {total} over {config.days} days of event time, {args.outlets} outlets")
