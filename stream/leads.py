@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
+from operator import attrgetter
 
 from .catalogue import GLOBAL_SCOPE, LeadLayout
 from .config import KpiSettings
@@ -24,6 +25,11 @@ Contribution = tuple[Scope, int, int, object]  # scope, slot, field, delta
 
 @dataclass(slots=True)
 class LeadState:
+    """A lead while one of its events is applied. The book keeps each lead as the plain tuple
+    `record` returns -- every field an atom or a tuple of atoms -- which the cyclic GC stops
+    walking after its first pass; a slotted object it walks in every full collection, and one per
+    lead made leads most of what a live worker's collector walked (bench/gc_pause.py)."""
+
     lead_id: str
     created_us: int | None = None
     owner: tuple[tuple[int, str], str | None] = (_NO_STAMP, None)  # (stamp, rep_id)
@@ -35,6 +41,10 @@ class LeadState:
     # Every close event: (occurred_us, event_id, won, value)
     closes: tuple[tuple[int, str, bool, Decimal | None], ...] = ()
     applied: tuple[Contribution, ...] = ()
+
+    def record(self) -> tuple:
+        """Everything but the id, in field order: `LeadState(lead_id, *record)` is this lead again."""
+        return _record_of(self)
 
     def close(self) -> tuple[int, str, bool, Decimal | None] | None:
         """The earliest close by occurred_at; among equal instants the greater event_id."""
@@ -55,20 +65,22 @@ class LeadState:
         return None if best is None else best[2]
 
 
+_record_of = attrgetter("created_us", "owner", "region", "values", "closes", "applied")
+
+
 class LeadBook:
     def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: LeadLayout) -> None:
         self.ledger = ledger
         self.layout = layout
-        self.leads: dict[str, LeadState] = {}
+        self.leads: dict[str, tuple] = {}  # lead_id -> LeadState.record()
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
 
     def apply(self, event: LeadEvent) -> bool:
         """Apply one lead event. False when it is a second close: one of the lead's closes is then
         ignored (counted as already_closed) -- the new one, or the old one if the new is earlier."""
-        state = self.leads.get(event.lead_id)
-        if state is None:
-            state = self.leads[event.lead_id] = LeadState(event.lead_id)
+        record = self.leads.get(event.lead_id)
+        state = LeadState(event.lead_id) if record is None else LeadState(event.lead_id, *record)
         stamp = (event.occurred_us, event.event_id)
         if event.rep_id is not None and stamp > state.owner[0]:
             state.owner = (stamp, event.rep_id)
@@ -84,6 +96,7 @@ class LeadBook:
             if event.type == "lead.created" and (state.created_us is None or event.occurred_us < state.created_us):
                 state.created_us = event.occurred_us
         self._recontribute(state)
+        self.leads[event.lead_id] = state.record()
         return effective
 
     def _recontribute(self, state: LeadState) -> None:

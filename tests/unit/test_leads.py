@@ -1,0 +1,55 @@
+"""The per-lead state (stream/leads.py) as the book keeps it: plain tuples the cyclic GC stops
+walking, read back into the same lead. The lead KPIs themselves are pinned against the oracle in
+test_engine_matches_oracle.py; this pins the representation the GC pause figures rely on."""
+
+from __future__ import annotations
+
+import gc
+
+import orjson
+
+from stream.engine import KpiEngine
+from stream.leads import LeadState
+from tests.unit.test_engine_matches_oracle import engine_settings
+from tests.unit.test_snapshots import apply_all
+
+
+def lead_event(event_type: str, lead_id: str, event_id: str, occurred_at: str, **fields) -> bytes:
+    return orjson.dumps({"event_id": event_id, "type": event_type, "occurred_at": occurred_at, "lead_id": lead_id,
+                         **fields})
+
+
+def engine_with_leads() -> KpiEngine:
+    settings = engine_settings(60, (600, 3600), (900,), 1800)
+    engine = KpiEngine(settings, settings.clock.pinned_us)
+    apply_all(engine, [
+        lead_event("lead.created", "L1", "c1", "2026-11-24T11:00:00Z", rep_id="r1", region="north", value=1200),
+        lead_event("lead.updated", "L1", "u1", "2026-11-24T11:10:00Z", stage="proposal", value=1500),
+        lead_event("lead.won", "L1", "w1", "2026-11-24T11:40:00Z", value=1400),
+        lead_event("lead.lost", "L1", "w2", "2026-11-24T11:45:00Z"),  # a second close: kept, ignored
+        lead_event("lead.created", "L2", "c2", "2026-11-24T11:20:00Z", rep_id="r2"),
+        lead_event("lead.updated", "L3", "u3", "2026-11-24T11:30:00Z", rep_id="r3"),  # no creation yet
+    ])
+    return engine
+
+
+def test_stored_leads_drop_out_of_the_cyclic_gc_walk_after_one_collection():
+    engine = engine_with_leads()
+    # A tuple is dropped once everything in it is: one level of nesting per collection, and a
+    # record nests four deep (record > contributions > contribution > scope).
+    for _ in range(4):
+        gc.collect()
+    assert set(engine.leads.leads) == {"L1", "L2", "L3"}
+    assert [lead for lead, record in engine.leads.leads.items() if gc.is_tracked(record)] == []
+
+
+def test_a_lead_read_back_from_its_record_has_its_history_owner_and_contributions():
+    engine = engine_with_leads()
+    lead = LeadState("L1", *engine.leads.leads["L1"])
+    assert lead.owner[1] == "r1" and lead.region[1] == "north"
+    assert [given[1] for given in lead.values] == ["c1", "u1"]
+    assert [close[1] for close in lead.closes] == ["w1", "w2"]
+    assert lead.close()[1] == "w1", "the earliest close counts"
+    assert lead.applied, "a created lead contributes"
+    assert lead.record() == engine.leads.leads["L1"]
+    assert LeadState("L3", *engine.leads.leads["L3"]).created_us is None
