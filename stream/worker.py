@@ -45,6 +45,7 @@ from .delivery import deliver_without_racing_tasks
 from .gcpause import cyclic_gc_paused, freeze_long_lived
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
+from .kpis import KpiValue
 from .offsets import Admission, OffsetLedger
 from .outlets import keep_hot_outlets
 from .metrics import MetricTally, ProcessorMetrics, build_processor_metrics
@@ -143,9 +144,13 @@ class EntityPartition:
 
 @dataclass(slots=True)
 class ScopePartials:
+    """A scope's latest partial vector from each source partition. The vectors are tuples: the
+    cyclic GC stops walking a tuple of numbers and strings after its first pass, but walks every
+    element of a list in each full collection (two vectors of ~200 fields per source and scope)."""
+
     own_partition: int
-    by_source: dict[int, list] = field(default_factory=dict)
-    encoded: dict[str, list] = field(default_factory=dict)  # by_source as stored: JSON-ready, keyed by str
+    by_source: dict[int, tuple] = field(default_factory=dict)
+    encoded: dict[str, tuple] = field(default_factory=dict)  # by_source as stored: JSON-ready, keyed by str
     versions: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -169,12 +174,14 @@ class KpiWorker:
         self.scope_received_at: dict[tuple[str, str, str], float] = {}
         # scope -> monotonic time of its last publication (a key changes at most once per interval)
         self.scope_published_at: dict[tuple[str, str, str], float] = {}
-        # scope -> the summed vector its values were last evaluated from (see _publish_round)
-        self.evaluated_vectors: dict[tuple[str, str, str], list] = {}
+        # scope -> the summed vector its values were last evaluated from (see _publish_round); a
+        # tuple, which the cyclic GC stops walking, as ScopePartials' vectors and published values
+        self.evaluated_vectors: dict[tuple[str, str, str], tuple] = {}
         self.next_age_refresh = 0.0
         self.change_filter = ChangeFilter()
-        # scope -> the values last published for it (to withdraw gauges when it moves away)
-        self.published: dict[tuple[str, str, str], dict[str, object]] = {}
+        # scope -> the values last published for it (to withdraw gauges when it moves away), as
+        # plain tuples: a KpiValue, a tuple subclass, the GC walks in every full collection
+        self.published: dict[tuple[str, str, str], dict[str, tuple]] = {}
         # key -> latest update message body of the scopes this worker publishes; rewritten in
         # full to Redis after an outage (Redis may come back empty)
         self.latest_bodies: dict[str, bytes] = {}
@@ -721,8 +728,8 @@ class KpiWorker:
                 self.scope_received_at.pop(key, None)
                 # Another worker publishes this scope now: stop exporting our stale gauges.
                 self.evaluated_vectors.pop(key, None)  # with the change filter's memory, below
-                for update_key, value in self.published.pop(key, {}).items():
-                    self.gauges.remove(value)
+                for update_key, fields in self.published.pop(key, {}).items():
+                    self.gauges.remove(KpiValue._make(fields))
                     self.change_filter.forget([update_key])
                     self.latest_bodies.pop(update_key, None)
         for tp in revoked:
@@ -888,8 +895,8 @@ class KpiWorker:
                 version = (generation, sequence)
                 if version < entry.versions.get(source, (-1, -1)):
                     continue  # a previous owner's late partial
-                entry.by_source[source] = decode_vector(vector)
-                entry.encoded[str(source)] = vector
+                entry.by_source[source] = tuple(decode_vector(vector))
+                entry.encoded[str(source)] = tuple(vector)
                 entry.versions[source] = version
                 writes[key_bytes] = orjson.dumps({
                     "part": message.partition,
@@ -974,7 +981,7 @@ class KpiWorker:
             # evaluated and compared again (a scope's ~40 values cost ~40 us to evaluate)
             values = evaluate_family(self.kpi, self.layouts, family, (key[1], key[2]), total, as_of,
                                      self.evaluated_vectors.get(key))
-            self.evaluated_vectors[key] = total
+            self.evaluated_vectors[key] = tuple(total)
             published = self.published.setdefault(key, {})
             changed = self.change_filter.changed(values)
             if changed and waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
@@ -982,7 +989,7 @@ class KpiWorker:
             if changed and received_at is not None and (oldest_received is None or received_at < oldest_received):
                 oldest_received = received_at
             for update_key, value in changed:
-                published[update_key] = value
+                published[update_key] = tuple(value)
                 body = encode(update_message(value, stamp))
                 key_bytes = update_key.encode()
                 outgoing.append(Outgoing(key_partition(key_bytes, partitions), key_bytes, body,
@@ -1335,8 +1342,8 @@ def _scope_partials(partition: int, stored_values: list) -> ScopePartials:
         for source, vector in stored["by"].items():
             version = tuple(versions.get(source, (-1, -1)))
             if version >= entry.versions.get(int(source), (-1, -1)):
-                entry.by_source[int(source)] = decode_vector(vector)
-                entry.encoded[str(int(source))] = vector
+                entry.by_source[int(source)] = tuple(decode_vector(vector))
+                entry.encoded[str(int(source))] = tuple(vector)
                 entry.versions[int(source)] = version
     return entry
 
