@@ -76,7 +76,7 @@ import orjson
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from stages import PY_SPY_HZ, print_stage_costs  # noqa: E402
+from stages import PY_SPY_HZ, print_py_spy_summary, print_stage_costs  # noqa: E402
 from throughput import (  # noqa: E402
     INPUTS, as_of_text, bench_config, load_topics, machine, stolen_cpu_seconds, worker_throughput,
 )
@@ -312,29 +312,6 @@ def start_py_spy(pid: int, seconds: float, output: Path, after: float = 0.0) -> 
               "--format", fmt, "--output", str(output), "--nonblocking", "--idle"]
     return subprocess.Popen(" ".join(delay + [shlex.quote(part) for part in record]), shell=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def print_py_spy_summary(path: Path, top: int = 25) -> None:
-    """Share of samples per function: own (top of stack) and inclusive (anywhere on the stack)."""
-    if path.suffix == ".json":
-        print(f"py-spy: speedscope profile in {path} (open it at https://www.speedscope.app)")
-        return
-    own: dict[str, int] = {}
-    inclusive: dict[str, int] = {}
-    total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = stack.split(";")
-        total += count
-        own[frames[-1]] = own.get(frames[-1], 0) + count
-        for frame in set(frames):
-            inclusive[frame] = inclusive.get(frame, 0) + count
-    print(f"py-spy: {total} samples of the worker's threads ({path})")
-    for title, table in (("own", own), ("inclusive", inclusive)):
-        print(f"  top {top} by {title} share:")
-        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
-            print(f"    {100 * count / total:5.1f} %  {frame}")
 
 
 def main() -> int:

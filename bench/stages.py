@@ -7,15 +7,17 @@ stage, publication -- is spread over few events at a steady rate and over many w
 and so is the per-fetch cost of faust's consumer.
 
 Samples are py-spy's `record --idle --format raw` lines at `rate_hz`: every sample of every
-thread, idle or not (idle ones are told apart by their stacks), so a stage's microseconds per event are wall time the thread spent there
-(CPU time, unless the thread waited for the GIL or the hypervisor). Each main-thread sample counts
-for the first stage whose marker is on its stack, in the order below.
+thread, idle or not (idle ones are told apart by their stacks), so a stage's microseconds per
+event are wall time the thread spent there (CPU time, unless the thread waited for the GIL or the
+hypervisor). Each main-thread sample counts for the first stage whose marker is on its stack, in
+the order below.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Iterator
 
 PY_SPY_HZ = 200  # the benchmarks' py-spy sampling rate
 
@@ -41,15 +43,39 @@ IDLE_DEPTH = 7
 THREAD_IDLE_FRAME = "ServiceThread._start_thread"
 
 
+def read_samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames, outermost first; count) for each line of a raw py-spy file."""
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        yield stack.split(";"), int(count_text)
+
+
+def print_py_spy_summary(path: Path, top: int = 25) -> None:
+    """Share of samples per function: own (top of stack) and inclusive (anywhere on the stack)."""
+    if path.suffix == ".json":
+        print(f"py-spy: speedscope profile in {path} (open it at https://www.speedscope.app)")
+        return
+    own: dict[str, int] = {}
+    inclusive: dict[str, int] = {}
+    total = 0
+    for frames, count in read_samples(path):
+        total += count
+        own[frames[-1]] = own.get(frames[-1], 0) + count
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + count
+    print(f"py-spy: {total} samples of the worker's threads ({path})")
+    for title, table in (("own", own), ("inclusive", inclusive)):
+        print(f"  top {top} by {title} share:")
+        for frame, count in sorted(table.items(), key=lambda item: -item[1])[:top]:
+            print(f"    {100 * count / total:5.1f} %  {frame}")
+
+
 def stage_samples(path: Path) -> tuple[Counter, int, int, int]:
     """(samples per stage on the main thread, main-thread busy samples, main-thread idle samples,
     busy samples of all other threads) from a raw py-spy file."""
     stages: Counter = Counter()
     busy = idle = others = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        count = int(count_text)
-        frames = stack.split(";")
+    for frames, count in read_samples(path):
         if not frames[0].startswith(MAIN_THREAD):
             # py-spy sometimes cuts a stack short: such fragments count here too
             if not frames[-1].startswith(THREAD_IDLE_FRAME):

@@ -36,7 +36,7 @@ from stream import generator  # noqa: E402
 from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
 from stream.cli import use_event_loop  # noqa: E402
 from stream.config import event_loop_from_env  # noqa: E402
-from stages import PY_SPY_HZ, print_stage_costs  # noqa: E402
+from stages import PY_SPY_HZ, print_py_spy_summary, print_stage_costs  # noqa: E402
 from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
 
 INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities")
@@ -392,8 +392,6 @@ def main() -> int:
             print(f"profile of the worker (cProfile, {args.profile}), top 30 by own time:")
             pstats.Stats(str(args.profile)).sort_stats("tottime").print_stats(30)
         if args.py_spy:
-            from latency import print_py_spy_summary  # bench/latency.py imports this module at its top
-
             print_py_spy_summary(args.py_spy)
             print_stage_costs(args.py_spy, total, PY_SPY_HZ, ", first event to last")
         print(f"command: {' '.join(sys.argv)}")

@@ -153,6 +153,12 @@ class ScopePartials:
     encoded: dict[str, tuple] = field(default_factory=dict)  # by_source as stored: JSON-ready, keyed by str
     versions: dict[int, tuple[int, int]] = field(default_factory=dict)
 
+    def keep(self, source: int, version: tuple[int, int], encoded_vector: list) -> None:
+        """`source`'s partial (as JSON carries it) becomes the one this scope sums."""
+        self.by_source[source] = tuple(decode_vector(encoded_vector))
+        self.encoded[str(source)] = tuple(encoded_vector)
+        self.versions[source] = version
+
 
 class KpiWorker:
     """Builds the Faust app for one ServiceSettings; holds the in-memory side of both stages."""
@@ -895,9 +901,7 @@ class KpiWorker:
                 version = (generation, sequence)
                 if version < entry.versions.get(source, (-1, -1)):
                     continue  # a previous owner's late partial
-                entry.by_source[source] = tuple(decode_vector(vector))
-                entry.encoded[str(source)] = tuple(vector)
-                entry.versions[source] = version
+                entry.keep(source, version, vector)
                 writes[key_bytes] = orjson.dumps({
                     "part": message.partition,
                     "by": entry.encoded,
@@ -1342,9 +1346,7 @@ def _scope_partials(partition: int, stored_values: list) -> ScopePartials:
         for source, vector in stored["by"].items():
             version = tuple(versions.get(source, (-1, -1)))
             if version >= entry.versions.get(int(source), (-1, -1)):
-                entry.by_source[int(source)] = tuple(decode_vector(vector))
-                entry.encoded[str(int(source))] = tuple(vector)
-                entry.versions[int(source)] = version
+                entry.keep(int(source), version, vector)
     return entry
 
 
