@@ -173,7 +173,7 @@ def print_spans(spans: list[Span], per: int = 6) -> None:
 
 def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -> float:
     """The worker's catch-up rate on --max-events events of the load's traffic, in topics of its own."""
-    config = bench_config(args.max_events, args.outlets, args.days)
+    config = bench_config(args.max_events, args.outlets, args.days, args.reps)
     messages = [m for m in generator.generate(config) if m.topic in INPUTS]
     prefix, app_id = unique_names()
     load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
@@ -322,6 +322,9 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=2_000)
     parser.add_argument("--days", type=int, default=None,
                         help="span of the generated event times (default: the generator's 90 days; 7: live traffic)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="the field force (default: the generator's 60); every rep is a scope, so the KPI "
+                             "updates a second grow with it (bench/publication.py)")
     parser.add_argument("--half-max", action="store_true",
                         help="first measure the worker's maximum (catch-up) rate on this traffic, then load at half")
     parser.add_argument("--max-events", type=int, default=300_000,
@@ -352,7 +355,7 @@ def main() -> int:
             args.rate = max_rate / 2
             print(f"maximum rate: {max_rate:.0f} ev/s (catch-up of {args.max_events} events, publish interval "
                   f"{args.interval} s); loading at half: {args.rate:.0f} ev/s", flush=True)
-        config = bench_config(int(args.rate * args.seconds), args.outlets, args.days)
+        config = bench_config(int(args.rate * args.seconds), args.outlets, args.days, args.reps)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
         as_of_us = parse_rfc3339_us(as_of)
@@ -436,7 +439,7 @@ def main() -> int:
               f"average, up to {max(steal_seen, default=0.0):.2f} over a 5 s span -- lag bursts follow it")
         print(f"events: {len(messages)} produced in {produce_s:.1f} s ({len(messages) / produce_s:.0f} ev/s, asked "
               f"{args.rate:.0f}; load generator at nice {args.generator_nice}); {config.days} days of event time, "
-              f"{args.outlets} outlets; publish interval {args.interval} s; clock pinned at {as_of}")
+              f"{args.outlets} outlets, {config.reps} reps; publish interval {args.interval} s; clock pinned at {as_of}")
         print_spans(spans)
         print(f"final values of the tracked keys (expected): "
               + ", ".join(f"{k.split('|')[0]} {finals[k]} ({expected_final[k]})" for k in TRACKED.values()))

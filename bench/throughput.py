@@ -82,12 +82,13 @@ def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, Kaf
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bench_config(events: int, outlets: int, days: int | None = None) -> generator.GeneratorConfig:
+def bench_config(events: int, outlets: int, days: int | None = None, reps: int | None = None) -> generator.GeneratorConfig:
     """The generated traffic every benchmark here uses: realistic mix, late events, no junk.
-    `days`: the span of event times (None: the generator's default)."""
-    span = {} if days is None else {"days": days}
+    `days`: the span of event times, `reps`: the field force (None: the generator's defaults, 90
+    days and 60 reps)."""
+    overrides = {name: value for name, value in (("days", days), ("reps", reps)) if value is not None}
     return generator.GeneratorConfig(seed=7, events=events, outlets=outlets, duplicate_fraction=0.0,
-                                     late_fraction=0.03, malformed_fraction=0.0, **span)
+                                     late_fraction=0.03, malformed_fraction=0.0, **overrides)
 
 
 def as_of_text(config: generator.GeneratorConfig) -> str:

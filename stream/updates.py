@@ -1,10 +1,10 @@
-"""KPI update messages (spec 5.1): key, JSON value, CloudEvents headers, and change detection."""
+"""KPI update messages (spec 5.1): key, JSON value and CloudEvents headers, in their readable form
+(replay writes these; the worker builds the same bytes faster in stream/publication.py)."""
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Iterable
 
 import orjson
 
@@ -61,38 +61,13 @@ def update_message(value: KpiValue, stamp: RoundStamp) -> dict:
     }
 
 
-_SPEC_VERSION = ("ce_specversion", b"1.0")
+SPEC_VERSION_HEADER = ("ce_specversion", b"1.0")
 
 
 def cloudevent_headers(key: str, stamp: RoundStamp) -> list[tuple[str, bytes]]:
     """Binary-mode CloudEvents headers; `ce_id` is deterministic from the key and `as_of`."""
     ce_id = hashlib.sha256(f"{key}@{stamp.as_of}".encode()).hexdigest()[:32]
-    return [_SPEC_VERSION, ("ce_id", ce_id.encode()), *stamp.shared_headers]
-
-
-class ChangeFilter:
-    """Remembers the last published (value, numerator, denominator) per key; passes on changes.
-
-    One publication round per interval sends every key that changed since the last round, so a
-    key is republished at most once per interval, and only when its value moved.
-    """
-
-    def __init__(self) -> None:
-        self.last: dict[str, tuple] = {}
-
-    def changed(self, values: Iterable[KpiValue]) -> list[tuple[str, KpiValue]]:
-        out = []
-        for value in values:
-            key = update_key(value)
-            signature = (value.value, value.numerator, value.denominator)
-            if self.last.get(key) != signature:
-                self.last[key] = signature
-                out.append((key, value))
-        return out
-
-    def forget(self, keys: Iterable[str]) -> None:
-        for key in keys:
-            self.last.pop(key, None)
+    return [SPEC_VERSION_HEADER, ("ce_id", ce_id.encode()), *stamp.shared_headers]
 
 
 def encode(message: dict) -> bytes:

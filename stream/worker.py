@@ -10,7 +10,8 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
     partition in a table, sums them, evaluates the KPIs and, checking every twentieth of the
     interval, publishes each changed scope at most once per interval to kpi.updates, Redis and
-    the gauges. Output goes to Kafka as record batches (stream/batches.py).
+    the gauges (the values that moved, as messages: stream/publication.py). Output goes to Kafka
+    as record batches (stream/batches.py).
 Recovery: the facts tables are changelog-backed; after recovery each assigned partition's
 engine is rebuilt by re-applying its stored facts (facts commute: the result does not depend on
 their order), and all its scopes are sent again. Partials are absolute, so resending is harmless.
@@ -45,15 +46,15 @@ from .delivery import deliver_without_racing_tasks
 from .gcpause import cyclic_gc_paused, freeze_long_lived
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
-from .kpis import KpiValue
 from .offsets import Admission, OffsetLedger
 from .outlets import keep_hot_outlets
 from .metrics import MetricTally, ProcessorMetrics, build_processor_metrics
+from .publication import Publisher, RoundOutput
 from .publish import KpiGauges, RedisSink
 from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                         is_batch_key, missing_batches)
 from .topics import TopicNames
-from .updates import ChangeFilter, cloudevent_headers, encode, round_stamp, update_message
+from .updates import round_stamp
 from .vector_json import decode_vector, encode_vector
 
 log = logging.getLogger(__name__)
@@ -184,14 +185,8 @@ class KpiWorker:
         # tuple, which the cyclic GC stops walking, as ScopePartials' vectors and published values
         self.evaluated_vectors: dict[tuple[str, str, str], tuple] = {}
         self.next_age_refresh = 0.0
-        self.change_filter = ChangeFilter()
-        # scope -> the values last published for it (to withdraw gauges when it moves away), as
-        # plain tuples: a KpiValue, a tuple subclass, the GC walks in every full collection
-        self.published: dict[tuple[str, str, str], dict[str, tuple]] = {}
-        # key -> latest update message body of the scopes this worker publishes; rewritten in
-        # full to Redis after an outage (Redis may come back empty)
-        self.latest_bodies: dict[str, bytes] = {}
         self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
+        self.publisher = Publisher(self.gauges)
         self.redis: RedisSink | None = None
         self.recovered = False
         self.heap_frozen = False  # once, when first recovered: see freeze_long_lived
@@ -732,12 +727,8 @@ class KpiWorker:
                 self.scope_published_at.pop(key, None)
                 self.scope_oldest_ms.pop(key, None)
                 self.scope_received_at.pop(key, None)
-                # Another worker publishes this scope now: stop exporting our stale gauges.
-                self.evaluated_vectors.pop(key, None)  # with the change filter's memory, below
-                for update_key, fields in self.published.pop(key, {}).items():
-                    self.gauges.remove(KpiValue._make(fields))
-                    self.change_filter.forget([update_key])
-                    self.latest_bodies.pop(update_key, None)
+                self.evaluated_vectors.pop(key, None)  # with the publisher's memory of its values
+                self.publisher.withdraw(key)
         for tp in revoked:
             try:
                 self.metrics.consumer_lag.remove(tp.topic, str(tp.partition))
@@ -965,10 +956,8 @@ class KpiWorker:
         due = [key for key in self.dirty_scopes if self.scope_published_at.get(key, -interval) + interval <= now]
         if not due:
             return
-        stamp = round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.settings.app_id}")
-        partitions = await self.batches.partition_count(self.topics.updates)
-        redis_batch: dict[str, bytes] = {}
-        outgoing: list[Outgoing] = []
+        out = RoundOutput(round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.settings.app_id}"),
+                          await self.batches.partition_count(self.topics.updates))
         oldest_ms = None
         oldest_received = None
         for key in due:
@@ -986,32 +975,23 @@ class KpiWorker:
             values = evaluate_family(self.kpi, self.layouts, family, (key[1], key[2]), total, as_of,
                                      self.evaluated_vectors.get(key))
             self.evaluated_vectors[key] = tuple(total)
-            published = self.published.setdefault(key, {})
-            changed = self.change_filter.changed(values)
-            if changed and waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
+            if not self.publisher.publish(key, values, out):
+                continue
+            if waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
                 oldest_ms = waited_since
-            if changed and received_at is not None and (oldest_received is None or received_at < oldest_received):
+            if received_at is not None and (oldest_received is None or received_at < oldest_received):
                 oldest_received = received_at
-            for update_key, value in changed:
-                published[update_key] = tuple(value)
-                body = encode(update_message(value, stamp))
-                key_bytes = update_key.encode()
-                outgoing.append(Outgoing(key_partition(key_bytes, partitions), key_bytes, body,
-                                         cloudevent_headers(update_key, stamp)))
-                redis_batch[update_key] = body
-                self.latest_bodies[update_key] = body
-                self.gauges.set(value)
-        if outgoing:
-            await self.batches.send(self.topics.updates, outgoing)
-            self.metrics.updates_published.inc(len(outgoing))
+        if out.outgoing:
+            await self.batches.send(self.topics.updates, out.outgoing)
+            self.metrics.updates_published.inc(len(out.outgoing))
             self.metrics.last_publish.set(time.time())
             if oldest_ms is not None:
                 self.metrics.publish_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
             if oldest_received is not None:
                 self.publication_delay.observe(max(0.0, time.time() - oldest_received))
-        if self.redis is not None and redis_batch:
+        if self.redis is not None and out.redis:
             # Handed to the Redis writer, not awaited: a slow Redis must not hold up kpi.updates.
-            self.redis.offer(redis_batch)
+            self.redis.offer(out.redis)
 
     # -- lag, redis, web -----------------------------------------------------------------------
 
@@ -1124,7 +1104,7 @@ class KpiWorker:
                 client = redis_asyncio.from_url(worker.settings.redis_url, password=password,
                                                 socket_timeout=2.0, socket_connect_timeout=2.0)
                 worker.redis = RedisSink(client, worker.settings.topic_prefix, worker.metrics,
-                                         snapshot=lambda: dict(worker.latest_bodies))
+                                         snapshot=lambda: dict(worker.publisher.latest_bodies))
                 await worker.redis.check()
 
             @faust.Service.timer(2.0)

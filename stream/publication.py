@@ -1,0 +1,126 @@
+"""The scope stage's publication (spec 5.1): which of a scope's values moved since they were last
+published, and those as kpi.updates messages, Redis bodies and gauge values.
+
+Every scope whose vector moved is republished once per interval, so the update rate follows the
+number of scopes, not the event rate: at 2,500 events/s, ~4,400 updates/s with the benchmarks'
+60 reps and ~30,000 with 3,000 reps (bench/README.md). The cost per update is therefore what
+decides how much of a core publication takes at a real field force's scale. What never changes
+for a key -- its text, the JSON around its numbers -- is built the first time the key is seen and
+kept (`KeyForm`), its Kafka partition too; an update then costs a comparison, one small orjson
+call, a join and a hash.
+Bodies and headers are byte for byte those of `encode(update_message(...))` and
+`cloudevent_headers(...)` in stream/updates.py, the readable form of the message
+(tests/unit/test_publication.py holds them together).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import orjson
+
+from .batches import Outgoing, key_partition
+from .kpis import KpiValue
+from .publish import KpiGauges
+from .updates import SPEC_VERSION_HEADER, RoundStamp, update_key
+
+ScopeKey = tuple[str, str, str]  # (family, scope type, scope id): one scope of the scope stage
+
+
+# What every message of one update key shares, as a plain tuple: the cyclic GC drops a tuple of
+# strings, bytes and ints from its walk after one collection, but walks a NamedTuple (a tuple
+# subclass) in every full collection -- a field force has ~200,000 keys (bench/publication.py).
+KeyForm = tuple[str, int, int, bytes, bytes]
+KEY, PARTITIONS, PARTITION, HEAD, TAIL = range(5)
+# KEY        the update key (spec 5.1)
+# PARTITIONS kpi.updates' partition count when PARTITION was computed
+# PARTITION  Kafka's default partitioner for the key: aiokafka's murmur2 is pure Python, ~11 us a
+#            key, and a field force's keys outnumber what an LRU cache of them holds
+# HEAD       the body up to `"as_of":`
+# TAIL       from `,"horizon":` up to `"computed_at":`
+
+
+def key_form(value: KpiValue, partitions: int) -> KeyForm:
+    dumps = orjson.dumps
+    head = b"".join((b'{"v":1,"kpi":', dumps(value.kpi), b',"window":', dumps(value.window), b',"scope":',
+                     dumps(value.scope), b',"scope_id":', dumps(value.scope_id), b',"as_of":'))
+    tail = b"".join((b',"horizon":', dumps(value.horizon), b',"kind":', dumps(value.kind), b',"computed_at":'))
+    key = update_key(value)
+    return key, partitions, key_partition(key.encode(), partitions), head, tail
+
+
+@dataclass(slots=True)
+class RoundOutput:
+    """One publication round: its stamp in the forms a body needs, and what it sends."""
+
+    stamp: RoundStamp
+    partitions: int  # of kpi.updates
+    as_of_json: bytes = b""  # `"2026-...Z",`: between `"as_of":` and the numbers
+    computed_at_json: bytes = b""  # `"2026-...Z"}`: the body's end
+    ce_id_suffix: bytes = b""  # `@2026-...Z`: hashed after the key into ce_id
+    outgoing: list[Outgoing] = field(default_factory=list)  # to kpi.updates
+    redis: dict[str, bytes] = field(default_factory=dict)  # update key -> body
+
+    def __post_init__(self) -> None:
+        self.as_of_json = orjson.dumps(self.stamp.as_of) + b","
+        self.computed_at_json = orjson.dumps(self.stamp.computed_at) + b"}"
+        self.ce_id_suffix = f"@{self.stamp.as_of}".encode()
+
+
+class Publisher:
+    """Per scope, the forms of its keys; per key, the numbers last published and the body."""
+
+    def __init__(self, gauges: KpiGauges) -> None:
+        self.gauges = gauges
+        # scope -> (kpi, window, horizon, kind) -> the form of its key
+        self.forms: dict[ScopeKey, dict[tuple, KeyForm]] = {}
+        # update key -> (value, numerator, denominator) last published: a key is sent again only
+        # when these move
+        self.last: dict[str, tuple] = {}
+        # update key -> latest body, for every scope this worker publishes: rewritten in full to
+        # Redis after an outage (Redis may come back empty)
+        self.latest_bodies: dict[str, bytes] = {}
+
+    def publish(self, scope: ScopeKey, values: Iterable[KpiValue], out: RoundOutput) -> int:
+        """Add those of the scope's values that moved to `out`; returns how many."""
+        forms = self.forms.get(scope)
+        if forms is None:
+            forms = self.forms[scope] = {}
+        exported = scope[1] in self.gauges.export_scopes
+        last, latest_bodies, outgoing, redis = self.last, self.latest_bodies, out.outgoing, out.redis
+        dumps, join, sha256 = orjson.dumps, b"".join, hashlib.sha256
+        count = 0
+        for value in values:
+            identity = (value[0], value[1], value[7], value[8])  # kpi, window, horizon, kind
+            form = forms.get(identity)
+            if form is None or form[PARTITIONS] != out.partitions:
+                form = forms[identity] = key_form(value, out.partitions)
+            key = form[KEY]
+            numbers = (value[4], value[5], value[6])  # value, numerator, denominator
+            if last.get(key) == numbers:
+                continue
+            last[key] = numbers
+            body = join((form[HEAD], out.as_of_json,
+                         dumps({"value": numbers[0], "numerator": numbers[1], "denominator": numbers[2]})[1:-1],
+                         form[TAIL], out.computed_at_json))
+            key_bytes = key.encode()
+            ce_id = sha256(key_bytes + out.ce_id_suffix).hexdigest()[:32].encode()
+            outgoing.append(Outgoing(form[PARTITION], key_bytes, body,
+                                     (SPEC_VERSION_HEADER, ("ce_id", ce_id), *out.stamp.shared_headers)))
+            redis[key] = body
+            latest_bodies[key] = body
+            if exported:
+                self.gauges.set(value)
+            count += 1
+        return count
+
+    def withdraw(self, scope: ScopeKey) -> None:
+        """Another worker publishes this scope now: forget what was published for it here, and
+        stop exporting its gauges (they would go stale)."""
+        _family, scope_type, scope_id = scope
+        for (kpi, window, horizon, kind), form in self.forms.pop(scope, {}).items():
+            self.gauges.remove(KpiValue(kpi, window, scope_type, scope_id, None, horizon=horizon, kind=kind))
+            self.last.pop(form[KEY], None)
+            self.latest_bodies.pop(form[KEY], None)
