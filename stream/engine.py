@@ -13,7 +13,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .activities import ActivityBook, activity_cell_scopes
 from .catalogue import ActivityLayout, LeadLayout, OutletLayout
@@ -207,7 +207,7 @@ class KpiEngine:
 
     # -- reading -----------------------------------------------------------------------------
 
-    def vectors(self, family: Family) -> dict[Scope, list]:
+    def vectors(self, family: Family) -> dict[Scope, tuple]:
         """Per-scope vectors at the current slot (cells rolled up first)."""
         rollup = self.rollups[family]
         rollup.flush()
@@ -220,7 +220,7 @@ class KpiEngine:
             rollup.flush()
             rollup.dirty.update(rollup.values)
 
-    def take_dirty(self) -> list[tuple[Family, Scope, list]]:
+    def take_dirty(self) -> list[tuple[Family, Scope, tuple]]:
         """Every scope whose vector moved since the last call, with its vector (cells rolled up
         once per family, not once per scope)."""
         out = []
@@ -229,7 +229,7 @@ class KpiEngine:
             out.extend((family, scope, values[scope]) for scope in rollup.take_dirty())
         return out
 
-    def evaluate(self, family: Family, scope: Scope, vector: list, as_of_us: int) -> list[KpiValue]:
+    def evaluate(self, family: Family, scope: Scope, vector: Sequence, as_of_us: int) -> list[KpiValue]:
         return evaluate_family(self.settings, self.layouts, family, scope, vector, as_of_us)
 
     def all_values(self) -> list[KpiValue]:
@@ -240,7 +240,7 @@ class KpiEngine:
         return out
 
 
-def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: list,
+def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: Sequence,
                     as_of_us: int, previous: list | None = None) -> list[KpiValue]:
     """The scope's values; with `previous` (the vector last evaluated for it), the outlet family
     leaves out values whose inputs did not move. Lead ages move with as_of, activity scopes are

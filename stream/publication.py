@@ -6,8 +6,8 @@ number of scopes, not the event rate: at 2,500 events/s, ~4,400 updates/s with t
 60 reps and ~30,000 with 3,000 reps (bench/README.md). The cost per update is therefore what
 decides how much of a core publication takes at a real field force's scale. What never changes
 for a key -- its text, the JSON around its numbers -- is built the first time the key is seen and
-kept (`KeyForm`), its Kafka partition too; an update then costs a comparison, one small orjson
-call, a join and a hash.
+kept (`KeyForm`), its Kafka partition too; an update then costs one small orjson call, a
+comparison, a join and a hash.
 Bodies and headers are byte for byte those of `encode(update_message(...))` and
 `cloudevent_headers(...)` in stream/updates.py, the readable form of the message
 (tests/unit/test_publication.py holds them together).
@@ -21,7 +21,7 @@ from typing import Iterable
 
 import orjson
 
-from .batches import Outgoing, key_partition
+from .batches import Outgoing, kafka_partition
 from .kpis import KpiValue
 from .publish import KpiGauges
 from .updates import SPEC_VERSION_HEADER, RoundStamp, update_key
@@ -36,8 +36,7 @@ KeyForm = tuple[str, int, int, bytes, bytes]
 KEY, PARTITIONS, PARTITION, HEAD, TAIL = range(5)
 # KEY        the update key (spec 5.1)
 # PARTITIONS kpi.updates' partition count when PARTITION was computed
-# PARTITION  Kafka's default partitioner for the key: aiokafka's murmur2 is pure Python, ~11 us a
-#            key, and a field force's keys outnumber what an LRU cache of them holds
+# PARTITION  Kafka's default partitioner for the key, computed once (murmur2 in Python, ~11 us)
 # HEAD       the body up to `"as_of":`
 # TAIL       from `,"horizon":` up to `"computed_at":`
 
@@ -48,7 +47,7 @@ def key_form(value: KpiValue, partitions: int) -> KeyForm:
                      dumps(value.scope), b',"scope_id":', dumps(value.scope_id), b',"as_of":'))
     tail = b"".join((b',"horizon":', dumps(value.horizon), b',"kind":', dumps(value.kind), b',"computed_at":'))
     key = update_key(value)
-    return key, partitions, key_partition(key.encode(), partitions), head, tail
+    return key, partitions, kafka_partition(key.encode(), partitions), head, tail
 
 
 @dataclass(slots=True)
@@ -76,9 +75,11 @@ class Publisher:
         self.gauges = gauges
         # scope -> (kpi, window, horizon, kind) -> the form of its key
         self.forms: dict[ScopeKey, dict[tuple, KeyForm]] = {}
-        # update key -> (value, numerator, denominator) last published: a key is sent again only
-        # when these move
-        self.last: dict[str, tuple] = {}
+        # update key -> its value, numerator and denominator last published, as their JSON: a key
+        # is sent again only when these move. Bytes, not a tuple: a dict that keeps receiving
+        # fresh tuples stays on the cyclic GC's walk, all ~200,000 entries of a field force's
+        # keys in every full collection; a dict of strings and bytes is never walked.
+        self.last: dict[str, bytes] = {}
         # update key -> latest body, for every scope this worker publishes: rewritten in full to
         # Redis after an outage (Redis may come back empty)
         self.latest_bodies: dict[str, bytes] = {}
@@ -98,13 +99,11 @@ class Publisher:
             if form is None or form[PARTITIONS] != out.partitions:
                 form = forms[identity] = key_form(value, out.partitions)
             key = form[KEY]
-            numbers = (value[4], value[5], value[6])  # value, numerator, denominator
+            numbers = dumps({"value": value[4], "numerator": value[5], "denominator": value[6]})
             if last.get(key) == numbers:
                 continue
             last[key] = numbers
-            body = join((form[HEAD], out.as_of_json,
-                         dumps({"value": numbers[0], "numerator": numbers[1], "denominator": numbers[2]})[1:-1],
-                         form[TAIL], out.computed_at_json))
+            body = join((form[HEAD], out.as_of_json, numbers[1:-1], form[TAIL], out.computed_at_json))
             key_bytes = key.encode()
             ce_id = sha256(key_bytes + out.ce_id_suffix).hexdigest()[:32].encode()
             outgoing.append(Outgoing(form[PARTITION], key_bytes, body,

@@ -242,7 +242,12 @@ def _move_end(start: int, width: int, old_following: int | None, new_following: 
 class ScopeRollup:
     """Scope vectors as sums of cell deltas. Books write one cell per contribution (the finest
     grouping); `flush` adds each touched cell's due deltas to every scope the cell belongs to, so
-    the fan-out to scopes is paid once per changed cell per flush, not per event."""
+    the fan-out to scopes is paid once per changed cell per flush, not per event.
+
+    A scope's vector is a tuple between flushes, replaced when it moves: the cyclic GC walks every
+    element of a list in each full collection but drops a tuple of numbers from its walk -- with a
+    field force of thousands of reps, ~12,000 vectors of ~200 fields were most of what a worker's
+    full collection walked (bench/README.md, seventeenth session)."""
 
     __slots__ = ("cells", "scopes_of", "seen_cells", "values", "dirty")
 
@@ -250,11 +255,12 @@ class ScopeRollup:
         self.cells = cells
         self.scopes_of = scopes_of
         self.seen_cells: dict[tuple, None] = {}  # a dict of str tuples: the GC stops walking it
-        self.values: dict[Scope, list] = {}
+        self.values: dict[Scope, tuple] = {}
         self.dirty: set[Scope] = set()
 
     def flush(self) -> None:
         values, size, seen = self.values, self.cells.field_count, self.seen_cells
+        moving: dict[Scope, list] = {}  # the vectors this flush moves, as lists until it ends
         for cell, change in self.cells.take_changes().items():
             moves = [(index, d) for index, d in change.items() if d]
             # A cell seen for the first time marks its scopes dirty even when it nets to zero: an
@@ -265,12 +271,15 @@ class ScopeRollup:
             elif not moves:
                 continue
             for scope in self.scopes_of(cell):
-                vector = values.get(scope)
+                vector = moving.get(scope)
                 if vector is None:
-                    vector = values[scope] = [0] * size
+                    stored = values.get(scope)
+                    vector = moving[scope] = [0] * size if stored is None else list(stored)
                 for index, d in moves:
                     vector[index] += d
-                self.dirty.add(scope)
+        for scope, vector in moving.items():
+            values[scope] = tuple(vector)
+        self.dirty.update(moving)
 
     def take_dirty(self) -> set[Scope]:
         self.flush()

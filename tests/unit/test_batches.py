@@ -1,11 +1,13 @@
 """Batched sends pick the partition Kafka's default partitioner picks (stream/batches.py):
 scope partials stored before batching, and consumers keyed on kpi.updates, depend on it."""
 
+import gc
 import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.batches import key_partition
+from stream import batches
+from stream.batches import kafka_partition, key_partition
 
 
 def test_key_partition_agrees_with_the_default_partitioner_for_every_key_and_partition_count():
@@ -16,8 +18,15 @@ def test_key_partition_agrees_with_the_default_partitioner_for_every_key_and_par
         partitions = rng.randrange(1, 64)
         everything = list(range(partitions))
         assert key_partition(key, partitions) == partitioner(key, everything, everything)
+        assert kafka_partition(key, partitions) == partitioner(key, everything, everything)
 
 
 def test_a_scope_key_lands_where_faust_sent_it_before_partials_were_batched():
     scope_key = b'["outlet","territory","JKT-01"]'
     assert key_partition(scope_key, 8) == DefaultPartitioner()(scope_key, list(range(8)), list(range(8)))
+
+
+def test_remembered_partitions_are_never_on_the_collectors_walk():
+    for n in range(500):
+        key_partition(f'["outlet","rep","r{n}"]'.encode(), 8)
+    assert not any(gc.is_tracked(known) for known in batches._PARTITION_OF.values())

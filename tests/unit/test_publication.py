@@ -4,6 +4,8 @@ handed to another worker leaves no gauge or memory behind."""
 
 from __future__ import annotations
 
+import gc
+
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,3 +98,20 @@ def test_a_withdrawn_scope_loses_its_gauges_and_bodies_and_is_sent_whole_if_it_c
     assert registry.get_sample_value("kpi_orders", {**labels, "scope_id": "BDG-02"}) == 7
     assert list(pub.latest_bodies) == ["orders|30d|territory|BDG-02"]
     assert pub.publish(scope, scope_values, round_output()) == 2  # nothing remembered: all of it again
+
+
+def test_what_the_publisher_keeps_per_key_stays_out_of_the_collectors_walk_as_values_move():
+    pub, _ = publisher()
+
+    def publish_round(offset: int) -> None:
+        for rep in range(50):
+            scope = ("outlet", "rep", f"r{rep}")
+            pub.publish(scope, [KpiValue("orders", "7d", "rep", f"r{rep}", rep + offset),
+                                KpiValue("lines_per_order", "7d", "rep", f"r{rep}", 1.5, 3 + offset, 2)], round_output())
+
+    publish_round(0)
+    gc.collect()
+    publish_round(1)  # every value moved: fresh entries, no collection since
+    assert not gc.is_tracked(pub.last) and not gc.is_tracked(pub.latest_bodies)
+    gc.collect()
+    assert not any(gc.is_tracked(form) for forms in pub.forms.values() for form in forms.values())

@@ -37,7 +37,7 @@ def test_a_scope_with_more_open_leads_than_64_bits_sum_round_trips_exactly():
 
     for scope, vector in vectors.items():
         read_back = decode_vector(orjson.loads(orjson.dumps(encode_vector(vector))))
-        assert read_back == vector, scope
+        assert read_back == list(vector), scope
         assert [type(x) for x in read_back] == [type(x) for x in vector], scope
         assert (evaluate_family(engine.settings, engine.layouts, Family.LEAD, scope, read_back, engine.now_us)
                 == evaluate_family(engine.settings, engine.layouts, Family.LEAD, scope, vector, engine.now_us))

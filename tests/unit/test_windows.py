@@ -50,18 +50,30 @@ def test_rollup_sums_cells_into_their_scopes_and_reports_a_new_cell_even_at_zero
     ledger.add(("r1",), 10, 0, 2)
     ledger.add(("r2",), 11, 1, 5)
     assert rollup.take_dirty() == {("global", "all"), ("rep", "r1")}
-    assert rollup.values == {("global", "all"): [2, 0], ("rep", "r1"): [2, 0]}
+    assert rollup.values == {("global", "all"): (2, 0), ("rep", "r1"): (2, 0)}
     ledger.advance(11)
     ledger.add(("r1",), 11, 0, -2)
     ledger.add(("r3",), 11, 0, 4)
     ledger.add(("r3",), 11, 0, -4)
     assert rollup.take_dirty() == {("global", "all"), ("rep", "r1"), ("rep", "r2"), ("rep", "r3")}
-    assert rollup.values[("global", "all")] == [0, 5]
-    assert rollup.values[("rep", "r3")] == [0, 0]
+    assert rollup.values[("global", "all")] == (0, 5)
+    assert rollup.values[("rep", "r3")] == (0, 0)
     ledger.add(("r3",), 11, 0, 1)
     ledger.add(("r3",), 11, 0, -1)
     assert rollup.take_dirty() == set(), "a known cell that nets to zero changes no scope"
 
+
+
+def test_rollup_vectors_drop_out_of_the_collectors_walk_between_flushes():
+    ledger = DeltaLedger(3, slot=10)
+    rollup = ScopeRollup(ledger, lambda cell: (("global", "all"), ("rep", cell[0])))
+    ledger.add_all(("r1",), [(10, 0, 1), (10, 2, Decimal("9.50"))])
+    rollup.take_dirty()
+    ledger.add_all(("r1",), [(10, 1, 4)])
+    rollup.take_dirty()
+    gc.collect()
+    assert rollup.values[("rep", "r1")] == (1, 4, Decimal("9.50"))
+    assert not any(gc.is_tracked(vector) for vector in rollup.values.values())
 
 @given(
     operations=st.lists(st.tuples(st.booleans(), st.integers(0, 30)), max_size=40),
