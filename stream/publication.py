@@ -2,12 +2,13 @@
 published, and those as kpi.updates messages, Redis bodies and gauge values.
 
 Every scope whose vector moved is republished once per interval, so the update rate follows the
-number of scopes, not the event rate: at 2,500 events/s, ~4,400 updates/s with the benchmarks'
-60 reps and ~30,000 with 3,000 reps (bench/README.md). The cost per update is therefore what
-decides how much of a core publication takes at a real field force's scale. What never changes
-for a key -- its text, the JSON around its numbers -- is built the first time the key is seen and
-kept (`KeyForm`), its Kafka partition too; an update then costs one small orjson call, a
-comparison, a join and a hash.
+number of scopes, not the event rate: at 2,500 events/s of live traffic, ~4,700 updates/s with
+the benchmarks' 60 reps and ~23,000 with 3,000 reps (bench/publication.py). The cost per update
+decides how much of a core publication takes at a real field force's scale, and what is kept per
+key decides what the cyclic GC walks. What never changes for a key -- its text, its Kafka
+partition, the JSON around its numbers -- is built the first time the key is seen and kept
+(`KeyForm`); an update then costs one small orjson call, a comparison, a join and a hash.
+
 Bodies and headers are byte for byte those of `encode(update_message(...))` and
 `cloudevent_headers(...)` in stream/updates.py, the readable form of the message
 (tests/unit/test_publication.py holds them together).
