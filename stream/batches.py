@@ -21,6 +21,8 @@ from typing import Callable, Iterable, Sequence
 
 from aiokafka.partitioner import murmur2
 
+from .jsonbytes import kept
+
 log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
@@ -54,7 +56,7 @@ def key_partition(key: bytes, partitions: int) -> int:
         known = _PARTITION_OF[partitions] = {}
     partition = known.get(key)
     if partition is None:
-        partition = known[key] = kafka_partition(key, partitions)
+        partition = known[kept(key)] = kafka_partition(key, partitions)  # keys are often orjson's
     return partition
 
 

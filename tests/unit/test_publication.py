@@ -5,6 +5,7 @@ handed to another worker leaves no gauge or memory behind."""
 from __future__ import annotations
 
 import gc
+import tracemalloc
 
 import orjson
 from hypothesis import given, settings
@@ -115,3 +116,20 @@ def test_what_the_publisher_keeps_per_key_stays_out_of_the_collectors_walk_as_va
     assert not gc.is_tracked(pub.last) and not gc.is_tracked(pub.latest_bodies)
     gc.collect()
     assert not any(gc.is_tracked(form) for forms in pub.forms.values() for form in forms.values())
+
+
+def test_what_the_publisher_keeps_per_key_is_about_the_size_of_its_bytes():
+    """Its memory of the numbers it sent and the latest bodies must not hold orjson's ~4 KB output
+    buffers (stream/jsonbytes.py): a field force has ~200,000 keys."""
+    pub, _ = publisher()
+    values = [KpiValue(kpi, window, "rep", f"rep-{rep}", rep * 1.5, rep, 7)
+              for rep in range(300) for kpi in ("orders", "visits") for window in ("7d", "30d", "60d")]
+    tracemalloc.start()
+    try:
+        for value in values:
+            pub.publish(("outlet", "rep", value.scope_id), [value], round_output())
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(pub.last) == len(values)
+    assert held / len(values) < 2_000, f"{held / len(values):.0f} bytes per key"

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import time
+import tracemalloc
 
 import orjson
 import pytest
@@ -414,3 +415,27 @@ def test_engines_restored_from_files_leave_the_collectors_young_generations(tmp_
         assert gc.get_count()[0] < 700
     finally:
         gc.unfreeze()
+
+
+def test_facts_kept_in_the_table_store_take_about_the_memory_of_their_bytes(tmp_path, messages):
+    """A stored batch of facts -- kept for good with the default in-memory store -- must not hold
+    orjson's ~4 KB output buffers for its key and value (stream/jsonbytes.py)."""
+    worker = make_worker(tmp_path)
+    rebuild(worker)
+    for raw in messages[:400]:
+        accept(worker, raw)
+    pending, worker.pending_facts = worker.pending_facts, {}
+    tracemalloc.start()
+    try:
+        for (family, partition), facts in pending.items():
+            for fact in facts:  # one batch per fact: many small keys and values
+                worker.pending_facts = {(family, partition): [fact]}
+                worker.pending_fact_count = 1
+                asyncio.run(worker._flush_facts())
+        grown = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    stored = [(key, value) for family in Family for key, value in worker.fact_tables[family].data.items()]
+    assert len(stored) == sum(map(len, pending.values()))
+    stored_bytes = sum(len(key) + len(value) for key, value in stored)
+    assert grown < 3 * stored_bytes, f"{grown / len(stored):.0f} bytes held per batch of {stored_bytes / len(stored):.0f}"
