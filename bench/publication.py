@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -50,13 +48,11 @@ from stream.publication import Publisher, RoundOutput  # noqa: E402
 from stream.publish import KpiGauges  # noqa: E402
 from stream.updates import cloudevent_headers, encode, round_stamp, update_key, update_message  # noqa: E402
 
+sys.path.insert(0, str(REPO / "bench"))
+from throughput import machine  # noqa: E402
+
 PARTITIONS = 4
 EXPORTED = ("global", "region", "territory")
-
-
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
 
 
 def publish_ceiling(memory: dict, scope, values, stamp) -> int:

@@ -4,20 +4,14 @@ orjson (3.12 and later) hands back the buffer it wrote into -- at least ~4 KB, l
 rounded up to a power of two -- and never shrinks it (its `finish()` sets the object's size
 before resizing, so the resize returns early; Home Assistant trims the same way). Sent and
 dropped, that costs nothing; kept, a 30-byte table key holds 4 KB and a 15 KB batch of facts
-16-32 KB. Whatever the worker keeps -- table keys and values, the publisher's memory of what it
-sent, remembered partitions -- goes through `kept_json` or is copied with `kept`.
+16-32 KB. What the worker keeps -- table keys and values (copied where they enter a store,
+worker._store_put_all), the publisher's memory of what it sent, remembered partitions -- is
+copied with `kept`.
 """
 
 from __future__ import annotations
-
-import orjson
 
 
 def kept(data: bytes) -> bytes:
     """A copy of `data` allocated at its own size."""
     return bytes(memoryview(data))
-
-
-def kept_json(value: object) -> bytes:
-    """`orjson.dumps(value)`, allocated at its own size (to keep in a dict, a table, a cache)."""
-    return bytes(memoryview(orjson.dumps(value)))

@@ -25,7 +25,7 @@ import orjson
 from .batches import Outgoing, kafka_partition
 from .kpis import KpiValue
 from .publish import KpiGauges
-from .updates import SPEC_VERSION_HEADER, RoundStamp, update_key
+from .updates import SPEC_VERSION_HEADER, RoundStamp, encode, update_key, update_message
 
 ScopeKey = tuple[str, str, str]  # (family, scope type, scope id): one scope of the scope stage
 
@@ -41,12 +41,21 @@ KEY, PARTITIONS, PARTITION, HEAD, TAIL = range(5)
 # HEAD       the body up to `"as_of":`
 # TAIL       from `,"horizon":` up to `"computed_at":`
 
+# The message with markers where a round's instants and a value's numbers go: a key's HEAD and
+# TAIL are cut from it, so the layout stays update_message's alone.
+_MARKED_STAMP = RoundStamp(as_of="<as_of>", computed_at="<computed_at>", shared_headers=())
+_AS_OF_MARK = b'"<as_of>",'
+_NO_NUMBERS = b'"value":null,"numerator":null,"denominator":null'
+_COMPUTED_AT_MARK = b'"<computed_at>"}'
+
 
 def key_form(value: KpiValue, partitions: int) -> KeyForm:
-    dumps = orjson.dumps
-    head = b"".join((b'{"v":1,"kpi":', dumps(value.kpi), b',"window":', dumps(value.window), b',"scope":',
-                     dumps(value.scope), b',"scope_id":', dumps(value.scope_id), b',"as_of":'))
-    tail = b"".join((b',"horizon":', dumps(value.horizon), b',"kind":', dumps(value.kind), b',"computed_at":'))
+    marked = encode(update_message(value._replace(value=None, numerator=None, denominator=None), _MARKED_STAMP))
+    # the last marks: only scope_id, before them, holds arbitrary text
+    head, after_as_of = marked.rsplit(_AS_OF_MARK, 1)
+    if not (after_as_of.startswith(_NO_NUMBERS) and after_as_of.endswith(_COMPUTED_AT_MARK)):
+        raise AssertionError(f"update_message's layout moved: {marked!r}")
+    tail = after_as_of[len(_NO_NUMBERS):-len(_COMPUTED_AT_MARK)]
     key = update_key(value)
     return key, partitions, kafka_partition(key.encode(), partitions), head, tail
 

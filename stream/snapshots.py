@@ -48,7 +48,7 @@ import orjson
 from .config import KpiSettings
 from .engine import Family, KpiEngine
 from .gcpause import cyclic_gc_paused
-from .jsonbytes import kept_json
+from .jsonbytes import kept
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def batch_id(key) -> tuple[str, int] | bytes:
     parsed = key if isinstance(key, (list, tuple)) else orjson.loads(key)
     if is_batch_key(parsed):
         return parsed[1], parsed[2]
-    return kept_json(parsed)
+    return kept(orjson.dumps(parsed))
 
 
 def is_batch_key(parsed) -> bool:

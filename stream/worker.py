@@ -44,7 +44,7 @@ from .config import ServiceSettings
 from .decode import Rejected, decode_event, rejection_record
 from .delivery import deliver_without_racing_tasks
 from .gcpause import cyclic_gc_paused, freeze_long_lived
-from .jsonbytes import kept_json
+from .jsonbytes import kept
 from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
 from .events import partition_key
 from .offsets import Admission, OffsetLedger
@@ -761,10 +761,9 @@ class KpiWorker:
             for start in range(0, len(facts), FACTS_PER_MESSAGE):
                 self.fact_batches += 1
                 chunk = facts[start:start + FACTS_PER_MESSAGE]
-                # kept in the table store for good: see stream/jsonbytes.py
-                key = kept_json([partition, self.instance, self.fact_batches])
+                key = orjson.dumps([partition, self.instance, self.fact_batches])
                 flying[key] = ((self.instance, self.fact_batches), chunk)
-                entries.append((key, kept_json({"p": partition, "f": chunk}), len(chunk)))
+                entries.append((key, orjson.dumps({"p": partition, "f": chunk}), len(chunk)))
             writes.append((family, partition, entries))
         self._snapshot_if_due()  # here every applied fact is in a batch: none is only pending
         for family, partition, entries in writes:
@@ -883,7 +882,7 @@ class KpiWorker:
                 self.partials_delay.observe(max(0.0, received_at - sent_ms / 1000))
             for family, scope_type, scope_id, source, generation, sequence, vector in entries:
                 key = (family, scope_type, scope_id)
-                key_bytes = kept_json(key)  # table keys and values are kept: see stream/jsonbytes.py
+                key_bytes = orjson.dumps(key)
                 entry = self.scopes.get(key)
                 if entry is None:
                     # Not rebuilt yet (a partial can arrive before the recovery callback): start from
@@ -895,7 +894,7 @@ class KpiWorker:
                 if version < entry.versions.get(source, (-1, -1)):
                     continue  # a previous owner's late partial
                 entry.keep(source, version, vector)
-                writes[key_bytes] = kept_json({
+                writes[key_bytes] = orjson.dumps({
                     "part": message.partition,
                     "by": entry.encoded,
                     "ver": {str(p): v for p, v in entry.versions.items()},
@@ -1265,12 +1264,13 @@ def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
     would take the partition from the current stream event, and refuses writes without one)."""
     store = table.data
     for key, value, *_ in entries:
+        key = kept(key)  # a store keeps its keys (and in memory its values) for good: stream/jsonbytes.py
         if hasattr(store, "_db_for_partition"):  # rocksdb: one database per partition, also chosen by event
             encoded = store._encode_key(key)
             store._db_for_partition(partition).put(encoded, store._encode_value(value))
             store._key_index[encoded] = partition
         else:
-            store[key] = value
+            store[key] = kept(value)
 
 
 def _fact_partition_and_batch(key, store) -> tuple[int, Any]:
