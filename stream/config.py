@@ -333,7 +333,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_REPLICATION_FACTOR", "1", "replication factor of the topics the service creates"),
     ("KPI_WEB_PORT", "6066", "port of /metrics, /kpi, /health, /ready"),
     ("KPI_WEB_HOST", "0.0.0.0", "bind address of the web server"),
-    ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; a key is republished at most once per interval"),
+    ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; stage 1 flushes changed scopes at each multiple of it on the wall clock, and a key is republished at most once per flush"),
     ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
     ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk, kept across restarts: faust reads only the changelog written since)"),

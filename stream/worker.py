@@ -38,6 +38,8 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush_at,
+                      publish_tick)
 from .clock import Clock, clock_for, reference_instant_us
 from .batches import BatchProducer, Outgoing, key_partition
 from .config import ServiceSettings
@@ -96,26 +98,6 @@ TYPE_TOPIC = {
     "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
     "lead.lost": "sales.leads", "activity.logged": "sales.activities",
 }
-
-
-def publish_tick(interval: float) -> float:
-    """How often the scope stage looks for scopes due for publication: a busy scope is published
-    up to one tick after its interval has passed."""
-    return min(0.05, max(0.01, interval / 20))
-
-
-PARTIALS_FLUSH_FLOOR_SECONDS = 0.05
-
-
-def partials_flush_seconds(interval: float) -> float:
-    """How often stage 1 sends changed scopes to stage 2. An event waits up to this long before
-    its partial leaves, then up to an interval for its scope's next publication slot (a key
-    changes at most once per interval): five rounds per interval keep that sum near 1.2
-    intervals, at the cost of sending a busy scope five times per interval instead of once.
-    Never more than 20 rounds a second: each round costs a message per stage-2 partition, each a
-    trip through faust and a changelog write, and at a 0.1 s interval 50 rounds a second queued
-    input behind them (p99 1.3 s vs 0.25 s at 800 ev/s, bench/README.md)."""
-    return max(interval / 5, PARTIALS_FLUSH_FLOOR_SECONDS)
 
 
 def sum_vectors(vectors) -> list:
@@ -180,12 +162,14 @@ class KpiWorker:
         self.scope_oldest_ms: dict[tuple[str, str, str], int] = {}
         # scope -> time.time() of the first partials received since its last publication
         self.scope_received_at: dict[tuple[str, str, str], float] = {}
-        # scope -> monotonic time of its last publication (a key changes at most once per interval)
-        self.scope_published_at: dict[tuple[str, str, str], float] = {}
+        # scope -> the newest flush (stream/cadence.py) its received partials come from, and the
+        # flush it was last published for: a key is published at most once per flush period
+        self.scope_pending_flush: dict[tuple[str, str, str], int] = {}
+        self.scope_published_flush: dict[tuple[str, str, str], int] = {}
         # scope -> the summed vector its values were last evaluated from (see _publish_round); a
         # tuple, which the cyclic GC stops walking, as ScopePartials' vectors and published values
         self.evaluated_vectors: dict[tuple[str, str, str], tuple] = {}
-        self.next_age_refresh = 0.0
+        self.age_refreshed_flush: int | None = None
         self.gauges = KpiGauges(self.metrics.registry, settings.export_scopes)
         self.publisher = Publisher(self.gauges)
         self.redis: RedisSink | None = None
@@ -290,7 +274,7 @@ class KpiWorker:
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_before_shutdown.connect(self._save_snapshots)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self._flush_facts)
-        app.timer(partials_flush_seconds(s.publish_interval_seconds), name="flush-partials")(self._flush_partials)
+        app.task(self._partials_loop)
         app.task(self._publish_loop)
         app.timer(LAG_ROUND_SECONDS, name="observe-lag")(self._observe_lag)
         app.timer(2.0, name="check-kafka")(self._check_kafka)
@@ -725,7 +709,8 @@ class KpiWorker:
         for key, partials in list(self.scopes.items()):
             if (self.topics.partials, partials.own_partition) in by_topic:
                 del self.scopes[key]
-                self.scope_published_at.pop(key, None)
+                self.scope_pending_flush.pop(key, None)
+                self.scope_published_flush.pop(key, None)
                 self.scope_oldest_ms.pop(key, None)
                 self.scope_received_at.pop(key, None)
                 self.evaluated_vectors.pop(key, None)  # with the publisher's memory of its values
@@ -820,9 +805,27 @@ class KpiWorker:
         missing. Stop; the restarted worker re-reads from the last commit and republishes."""
         asyncio.ensure_future(self.app.crash(RuntimeError(f"writing to {topic} failed: {error!r}")))
 
-    async def _flush_partials(self) -> None:
-        """Send every scope whose vector moved since the last round to the scope stage: one
-        message per scope-stage partition per round (split past PARTIALS_PER_MESSAGE), not one per
+    async def _partials_loop(self) -> None:
+        """`_flush_partials` at every flush instant of the wall-clock grid (stream/cadence.py),
+        which every worker shares: a scope's partials from all of them reach stage 2 together. A
+        loop, not a Faust timer: a timer keeps its own phase."""
+        interval = self.settings.publish_interval_seconds
+        while not self.app.should_stop:
+            now = time.time()
+            flush_at = next_flush_at(now, interval)
+            await asyncio.sleep(flush_at - now)
+            try:
+                # numbered by the instant it was due at: the event loop may wake a little early (its
+                # clock is not the wall clock) or late, and neither may change which flush this is
+                await self._flush_partials(round(flush_at / interval))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the scopes stay dirty; the next flush sends them
+                log.exception("partials flush failed")
+
+    async def _flush_partials(self, flush: int) -> None:
+        """Send every scope whose vector moved since the last flush to the scope stage: one
+        message per scope-stage partition per flush (split past PARTIALS_PER_MESSAGE), not one per
         scope -- each consumed message costs the scope stage a full trip through Faust."""
         if self.app.rebalancing:
             return
@@ -853,7 +856,7 @@ class KpiWorker:
         for destination, entries in by_destination.items():
             for start in range(0, len(entries), PARTIALS_PER_MESSAGE):
                 messages.append(Outgoing(destination, orjson.dumps(["partials", self.instance]), orjson.dumps(
-                    {"ts": oldest_by_destination.get(destination), "at": time.time_ns() // 1_000_000,
+                    {"ts": oldest_by_destination.get(destination), "at": time.time_ns() // 1_000_000, "k": flush,
                      "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
         await self.batches.send(self.topics.partials, messages)
         self.metrics.state_entities.labels("outlet").set(
@@ -880,6 +883,10 @@ class KpiWorker:
             sent_ms = body.get("at")
             if sent_ms is not None:
                 self.partials_delay.observe(max(0.0, received_at - sent_ms / 1000))
+            flush = body.get("k")
+            if flush is None:  # written before flushes were numbered: the period it was sent in
+                flush = flush_period(sent_ms / 1000 if sent_ms is not None else received_at,
+                                     self.settings.publish_interval_seconds)
             for family, scope_type, scope_id, source, generation, sequence, vector in entries:
                 key = (family, scope_type, scope_id)
                 key_bytes = orjson.dumps(key)
@@ -901,6 +908,8 @@ class KpiWorker:
                 })
                 self.dirty_scopes.add(key)
                 self.scope_received_at.setdefault(key, received_at)
+                if flush > self.scope_pending_flush.get(key, flush - 1):
+                    self.scope_pending_flush[key] = flush
                 if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
                     self.scope_oldest_ms[key] = ts
             entries = list(writes.items())
@@ -941,20 +950,26 @@ class KpiWorker:
                 log.exception("publication round failed")
 
     async def _publish_round(self) -> None:
-        """Runs every publish tick (a twentieth of the interval): publishes each changed scope whose
-        last publication is at least one interval old, so a key changes at most once per interval
-        (spec 5.1) and a scope's first change after a quiet interval goes out within a tick --
-        not after a whole interval of its own on top of stage 1's."""
+        """Runs every publish tick (a twentieth of the interval): publishes each changed scope due
+        by stream/cadence.py -- once per flush period (spec 5.1: at most once per interval per
+        key), a tick or two after the flush's partials arrive."""
         if self.app.rebalancing:
             return
-        now = time.monotonic()
+        now = time.time()
         interval = self.settings.publish_interval_seconds
+        period = flush_period(now, interval)
         as_of = self.clock.now_us()
-        if as_of != self.last_as_of_us and now >= self.next_age_refresh:  # lead ages move with as_of itself
-            self.dirty_scopes.update(k for k in self.scopes if k[0] == Family.LEAD.value)
+        if as_of != self.last_as_of_us and age_refresh_due(now, interval, self.age_refreshed_flush):
+            # lead ages move with as_of itself: lead scopes not published this period go out now
+            self.dirty_scopes.update(key for key in self.scopes if key[0] == Family.LEAD.value
+                                     and self.scope_published_flush.get(key, period - 1) < period)
             self.last_as_of_us = as_of
-            self.next_age_refresh = now + interval
-        due = [key for key in self.dirty_scopes if self.scope_published_at.get(key, -interval) + interval <= now]
+            self.age_refreshed_flush = period
+        pending, published, received = self.scope_pending_flush, self.scope_published_flush, self.scope_received_at
+        settle = publish_tick(interval)
+        due = [key for key in self.dirty_scopes
+               if due_for_publication(pending.get(key, period), published.get(key), received.get(key), now,
+                                      interval, settle)]
         if not due:
             return
         out = RoundOutput(round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.settings.app_id}"),
@@ -963,7 +978,7 @@ class KpiWorker:
         oldest_received = None
         for key in due:
             self.dirty_scopes.discard(key)
-            self.scope_published_at[key] = now
+            published[key] = flush_published(pending.pop(key, period), published.get(key))
             waited_since = self.scope_oldest_ms.pop(key, None)
             received_at = self.scope_received_at.pop(key, None)
             entry = self.scopes.get(key)
