@@ -10,8 +10,9 @@ timestamp set to its send time (the instant the producer is handed the message; 
 broker round trip count as latency). Latency is measured two ways:
 
 1. Inside: the worker's histogram `kpi_stream_publish_latency_seconds` from /metrics after the run.
-   One observation per publication round that sent updates: round time minus the Kafka timestamp
-   of the OLDEST input message whose effect had not been published yet. Percentiles are
+   One observation per send of a publication round (a round sends every 1,000 updates, the
+   exported scope types first): send time minus the Kafka timestamp of the OLDEST input message
+   whose effect on the scopes sent had not been published yet. Percentiles are
    interpolated inside the histogram's buckets (as PromQL's histogram_quantile does), so they
    are only as fine as the buckets (..., 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60 s).
    It can over-report (from reading stream/worker.py): a partition's "oldest unsent" timestamp is
@@ -448,7 +449,7 @@ def main() -> int:
               f"{max(lag_seen, default=math.nan):.0f} messages; last tracked update "
               f"{(last_reflected_ms - sent_ms[-1]) / 1000:.1f} s after the last send")
         line = "  p50 {:7.3f} s   p95 {:7.3f} s   p99 {:7.3f} s   max {:7.3f} s   n={}"
-        print("1. worker histogram kpi_stream_publish_latency_seconds (per publication round, oldest event):")
+        print("1. worker histogram kpi_stream_publish_latency_seconds (per send of a publication round, oldest event):")
         if h_count:
             q = {p: histogram_quantile(buckets, p) for p in (0.5, 0.95, 0.99)}
             print("  " + "   ".join(f"p{round(p * 100)} {q[p][0]:7.3f} s (bucket {q[p][1]:g}-{q[p][2]:g} s)"

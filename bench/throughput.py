@@ -147,7 +147,7 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
 sys.path.insert(0, env["BENCH_REPO"])
 from stream.config import ServiceSettings
-from stream.worker import fetch_like_the_worker
+from stream.worker import BytesAsFetched, fetch_like_the_worker
 settings = ServiceSettings.from_env()
 fetch_like_the_worker(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 from stream.cli import use_event_loop
@@ -176,9 +176,11 @@ if env.get("BENCH_SHAPE") == "worker":
             async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
                 for event in events:
                     count(event.message.value)
-        app.agent(app.topic(*[prefix + t for t in names]), name=f"family-{n}")(decode_batches)
+        app.agent(app.topic(*[prefix + t for t in names], schema=BytesAsFetched()), name=f"family-{n}")(decode_batches)
 else:
-    @app.agent(app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")]))
+    # the worker's topics hand messages over as the bytes fetched (stream.worker.BytesAsFetched)
+    @app.agent(app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")],
+                         schema=BytesAsFetched()))
     async def decode_only(stream):
         async for value in stream:
             count(value)
