@@ -1343,9 +1343,12 @@ def _on_disk_store_options() -> dict:
     return {"write_buffer_size": 4 << 20, "max_write_buffer_number": 2, "block_cache_size": 8 << 20}
 
 
+_RAW_BYTES = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+
+
 def _raw_schema() -> faust.Schema:
     """Table keys and values are bytes we encode ourselves, in the changelog and after recovery."""
-    return faust.Schema(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    return faust.Schema(**_RAW_BYTES)
 
 
 class BytesAsFetched(faust.Schema):
@@ -1355,7 +1358,7 @@ class BytesAsFetched(faust.Schema):
     Sends through these topics (the router's re-keying) encode as `_raw_schema` does."""
 
     def __init__(self) -> None:
-        super().__init__(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+        super().__init__(**_RAW_BYTES)
 
     def compile(self, app, *, on_key_decode_error=None, on_value_decode_error=None, default_propagate=False):
         create_event = app.create_event
