@@ -45,14 +45,24 @@ def due_for_publication(pending_flush: int, published_flush: int | None, first_r
     other workers to arrive. Data of a flush it was already published for came late (another
     worker's, or after a backlog): it goes out with the next flush's, or half way through the
     next period if no newer data comes -- never twice in one period."""
-    if published_flush is None or pending_flush > published_flush:
+    if published_flush is None or pending_flush > published_flush or _clock_went_back(published_flush, now, interval):
         return first_received is None or now >= first_received + settle
     return now >= (published_flush + 1.5) * interval
 
 
-def flush_published(pending_flush: int, published_flush: int | None) -> int:
+def flush_published(pending_flush: int, published_flush: int | None, now: float, interval: float) -> int:
     """The flush a scope counts as published for once `due_for_publication` let it go out."""
-    return pending_flush if published_flush is None else max(pending_flush, published_flush + 1)
+    if published_flush is None or _clock_went_back(published_flush, now, interval):
+        return pending_flush
+    return max(pending_flush, published_flush + 1)
+
+
+def _clock_went_back(published_flush: int, now: float, interval: float) -> bool:
+    """The wall clock is now more than an interval before the flush last published (stepped back,
+    say after a VM was restored): the flushes count from the clock again, instead of every scope
+    waiting, stale, until the clock is back where it was. Less than an interval is the skew
+    between workers' clocks, which the late-partial rule handles."""
+    return now < (published_flush - 1) * interval
 
 
 def age_refresh_due(wall_time: float, interval: float, refreshed_flush: int | None) -> bool:

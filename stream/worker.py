@@ -985,7 +985,7 @@ class KpiWorker:
         oldest_received = None
         for key in due:
             self.dirty_scopes.discard(key)
-            published[key] = flush_published(pending.pop(key, period), published.get(key))
+            published[key] = flush_published(pending.pop(key, period), published.get(key), now, interval)
             waited_since = self.scope_oldest_ms.pop(key, None)
             received_at = self.scope_received_at.pop(key, None)
             entry = self.scopes.get(key)

@@ -35,7 +35,7 @@ def test_a_partial_of_a_flush_already_published_waits_for_the_next_period():
     assert not due_for_publication(100, 100, 100.2, 100.9, INTERVAL, SETTLE)
     assert not due_for_publication(100, 100, 100.2, 101.2, INTERVAL, SETTLE)  # flush 101 may still bring more
     assert due_for_publication(100, 100, 100.2, 101.5, INTERVAL, SETTLE)
-    assert flush_published(100, 100) == 101  # that publication counts for period 101: none more in it
+    assert flush_published(100, 100, 101.5, INTERVAL) == 101  # it counts for period 101: none more in it
 
 
 def test_lead_ages_are_refreshed_once_per_period_half_way_through_it():
@@ -43,6 +43,14 @@ def test_lead_ages_are_refreshed_once_per_period_half_way_through_it():
     assert age_refresh_due(100.5, INTERVAL, 99)
     assert not age_refresh_due(100.7, INTERVAL, 100)
     assert age_refresh_due(101.6, INTERVAL, 100)
+
+
+def test_a_wall_clock_stepped_back_does_not_hold_publication_until_it_catches_up():
+    # published for flush 1000; then the clock stepped back ten seconds: flush 990 is the newest
+    assert due_for_publication(990, 1000, 990.02, 990.02 + SETTLE, INTERVAL, SETTLE)
+    assert flush_published(990, 1000, 990.1, INTERVAL) == 990  # and the next flush, 991, goes out as usual
+    assert due_for_publication(991, 990, 991.03, 991.03 + SETTLE, INTERVAL, SETTLE)
+    assert not due_for_publication(990, 990, 990.5, 990.9, INTERVAL, SETTLE)  # still once per period
 
 
 class ScopeStage:
@@ -67,7 +75,7 @@ class ScopeStage:
             return
         pending = self.pending if self.pending is not None else flush_period(now, INTERVAL)
         if due_for_publication(pending, self.published, self.first_received, now, INTERVAL, SETTLE):
-            self.published = flush_published(pending, self.published)
+            self.published = flush_published(pending, self.published, now, INTERVAL)
             self.publications.append((now, self.published, self.unpublished))
             self.pending, self.first_received, self.unpublished = None, None, []
 
