@@ -25,9 +25,12 @@ def flush_period(wall_time: float, interval: float) -> int:
     return math.floor(wall_time / interval)
 
 
-def next_flush_at(wall_time: float, interval: float) -> float:
-    """The wall-clock instant of the next flush after `wall_time`."""
-    return (flush_period(wall_time, interval) + 1) * interval
+def next_flush(wall_time: float, interval: float) -> tuple[int, float]:
+    """The next flush after `wall_time`: its number and its wall-clock instant. The flush keeps
+    this number however early or late the loop that waits for it wakes (an event loop's clock
+    is not the wall clock: read after the sleep, an early wake-up named the previous flush)."""
+    number = flush_period(wall_time, interval) + 1
+    return number, number * interval
 
 
 def publish_tick(interval: float) -> float:

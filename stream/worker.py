@@ -38,7 +38,7 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush_at,
+from .cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
                       publish_tick)
 from .clock import Clock, clock_for, reference_instant_us
 from .batches import BatchProducer, Outgoing, key_partition
@@ -813,13 +813,10 @@ class KpiWorker:
         loop, not a Faust timer: a timer keeps its own phase."""
         interval = self.settings.publish_interval_seconds
         while not self.app.should_stop:
-            now = time.time()
-            flush_at = next_flush_at(now, interval)
-            await asyncio.sleep(flush_at - now)
+            flush, flush_at = next_flush(time.time(), interval)
+            await asyncio.sleep(flush_at - time.time())
             try:
-                # numbered by the instant it was due at: the event loop may wake a little early (its
-                # clock is not the wall clock) or late, and neither may change which flush this is
-                await self._flush_partials(round(flush_at / interval))
+                await self._flush_partials(flush)
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - the scopes stay dirty; the next flush sends them

@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush_at,
+from stream.cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
                             publish_tick)
 
 INTERVAL = 1.0
@@ -18,8 +18,10 @@ SETTLE = publish_tick(INTERVAL)
 def test_flushes_fall_on_whole_multiples_of_the_interval_of_the_wall_clock():
     assert flush_period(1_700_000_000.0, 1.0) == 1_700_000_000
     assert flush_period(1_700_000_000.99, 1.0) == 1_700_000_000
-    assert next_flush_at(1_700_000_000.2, 1.0) == 1_700_000_001.0
-    assert next_flush_at(10.0, 0.5) == 10.5  # exactly on a flush instant: the next one
+    assert next_flush(1_700_000_000.2, 1.0) == (1_700_000_001, 1_700_000_001.0)
+    assert next_flush(10.0, 0.5) == (21, 10.5)  # exactly on a flush instant: the next one
+    number, instant = next_flush(10.26, 0.1)
+    assert number == 103 and flush_period(instant + 1e-9, 0.1) == 103  # the number names its instant
     assert flush_period(10.26, 0.1) == 102
 
 
