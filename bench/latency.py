@@ -465,6 +465,11 @@ def main() -> int:
         slowest = next((le for le, count in gc_buckets if count >= gc_count), math.nan) if gc_count else 0.0
         print(f"   full garbage collections (generation 2): {gc_count:.0f}, {gc_sum:.3f} s in all, "
               f"the slowest <= {slowest:g} s (kpi_stream_gc_pause_seconds)")
+        younger = [worker_histogram(body.decode(), "kpi_stream_gc_pause_seconds", {"generation": generation})
+                   for generation in ("0", "1")]
+        print("   younger collections: " + ", ".join(
+            f"generation {generation} {count:.0f} ({seconds:.3f} s)"
+            for generation, (_, seconds, count) in enumerate(younger)))
         print(f"   input agents held back by the facts backlog: "
               f"{counter_total(body.decode(), 'kpi_stream_backpressure_seconds_total'):.1f} s (kpi_stream_backpressure_seconds)")
         for stage in ("input", "partials", "publication"):

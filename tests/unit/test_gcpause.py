@@ -6,7 +6,9 @@ import weakref
 
 import pytest
 
-from stream.gcpause import GcPauseRecorder, cyclic_gc_paused, freeze_long_lived
+from stream.gcpause import (
+    YOUNG_COLLECTION_THRESHOLD, GcPauseRecorder, collect_young_less_often, cyclic_gc_paused, freeze_long_lived,
+)
 
 
 def test_the_collector_is_off_inside_and_on_again_after_even_when_the_load_fails():
@@ -58,3 +60,27 @@ def test_frozen_objects_leave_the_collectors_walk_but_are_still_freed_by_refcoun
         assert alive() is None
     finally:
         gc.unfreeze()
+
+
+def young_collections_while_keeping(count: int) -> int:
+    """Young-generation collections run while `count` tracked objects are allocated and kept."""
+    seen: list[int] = []
+    recorder = GcPauseRecorder(lambda generation, seconds: seen.append(generation)).install()
+    try:
+        gc.collect()
+        kept = [Node() for _ in range(count)]
+    finally:
+        recorder.uninstall()
+    del kept
+    return sum(1 for generation in seen if generation == 0)
+
+
+def test_objects_in_flight_between_turns_no_longer_trigger_a_young_collection_every_few_hundred():
+    before = gc.get_threshold()
+    try:
+        assert young_collections_while_keeping(5_000) >= 5, "CPython's default collects every ~700"
+        assert collect_young_less_often() == before
+        assert gc.get_threshold() == (YOUNG_COLLECTION_THRESHOLD, *before[1:])
+        assert young_collections_while_keeping(5_000) == 0
+    finally:
+        gc.set_threshold(*before)
