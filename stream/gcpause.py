@@ -6,6 +6,10 @@ replay or a rebuild grows the state by millions of objects the collector runs fu
 again and again (~29 % of rebuild time in bench/scaling.py). Pausing it for the bulk load and
 re-enabling it afterwards loses nothing: whatever cyclic garbage appeared meanwhile is collected
 by the next collection.
+
+Also here: what the live worker does to the collector once it is up -- freezes its start-up heap
+out of the walk (`freeze_long_lived`) and collects the youngest generation less often
+(`collect_young_less_often`) -- and how each collection's pause is measured (`GcPauseRecorder`).
 """
 
 from __future__ import annotations
