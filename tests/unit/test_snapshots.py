@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from stream.clock import reference_instant_us
 from stream.decode import Rejected, decode_event
 from stream.engine import Family, KpiEngine
-from stream.snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from stream.snapshots import (SAVER_NICENESS, BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                               missing_batches)
 from stream.updates import update_key
 from tests.kpi_compare import kpi_differences
@@ -227,3 +228,26 @@ def test_a_stopped_background_save_reports_failure_and_leaves_no_snapshot(tmp_pa
     assert shelf.take(Family.LEAD, 1) is None
     shelf.discard(Family.LEAD)
     assert list(tmp_path.iterdir()) == []
+
+
+class RecordsNiceness:
+    """Pickled in the forked copy: writes that process's CPU niceness to `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        self.path.write_text(str(os.nice(0)))
+        return str, ("pickled",)
+
+
+def test_the_background_copy_pickles_at_the_lowest_cpu_priority_and_the_worker_keeps_its_own(tmp_path, settings):
+    worker_niceness = os.nice(0)
+    engine = KpiEngine(settings, settings.clock.pinned_us)
+    shelf = SnapshotShelf(tmp_path / "shelf", engine_fingerprint(settings, OWNER))
+    saver = BackgroundSaver(shelf)
+    recorded = tmp_path / "niceness"
+    saver.start({(Family.LEAD, 1): EngineSnapshot(engine, CoveredBatches(), [RecordsNiceness(recorded)])})
+    assert wait_for(saver).saved
+    assert SAVER_NICENESS == 19 and int(recorded.read_text()) == 19  # the lowest, whatever the worker's
+    assert os.nice(0) == worker_niceness
