@@ -425,8 +425,9 @@ def main() -> int:
         status, body = worker.get("/metrics", timeout=10)
         if status != 200:
             raise RuntimeError(f"/metrics answered {status}")
-        buckets, h_sum, h_count = worker_histogram(body.decode())
-        published = counter_total(body.decode(), "kpi_stream_kpi_updates_published_total")
+        final_metrics = body.decode()
+        buckets, h_sum, h_count = worker_histogram(final_metrics)
+        published = counter_total(final_metrics, "kpi_stream_kpi_updates_published_total")
         last_reflected_ms = max((u[-1][1] for u in updates.values() if u), default=0)
         per_event, per_update, unreflected = outside_latencies(sent_ms, contributing, updates)
         finals = {key: (updates[key][-1][0] if updates[key] else None) for key in TRACKED.values()}
@@ -460,20 +461,20 @@ def main() -> int:
             print("  no observations")
         print("   its parts, kpi_stream_stage_delay_seconds (input per event, partials per message, "
               "publication per round):")
-        gc_buckets, gc_sum, gc_count = worker_histogram(body.decode(), "kpi_stream_gc_pause_seconds",
+        gc_buckets, gc_sum, gc_count = worker_histogram(final_metrics, "kpi_stream_gc_pause_seconds",
                                                          {"generation": "2"})
         slowest = next((le for le, count in gc_buckets if count >= gc_count), math.nan) if gc_count else 0.0
         print(f"   full garbage collections (generation 2): {gc_count:.0f}, {gc_sum:.3f} s in all, "
               f"the slowest <= {slowest:g} s (kpi_stream_gc_pause_seconds)")
-        younger = [worker_histogram(body.decode(), "kpi_stream_gc_pause_seconds", {"generation": generation})
-                   for generation in ("0", "1")]
+        younger = (worker_histogram(final_metrics, "kpi_stream_gc_pause_seconds", {"generation": str(generation)})
+                   for generation in (0, 1))
         print("   younger collections: " + ", ".join(
             f"generation {generation} {count:.0f} ({seconds:.3f} s)"
             for generation, (_, seconds, count) in enumerate(younger)))
         print(f"   input agents held back by the facts backlog: "
-              f"{counter_total(body.decode(), 'kpi_stream_backpressure_seconds_total'):.1f} s (kpi_stream_backpressure_seconds)")
+              f"{counter_total(final_metrics, 'kpi_stream_backpressure_seconds_total'):.1f} s (kpi_stream_backpressure_seconds)")
         for stage in ("input", "partials", "publication"):
-            s_buckets, s_sum, s_count = worker_histogram(body.decode(), "kpi_stream_stage_delay_seconds",
+            s_buckets, s_sum, s_count = worker_histogram(final_metrics, "kpi_stream_stage_delay_seconds",
                                                          {"stage": stage})
             if s_count:
                 print(f"  {stage:12}" + "   ".join(
