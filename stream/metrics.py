@@ -29,7 +29,7 @@ class ProcessorMetrics:
     consumer_lag: Gauge  # labels: topic, partition
     offset_holes: Counter  # labels: topic
     offset_gaps: Counter  # labels: topic
-    publish_latency: Histogram  # event produced -> KPI update published
+    publish_latency: Histogram  # per applied event: produced -> its changes published
     stage_delay: Histogram  # labels: stage (input, partials, publication): where publish_latency goes
     gc_pause: Histogram  # labels: generation
     backpressure: Counter  # seconds the entity agents waited for the facts backlog to shrink
@@ -80,7 +80,8 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         ),
         publish_latency=Histogram(
             "kpi_stream_publish_latency_seconds",
-            "Time from an input message's Kafka timestamp to the publication of the KPI updates it caused",
+            "Per applied event: time from its input message's Kafka timestamp to the send of the publication "
+            "round that took its changes (timestamps counted per 10 ms, the floor)",
             buckets=LATENCY_BUCKETS, registry=registry,
         ),
         stage_delay=Histogram(
@@ -164,12 +165,16 @@ class MetricTally:
         counts[child] = counts.get(child, 0) + 1
 
     def observe(self, child: Any, value: float) -> None:
+        self.observe_many(child, value, 1)
+
+    def observe_many(self, child: Any, value: float, times: int) -> None:
+        """`times` observations of `value` (events that waited the same time)."""
         observed = self._observed.get(child)
         if observed is None:
             observed = self._observed[child] = (tuple(child._upper_bounds), [0] * len(child._upper_bounds), [0.0])
         bounds, in_bucket, total = observed
-        in_bucket[bisect_left(bounds, value)] += 1  # the first bound >= value, as observe() picks
-        total[0] += value
+        in_bucket[bisect_left(bounds, value)] += times  # the first bound >= value, as observe() picks
+        total[0] += value * times
 
     def flush(self) -> None:
         for child, increment in self._counts.items():

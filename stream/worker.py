@@ -6,7 +6,8 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
     only past written facts; a rebuild applies each (entity, event_id, reference instant) once,
     so a fact re-read after a crash and written twice counts once) -> a timer sends each
     changed scope's partial vector (absolute, not a delta) to the partials topic, to the
-    partition of its scope key, one message per partition per round (five per interval).
+    partition of its scope key, one message per partition per flush (one flush per interval,
+    on the wall clock's grid: stream/cadence.py).
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
     partition in a table, sums them, evaluates the KPIs and, checking every twentieth of the
     interval, publishes each changed scope at most once per interval to kpi.updates, Redis and
@@ -58,6 +59,8 @@ from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, Snapsho
                         is_batch_key, missing_batches)
 from .topics import TopicNames
 from .updates import round_stamp
+from . import waiting
+from .waiting import WaitingCounts
 from .vector_json import decode_vector, encode_vector
 
 log = logging.getLogger(__name__)
@@ -122,7 +125,8 @@ class EntityPartition:
     # in the same generation, and its partials must still be newer than its previous process's.
     generation: int = 0
     sequence: int = field(default_factory=lambda: time.time_ns() // 1000)
-    oldest_unsent_ms: int | None = None
+    # Kafka timestamps of the events applied since the last flush (stream/waiting.py)
+    unsent_events: WaitingCounts = field(default_factory=dict)
     # the facts-table batches whose facts the engine holds: with the pending facts, exactly its
     # state (what a snapshot of it covers, stream/snapshots.py)
     covered: CoveredBatches = field(default_factory=CoveredBatches)
@@ -160,8 +164,9 @@ class KpiWorker:
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.scopes: dict[tuple[str, str, str], ScopePartials] = {}
         self.dirty_scopes: set[tuple[str, str, str]] = set()
-        # scope -> Kafka timestamp (ms) of the oldest event waiting in it for publication
-        self.scope_oldest_ms: dict[tuple[str, str, str], int] = {}
+        # scope -> the applied events (stream/waiting.py) observed in the publish latency when
+        # this scope is next published: a flush's events ride with the first scope of one message
+        self.scope_waiting_events: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
         # scope -> time.time() of the first partials received since its last publication
         self.scope_received_at: dict[tuple[str, str, str], float] = {}
         # scope -> the newest flush (stream/cadence.py) its received partials come from, and the
@@ -187,6 +192,7 @@ class KpiWorker:
         self.tally = MetricTally()  # per-event counts, added to their series before each scrape
         self.partials_delay = self.metrics.stage_delay.labels("partials")
         self.publication_delay = self.metrics.stage_delay.labels("publication")
+        self.publish_latency = self.metrics.publish_latency  # per applied event, see stream/waiting.py
         # (family, partition) -> facts applied but not yet written to the facts table: written
         # in batches by `_flush_facts`, and offsets are committed only past written facts
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
@@ -350,8 +356,8 @@ class KpiWorker:
             [key, event.event_id, event.ref_us, raw.decode()])
         self.pending_fact_count += 1
         self.unwritten_facts += 1
-        if timestamp_ms is not None and (entity.oldest_unsent_ms is None or timestamp_ms < entity.oldest_unsent_ms):
-            entity.oldest_unsent_ms = timestamp_ms
+        if timestamp_ms is not None:
+            waiting.note(entity.unsent_events, timestamp_ms)
 
     def _count_in(self, topic: str, event_type: str) -> None:
         counter = self.events_in_counters.get((topic, event_type))
@@ -713,7 +719,7 @@ class KpiWorker:
                 del self.scopes[key]
                 self.scope_pending_flush.pop(key, None)
                 self.scope_published_flush.pop(key, None)
-                self.scope_oldest_ms.pop(key, None)
+                self.scope_waiting_events.pop(key, None)
                 self.scope_received_at.pop(key, None)
                 self.evaluated_vectors.pop(key, None)  # with the publisher's memory of its values
                 self.publisher.withdraw(key)
@@ -831,16 +837,17 @@ class KpiWorker:
         partitions = await self.batches.partition_count(self.topics.partials)
         now_us = self.clock.now_us()
         by_destination: dict[int, list[list]] = {}
-        oldest_by_destination: dict[int, int] = {}
+        events: waiting.WaitingCounts = {}  # applied since the last flush, in partitions that send
         for (family, partition), entity in list(self.entities.items()):
             engine = entity.engine
             engine.advance(now_us)
-            # The oldest event this round publishes for; events that changed no scope publish
-            # nothing and must not count as waiting.
-            oldest_ms, entity.oldest_unsent_ms = entity.oldest_unsent_ms, None
+            applied, entity.unsent_events = entity.unsent_events, {}
             dirty = engine.take_dirty()
             if not dirty:
+                # nothing of theirs to publish: done now
+                self._observe_published(waiting.pairs(applied), time.time())
                 continue
+            waiting.merge(events, applied)
             entity.sequence += 1
             for fam, scope, vector in dirty:
                 # the partition Faust's send by key picked before partials were batched: stored
@@ -849,14 +856,13 @@ class KpiWorker:
                 by_destination.setdefault(destination, []).append(
                     [fam.value, scope[0], scope[1], partition, entity.generation, entity.sequence,
                      encode_vector(vector)])
-                if oldest_ms is not None and oldest_ms < oldest_by_destination.get(destination, oldest_ms + 1):
-                    oldest_by_destination[destination] = oldest_ms
         messages = []
         for destination, entries in by_destination.items():
             for start in range(0, len(entries), PARTIALS_PER_MESSAGE):
-                messages.append(Outgoing(destination, orjson.dumps(["partials", self.instance]), orjson.dumps(
-                    {"ts": oldest_by_destination.get(destination), "at": time.time_ns() // 1_000_000, "k": flush,
-                     "s": entries[start:start + PARTIALS_PER_MESSAGE]})))
+                body = {"at": time.time_ns() // 1_000_000, "k": flush, "s": entries[start:start + PARTIALS_PER_MESSAGE]}
+                if not messages:  # the flush's events ride with one message only: each counted once
+                    body["e"] = waiting.encode(events)
+                messages.append(Outgoing(destination, orjson.dumps(["partials", self.instance]), orjson.dumps(body)))
         await self.batches.send(self.topics.partials, messages)
         self.metrics.state_entities.labels("outlet").set(
             sum(len(e.engine.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
@@ -877,7 +883,7 @@ class KpiWorker:
                 family, scope_type, scope_id = orjson.loads(message.key)
                 entries = [[family, scope_type, scope_id, body["p"], body["g"], body["n"], body["v"]]]
             writes: dict[bytes, bytes] = {}  # one write per scope per message, the last
-            ts = body.get("ts")
+            events = waiting.decode(body.get("e"))
             received_at = time.time()
             sent_ms = body.get("at")
             if sent_ms is not None:
@@ -909,8 +915,11 @@ class KpiWorker:
                 self.scope_received_at.setdefault(key, received_at)
                 if flush > self.scope_pending_flush.get(key, flush - 1):
                     self.scope_pending_flush[key] = flush
-                if ts is not None and ts < self.scope_oldest_ms.get(key, ts + 1):
-                    self.scope_oldest_ms[key] = ts
+                if events:
+                    self.scope_waiting_events.setdefault(key, []).extend(events)
+                    events = []
+            if events:  # every partial was a previous owner's: nothing of this flush to publish here
+                self._observe_published(events, received_at)
             entries = list(writes.items())
             _store_put_all(self.partials_table, message.partition, entries)
             await self._send_changelog(self.partials_table, message.partition, entries)
@@ -978,12 +987,14 @@ class KpiWorker:
         # ~20,000 updates, ~0.5 s of work, which the headline keys need not wait behind.
         exported = self.gauges.export_scopes
         due.sort(key=lambda key: key[1] not in exported)
-        oldest_ms = None
+        events: list[tuple[int, int]] = []  # published with this chunk (stream/waiting.py)
         oldest_received = None
         for key in due:
             self.dirty_scopes.discard(key)
             published[key] = flush_published(pending.pop(key, period), published.get(key), now, interval)
-            waited_since = self.scope_oldest_ms.pop(key, None)
+            waiting_here = self.scope_waiting_events.pop(key, None)
+            if waiting_here:
+                events.extend(waiting_here)
             received_at = self.scope_received_at.pop(key, None)
             entry = self.scopes.get(key)
             if entry is None or not entry.by_source:
@@ -997,31 +1008,34 @@ class KpiWorker:
             self.evaluated_vectors[key] = tuple(total)
             if not self.publisher.publish(key, values, out):
                 continue
-            if waited_since is not None and (oldest_ms is None or waited_since < oldest_ms):
-                oldest_ms = waited_since
             if received_at is not None and (oldest_received is None or received_at < oldest_received):
                 oldest_received = received_at
             if len(out.outgoing) >= PUBLISH_CHUNK:
-                await self._send_publication(out, oldest_ms, oldest_received)
-                oldest_ms = oldest_received = None
+                await self._send_publication(out, events, oldest_received)
+                events, oldest_received = [], None
                 await asyncio.sleep(0)  # the producer's sender runs, and the agents a turn each
-        await self._send_publication(out, oldest_ms, oldest_received)
+        await self._send_publication(out, events, oldest_received)
 
-    async def _send_publication(self, out: RoundOutput, oldest_ms: int | None, oldest_received: float | None) -> None:
-        """Send the updates and Redis bodies a round has gathered so far."""
+    async def _send_publication(self, out: RoundOutput, events: list[tuple[int, int]],
+                                oldest_received: float | None) -> None:
+        """Send the updates and Redis bodies a round has gathered so far; `events` are published
+        with them (also those whose scopes' values did not move)."""
         outgoing, redis_bodies = out.outgoing, out.redis
         out.outgoing, out.redis = [], {}
         if outgoing:
             await self.batches.send(self.topics.updates, outgoing)
             self.metrics.updates_published.inc(len(outgoing))
             self.metrics.last_publish.set(time.time())
-            if oldest_ms is not None:
-                self.metrics.publish_latency.observe(max(0.0, time.time() - oldest_ms / 1000))
             if oldest_received is not None:
                 self.publication_delay.observe(max(0.0, time.time() - oldest_received))
+        self._observe_published(events, time.time())
         if self.redis is not None and redis_bodies:
             # Handed to the Redis writer, not awaited: a slow Redis must not hold up kpi.updates.
             self.redis.offer(redis_bodies)
+
+    def _observe_published(self, events: list[tuple[int, int]], now_s: float) -> None:
+        for age, count in waiting.ages(events, now_s):
+            self.tally.observe_many(self.publish_latency, age, count)
 
     # -- lag, redis, web -----------------------------------------------------------------------
 

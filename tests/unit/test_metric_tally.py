@@ -58,3 +58,17 @@ def test_nothing_reaches_the_series_before_a_flush():
     assert registry.get_sample_value("kpi_test_events_total", {"type": "order.placed"}) == 1
     assert registry.get_sample_value("kpi_test_delay_seconds_bucket", {"stage": "input", "le": "0.2"}) == 1
     assert registry.get_sample_value("kpi_test_delay_seconds_bucket", {"stage": "input", "le": "0.1"}) == 0
+
+
+def test_many_observations_of_one_value_expose_what_that_many_single_observations_expose():
+    rng = random.Random(12)
+    direct, tallied = CollectorRegistry(), CollectorRegistry()
+    (_, d_histogram), (_, t_histogram) = _series(direct), _series(tallied)
+    tally = MetricTally()
+    for value in [*LATENCY_BUCKETS, 0.0, 61.0] + [rng.uniform(0, 70) for _ in range(300)]:
+        times = rng.randint(1, 40)
+        for _ in range(times):
+            d_histogram.labels("publication").observe(value)
+        tally.observe_many(t_histogram.labels("publication"), value, times)
+    tally.flush()
+    assert _samples(tallied) == _samples(direct)
