@@ -27,6 +27,7 @@ import functools
 import gc
 import itertools
 import logging
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -75,8 +76,8 @@ PUBLISH_CHUNK = 1_000
 # Facts applied but not acknowledged by Kafka yet: past this many, consumption waits (~400 bytes
 # each), so a slow or throttled Kafka holds consumption back instead of filling memory.
 FACT_BACKLOG_LIMIT = 5_000
-# After a rebuild (which used up the snapshots it took), the next background snapshot comes this
-# soon, or at KPI_SNAPSHOT_INTERVAL if that is sooner.
+# After a rebuild that restored or re-applied state (the snapshot files it found are used up),
+# the next background snapshot comes this soon, or at KPI_SNAPSHOT_INTERVAL if that is sooner.
 SNAPSHOT_AFTER_REBUILD_SECONDS = 60.0
 LAG_ROUND_SECONDS = 5.0  # how often `_observe_lag` samples each partition's progress
 # Lag rounds (5 s each) a partition with records in the consumer's fetch buffer may go without a
@@ -552,9 +553,13 @@ class KpiWorker:
                      "rebalance, then %d facts applied", family.value, sorted(assigned), seconds,
                      sources["snapshot"], sources["kept"], facts)
             self.recovered = True
-            # the snapshots just used are gone: the next one soon, so that a kill finds one
-            self.next_snapshot_at = time.monotonic() + min(self.settings.snapshot_interval_seconds,
-                                                           SNAPSHOT_AFTER_REBUILD_SECONDS)
+            # State restored or re-applied: the snapshot files are gone (used or discarded), so the
+            # next save comes soon and a kill does not redo this rebuild. A start from nothing has
+            # nothing to lose to a kill yet and waits the regular interval: each background save
+            # costs the worker a burst of copy-on-write faults (bench/README.md, twentieth session).
+            soon = SNAPSHOT_AFTER_REBUILD_SECONDS if restored or facts else math.inf
+            self.next_snapshot_at = min(self.next_snapshot_at,
+                                        time.monotonic() + min(self.settings.snapshot_interval_seconds, soon))
         return rebuild
 
     def _take_snapshots(self, family: Family, assigned: set[int],

@@ -348,7 +348,8 @@ def processor_health() -> dict:
     lay.add(timeseries("Publish latency (event to KPI update)", [
         (f"histogram_quantile({q}, sum by (le) (rate(kpi_stream_publish_latency_seconds_bucket{{{_I}}}"
          f"[$__rate_interval])))", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], unit="s",
-        description="From an input message's Kafka timestamp to the publication of the KPI updates it caused."))
+        description="Per applied event: from its input message's Kafka timestamp to the publication round "
+                    "that took its changes. With the default 1 s interval expect p50 ~0.7 s and p99 under 1.5 s."))
     lay.add(timeseries("Mean publish latency by worker", [
         (f"sum by (instance) (rate(kpi_stream_publish_latency_seconds_sum{{{_I}}}[$__rate_interval])) / "
          f"sum by (instance) (rate(kpi_stream_publish_latency_seconds_count{{{_I}}}[$__rate_interval]))",

@@ -25,7 +25,7 @@ from stream.events import partition_key
 from stream.timeparse import format_rfc3339_us
 from stream.updates import update_key
 from stream.batches import Outgoing
-from stream.worker import KpiWorker, _fact_batch, _store_put_all
+from stream.worker import SNAPSHOT_AFTER_REBUILD_SECONDS, KpiWorker, _fact_batch, _store_put_all
 from tests.e2e.harness import counter_total
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
@@ -439,3 +439,23 @@ def test_facts_kept_in_the_table_store_take_about_the_memory_of_their_bytes(tmp_
     assert len(stored) == sum(map(len, pending.values()))
     stored_bytes = sum(len(key) + len(value) for key, value in stored)
     assert grown < 3 * stored_bytes, f"{grown / len(stored):.0f} bytes held per batch of {stored_bytes / len(stored):.0f}"
+
+
+def test_a_start_from_nothing_waits_the_regular_interval_for_its_first_background_snapshot(tmp_path, messages):
+    """A background save costs the worker a burst of copy-on-write faults (bench/README.md,
+    twentieth session): only a rebuild that restored or re-applied state -- whose snapshot files
+    are then used up -- brings the next one forward."""
+    fresh = make_worker(tmp_path / "a")
+    interval = fresh.settings.snapshot_interval_seconds
+    assert interval > SNAPSHOT_AFTER_REBUILD_SECONDS
+    rebuild(fresh)
+    assert fresh.next_snapshot_at - time.monotonic() > interval - 5
+    for raw in messages[: len(messages) // 2]:
+        accept(fresh, raw)
+    asyncio.run(fresh._flush_facts())
+
+    restarted = make_worker(tmp_path / "a")  # killed: no snapshot yet, the facts are in the table
+    copy_tables(fresh, restarted)
+    rebuild(restarted)
+    assert rebuilds(restarted, "facts") == len(Family)
+    assert restarted.next_snapshot_at - time.monotonic() <= SNAPSHOT_AFTER_REBUILD_SECONDS
