@@ -57,14 +57,14 @@ def encode(counts: WaitingCounts, max_pairs: int = MAX_PAIRS) -> list[list[int]]
     return [[slot * GRID_MS, events] for slot, events in counts.items()]
 
 
-def decode(pairs: object) -> list[tuple[int, int]]:
+def decode(encoded: object) -> list[tuple[int, int]]:
     """A partials message's pairs as (timestamp_ms, events); anything else -- a message of an
     older worker, a malformed list -- counts nothing, as it cannot be attributed."""
-    if not isinstance(pairs, list):
+    if not isinstance(encoded, list):
         return []
     decoded = []
-    for pair in pairs:
-        if (isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair) and pair[1] > 0):
+    for pair in encoded:
+        if isinstance(pair, list) and len(pair) == 2 and all(type(x) is int for x in pair) and pair[1] > 0:
             decoded.append((pair[0], pair[1]))
     return decoded
 

@@ -60,9 +60,9 @@ from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, Snapsho
                         is_batch_key, missing_batches)
 from .topics import TopicNames
 from .updates import round_stamp
+from .vector_json import decode_vector, encode_vector
 from . import waiting
 from .waiting import WaitingCounts
-from .vector_json import decode_vector, encode_vector
 
 log = logging.getLogger(__name__)
 # Facts are written this often, at most this many per changelog message (~300 bytes each).
@@ -842,7 +842,7 @@ class KpiWorker:
         partitions = await self.batches.partition_count(self.topics.partials)
         now_us = self.clock.now_us()
         by_destination: dict[int, list[list]] = {}
-        events: waiting.WaitingCounts = {}  # applied since the last flush, in partitions that send
+        events: WaitingCounts = {}  # applied since the last flush, in partitions that send
         for (family, partition), entity in list(self.entities.items()):
             engine = entity.engine
             engine.advance(now_us)
