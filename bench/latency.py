@@ -149,13 +149,17 @@ class Span:
     main_thread_seconds: float  # the worker's event loop: agents, timers, publication
     broker_seconds: float
     generator_seconds: float  # this process: the producer and the outside consumer
+    minor_faults: float  # the worker's: a background snapshot's fork shows as copy-on-write faults
+    saves: float  # background snapshots finished (kpi_stream_background_snapshots_total)
+    rss_mb: float  # the worker's, at the end of the span
 
 
 def print_spans(spans: list[Span], per: int = 6) -> None:
     """The load phase in steps of six polls (~30 s; seconds counted from the first poll): whether
     it was a steady state."""
     print("by 30 s of load: events consumed/s, KPI updates published/s, CPU in cores (the worker, its main thread; "
-          "the broker; this load generator; the hypervisor's steal), max lag")
+          "the broker; this load generator; the hypervisor's steal), max lag; the worker's minor page faults/s "
+          "and RSS at the end (+save: a background snapshot finished)")
     began = 0.0
     for start in range(0, len(spans), per):
         part = spans[start:start + per]
@@ -168,7 +172,8 @@ def print_spans(spans: list[Span], per: int = 6) -> None:
               f"{sum(s.published for s in part) / seconds:7.0f} upd/s  worker {cores('cpu_seconds'):4.2f}"
               f" main {cores('main_thread_seconds'):4.2f}  broker {cores('broker_seconds'):4.2f}"
               f"  generator {cores('generator_seconds'):4.2f}  steal {cores('stolen_seconds'):4.2f}"
-              f"  lag {max(s.lag for s in part):7.0f}")
+              f"  lag {max(s.lag for s in part):7.0f}  faults {sum(s.minor_faults for s in part) / seconds:6.0f}/s"
+              f"  rss {part[-1].rss_mb:5.0f} MB{'  +save' if sum(s.saves for s in part) else ''}")
         began += seconds
 
 
@@ -183,6 +188,21 @@ def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -
                                             as_of_text(config), workdir / "maximum", 1,
                                             publish_interval=args.interval)
     return rate
+
+
+def minor_faults(pid: int | None) -> float:
+    """Minor page faults of a process so far (Linux /proc; 0 for a process that is not there)."""
+    try:
+        return float(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7]) if pid else 0.0
+    except OSError:
+        return 0.0
+
+
+def rss_mb(pid: int | None) -> float:
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20 if pid else 0.0
+    except OSError:
+        return 0.0
 
 
 def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
@@ -395,12 +415,13 @@ def main() -> int:
                     mark = (now, now_stolen, cpu_seconds(pid),
                             counter_total(text, "kpi_stream_events_consumed_total"),
                             counter_total(text, "kpi_stream_kpi_updates_published_total"),
-                            cpu_seconds(pid, thread=pid), cpu_seconds(broker.pid), cpu_seconds(os.getpid()))
+                            cpu_seconds(pid, thread=pid), cpu_seconds(broker.pid), cpu_seconds(os.getpid()),
+                            minor_faults(pid), counter_total(text, "kpi_stream_background_snapshots_total"))
                     if last_span is not None:
-                        seconds, stolen_s, cpu_s, consumed, published, main_s, broker_s, generator_s = (
+                        seconds, stolen_s, cpu_s, consumed, published, main_s, broker_s, generator_s, faults, saves = (
                             a - b for a, b in zip(mark, last_span))
                         spans.append(Span(seconds, consumed, published, cpu_s, stolen_s, lag_seen[-1], main_s,
-                                          broker_s, generator_s))
+                                          broker_s, generator_s, faults, saves, rss_mb(pid)))
                     last_span = mark
                 steal_seen.append((now_stolen - stolen) / (now - at))
                 stolen, at = now_stolen, now
