@@ -192,10 +192,8 @@ def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -
 
 def minor_faults(pid: int | None) -> float:
     """Minor page faults of a process so far (Linux /proc; 0 for a process that is not there)."""
-    try:
-        return float(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7]) if pid else 0.0
-    except OSError:
-        return 0.0
+    fields = _proc_stat(pid)
+    return float(fields[7]) if fields else 0.0
 
 
 def rss_mb(pid: int | None) -> float:
@@ -208,14 +206,19 @@ def rss_mb(pid: int | None) -> float:
 def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
     """User + system CPU time of a process (or one of its threads) so far (Linux /proc); 0 for
     a process that is not there."""
+    fields = _proc_stat(pid, thread)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
+
+
+def _proc_stat(pid: int | None, thread: int | None = None) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
     if pid is None:
-        return 0.0
+        return None
     path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
     try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+        return Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return None
 
 
 def worker_histogram(metrics_text: str, name: str = "kpi_stream_publish_latency_seconds",

@@ -27,7 +27,6 @@ import functools
 import gc
 import itertools
 import logging
-import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -193,7 +192,6 @@ class KpiWorker:
         self.tally = MetricTally()  # per-event counts, added to their series before each scrape
         self.partials_delay = self.metrics.stage_delay.labels("partials")
         self.publication_delay = self.metrics.stage_delay.labels("publication")
-        self.publish_latency = self.metrics.publish_latency  # per applied event, see stream/waiting.py
         # (family, partition) -> facts applied but not yet written to the facts table: written
         # in batches by `_flush_facts`, and offsets are committed only past written facts
         self.pending_facts: dict[tuple[Family, int], list[list]] = {}
@@ -557,7 +555,7 @@ class KpiWorker:
             # next save comes soon and a kill does not redo this rebuild. A start from nothing has
             # nothing to lose to a kill yet and waits the regular interval: each background save
             # costs the worker a burst of copy-on-write faults (bench/README.md, twentieth session).
-            soon = SNAPSHOT_AFTER_REBUILD_SECONDS if restored or facts else math.inf
+            soon = SNAPSHOT_AFTER_REBUILD_SECONDS if restored or facts else float("inf")
             self.next_snapshot_at = min(self.next_snapshot_at,
                                         time.monotonic() + min(self.settings.snapshot_interval_seconds, soon))
         return rebuild
@@ -1040,7 +1038,7 @@ class KpiWorker:
 
     def _observe_published(self, events: list[tuple[int, int]], now_s: float) -> None:
         for age, count in waiting.ages(events, now_s):
-            self.tally.observe_many(self.publish_latency, age, count)
+            self.tally.observe_many(self.metrics.publish_latency, age, count)
 
     # -- lag, redis, web -----------------------------------------------------------------------
 
