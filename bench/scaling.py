@@ -408,7 +408,8 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     dedupe_entry = dedupe_entry / max(1, len(keys))
     dedupe = sys.getsizeof(seen) + dedupe_entry * len(seen)
     pending_sizer = Sizer()
-    pending_bytes = pending_sizer([(ledger.pending, ledger._due) for ledger in engine.ledgers.values()])  # noqa: SLF001
+    pending_bytes = pending_sizer([(ledger.scheduled, ledger.scheduled_other, ledger._due)  # noqa: SLF001
+                                   for ledger in engine.ledgers.values()])
     ledgers = pending_sizer((engine.ledgers, engine.rollups))  # the rest: cell and scope vectors
     leads_activities = Sizer()((engine.leads.leads, engine.activities.reps))
     pending = sum(ledger.pending_count() for ledger in engine.ledgers.values())

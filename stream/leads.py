@@ -5,7 +5,9 @@ state alone (never from the clock): created -> new_leads in [created, created + 
 its created slot until its close slot; its close -> won/lost (and value, cycle) in
 [close, close + w). Open-lead age is held as two running sums, open count and sum of creation
 instants, so the mean age at any `as_of` is (n * as_of - sum) / n without visiting any lead.
-A lead whose events change is withdrawn (old list, negated) and added again (new list).
+A lead whose events change is withdrawn (old list, negated) and added again (new list). The old
+list is computed again from the state before the event rather than stored: it was a fifth of a
+worker's heap (a dozen 4-tuples per lead, every lead kept; bench/README.md, 21st session).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ class LeadState:
     values: tuple[tuple[int, str, Decimal], ...] = ()
     # Every close event: (occurred_us, event_id, won, value)
     closes: tuple[tuple[int, str, bool, Decimal | None], ...] = ()
-    applied: tuple[Contribution, ...] = ()
 
     def record(self) -> tuple:
         """Everything but the id, in field order: `LeadState(lead_id, *record)` is this lead again."""
@@ -65,7 +66,7 @@ class LeadState:
         return None if best is None else best[2]
 
 
-_record_of = attrgetter("created_us", "owner", "region", "values", "closes", "applied")
+_record_of = attrgetter("created_us", "owner", "region", "values", "closes")
 
 
 class LeadBook:
@@ -81,6 +82,7 @@ class LeadBook:
         ignored (counted as already_closed) -- the new one, or the old one if the new is earlier."""
         record = self.leads.get(event.lead_id)
         state = LeadState(event.lead_id) if record is None else LeadState(event.lead_id, *record)
+        before = self._contributions(state)
         stamp = (event.occurred_us, event.event_id)
         if event.rep_id is not None and stamp > state.owner[0]:
             state.owner = (stamp, event.rep_id)
@@ -95,22 +97,20 @@ class LeadBook:
                 state.values += ((event.occurred_us, event.event_id, event.value),)
             if event.type == "lead.created" and (state.created_us is None or event.occurred_us < state.created_us):
                 state.created_us = event.occurred_us
-        self._recontribute(state)
+        self._recontribute(before, self._contributions(state))
         self.leads[event.lead_id] = state.record()
         return effective
 
-    def _recontribute(self, state: LeadState) -> None:
-        new = self._contributions(state)
-        if new == state.applied:
+    def _recontribute(self, before: tuple[Contribution, ...], after: tuple[Contribution, ...]) -> None:
+        if after == before:
             return
         by_cell: dict[Scope, list] = {}  # one ledger call per cell: the lead's old one and new one
-        for scope, slot, field_index, delta in state.applied:
+        for scope, slot, field_index, delta in before:
             by_cell.setdefault(scope, []).append((slot, field_index, -delta))
-        for scope, slot, field_index, delta in new:
+        for scope, slot, field_index, delta in after:
             by_cell.setdefault(scope, []).append((slot, field_index, delta))
         for scope, deltas in by_cell.items():
             self.ledger.add_all(scope, deltas)
-        state.applied = new
 
     def _contributions(self, state: LeadState) -> tuple[Contribution, ...]:
         if state.created_us is None:

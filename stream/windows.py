@@ -13,9 +13,12 @@ the number of deltas scheduled for it, never the number of outlets or the window
 from __future__ import annotations
 
 import heapq
+import struct
 from bisect import bisect_left
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
+_PAIR = struct.Struct("=qq")  # a waiting delta and its key (scope id * field count + field)
+_pair = _PAIR.pack
 Scope = tuple[str, str]  # (scope type, scope id), e.g. ("territory", "JKT-01"), ("global", "all")
 Number = int  # ints, or Decimal for amounts: anything that adds
 
@@ -28,23 +31,31 @@ def slot_of(t_us: int, slot_us: int) -> int:
 class DeltaLedger:
     """Deltas per (scope, field) scheduled at slots, handed over once each as the clock reaches them.
 
-    A delta for a slot <= the ledger's current slot is due at once; later ones wait in `pending`
-    and become due in `advance`. `take_changes()` returns the due deltas not taken yet, summed per
-    scope and field: the consumer (ScopeRollup) keeps the running sums, so the ledger holds no
-    vector per scope -- only what is still to come.
+    A delta for a slot <= the ledger's current slot is due at once; later ones wait and become due
+    in `advance`. `take_changes()` returns the due deltas not taken yet, summed per scope and
+    field: the consumer (ScopeRollup) keeps the running sums, so the ledger holds no vector per
+    scope -- only what is still to come.
+
+    What is still to come is most of a worker's heap (every order's closings a window later), so
+    it is kept flat: per slot, a bytearray of int64 (delta, key) pairs, not summed until due --
+    16 bytes a delta where a dict entry with its int key took ~70. Deltas that are not int64
+    (Decimal amounts, an int past 64 bits) wait in a dict per slot, summed, each stored as given
+    when its key is new: an order's negated amount is one object for all its windows.
     """
 
-    __slots__ = ("field_count", "slot", "pending", "_due", "changes", "_scope_ids", "_scopes")
+    __slots__ = ("field_count", "slot", "scheduled", "scheduled_other", "_due", "changes", "_scope_ids",
+                 "_scopes")
 
     def __init__(self, field_count: int, slot: int) -> None:
         self.field_count = field_count
         self.slot = slot
-        # slot -> {scope id * field_count + field: delta}. Sparse (an order moves 1-3 of ~34
-        # fields at a slot) and all ints: a dict holding only ints and Decimals is never tracked
-        # by the cyclic GC, which would otherwise walk every pending delta in every full
-        # collection -- with a large state that stops the event loop for a second or more.
-        self.pending: dict[int, dict[int, Number]] = {}
-        self._due: list[int] = []  # heap of slots present in `pending`
+        # slot -> packed (delta, key) pairs; key = scope id * field_count + field. Neither
+        # bytearrays nor dicts holding only ints and Decimals are tracked by the cyclic GC, which
+        # would otherwise walk every pending delta in every full collection -- with a large state
+        # that stops the event loop for a second or more (array.array is tracked).
+        self.scheduled: dict[int, bytearray] = {}
+        self.scheduled_other: dict[int, dict[int, Number]] = {}  # slot -> {key: delta}, non-int64
+        self._due: list[int] = []  # heap of slots present in `scheduled` or `scheduled_other`
         self.changes: dict[Scope, dict[int, Number]] = {}  # due, not taken yet: scope -> {field: delta}
         self._scope_ids: dict[Scope, int] = {}
         self._scopes: list[Scope] = []
@@ -56,6 +67,34 @@ class DeltaLedger:
             self._scopes.append(scope)
         return scope_id
 
+    def _pairs_at(self, slot: int) -> bytearray:
+        pairs = self.scheduled[slot] = bytearray()
+        if slot not in self.scheduled_other:
+            heapq.heappush(self._due, slot)
+        return pairs
+
+    def _schedule_other(self, slot: int, key: int, delta: Number) -> None:
+        by_key = self.scheduled_other.get(slot)
+        if by_key is None:
+            by_key = self.scheduled_other[slot] = {}
+            if slot not in self.scheduled:
+                heapq.heappush(self._due, slot)
+        # stored as given when new (no `0 + delta`): a Decimal shared with the caller, not a copy
+        by_key[key] = delta if key not in by_key else by_key[key] + delta
+
+    def _schedule(self, slot: int, key: int, delta: Number) -> None:
+        if type(delta) is int:
+            pairs = self.scheduled.get(slot)
+            if pairs is None:
+                pairs = self._pairs_at(slot)
+            try:
+                pairs += _pair(delta, key)
+            except struct.error:  # past int64
+                pass
+            else:
+                return
+        self._schedule_other(slot, key, delta)
+
     def add(self, scope: Scope, slot: int, field: int, delta: Number) -> None:
         self.add_all(scope, ((slot, field, delta),))
 
@@ -65,7 +104,7 @@ class DeltaLedger:
         current = self.slot
         change = None
         base = -1
-        pending = self.pending
+        scheduled = self.scheduled
         for slot, field, delta in items:
             if slot <= current:
                 if change is None:
@@ -74,14 +113,17 @@ class DeltaLedger:
                         change = self.changes[scope] = {}
                 change[field] = change.get(field, 0) + delta
                 continue
-            by_key = pending.get(slot)
-            if by_key is None:
-                by_key = pending[slot] = {}
-                heapq.heappush(self._due, slot)
             if base < 0:
                 base = self._scope_id(scope) * self.field_count
-            key = base + field
-            by_key[key] = by_key.get(key, 0) + delta
+            pairs = scheduled.get(slot)
+            if pairs is not None and type(delta) is int:
+                try:
+                    pairs += _pair(delta, base + field)
+                except struct.error:  # past int64
+                    pass
+                else:
+                    continue
+            self._schedule(slot, base + field, delta)
 
     def move_all(self, source: Scope, target: Scope, items: Iterable[tuple[int, int, Number]]) -> None:
         """Take contributions out of `source` and put them into `target` (an outlet changing
@@ -90,7 +132,6 @@ class DeltaLedger:
         delta of the last window, most of them due, and the two cells need only their sums."""
         current = self.slot
         due: dict[int, Number] | None = None
-        pending = self.pending
         source_base = target_base = -1
         for slot, field, delta in items:
             if slot <= current:
@@ -98,17 +139,11 @@ class DeltaLedger:
                     due = {}
                 due[field] = due.get(field, 0) + delta
                 continue
-            by_key = pending.get(slot)
-            if by_key is None:
-                by_key = pending[slot] = {}
-                heapq.heappush(self._due, slot)
             if source_base < 0:
                 source_base = self._scope_id(source) * self.field_count
                 target_base = self._scope_id(target) * self.field_count
-            key = source_base + field
-            by_key[key] = by_key.get(key, 0) - delta
-            key = target_base + field
-            by_key[key] = by_key.get(key, 0) + delta
+            self._schedule(slot, source_base + field, -delta)
+            self._schedule(slot, target_base + field, delta)
         if due is not None:  # a zero sum still marks both cells touched, as add_all would
             for scope, sign in ((source, -1), (target, 1)):
                 change = self.changes.get(scope)
@@ -124,7 +159,8 @@ class DeltaLedger:
         self.slot = slot
         due, changes, scopes, size = self._due, self.changes, self._scopes, self.field_count
         while due and due[0] <= slot:
-            for key, delta in self.pending.pop(heapq.heappop(due)).items():
+            at = heapq.heappop(due)
+            for key, delta in self._entries(self.scheduled.pop(at, b""), self.scheduled_other.pop(at, {})):
                 scope_id, field = divmod(key, size)
                 scope = scopes[scope_id]
                 change = changes.get(scope)
@@ -132,16 +168,35 @@ class DeltaLedger:
                     change = changes[scope] = {}
                 change[field] = change.get(field, 0) + delta
 
+    @staticmethod
+    def _entries(pairs: bytes, other: dict[int, Number]) -> Iterator[tuple[int, Number]]:
+        """(key, delta) of one slot: its int64 pairs, then its other deltas."""
+        for delta, key in _PAIR.iter_unpack(pairs):
+            yield key, delta
+        yield from other.items()
+
     def take_changes(self) -> dict[Scope, dict[int, Number]]:
         """The due deltas since the last call, per scope (a scope whose deltas net to zero is
         still listed: it was touched)."""
         changes, self.changes = self.changes, {}
         return changes
 
+    def waiting(self) -> dict[int, dict[tuple[Scope, int], Number]]:
+        """What is still to come, summed: slot -> {(scope, field): delta} (a key whose deltas net
+        to zero is listed). For tests and measurements: it builds a dict per slot."""
+        size, scopes = self.field_count, self._scopes
+        summed: dict[int, dict[tuple[Scope, int], Number]] = {}
+        for slot in sorted(self._due):
+            by_key = summed[slot] = {}
+            for key, delta in self._entries(self.scheduled.get(slot, b""), self.scheduled_other.get(slot, {})):
+                scope_id, field = divmod(key, size)
+                named = (scopes[scope_id], field)
+                by_key[named] = by_key.get(named, 0) + delta
+        return summed
+
     def pending_count(self) -> int:
         """(slot, scope) pairs with deltas waiting."""
-        size = self.field_count
-        return sum(len({key // size for key in by_key}) for by_key in self.pending.values())
+        return sum(len({scope for scope, _ in by_key}) for by_key in self.waiting().values())
 
 
 # Where a SlotUnion reports a change of its coverage: (slot, field, delta) appended to a list,

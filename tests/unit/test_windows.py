@@ -40,8 +40,23 @@ def test_pending_deltas_are_invisible_to_the_cyclic_gc():
     ledger.add_all(("r", "t", "d", "c", "rep"), [(20, 3, 1), (20, 7, Decimal("9.50"))])
     ledger.add_all(("r", "t", "d", "c", "rep"), [(5, 3, 1)])
     gc.collect()
-    assert not any(gc.is_tracked(by_key) for by_key in ledger.pending.values())
+    assert ledger.scheduled and ledger.scheduled_other
+    assert not gc.is_tracked(ledger.scheduled)  # bytes only: not even walked for its entries
+    for waiting in (ledger.scheduled, ledger.scheduled_other):
+        assert not any(gc.is_tracked(by_slot) for by_slot in waiting.values())
     assert not any(gc.is_tracked(change) for change in ledger.take_changes().values())
+
+
+def test_a_delta_past_64_bits_waits_beside_the_others_and_arrives_exact():
+    ledger = DeltaLedger(3, slot=10)
+    huge = 2**64 - 1  # the largest integer an event's JSON can carry
+    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 0, 1), (12, 1, -huge), (12, 2, Decimal("0.10"))])
+    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 2, Decimal("0.20"))])
+    assert ledger.waiting() == {12: {(("rep", "r1"), 0): 2 * huge + 1, (("rep", "r1"), 1): -huge,
+                                     (("rep", "r1"), 2): Decimal("0.30")}}
+    ledger.advance(12)
+    assert ledger.take_changes() == {("rep", "r1"): {0: 2 * huge + 1, 1: -huge, 2: Decimal("0.30")}}
+    assert ledger.waiting() == {} and not ledger.scheduled and not ledger.scheduled_other
 
 
 def test_rollup_sums_cells_into_their_scopes_and_reports_a_new_cell_even_at_zero():
@@ -140,9 +155,7 @@ def test_moving_deltas_between_cells_leaves_the_ledger_as_withdrawing_and_adding
     moving.move_all(source, target, moved)
 
     def state(ledger: DeltaLedger) -> tuple:
-        named = {slot: {(ledger._scopes[key // 4], key % 4): d for key, d in by_key.items()}
-                 for slot, by_key in ledger.pending.items()}
-        return ledger.changes, named, sorted(ledger._due)
+        return ledger.changes, ledger.waiting()
 
     assert state(moving) == state(by_hand)  # touched cells included: a zero sum is an entry
     assert list(moving.take_changes()) == list(by_hand.take_changes())  # and in the same order
