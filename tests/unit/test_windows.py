@@ -37,7 +37,7 @@ def test_pending_deltas_are_invisible_to_the_cyclic_gc():
     """A full collection walks every tracked object; the pending deltas of a large state must
     not be among them (bench/gc_pause.py)."""
     ledger = DeltaLedger(34, slot=10)
-    ledger.add_all(("r", "t", "d", "c", "rep"), [(20, 3, 1), (20, 7, Decimal("9.50"))])
+    ledger.add_all(("r", "t", "d", "c", "rep"), [(20, 3, 1), (20, 7, Decimal("9.50")), (20, 8, Decimal("0.125"))])
     ledger.add_all(("r", "t", "d", "c", "rep"), [(5, 3, 1)])
     gc.collect()
     assert ledger.scheduled and ledger.scheduled_other
@@ -47,15 +47,19 @@ def test_pending_deltas_are_invisible_to_the_cyclic_gc():
     assert not any(gc.is_tracked(change) for change in ledger.take_changes().values())
 
 
-def test_a_delta_past_64_bits_waits_beside_the_others_and_arrives_exact():
-    ledger = DeltaLedger(3, slot=10)
+def test_deltas_past_64_bits_or_finer_than_cents_wait_beside_the_packed_ones_and_arrive_exact():
+    ledger = DeltaLedger(4, slot=10)
     huge = 2**64 - 1  # the largest integer an event's JSON can carry
-    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 0, 1), (12, 1, -huge), (12, 2, Decimal("0.10"))])
-    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 2, Decimal("0.20"))])
+    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 0, 1), (12, 1, -huge), (12, 2, Decimal("0.10")),
+                                   (12, 3, Decimal("0.005"))])
+    ledger.add_all(("rep", "r1"), [(12, 0, huge), (12, 2, Decimal("-12.5")), (12, 3, Decimal("1E+3"))])
     assert ledger.waiting() == {12: {(("rep", "r1"), 0): 2 * huge + 1, (("rep", "r1"), 1): -huge,
-                                     (("rep", "r1"), 2): Decimal("0.30")}}
+                                     (("rep", "r1"), 2): Decimal("-12.40"), (("rep", "r1"), 3): Decimal("1000.005")}}
+    assert ledger.scheduled_other == {12: {0: 2 * huge, 1: -huge, 3: Decimal("0.005")}}, \
+        "an int64 and whole cents wait packed"
     ledger.advance(12)
-    assert ledger.take_changes() == {("rep", "r1"): {0: 2 * huge + 1, 1: -huge, 2: Decimal("0.30")}}
+    assert ledger.take_changes() == {("rep", "r1"): {0: 2 * huge + 1, 1: -huge, 2: Decimal("-12.40"),
+                                                     3: Decimal("1000.005")}}
     assert ledger.waiting() == {} and not ledger.scheduled and not ledger.scheduled_other
 
 
