@@ -28,24 +28,21 @@ import collections
 import gc
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH.parent))
+sys.path.insert(0, str(BENCH))
 
 from stream import generator  # noqa: E402
 from stream.config import ClockSetting, KpiSettings  # noqa: E402
 from stream.engine import Family  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
-
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
 
 
 def rss_bytes() -> int:

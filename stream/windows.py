@@ -18,27 +18,24 @@ from bisect import bisect_left
 from decimal import Decimal
 from typing import Callable, Iterable, Iterator
 
-_PAIR = struct.Struct("=qq")  # a waiting delta and its key (scope id * field count + field)
-_pair = _PAIR.pack
-
-
-def _packable(delta: Number, key: int) -> tuple[int, int] | None:
-    """(delta, key) as ints for the packed pairs, or None: an int as it is, a Decimal amount
-    that is a whole number of cents as cents under the key -1 - key."""
-    if type(delta) is int:
-        return delta, key
-    if type(delta) is Decimal:
-        try:
-            numerator, denominator = delta.as_integer_ratio()
-        except (ValueError, OverflowError):  # not finite
-            return None
-        cents, rest = divmod(numerator * 100, denominator)
-        if not rest:
-            return cents, -1 - key
-    return None
-
 Scope = tuple[str, str]  # (scope type, scope id), e.g. ("territory", "JKT-01"), ("global", "all")
 Number = int  # ints, or Decimal for amounts: anything that adds
+
+_PAIR = struct.Struct("=qq")  # a waiting delta and its key (scope id * field count + field)
+_pair = _PAIR.pack
+_two_pairs = struct.Struct("=qqqq").pack  # a move: the source's delta and key, the target's
+
+
+def _cents(amount: object) -> int | None:
+    """A Decimal amount that is a whole number of cents, as that number; else None."""
+    if type(amount) is not Decimal:
+        return None
+    try:
+        numerator, denominator = amount.as_integer_ratio()
+    except (ValueError, OverflowError):  # not finite
+        return None
+    cents, rest = divmod(numerator * 100, denominator)
+    return None if rest else cents
 
 
 def slot_of(t_us: int, slot_us: int) -> int:
@@ -102,13 +99,18 @@ class DeltaLedger:
         by_key[key] = delta if key not in by_key else by_key[key] + delta
 
     def _schedule(self, slot: int, key: int, delta: Number) -> None:
-        packed = _packable(delta, key)
-        if packed is not None:
+        """An int waits packed as it is, whole cents packed as cents under -1 - key, anything
+        else (or past int64) in `scheduled_other`."""
+        if type(delta) is int:
+            value, packed_key = delta, key
+        else:
+            value, packed_key = _cents(delta), -1 - key
+        if value is not None:
             pairs = self.scheduled.get(slot)
             if pairs is None:
                 pairs = self._pairs_at(slot)
             try:
-                pairs += _pair(*packed)
+                pairs += _pair(value, packed_key)
             except struct.error:  # past int64
                 pass
             else:
@@ -136,7 +138,7 @@ class DeltaLedger:
             if base < 0:
                 base = self._scope_id(scope) * self.field_count
             pairs = scheduled.get(slot)
-            if pairs is not None and type(delta) is int:
+            if pairs is not None and type(delta) is int:  # the common case, inline: _schedule's
                 try:
                     pairs += _pair(delta, base + field)
                 except struct.error:  # past int64
@@ -152,6 +154,7 @@ class DeltaLedger:
         delta of the last window, most of them due, and the two cells need only their sums."""
         current = self.slot
         due: dict[int, Number] | None = None
+        scheduled = self.scheduled
         source_base = target_base = -1
         for slot, field, delta in items:
             if slot <= current:
@@ -162,8 +165,24 @@ class DeltaLedger:
             if source_base < 0:
                 source_base = self._scope_id(source) * self.field_count
                 target_base = self._scope_id(target) * self.field_count
-            self._schedule(slot, source_base + field, -delta)
-            self._schedule(slot, target_base + field, delta)
+            source_key, target_key = source_base + field, target_base + field
+            if type(delta) is int:  # as _schedule does, for both keys at once
+                value = delta
+            else:
+                value = _cents(delta)
+                source_key, target_key = -1 - source_key, -1 - target_key
+            if value is not None:
+                pairs = scheduled.get(slot)
+                if pairs is None:
+                    pairs = self._pairs_at(slot)
+                try:
+                    pairs += _two_pairs(-value, source_key, value, target_key)
+                except struct.error:  # past int64: neither is appended
+                    pass
+                else:
+                    continue
+            self._schedule_other(slot, source_base + field, -delta)
+            self._schedule_other(slot, target_base + field, delta)
         if due is not None:  # a zero sum still marks both cells touched, as add_all would
             for scope, sign in ((source, -1), (target, 1)):
                 change = self.changes.get(scope)
