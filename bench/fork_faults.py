@@ -40,7 +40,7 @@ sys.path.insert(0, str(BENCH))
 from stream import generator  # noqa: E402
 from stream.config import ClockSetting, KpiSettings  # noqa: E402
 from stream.decode import Rejected, decode_event  # noqa: E402
-from stream.engine import Family, KpiEngine, family_of, partition_key  # noqa: E402
+from stream.engine import Family, family_of, partition_key  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
@@ -150,9 +150,9 @@ def main() -> int:
         print(f"  {label:<44} {faults:>8,} faults for {items:>6,} {unit}s: {faults / max(1, items):7.2f} per "
               f"{unit}, {seconds:.2f} s")
 
-    quarter = len(parts[0]) // 2
-    baseline = measured(apply(parts[0][:quarter]), fork=False)
-    forked = measured(apply(parts[0][quarter:]), fork=True)
+    half = len(parts[0]) // 2
+    baseline = measured(apply(parts[0][:half]), fork=False)
+    forked = measured(apply(parts[0][half:]), fork=True)
     show("apply + roll-up, no fork (baseline)", baseline)
     show("apply + roll-up, after a fork", forked)
     faults_per_event, seconds_per_event = baseline[0] / baseline[1], baseline[2] / baseline[1]
