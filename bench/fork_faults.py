@@ -37,12 +37,11 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from stream import generator  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
 from stream.decode import Rejected, decode_event  # noqa: E402
 from stream.engine import Family, family_of, partition_key  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
+from heap import generated_events  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
 
 
@@ -86,10 +85,7 @@ def main() -> int:
     print(f"machine: {machine()}")
 
     shares = 4
-    config = generator.GeneratorConfig(seed=7, events=args.state + shares * args.share, outlets=args.outlets,
-                                       reps=args.reps, days=args.days, duplicate_fraction=0.0, malformed_fraction=0.0)
-    lines = [message.value for message in generator.generate(config)]
-    settings = KpiSettings(clock=ClockSetting("pinned", generator.now_us(config)))
+    lines, settings = generated_events(args.state + shares * args.share, args.outlets, args.reps, args.days)
     engine, _report = replay_lines(iter(lines[:args.state]), settings, None)
     for family in Family:
         engine.vectors(family)

@@ -50,12 +50,18 @@ def rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(args: argparse.Namespace, traced: bool) -> dict:
-    config = generator.GeneratorConfig(seed=7, events=args.events, outlets=args.outlets, reps=args.reps,
-                                       days=args.days, duplicate_fraction=0.0, malformed_fraction=0.0)
+def generated_events(events: int, outlets: int, reps: int, days: int) -> tuple[list[bytes], KpiSettings]:
+    """Generated event lines (seed 7, no duplicates or junk) and settings with the clock pinned
+    at the generated period's end."""
+    config = generator.GeneratorConfig(seed=7, events=events, outlets=outlets, reps=reps, days=days,
+                                       duplicate_fraction=0.0, malformed_fraction=0.0)
     lines = [message.value for message in generator.generate(config)]
+    return lines, KpiSettings(clock=ClockSetting("pinned", generator.now_us(config)))
+
+
+def measure(args: argparse.Namespace, traced: bool) -> dict:
+    lines, settings = generated_events(args.events, args.outlets, args.reps, args.days)
     line_bytes = sum(len(line) for line in lines)
-    settings = KpiSettings(clock=ClockSetting("pinned", generator.now_us(config)))
     gc.collect()
     before = rss_bytes()
     if traced:

@@ -38,6 +38,22 @@ def _cents(amount: object) -> int | None:
     return None if rest else cents
 
 
+def _packed(delta: Number, key: int) -> bytes | None:
+    """The pair a waiting delta is kept as: an int as it is, whole cents as cents under -1 - key;
+    None for anything else or past int64 (it then waits in `DeltaLedger.scheduled_other`)."""
+    if type(delta) is int:
+        value = delta
+    else:
+        value = _cents(delta)
+        if value is None:
+            return None
+        key = -1 - key
+    try:
+        return _pair(value, key)
+    except struct.error:  # past int64
+        return None
+
+
 def slot_of(t_us: int, slot_us: int) -> int:
     """The slot holding instant t (floor division: correct before 1970 too)."""
     return t_us // slot_us
@@ -99,23 +115,14 @@ class DeltaLedger:
         by_key[key] = delta if key not in by_key else by_key[key] + delta
 
     def _schedule(self, slot: int, key: int, delta: Number) -> None:
-        """An int waits packed as it is, whole cents packed as cents under -1 - key, anything
-        else (or past int64) in `scheduled_other`."""
-        if type(delta) is int:
-            value, packed_key = delta, key
-        else:
-            value, packed_key = _cents(delta), -1 - key
-        if value is not None:
-            pairs = self.scheduled.get(slot)
-            if pairs is None:
-                pairs = self._pairs_at(slot)
-            try:
-                pairs += _pair(value, packed_key)
-            except struct.error:  # past int64
-                pass
-            else:
-                return
-        self._schedule_other(slot, key, delta)
+        packed = _packed(delta, key)
+        if packed is None:
+            self._schedule_other(slot, key, delta)
+            return
+        pairs = self.scheduled.get(slot)
+        if pairs is None:
+            pairs = self._pairs_at(slot)
+        pairs += packed
 
     def add(self, scope: Scope, slot: int, field: int, delta: Number) -> None:
         self.add_all(scope, ((slot, field, delta),))
@@ -138,7 +145,7 @@ class DeltaLedger:
             if base < 0:
                 base = self._scope_id(scope) * self.field_count
             pairs = scheduled.get(slot)
-            if pairs is not None and type(delta) is int:  # the common case, inline: _schedule's
+            if pairs is not None and type(delta) is int:  # the common case inline, as _packed does
                 try:
                     pairs += _pair(delta, base + field)
                 except struct.error:  # past int64
@@ -165,8 +172,10 @@ class DeltaLedger:
             if source_base < 0:
                 source_base = self._scope_id(source) * self.field_count
                 target_base = self._scope_id(target) * self.field_count
+            # _packed for both keys at once, inline: a move hands over hundreds of deltas, and
+            # two calls per delta made a move ~1.4x dearer (bench/moves.py)
             source_key, target_key = source_base + field, target_base + field
-            if type(delta) is int:  # as _schedule does, for both keys at once
+            if type(delta) is int:
                 value = delta
             else:
                 value = _cents(delta)
@@ -238,7 +247,10 @@ class DeltaLedger:
 
     def pending_count(self) -> int:
         """(slot, scope) pairs with deltas waiting."""
-        return sum(len({scope for scope, _ in by_key}) for by_key in self.waiting().values())
+        size = self.field_count
+        return sum(len({key // size for key, _ in self._entries(self.scheduled.get(slot, b""),
+                                                                self.scheduled_other.get(slot, {}))})
+                   for slot in self._due)
 
 
 # Where a SlotUnion reports a change of its coverage: (slot, field, delta) appended to a list,

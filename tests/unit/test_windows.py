@@ -57,6 +57,7 @@ def test_deltas_past_64_bits_or_finer_than_cents_wait_beside_the_packed_ones_and
                                      (("rep", "r1"), 2): Decimal("-12.40"), (("rep", "r1"), 3): Decimal("1000.005")}}
     assert ledger.scheduled_other == {12: {0: 2 * huge, 1: -huge, 3: Decimal("0.005")}}, \
         "an int64 and whole cents wait packed"
+    assert ledger.pending_count() == 1, "one slot, one scope"
     ledger.advance(12)
     assert ledger.take_changes() == {("rep", "r1"): {0: 2 * huge + 1, 1: -huge, 2: Decimal("-12.40"),
                                                      3: Decimal("1000.005")}}
@@ -141,7 +142,9 @@ def test_withdrawing_a_whole_slot_union_cancels_every_delta_it_emitted(operation
 
 
 deltas = st.lists(st.tuples(st.integers(0, 20), st.integers(0, 3),
-                            st.one_of(st.integers(-3, 3), st.sampled_from([Decimal("2.50"), Decimal("-0.10")]))),
+                            st.one_of(st.integers(-3, 3), st.sampled_from([Decimal("2.50"), Decimal("-0.10")]),
+                                      # those that wait unpacked: finer than cents, past int64
+                                      st.sampled_from([Decimal("0.125"), 2**63, -(2**63)]))),
                   max_size=25)
 
 
