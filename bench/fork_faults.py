@@ -14,7 +14,13 @@ them and counts the parent's minor faults (getrusage) and wall time:
 - apply: `KpiEngine.apply`, dedupe included, then the roll-up a flush does;
 - the parts: dedupe (`Deduper.admit`) alone; apply with the dedupe bypassed, by event type;
   the roll-up of what that applied (`ScopeRollup.take_dirty`: one flush); a full collection;
-- and the fork() call itself, three times (the worker's event loop stops for it).
+- and the fork() call itself, three times (the worker's event loop stops for it);
+- with --alternatives, three ways to move the copying off the event loop, each on its own share
+  of events, against "after a fork": a thread of this process busy on another core meanwhile (a
+  stand-in for the worker's consumer thread: is a fault dearer when the kernel must flush a
+  sibling's TLB?); the copy first write-faulting every resident page of its own
+  (madvise MADV_POPULATE_WRITE: the copy takes the new pages and this process keeps its
+  originals); a thread of this process doing the same (it takes the copies in its place).
 
 Each part runs on events no other part saw, right after its own fork, so each figure is the
 pages that part writes into first. The cost per fault is (time after a fork - time without) /
@@ -24,11 +30,15 @@ pages that part writes into first. The cost per fault is (time after a fork - ti
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
+import hashlib
+import mmap
 import os
 import resource
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable
@@ -45,10 +55,6 @@ from heap import generated_events  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
 
 
-def minor_faults() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-
-
 class AdmitAll:
     """Stands in for the deduper, to see what the rest of `apply` writes."""
 
@@ -56,20 +62,79 @@ class AdmitAll:
         return True
 
 
-def measured(work: Callable[[], int], fork: bool) -> tuple[int, int, float]:
-    """(faults, items, seconds) of `work`, run in this process after forking a copy that only
-    sleeps (killed afterwards), or with no fork."""
+MADV_POPULATE_WRITE = 23  # linux/mman.h, Linux 5.14
+
+
+def write_fault_resident_pages(stop: threading.Event | None = None) -> int:
+    """Bytes of this process's anonymous and heap memory write-faulted without a write: every
+    resident page (mincore) asked for MADV_POPULATE_WRITE, 1 MiB at a time. After a fork, the
+    process that calls this takes a private copy of each page it still shares."""
+    libc = ctypes.CDLL(None, use_errno=True)  # its calls release the interpreter lock
+    libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    libc.mincore.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p)
+    page, chunk, done = mmap.PAGESIZE, 1 << 20, 0
+    residency = ctypes.create_string_buffer(chunk // page)
+    with open("/proc/self/maps") as maps:
+        regions = [line.split(maxsplit=5) for line in maps]
+    for fields in regions:
+        if fields[1] != "rw-p" or (len(fields) == 6 and fields[5].strip() not in ("", "[heap]")):
+            continue
+        start, end = (int(bound, 16) for bound in fields[0].split("-"))
+        for address in range(start, end, chunk):
+            if stop is not None and stop.is_set():
+                return done
+            length = min(chunk, end - address)
+            if libc.mincore(address, length, residency) != 0:
+                continue
+            resident = residency.raw[:length // page]
+            index = 0
+            while index < len(resident):
+                if not resident[index] & 1:
+                    index += 1
+                    continue
+                run_end = index + 1
+                while run_end < len(resident) and resident[run_end] & 1:
+                    run_end += 1
+                if libc.madvise(address + index * page, (run_end - index) * page, MADV_POPULATE_WRITE) == 0:
+                    done += (run_end - index) * page
+                index = run_end
+    return done
+
+
+def busy_sibling(stop: threading.Event) -> None:
+    """Keeps a thread of this process on a core, mostly outside the interpreter lock."""
+    block = bytes(8 << 20)
+    while not stop.is_set():
+        hashlib.sha256(block).digest()
+
+
+def measured(work: Callable[[], int], fork: bool, copy_takes_pages: bool = False,
+             beside: Callable[[threading.Event], object] | None = None) -> tuple[int, int, float, float]:
+    """(faults, items, seconds, seconds in the kernel) of `work`, run in this process after
+    forking a copy that only sleeps (killed afterwards), or with no fork. `copy_takes_pages`: the
+    copy first write-faults its resident pages while this process goes on; `beside`: run on a
+    thread of this process from the fork until `work` ends."""
     child = os.fork() if fork else None
     if child == 0:
+        if copy_takes_pages:
+            write_fault_resident_pages()
         time.sleep(600)
         os._exit(0)
-    faults, started = minor_faults(), time.perf_counter()
+    stop = threading.Event()
+    thread = threading.Thread(target=beside, args=(stop,), daemon=True) if beside else None
+    if thread:
+        thread.start()
+    # this thread's: the work's faults and kernel time, not those of a thread beside it
+    usage, started = resource.getrusage(resource.RUSAGE_THREAD), time.perf_counter()
     items = work()
-    seconds, faults = time.perf_counter() - started, minor_faults() - faults
+    seconds, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_THREAD)
+    if thread:
+        stop.set()
+        thread.join()
     if child:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
-    return faults, items, seconds
+    return after.ru_minflt - usage.ru_minflt, items, seconds, after.ru_stime - usage.ru_stime
 
 
 def main() -> int:
@@ -79,6 +144,8 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=20_000)
     parser.add_argument("--reps", type=int, default=60)
     parser.add_argument("--days", type=int, default=7)
+    parser.add_argument("--alternatives", action="store_true",
+                        help="also time three ways of moving the copying off the event loop (see above)")
     args = parser.parse_args()
     print(f"command: bench/fork_faults.py --state {args.state} --share {args.share} --outlets {args.outlets} "
           f"--reps {args.reps} --days {args.days}")
@@ -141,10 +208,10 @@ def main() -> int:
         gc.freeze()
         return 1
 
-    def show(label: str, figures: tuple[int, int, float], unit: str = "event") -> None:
-        faults, items, seconds = figures
+    def show(label: str, figures: tuple[int, int, float, float], unit: str = "event") -> None:
+        faults, items, seconds, system = figures
         print(f"  {label:<44} {faults:>8,} faults for {items:>6,} {unit}s: {faults / max(1, items):7.2f} per "
-              f"{unit}, {seconds:.2f} s")
+              f"{unit}, {seconds:.2f} s ({system:.2f} s in the kernel)")
 
     half = len(parts[0]) // 2
     baseline = measured(apply(parts[0][:half]), fork=False)
@@ -165,6 +232,22 @@ def main() -> int:
         show(f"  {'/'.join(sorted(kinds))} only, dedupe bypassed",
              measured(apply_bypassing_dedupe(parts[2], kinds), fork=True))
     show("a full collection of the cyclic GC", measured(collect, fork=True), "collection")
+    if args.alternatives:
+        print("moving the copying off the event loop: apply + roll-up, each after its own fork, on as many events:")
+        quarter = len(parts[3]) // 4
+        plain = None
+        for number, (label, options) in enumerate((
+                ("the copy only sleeps (as above)", {}),
+                ("a sibling thread busy on another core", {"beside": busy_sibling}),
+                ("the copy write-faulting its pages first", {"copy_takes_pages": True}),
+                ("a thread here write-faulting them", {"beside": write_fault_resident_pages}))):
+            figures = measured(apply(parts[3][number * quarter:(number + 1) * quarter]), fork=True, **options)
+            show(label, figures)
+            if plain is None:
+                plain = figures
+            else:
+                print(f"  {'':<44} {figures[2] / plain[2]:.2f}x the time, {figures[3] / max(1e-9, plain[3]):.2f}x "
+                      f"the kernel time of this thread, against the copy that only sleeps")
     forks = []
     for _ in range(3):
         started = time.perf_counter()
