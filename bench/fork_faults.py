@@ -148,7 +148,7 @@ def main() -> int:
                         help="also time three ways of moving the copying off the event loop (see above)")
     args = parser.parse_args()
     print(f"command: bench/fork_faults.py --state {args.state} --share {args.share} --outlets {args.outlets} "
-          f"--reps {args.reps} --days {args.days}")
+          f"--reps {args.reps} --days {args.days}{' --alternatives' if args.alternatives else ''}")
     print(f"machine: {machine()}")
 
     shares = 4
