@@ -145,8 +145,9 @@ def main() -> int:
     parser.add_argument("--snapshot-interval", type=float, default=20.0,
                         help="KPI_SNAPSHOT_INTERVAL of the ingesting worker (seconds)")
     parser.add_argument("--stores", default="memory://,rocksdb://", help="comma-separated table stores to measure")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
     args = parser.parse_args()
-    with broker_and_redis("kpi-bench-store-") as (workdir, broker, redis):
+    with broker_and_redis("kpi-bench-store-", keep=args.keep) as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         prefix, app_id = unique_names()

@@ -60,7 +60,7 @@ def stolen_cpu_seconds() -> float:
 
 
 @contextmanager
-def broker_and_redis(prefix: str, keep: bool = True) -> Iterator[tuple[Path, KafkaBroker, RedisServer]]:
+def broker_and_redis(prefix: str, keep: bool = False) -> Iterator[tuple[Path, KafkaBroker, RedisServer]]:
     """A fresh run directory with a local broker and Redis of its own, both stopped (by pid)
     however the run ends; the directory (logs, broker data) is then kept or removed. Every
     broker benchmark here runs inside one."""
@@ -362,10 +362,11 @@ def main() -> int:
     parser.add_argument("--publish-interval", type=float, default=1.0,
                         help="the worker's KPI_PUBLISH_INTERVAL (default: the service's default, 1.0)")
     parser.add_argument("--skip-ceilings", action="store_true", help="time only the worker (with --profile)")
+    parser.add_argument("--keep", action="store_true", help="keep the run directory (broker data, logs)")
     parser.add_argument("--worker-shaped-ceiling", action="store_true",
                         help="also time empty agents in the worker's shape (one per family, take_events)")
     args = parser.parse_args()
-    with broker_and_redis("kpi-bench-") as (workdir, broker, redis):
+    with broker_and_redis("kpi-bench-", keep=args.keep) as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets, args.days)
         messages = [m for m in generator.generate(config) if m.topic in INPUTS]
         as_of = as_of_text(config)
