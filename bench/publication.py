@@ -2,11 +2,13 @@
 
     .venv/bin/python bench/publication.py                       # reps 60 and 3,000 at 2,500 ev/s
     .venv/bin/python bench/publication.py --reps 60,1000,3000 --seconds 40
+    .venv/bin/python bench/publication.py --reps 60 --rate 2430 --interval 0.1   # ten rounds a second
 
 The scope stage republishes every scope whose vector moved, once per interval, so the number of
 KPI updates a second follows the number of scopes -- reps above all -- more than the event rate.
 This runs live traffic (every event inside every window, pinned clock) through one engine and,
-once per simulated second of `--rate` events, evaluates every dirty scope as the worker does
+once per `--interval` simulated seconds of `--rate` events a second (one publication round:
+`--interval 0.1` for KPI_PUBLISH_INTERVAL=0.1), evaluates every dirty scope as the worker does
 (only the groups that moved) and publishes its values three ways, each timed on its own and
 each with its own memory of what it sent:
 
@@ -19,7 +21,8 @@ Printed per rep count: updates a second and per event, us per update for each wa
 the publishing only, with the cyclic garbage collector paused while it runs: what a collection
 costs depends on the whole heap, not on who allocated last, and bench/gc_pause.py measures it)
 and their ratios, and what a second of this traffic costs the worker's main thread in
-publication alone. Not included:
+publication alone; and, timed apart, evaluating the dirty scopes' values before they are
+published (`evaluate_family`), per update sent. Not included:
 Kafka's batch append (~1.4 us an update), Redis (~2 us to pack each field), gauges of rep scopes
 (not exported by default).
 """
@@ -85,7 +88,7 @@ def publish_readable(memory: dict, gauges: KpiGauges, values, stamp, outgoing: l
     return count
 
 
-def run(reps: int, outlets: int, rate: int, seconds: int) -> dict:
+def run(reps: int, outlets: int, rate: int, seconds: int, interval: float = 1.0) -> dict:
     config = generator.GeneratorConfig(seed=7, events=rate * seconds, outlets=outlets, reps=reps, days=7,
                                        duplicate_fraction=0.0, malformed_fraction=0.0)
     now = generator.now_us(config)
@@ -98,27 +101,32 @@ def run(reps: int, outlets: int, rate: int, seconds: int) -> dict:
     readable_memory: dict = {}
     readable_gauges = KpiGauges(CollectorRegistry(), EXPORTED)
     publisher = Publisher(KpiGauges(CollectorRegistry(), EXPORTED))
-    spent = {"ceiling": 0.0, "readable": 0.0, "worker": 0.0}
+    spent = {"ceiling": 0.0, "readable": 0.0, "worker": 0.0, "evaluation": 0.0}
     counts = {"ceiling": 0, "readable": 0, "worker": 0}
-    measured_seconds = 0
+    measured_seconds = 0.0
     clock = time.process_time
-    for second, start in enumerate(range(0, len(messages), rate)):
-        for raw in messages[start:start + rate]:
+    per_round = max(1, round(rate * interval))
+    rounds = -(-len(messages) // per_round)
+    for number, start in enumerate(range(0, len(messages), per_round)):
+        for raw in messages[start:start + per_round]:
             try:
                 engine.apply(decode_event(raw, now, settings))
             except Rejected:
                 pass
+        dirty = engine.take_dirty()
+        # the first half onboards outlets and meets most keys for the first time: not the steady
+        # state timed here
+        timed = number >= rounds // 2
+        measured_seconds += timed * interval
+        gc.disable()
+        started = clock()
         scopes = []
-        for family, scope, vector in engine.take_dirty():
+        for family, scope, vector in dirty:
             scope_key = (family.value, scope[0], scope[1])
             values = evaluate_family(settings, engine.layouts, family, scope, vector, now, previous.get(scope_key))
             previous[scope_key] = tuple(vector)
             scopes.append((scope_key, values))
-        # the first half onboards outlets and meets most keys for the first time: not the steady
-        # state timed here
-        timed = second >= seconds // 2
-        measured_seconds += timed
-        gc.disable()
+        spent["evaluation"] += (clock() - started) * timed
         started = clock()
         count = sum(publish_ceiling(ceiling_memory, key, values, stamp) for key, values in scopes)
         spent["ceiling"] += (clock() - started) * timed
@@ -138,7 +146,8 @@ def run(reps: int, outlets: int, rate: int, seconds: int) -> dict:
         gc.enable()
     assert counts["readable"] == counts["worker"] == counts["ceiling"], counts
     return {"updates": counts["worker"], "seconds": measured_seconds, "keys": len(publisher.last),
-            **{f"us_{way}": spent[way] / counts[way] * 1e6 for way in spent}}
+            **{f"us_{way}": spent[way] / counts[way] * 1e6 for way in counts},
+            "us_evaluation": spent["evaluation"] / max(1, counts["worker"]) * 1e6}
 
 
 def main() -> int:
@@ -147,20 +156,23 @@ def main() -> int:
     parser.add_argument("--outlets", type=int, default=20_000)
     parser.add_argument("--rate", type=int, default=2_500, help="events per simulated second")
     parser.add_argument("--seconds", type=int, default=60, help="simulated seconds (the first half untimed)")
+    parser.add_argument("--interval", type=float, default=1.0, help="simulated seconds per publication round")
     args = parser.parse_args()
     print(f"machine: {machine()}")
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"live traffic: {args.rate} ev/s for {args.seconds} simulated s, {args.outlets} outlets, one publication "
-          f"round per simulated second (the 1 s interval), {PARTITIONS} kpi.updates partitions")
+          f"round per {args.interval} simulated s (KPI_PUBLISH_INTERVAL), {PARTITIONS} kpi.updates partitions")
     for reps in (int(r) for r in args.reps.split(",")):
-        r = run(reps, args.outlets, args.rate, args.seconds)
+        r = run(reps, args.outlets, args.rate, args.seconds, args.interval)
         per_second = r["updates"] / r["seconds"]
         print(f"reps {reps:5d}: {r['keys']:7d} keys, {per_second:8.0f} updates/s ({per_second / args.rate:5.2f} per event); "
               f"us per update: ceiling {r['us_ceiling']:5.2f}, readable {r['us_readable']:5.2f}, "
               f"worker {r['us_worker']:5.2f} (worker/readable {r['us_worker'] / r['us_readable']:4.2f}, "
               f"worker/ceiling {r['us_worker'] / r['us_ceiling']:4.2f}); "
               f"publication alone: {per_second * r['us_worker'] / 1e6:4.2f} of a core "
-              f"(readable {per_second * r['us_readable'] / 1e6:4.2f})")
+              f"(readable {per_second * r['us_readable'] / 1e6:4.2f}); evaluating the dirty scopes' values "
+              f"before it: {r['us_evaluation']:5.2f} us per update sent, "
+              f"{per_second * r['us_evaluation'] / 1e6:4.2f} of a core")
     return 0
 
 
