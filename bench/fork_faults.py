@@ -47,11 +47,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from stream.decode import Rejected, decode_event  # noqa: E402
 from stream.engine import Family, family_of, partition_key  # noqa: E402
-from stream.replay import replay_lines  # noqa: E402
 
-from heap import generated_events  # noqa: E402  (bench/heap.py)
+from heap import engine_then_events, rss_bytes  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
 
 
@@ -152,22 +150,12 @@ def main() -> int:
     print(f"machine: {machine()}")
 
     shares = 4
-    lines, settings = generated_events(args.state + shares * args.share, args.outlets, args.reps, args.days)
-    engine, _report = replay_lines(iter(lines[:args.state]), settings, None)
-    for family in Family:
-        engine.vectors(family)
-    later = []
-    for raw in lines[args.state:]:
-        try:
-            later.append(decode_event(raw, engine.now_us, settings))
-        except Rejected:
-            pass
-    del lines
+    engine, later = engine_then_events(args.state, args.state + shares * args.share, args.outlets, args.reps,
+                                       args.days)
     parts = [later[index::shares] for index in range(shares)]
     gc.collect()
     gc.freeze()  # what exists now is the state; the collector leaves it alone in the runs below
-    with open("/proc/self/statm") as statm:
-        rss = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    rss = rss_bytes()
     print(f"state: {args.state:,} events applied; process RSS {rss / 2**20:,.0f} MiB "
           f"({rss // os.sysconf('SC_PAGE_SIZE'):,} pages, the generated lines freed)")
 

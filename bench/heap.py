@@ -39,7 +39,8 @@ sys.path.insert(0, str(BENCH))
 
 from stream import generator  # noqa: E402
 from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.engine import Family  # noqa: E402
+from stream.decode import Rejected, decode_event  # noqa: E402
+from stream.engine import Family, KpiEngine  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
@@ -57,6 +58,23 @@ def generated_events(events: int, outlets: int, reps: int, days: int) -> tuple[l
                                        duplicate_fraction=0.0, malformed_fraction=0.0)
     lines = [message.value for message in generator.generate(config)]
     return lines, KpiSettings(clock=ClockSetting("pinned", generator.now_us(config)))
+
+
+def engine_then_events(state: int, events: int, outlets: int, reps: int, days: int) -> tuple[KpiEngine, list]:
+    """An engine built from the first `state` of `events` generated events (replay, pinned clock,
+    rolled up once), and the rest decoded against it, not applied: the benches that time what
+    an engine does next (bench/fork_faults.py, bench/young_gc.py)."""
+    lines, settings = generated_events(events, outlets, reps, days)
+    engine, _report = replay_lines(iter(lines[:state]), settings, None)
+    for family in Family:
+        engine.vectors(family)
+    later = []
+    for raw in lines[state:]:
+        try:
+            later.append(decode_event(raw, engine.now_us, settings))
+        except Rejected:
+            pass
+    return engine, later
 
 
 def measure(args: argparse.Namespace, traced: bool) -> dict:

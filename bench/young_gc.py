@@ -28,11 +28,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from stream.decode import Rejected, decode_event  # noqa: E402
 from stream.gcpause import GcPauseRecorder, collect_young_less_often  # noqa: E402
-from stream.replay import replay_lines  # noqa: E402
 
-from heap import generated_events  # noqa: E402  (bench/heap.py)
+from heap import engine_then_events  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
 
 FLUSH_EVERY = 400  # events between roll-ups: ~0.1 s of a worker's traffic at 4,000 ev/s
@@ -51,15 +49,7 @@ def main() -> int:
     print(f"machine: {machine()}")
 
     warm_up = min(20_000, args.events // 10)
-    lines, settings = generated_events(args.events, args.outlets, args.reps, args.days)
-    engine, _report = replay_lines(iter(lines[:warm_up]), settings, None)
-    events = []
-    for raw in lines[warm_up:]:
-        try:
-            events.append(decode_event(raw, engine.now_us, settings))
-        except Rejected:
-            pass
-    del lines
+    engine, events = engine_then_events(warm_up, args.events, args.outlets, args.reps, args.days)
     pauses: dict[int, list[float]] = defaultdict(list)
     GcPauseRecorder(lambda generation, seconds: pauses[generation].append(seconds)).install()
     gc.collect()
