@@ -1,7 +1,7 @@
 # kpi-stream worker image.
 #   docker build -t kpi-stream:0.1.0 .
 #   docker run --rm -p 6066:6066 -e KAFKA_BOOTSTRAP_SERVERS=kafka:9092 -e REDIS_URL=redis://redis:6379/0 kpi-stream:0.1.0
-# Settings are environment variables (stream/config.py, README "Configuration"); secrets
+# Settings are environment variables (stream/core/config.py, README "Configuration"); secrets
 # (KAFKA_PASSWORD, REDIS_PASSWORD) come from the runtime environment, never from the image.
 
 FROM python:3.11-slim AS build

@@ -41,7 +41,7 @@ from throughput import (  # noqa: E402
 )
 
 from stream import generator  # noqa: E402
-from stream.timeparse import parse_rfc3339_us  # noqa: E402
+from stream.core.timeparse import parse_rfc3339_us  # noqa: E402
 from tests.e2e.harness import redis_records, unique_names  # noqa: E402
 
 ACTIVE_KEY = "active_accounts|30d|global|all"

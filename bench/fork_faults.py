@@ -3,7 +3,7 @@
     .venv/bin/python bench/fork_faults.py                       # 400,000 events of state, 7 days, 20k outlets
     .venv/bin/python bench/fork_faults.py --state 1000000 --outlets 100000 --reps 1000
 
-A background save (stream/snapshots.py BackgroundSaver) forks; afterwards every page the worker
+A background save (stream/worker/snapshots.py BackgroundSaver) forks; afterwards every page the worker
 writes for the first time -- an object's reference count, a dict's slot, a buffer's tail -- is a
 copy-on-write fault, however little it writes there. This builds an engine from --state
 generated events (replay, pinned clock), decodes the next events (untimed), and then, each time
@@ -47,7 +47,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from stream.engine import Family, family_of, partition_key  # noqa: E402
+from stream.core.engine import Family, family_of, partition_key  # noqa: E402
 
 from heap import engine_then_events, rss_bytes  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)

@@ -34,8 +34,8 @@ sys.path.insert(0, str(BENCH))
 from throughput import bench_config, machine  # noqa: E402
 
 from stream import generator  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.decode import Rejected, decode_event  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.core.decode import Rejected, decode_event  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
 FRESH_EVENTS = 5_000

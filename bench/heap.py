@@ -38,9 +38,9 @@ sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
 from stream import generator  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.decode import Rejected, decode_event  # noqa: E402
-from stream.engine import Family, KpiEngine  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.core.decode import Rejected, decode_event  # noqa: E402
+from stream.core.engine import Family, KpiEngine  # noqa: E402
 from stream.replay import replay_lines  # noqa: E402
 
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)

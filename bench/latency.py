@@ -10,7 +10,7 @@ timestamp set to its send time (the instant the producer is handed the message; 
 broker round trip count as latency). Latency is measured two ways:
 
 1. Inside: the worker's histogram `kpi_stream_publish_latency_seconds` from /metrics after the run.
-   One observation per applied event (stream/waiting.py): the send of the publication round that
+   One observation per applied event (stream/stages/waiting.py): the send of the publication round that
    took its flush's partials (a round sends every 1,000 updates, the exported scope types first)
    minus its Kafka timestamp, counted per 10 ms. It counts every event, also those that moved no
    published value, so its n is the events produced, where the outside figure measures ~93 %.
@@ -83,8 +83,8 @@ from throughput import (  # noqa: E402
 )
 
 from stream import generator  # noqa: E402
-from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
-from stream.timeparse import parse_rfc3339_us  # noqa: E402
+from stream.devtools.localstack import KafkaBroker, RedisServer  # noqa: E402
+from stream.core.timeparse import parse_rfc3339_us  # noqa: E402
 from tests.e2e.harness import WorkerProcess, counter_total, unique_names, worker_env  # noqa: E402
 
 SLOT_US = 60_000_000

@@ -3,7 +3,7 @@
     .venv/bin/python bench/moves.py
 
 An outlet that changes territory, region, distributor, channel or assigned rep takes every
-contribution it still makes out of its old cell and into the new one (stream/outlets.py
+contribution it still makes out of its old cell and into the new one (stream/core/outlets.py
 `OutletBook._move`). For each history length, builds outlets with that many days of orders and
 visits (default: 150 orders and 100 visits each, evenly spread) in the engine, clock pinned, then
 times in the same process, alternating, (a) an order for each outlet -- the reference: an ordinary
@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from replay import machine  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.decode import decode_event  # noqa: E402
-from stream.engine import KpiEngine  # noqa: E402
-from stream.gcpause import cyclic_gc_paused  # noqa: E402
-from stream.timeparse import format_rfc3339_us, parse_rfc3339_us  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.core.decode import decode_event  # noqa: E402
+from stream.core.engine import KpiEngine  # noqa: E402
+from stream.core.gcpause import cyclic_gc_paused  # noqa: E402
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us  # noqa: E402
 
 DAY_US = 86_400_000_000
 NOW_US = parse_rfc3339_us("2026-11-24T00:00:00Z")

@@ -13,9 +13,9 @@ once per `--interval` simulated seconds of `--rate` events a second (one publica
 each with its own memory of what it sent:
 
   ceiling   orjson.dumps of each update's message dict: the least a JSON message costs
-  readable  stream/updates.py's functions as the worker called them before stream/publication.py:
+  readable  stream/stages/updates.py's functions as the worker called them before stream/stages/publication.py:
             update_key, the change check, encode(update_message(...)), cloudevent_headers, Outgoing
-  worker    stream/publication.py's Publisher (what the worker runs now)
+  worker    stream/stages/publication.py's Publisher (what the worker runs now)
 
 Printed per rep count: updates a second and per event, us per update for each way (CPU time of
 the publishing only, with the cyclic garbage collector paused while it runs: what a collection
@@ -43,13 +43,13 @@ sys.path.insert(0, str(REPO))
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from stream import generator  # noqa: E402
-from stream.batches import Outgoing, key_partition  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.decode import Rejected, decode_event  # noqa: E402
-from stream.engine import KpiEngine, evaluate_family  # noqa: E402
-from stream.publication import Publisher, RoundOutput  # noqa: E402
-from stream.publish import KpiGauges  # noqa: E402
-from stream.updates import cloudevent_headers, encode, round_stamp, update_key, update_message  # noqa: E402
+from stream.kafka.batches import Outgoing, key_partition  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.core.decode import Rejected, decode_event  # noqa: E402
+from stream.core.engine import KpiEngine, evaluate_family  # noqa: E402
+from stream.stages.publication import Publisher, RoundOutput  # noqa: E402
+from stream.worker.sinks import KpiGauges  # noqa: E402
+from stream.stages.updates import cloudevent_headers, encode, round_stamp, update_key, update_message  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from throughput import machine  # noqa: E402

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream import generator  # noqa: E402
-from stream.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.decode import Rejected, decode_event  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
+from stream.core.decode import Rejected, decode_event  # noqa: E402
 from stream.replay import read_lines, replay_lines  # noqa: E402
 
 

@@ -20,12 +20,12 @@ Runs (each a fresh process; per-event cost is CPU time of the timed loop / event
      per tracked outlet; the buffers that grow with events rather than outlets (dedupe ids,
      pending slot deltas, scope vectors, lead/activity state) are sized by walking them and
      subtracted to give "beyond buffers".                              target: <= 200 B/outlet
-  4. rebuild: the worker's `_make_rebuild` loop (stream/worker.py) over the 1M-outlet state's
+  4. rebuild: the worker's `_make_rebuild` loop (stream/worker/app.py) over the 1M-outlet state's
      facts (every accepted event, stored as the worker stores them: [partition, ref_us, raw]),
      through to final values (advance + roll-up + evaluate), checked equal to run 2's values.
      CPU part only: reading the facts changelog from Kafka is not included.  target: <= 10 s
   5. restart from a snapshot: the rebuilt state saved as the worker saves it at a stop
-     (stream/snapshots.py), then, in a fresh process, taken, checked against the facts-table
+     (stream/worker/snapshots.py), then, in a fresh process, taken, checked against the facts-table
      keys it covers, and brought to final values, checked equal to run 2's.   target: <= 10 s
 
 Ratios and the rebuild verdict use CPU time (time.process_time), which a busy machine inflates
@@ -54,13 +54,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream import generator  # noqa: E402
-from stream.clock import clock_for, reference_instant_us  # noqa: E402
-from stream.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
-from stream.decode import Rejected, decode_event  # noqa: E402
-from stream.engine import Family, KpiEngine  # noqa: E402
-from stream.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id,  # noqa: E402
+from stream.core.clock import clock_for, reference_instant_us  # noqa: E402
+from stream.core.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
+from stream.core.decode import Rejected, decode_event  # noqa: E402
+from stream.core.engine import Family, KpiEngine  # noqa: E402
+from stream.worker.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id,  # noqa: E402
                               engine_fingerprint, missing_batches)
-from stream.updates import update_key  # noqa: E402
+from stream.stages.updates import update_key  # noqa: E402
 
 ONBOARDED = b'"type":"outlet.onboarded"'
 
@@ -222,7 +222,7 @@ def child_apply(args) -> dict:
 
 
 def child_rebuild(args) -> dict:
-    from stream.worker import apply_fact_batches  # the worker's own rebuild loop
+    from stream.worker.app import apply_fact_batches  # the worker's own rebuild loop
 
     config = bench_config(0, args.outlets)
     settings = settings_for(args.windows, config)
@@ -346,23 +346,23 @@ def _all_slots(cls) -> list[str]:
 def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     import random
 
-    from stream.outlet_packing import unpack_outlet
-    from stream.outlets import OutletState
+    from stream.core.outlet_packing import unpack_outlet
+    from stream.core.outlets import OutletState
 
     sizer = Sizer()
     # Shared constants (the default stamp tuple, enum members, layouts) are not per outlet.
-    import stream.outlets as outlets_module
+    import stream.core.outlets as outlets_module
     sizer(outlets_module._NO_STAMP)  # noqa: SLF001
     sizer(engine.layouts)
     book = engine.outlets
-    # Attribute tuples are shared per combination (stream/outlets.py): walked once here, as a table
+    # Attribute tuples are shared per combination (stream/core/outlets.py): walked once here, as a table
     # that grows with combinations, not charged to whichever sampled outlet reaches them first.
     combinations = book.attribute_table
     combinations_bytes = sizer((book.attribute_table, book.canonical_attributes))
     hot, cold = book.hot, book.cold
     tracked = len(book)
     rng = random.Random(5)
-    # at rest (stream/cold_outlets.py): no object per outlet; the heap and its index, free records
+    # at rest (stream/core/cold_outlets.py): no object per outlet; the heap and its index, free records
     # and the stale records of hot outlets included, are shared out over every tracked outlet
     resting = [(outlet_id, packed) for outlet_id, packed in cold.items() if outlet_id not in hot]
     chosen = rng.sample(resting, min(sample, len(resting)))
@@ -403,7 +403,7 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     seen = engine.deduper.seen
     keys = rng.sample(list(seen.keys()), min(sample, len(seen))) if seen else []
     dedupe_entry = 0.0
-    for key in keys:  # one string per (family, entity, event_id): stream/engine.py Deduper.key
+    for key in keys:  # one string per (family, entity, event_id): stream/core/engine.py Deduper.key
         dedupe_entry += sys.getsizeof(key)
     dedupe_entry = dedupe_entry / max(1, len(keys))
     dedupe = sys.getsizeof(seen) + dedupe_entry * len(seen)
@@ -561,7 +561,7 @@ def main() -> int:
     print(f"  per-outlet state walked on {min(args.sample, tracked):,} sampled outlets (avg {shape['orders']:.2f} "
           f"orders, {shape['visits']:.2f} visits; {shape['with_no_orders']:.0%} without orders, "
           f"{shape['with_no_visits']:.0%} without visits): {rb['outlet_state']:,.0f} B =")
-    print(f"    {rb['heap_bytes']:.0f} B of the heap of outlets at rest and its index (stream/cold_outlets.py; "
+    print(f"    {rb['heap_bytes']:.0f} B of the heap of outlets at rest and its index (stream/core/cold_outlets.py; "
           f"{rb['heap_free']:.0f} of them free records; a packed state averages {rb['resting_packed']:.0f} B) + "
           f"{rb['hot_bytes']:.0f} B for the {rb['hot_share']:.1%} hot as objects (dict slot, id, "
           f"{rb['state_base']:.0f} B OutletState object ({rb['state_slots']} slots) and its fields, per hot outlet:")

@@ -15,7 +15,7 @@ written since, or rebuilt from every fact):
 3. from facts alone, every engine rebuilt from every stored fact (a partition no snapshot covers).
 With `memory://` every stored fact is held in memory and the whole changelog is read at each
 start; with `rocksdb://` the facts live on disk and faust reads only the changelog written since
-the last acknowledged write it recorded, after a kill too (stream/localstate.py).
+the last acknowledged write it recorded, after a kill too (stream/kafka/local_tables.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from throughput import INPUTS, as_of_text, bench_config, broker_and_redis, load_topics, machine  # noqa: E402
 from stream import generator  # noqa: E402
-from stream.localstack import free_port  # noqa: E402
+from stream.devtools.localstack import free_port  # noqa: E402
 from tests.e2e.harness import WorkerProcess, counter_total, unique_names, wait_until, worker_env  # noqa: E402
 
 
@@ -135,7 +135,7 @@ def children_private_dirty_mib(pid: int) -> float:
 
 def log_line(worker: WorkerProcess, marker: str) -> str:
     lines = [line for line in worker.log_path.read_text().splitlines() if marker in line]
-    return lines[-1].split("stream.worker: ")[-1] if lines else "?"
+    return lines[-1].split("stream.worker.app: ")[-1] if lines else "?"
 
 
 def main() -> int:

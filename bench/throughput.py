@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from stream import generator  # noqa: E402
-from stream.localstack import KafkaBroker, RedisServer  # noqa: E402
+from stream.devtools.localstack import KafkaBroker, RedisServer  # noqa: E402
 from stream.cli import use_event_loop  # noqa: E402
-from stream.config import event_loop_from_env  # noqa: E402
+from stream.core.config import event_loop_from_env  # noqa: E402
 from stages import PY_SPY_HZ, print_py_spy_summary, print_stage_costs  # noqa: E402
 from tests.e2e.harness import WorkerProcess, produce, unique_names, worker_env  # noqa: E402
 
@@ -95,7 +95,7 @@ def as_of_text(config: generator.GeneratorConfig) -> str:
     """The generator's "now" as RFC 3339: the pinned clock of every run."""
     as_of = generator.format_now(config) if hasattr(generator, "format_now") else None
     if as_of is None:
-        from stream.timeparse import format_rfc3339_us
+        from stream.core.timeparse import format_rfc3339_us
         as_of = format_rfc3339_us(generator.now_us(config))
     return as_of
 
@@ -103,7 +103,7 @@ def as_of_text(config: generator.GeneratorConfig) -> str:
 def load_topics(bootstrap: str, messages: list, prefix: str, app_id: str) -> None:
     """Create the topics the way the worker does, then produce `messages` to them."""
     from aiokafka.admin import AIOKafkaAdminClient
-    from stream.topics import TopicNames, ensure_topics
+    from stream.kafka.topics import TopicNames, ensure_topics
 
     async def load() -> None:
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
@@ -146,12 +146,12 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
                 value_serializer="raw", consumer_auto_offset_reset="earliest", web_enabled=False,
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
 sys.path.insert(0, env["BENCH_REPO"])
-from stream.config import ServiceSettings
-from stream.worker import BytesAsFetched, fetch_like_the_worker
+from stream.core.config import ServiceSettings
+from stream.worker.app import BytesAsFetched, fetch_like_the_worker
 settings = ServiceSettings.from_env()
 fetch_like_the_worker(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 from stream.cli import use_event_loop
-from stream.config import event_loop_from_env
+from stream.core.config import event_loop_from_env
 use_event_loop(event_loop_from_env())  # the worker's kind of loop (KPI_EVENT_LOOP); faust makes it
 state = {"n": 0, "t0": None}
 def count(value):
@@ -170,7 +170,7 @@ def count(value):
         os._exit(0)
 if env.get("BENCH_SHAPE") == "worker":
     # the worker's shape: one agent per family (its topics), events taken in batches as it takes them
-    from stream.worker import INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS
+    from stream.worker.app import INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS
     for n, names in enumerate([("sales.outlets", "sales.orders", "sales.visits"), ("sales.leads",), ("sales.activities",)]):
         async def decode_batches(stream):
             async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
@@ -178,7 +178,7 @@ if env.get("BENCH_SHAPE") == "worker":
                     count(event.message.value)
         app.agent(app.topic(*[prefix + t for t in names], schema=BytesAsFetched()), name=f"family-{n}")(decode_batches)
 else:
-    # the worker's topics hand messages over as the bytes fetched (stream.worker.BytesAsFetched)
+    # the worker's topics hand messages over as the bytes fetched (stream.worker.app.BytesAsFetched)
     @app.agent(app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")],
                          schema=BytesAsFetched()))
     async def decode_only(stream):

@@ -9,7 +9,7 @@ tuples whole on each event -- an outlet's history on each order -- so what a you
 reads grows with the histories. This applies generated live traffic (bench/heap.py's world,
 every event inside every window) through one engine with the collector set as a running worker
 sets it (its start-up heap frozen, young collections every 20,000 net allocations:
-stream/gcpause.py), rolling up every 400 events as a flush does, and prints per share of events
+stream/core/gcpause.py), rolling up every 400 events as a flush does, and prints per share of events
 the young and middle collections and their mean pause, and the CPU per event of the share's
 second half, applied with the collector on, against its first half, applied with it off in the
 same run (the ceiling here: the collector's share is the ratio).
@@ -28,7 +28,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))
 sys.path.insert(0, str(BENCH))
 
-from stream.gcpause import GcPauseRecorder, collect_young_less_often  # noqa: E402
+from stream.core.gcpause import GcPauseRecorder, collect_young_less_often  # noqa: E402
 
 from heap import engine_then_events  # noqa: E402  (bench/heap.py)
 from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)

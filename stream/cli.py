@@ -9,7 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError, KpiSettings, ServiceSettings, hot_outlets_from_env
+from stream.core.config import ConfigError, KpiSettings, ServiceSettings, hot_outlets_from_env
 
 log = logging.getLogger("stream")
 
@@ -62,10 +62,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
     from faust.worker import Worker
 
-    from .gcpause import GcPauseRecorder
-    from .localstate import trust_local_tables_or_discard
-    from .topics import TopicNames, ensure_topics
-    from .worker import KpiWorker
+    from stream.core.gcpause import GcPauseRecorder
+    from stream.kafka.local_tables import trust_local_tables_or_discard
+    from stream.kafka.topics import TopicNames, ensure_topics
+    from stream.worker.app import KpiWorker
 
     loop = new_event_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
@@ -101,8 +101,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = KpiSettings.from_env()
     _setup_logging("INFO")
-    from .outlets import keep_hot_outlets
-    from .replay import run_replay
+    from stream.core.outlets import keep_hot_outlets
+    from stream.replay import run_replay
 
     keep_hot_outlets(hot_outlets_from_env())  # one book holds every outlet of the file
 
@@ -114,7 +114,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     # the broker address from --kafka; how to authenticate from the same variables as the worker
     settings = ServiceSettings.from_env() if args.kafka else None
     _setup_logging("INFO", settings.secret_values() if settings else ())
-    from . import generator
+    from stream.devtools import generator
 
     config = generator.GeneratorConfig(
         seed=args.seed, outlets=args.outlets, events=args.events,
@@ -136,7 +136,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def cmd_stack(args: argparse.Namespace) -> int:
     _setup_logging("INFO")
-    from .localstack import start_stack, stop_stack
+    from stream.devtools.localstack import start_stack, stop_stack
 
     run_dir = Path(args.run_dir)
     if args.action == "up":
@@ -149,7 +149,7 @@ def cmd_stack(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("INFO")
-    from .demo import run_demo
+    from stream.devtools.demo import run_demo
 
     return run_demo(Path(args.run_dir), args.duration, args.rate, args.events)
 

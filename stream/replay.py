@@ -11,12 +11,12 @@ from typing import BinaryIO, Iterable
 
 import orjson
 
-from .clock import clock_for, reference_instant_us
-from .config import KpiSettings
-from .decode import Rejected, decode_event, rejection_record
-from .engine import KpiEngine, Outcome
-from .gcpause import cyclic_gc_paused
-from .updates import round_stamp, update_key, update_message
+from stream.core.clock import clock_for, reference_instant_us
+from stream.core.config import KpiSettings
+from stream.core.decode import Rejected, decode_event, rejection_record
+from stream.core.engine import KpiEngine, Outcome
+from stream.core.gcpause import cyclic_gc_paused
+from stream.stages.updates import round_stamp, update_key, update_message
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class ReplayReport:
 
 def replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None) -> tuple[KpiEngine, ReplayReport]:
     """Decode and apply every line (its bytes exactly, without the newline), in order."""
-    with cyclic_gc_paused():  # a bulk load of acyclic engine state: see stream/gcpause.py
+    with cyclic_gc_paused():  # a bulk load of acyclic engine state: see stream/core/gcpause.py
         return _replay_lines(lines, settings, deadletter)
 
 

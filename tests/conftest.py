@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localstack import KafkaBroker, RedisServer
+from stream.devtools.localstack import KafkaBroker, RedisServer
 
 
 def pytest_collection_modifyitems(config, items):

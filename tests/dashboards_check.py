@@ -9,7 +9,7 @@ metric has samples at all (a labelled metric with none yet is checked by name on
 their options, query variables to their `allValue` (`.*`), `$__rate_interval` and friends to `5m`.
 
 `default_metrics_text()` builds a stand-in exposition from the worker's own metric objects
-(stream/metrics.py, stream/publish.py); a running worker's /metrics can replace it.
+(stream/worker/metrics.py, stream/worker/sinks.py); a running worker's /metrics can replace it.
 
 The PromQL reader here is a tokenizer, enough to find selectors and grouping clauses; syntax is
 checked separately with promtool (`promql_syntax_problems`). Standard library plus
@@ -89,9 +89,9 @@ def default_metrics_text() -> str:
     """What a worker with default settings exports once data has flowed: processor metrics with
     labelled samples, and KPI gauges for the scopes each KPI family has (spec section 2)
     restricted to the default export scopes (global, region, territory)."""
-    from stream.kpis import KpiValue
-    from stream.metrics import build_processor_metrics
-    from stream.publish import KpiGauges
+    from stream.core.kpis import KpiValue
+    from stream.worker.metrics import build_processor_metrics
+    from stream.worker.sinks import KpiGauges
 
     metrics = build_processor_metrics()
     for topic, types in (("sales.outlets", ("outlet.onboarded", "outlet.updated")), ("sales.orders", ("order.placed",)),

@@ -53,7 +53,7 @@ def _empty_pair(a, b) -> bool:
 
 def values_by_key(messages) -> dict[str, dict]:
     """kpi_update.v1 messages (dicts) -> key -> record, using the spec 5.1 key."""
-    from stream.catalogue import kpi_key  # key format only; the values come from the messages
+    from stream.core.catalogue import kpi_key  # key format only; the values come from the messages
 
     out = {}
     for m in messages:

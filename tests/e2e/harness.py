@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.catalogue import kpi_key
-from stream.localstack import free_port
+from stream.core.catalogue import kpi_key
+from stream.devtools.localstack import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
 
 async def latest_updates(bootstrap: str, topic: str) -> dict[str, dict]:
     """The compacted view of kpi.updates: the last message per key, with its headers."""
-    from stream.tail import read_topic
+    from stream.devtools.tail import read_topic
 
     latest: dict[str, dict] = {}
     for row in await read_topic(bootstrap, topic, timeout_s=3.0, follow=False):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from stream import generator
-from stream.localstack import RedisServer
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.devtools.localstack import RedisServer
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
     WorkerProcess, as_records, latest_updates, metric_total, produce, redis_records, unique_names, wait_until,
     worker_env,

@@ -10,9 +10,9 @@ import time
 import orjson
 import pytest
 
-from stream import generator
-from stream.localstack import KafkaBroker
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.devtools.localstack import KafkaBroker
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
     redis_records,
     WorkerProcess, as_records, latest_updates, produce, unique_names, wait_until, worker_env,

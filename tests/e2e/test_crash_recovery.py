@@ -6,7 +6,7 @@ event_id, reference instant) -- a re-read after a crash overwrites the same key 
 by dedupe on rebuild -- and offsets are committed only after those writes are flushed, so an
 event is either in the rebuilt state or re-read. Stage 2 holds absolute partials, so resends
 are harmless. With background snapshots every second, restarts also restore engines saved at
-random moments (stream/snapshots.py). Short form in CI (KPI_CRASH_KILLS, default 3); set it to
+random moments (stream/worker/snapshots.py). Short form in CI (KPI_CRASH_KILLS, default 3); set it to
 50 for the long mode.
 """
 
@@ -20,8 +20,8 @@ import time
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import (OracleCheck, WorkerProcess, metric_total, produce, redis_records, unique_names,
                                wait_until, worker_env)
 from tests.kpi_compare import kpi_differences
@@ -46,7 +46,7 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
                      KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_STORE=store, KPI_SNAPSHOT_INTERVAL="1",
                      # outlets packed at rest as soon as two others were touched: through kills,
-                     # background snapshots and rebuilds (stream/outlet_packing.py)
+                     # background snapshots and rebuilds (stream/core/outlet_packing.py)
                      KPI_HOT_OUTLETS="0")
     rng = random.Random(7)
     client = redis.Redis.from_url(redis_server.url)
@@ -77,7 +77,7 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
 
 def test_on_disk_tables_are_kept_after_a_kill_with_batches_unacknowledged_and_the_changelog_holds_every_fact(
         kafka_broker, redis_server, tmp_path):
-    """stream/localstate.py: facts enter the local store only once Kafka has them, so an on-disk
+    """stream/kafka/local_tables.py: facts enter the local store only once Kafka has them, so an on-disk
     store is kept after a kill -- here a kill while the broker is frozen and a flush of facts is
     on its way -- and the changelog still holds every fact: a worker with a new volume, rebuilt
     from the changelog alone, publishes the oracle's values too."""

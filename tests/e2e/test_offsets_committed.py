@@ -1,5 +1,5 @@
 """Once the worker has applied and written everything, its committed input offsets reach the end
-of every input partition: a restart then re-reads nothing (stream/worker.py
+of every input partition: a restart then re-reads nothing (stream/worker/app.py
 `_commit_only_applied_offsets`). Values stay right either way -- a re-read is deduped -- so only
 the offsets show it: faust forgets the acked offsets a capped commit passed over, and without
 handing them back a partition's commits stop at the first cap for good."""
@@ -10,9 +10,9 @@ import asyncio
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
-from stream.topics import INPUT_TOPICS
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
+from stream.kafka.topics import INPUT_TOPICS
 from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.e2e

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream import generator
-from stream.localstack import free_port
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.devtools.localstack import free_port
+from stream.core.timeparse import format_rfc3339_us
 from tests import dashboards_check as dc
 from tests.e2e.harness import WorkerProcess, produce, unique_names, wait_until, worker_env
 from tests.oracle import OracleSettings, oracle_kpis

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import (
     redis_records,
     WorkerProcess, as_records, gauge_values, latest_updates, metric_total, produce, unique_names, wait_until,
@@ -99,7 +99,7 @@ def test_kill_restart_and_a_third_worker_joining_mid_run_publish_the_oracle_valu
 
         wait_until(gauges_match, timeout=60, interval=2, what="gauges of the live workers equal to the oracle")
         # the first worker stayed through every rebalance: the partitions it kept resumed with
-        # the engines it held (stream/worker.py `parked`), which the values above include
+        # the engines it held (stream/worker/app.py `parked`), which the values above include
         assert metric_total(first, "kpi_stream_partition_rebuilds_total", source="kept") > 0
     finally:
         for worker in (first, second, *workers):

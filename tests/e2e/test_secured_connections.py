@@ -18,10 +18,10 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream import generator
-from stream.config import ServiceSettings
-from stream.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.config import ServiceSettings
+from stream.devtools.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import WorkerProcess, redis_records, unique_names, wait_until, worker_env
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis

@@ -2,7 +2,7 @@
 written since (here by another worker that held the partitions meanwhile), and publishes the
 oracle's values over everything produced. Without background snapshots a kill leaves none, and
 the worker rebuilds every partition from its facts; with them, it restores the last ones
-(stream/snapshots.py)."""
+(stream/worker/snapshots.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.e2e

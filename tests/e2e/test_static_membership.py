@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.e2e

@@ -1,6 +1,6 @@
 """Input written by a transactional producer: each commit leaves a marker at an offset with no
 record, so partition offsets have gaps. The worker must tell those from offsets it skipped
-(stream/offsets.py): it checks the log, accepts real gaps, applies everything and commits."""
+(stream/kafka/offsets.py): it checks the log, accepts real gaps, applies everything and commits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import WorkerProcess, counter_total, redis_records, unique_names, wait_until, worker_env
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis

@@ -10,9 +10,9 @@ import time
 import orjson
 import pytest
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us, parse_rfc3339_us
-from stream.metrics import LATENCY_BUCKETS
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.worker.metrics import LATENCY_BUCKETS
 from tests.e2e.harness import (
     WorkerProcess, as_records, counter_total, gauge_values, latest_updates, metric_total, produce, unique_names,
     wait_until, worker_env,
@@ -108,7 +108,7 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
 
 def _check_every_applied_event_observed_once(proc: WorkerProcess, messages, as_of: str, elapsed_s: float) -> None:
     """kpi_stream_publish_latency_seconds observes each event the oracle accepts exactly once
-    (stream/waiting.py), each no later than the test has been running since it produced them."""
+    (stream/stages/waiting.py), each no later than the test has been running since it produced them."""
     applied = len(accepted_events([m.value for m in messages], parse_rfc3339_us(as_of), OracleSettings()))
     name = "kpi_stream_publish_latency_seconds"
     def observed() -> list[str]:
@@ -145,7 +145,7 @@ def test_time_passing_alone_republishes_values_that_left_the_window(kafka_broker
         key = "active_accounts|6s|global|all"
 
         def history() -> list[int]:
-            from stream.tail import read_topic
+            from stream.devtools.tail import read_topic
 
             rows = asyncio.run(read_topic(kafka_broker.bootstrap, prefix + "kpi.updates", timeout_s=1.0, follow=False))
             return [row["value"]["value"] for row in rows if row["key"] == key]

@@ -64,7 +64,7 @@ async def _produce_each(bootstrap: str, topic: str, values: list[bytes]) -> list
 
 def test_each_rejection_reason_lands_in_the_dead_letter_topic_with_the_original_bytes(
         kafka_broker, redis_server, tmp_path):
-    from stream.tail import read_topic
+    from stream.devtools.tail import read_topic
 
     prefix, app_id = unique_names()
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=AS_OF)

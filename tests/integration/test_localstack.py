@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from stream.localstack import RedisServer
+from stream.devtools.localstack import RedisServer
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,7 @@
 """While the worker catches up on a backlog, every partition gets a turn soon. aiokafka alone hands
 out one partition's whole fetch (faust's 1 MiB, thousands of events) before the next partition's;
 the worker sends each partition it served to the back of the fetch buffer
-(stream/worker.py `take_partition_turns`). Read from a real broker, the way faust reads."""
+(stream/worker/app.py `take_partition_turns`). Read from a real broker, the way faust reads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream.worker import fetch_buffered, send_served_partitions_to_the_back
+from stream.worker.app import fetch_buffered, send_served_partitions_to_the_back
 
 pytestmark = pytest.mark.integration
 

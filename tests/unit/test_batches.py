@@ -1,4 +1,4 @@
-"""Batched sends pick the partition Kafka's default partitioner picks (stream/batches.py):
+"""Batched sends pick the partition Kafka's default partitioner picks (stream/kafka/batches.py):
 scope partials stored before batching, and consumers keyed on kpi.updates, depend on it."""
 
 import gc
@@ -6,8 +6,8 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream import batches
-from stream.batches import kafka_partition, key_partition
+from stream.kafka import batches
+from stream.kafka.batches import kafka_partition, key_partition
 
 
 def test_key_partition_agrees_with_the_default_partitioner_for_every_key_and_partition_count():

@@ -1,4 +1,4 @@
-"""The publication grid (stream/cadence.py): one flush per interval on the wall clock, each key
+"""The publication grid (stream/stages/cadence.py): one flush per interval on the wall clock, each key
 published at most once per flush, and no partial left unpublished."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
+from stream.stages.cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
                             publish_tick)
 
 INTERVAL = 1.0

@@ -13,10 +13,10 @@ import logging
 
 from faust.types import TP
 
-from stream.batches import Outgoing
-from stream.config import KpiSettings, ServiceSettings
-from stream.engine import Family
-from stream.worker import KpiWorker
+from stream.kafka.batches import Outgoing
+from stream.core.config import KpiSettings, ServiceSettings
+from stream.core.engine import Family
+from stream.worker.app import KpiWorker
 
 PARTITION = 1
 
@@ -78,7 +78,7 @@ def test_a_batch_landing_after_another_owners_records_enters_the_store_but_leave
     kafka.acknowledge(0, first_offset=0)
     send_batch(worker, "late", 2)
     # offsets 3..9 went to the partition's next owner while this batch was on its way
-    with caplog.at_level(logging.WARNING, logger="stream.worker"):
+    with caplog.at_level(logging.WARNING, logger="stream.worker.app"):
         kafka.acknowledge(1, first_offset=10)
     assert recorded(worker) == 2, "recovering from 11 would skip the other owner's offsets 3..9"
     assert {b"late-0", b"late-1"} <= stored_keys(worker)

@@ -1,4 +1,4 @@
-"""The heap of outlets at rest (stream/cold_outlets.py) behaves as a dict of bytes: whatever was put
+"""The heap of outlets at rest (stream/core/cold_outlets.py) behaves as a dict of bytes: whatever was put
 last under an id is what `get` returns, across growth of the index, records that outgrow their
 room and move, free records reused, ids of any text, and a pickle round trip."""
 
@@ -8,7 +8,7 @@ import pickle
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from stream.cold_outlets import ColdOutlets, _head, _record_size
+from stream.core.cold_outlets import ColdOutlets, _head, _record_size
 
 ids = st.one_of(
     st.sampled_from([f"o{n}" for n in range(40)]),  # few ids: many rewrites of the same record

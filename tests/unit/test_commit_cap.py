@@ -1,4 +1,4 @@
-"""Commits of the agents' topics are capped at the offset ledger (stream/worker.py
+"""Commits of the agents' topics are capped at the offset ledger (stream/worker/app.py
 `_commit_only_applied_offsets`), against faust's own `Consumer._new_offset`: a capped commit must
 not lose the acked offsets past the cap, or faust never commits that partition again (it stops
 at a gap after the committed offset). End to end: tests/e2e/test_offsets_committed.py."""
@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from aiokafka.structs import TopicPartition
 
-from stream.offsets import Admission, OffsetLedger
+from stream.kafka.offsets import Admission, OffsetLedger
 
 pytestmark = pytest.mark.unit
 
@@ -34,7 +34,7 @@ def _faust_consumer_with_acked(committed: int, acked: list[int]):
 
 
 def test_a_commit_capped_by_the_ledger_keeps_faust_acked_offsets_for_the_next_commit():
-    from stream.worker import _commit_only_applied_offsets
+    from stream.worker.app import _commit_only_applied_offsets
 
     consumer, tp = _faust_consumer_with_acked(100, list(range(100, 200)))
     ledger = OffsetLedger()

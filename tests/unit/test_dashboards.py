@@ -3,7 +3,7 @@ metrics and labels the worker really exports.
 
 The exposition text comes from the fixture `live_metrics_text` when one is defined (a conftest
 can serve a running worker's /metrics there); otherwise from `dashboards_check.default_metrics_text()`, built
-from stream/metrics.py's registry and the real KPI gauges (stream/publish.py) with a few samples
+from stream/worker/metrics.py's registry and the real KPI gauges (stream/worker/sinks.py) with a few samples
 per label combination the worker produces with the default settings.
 """
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
 
-# The KPI gauges of spec section 3 (names are public; see stream/metrics.py).
+# The KPI gauges of spec section 3 (names are public; see stream/worker/metrics.py).
 KPI_GAUGES = (
     "kpi_active_accounts", "kpi_dormant_accounts", "kpi_reactivated_accounts", "kpi_first_order_conversion",
     "kpi_orders", "kpi_sales_amount", "kpi_average_order_value", "kpi_lines_per_order",

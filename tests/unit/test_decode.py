@@ -8,9 +8,9 @@ import orjson
 import pytest
 from hypothesis import given, settings as hsettings, strategies as st
 
-from stream.config import KpiSettings
-from stream.decode import REJECT_REASONS, Rejected, decode_event
-from stream.timeparse import parse_rfc3339_us
+from stream.core.config import KpiSettings
+from stream.core.decode import REJECT_REASONS, Rejected, decode_event
+from stream.core.timeparse import parse_rfc3339_us
 
 SETTINGS = KpiSettings()
 NOW = parse_rfc3339_us("2026-11-24T12:00:00Z")

@@ -15,10 +15,10 @@ from collections import Counter
 import orjson
 import pytest
 
-from stream import generator
-from stream.config import KpiSettings
-from stream.decode import REJECT_REASONS, Rejected, decode_event, rejection_record
-from stream.timeparse import parse_rfc3339_us
+from stream.devtools import generator
+from stream.core.config import KpiSettings
+from stream.core.decode import REJECT_REASONS, Rejected, decode_event, rejection_record
+from stream.core.timeparse import parse_rfc3339_us
 
 pytestmark = pytest.mark.unit
 

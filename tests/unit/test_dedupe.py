@@ -2,7 +2,7 @@
 
 from hypothesis import given, strategies as st
 
-from stream.engine import Deduper, Family
+from stream.core.engine import Deduper, Family
 
 HOUR_US = 3_600_000_000
 

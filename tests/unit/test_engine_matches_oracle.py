@@ -13,10 +13,10 @@ from __future__ import annotations
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream.config import ClockSetting, KpiSettings, format_duration
+from stream.core.config import ClockSetting, KpiSettings, format_duration
 from stream.replay import replay_lines
-from stream.timeparse import format_rfc3339_us, parse_rfc3339_us
-from stream.updates import update_key
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.stages.updates import update_key
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
 
@@ -185,7 +185,7 @@ def test_slot_edges_of_the_default_windows_match_the_oracle():
 
 
 def test_an_outlet_moved_after_a_long_history_leaves_each_window_on_time_in_its_new_territory():
-    """A move carries only contributions still open at the clock's slot (stream/outlets.py
+    """A move carries only contributions still open at the clock's slot (stream/core/outlets.py
     `_contributions_by_rep`): orders and visits one slot either side of the longest window's
     edge, a year of older ones, then two moves; the values must equal the oracle's at the move
     and as the clock passes each window's edge, where a dropped closing delta would show."""

@@ -7,7 +7,7 @@ import pytest
 import uvloop
 
 from stream.cli import new_event_loop
-from stream.config import ConfigError, ServiceSettings, event_loop_from_env
+from stream.core.config import ConfigError, ServiceSettings, event_loop_from_env
 
 
 @pytest.fixture(autouse=True)

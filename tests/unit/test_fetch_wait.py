@@ -1,5 +1,5 @@
 """The worker's aiokafka consumer is created with the capped fetch wait and the minimum fetch
-(stream/worker.py `shape_fetches`), not faust's fixed 1500 ms and 1 byte, and hands out fetched
+(stream/worker/app.py `shape_fetches`), not faust's fixed 1500 ms and 1 byte, and hands out fetched
 records in turns."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import asyncio
 import faust
 import pytest
 
-from stream.worker import shape_fetches
+from stream.worker.app import shape_fetches
 
 pytestmark = pytest.mark.unit
 
@@ -40,7 +40,7 @@ def test_the_worker_caps_how_long_the_broker_may_hold_a_fetch_and_sets_what_it_g
     ("KPI_FETCH_MIN_BYTES", "fetch_min_bytes", 16384, 1, "16k"),
 ])
 def test_each_fetch_setting_comes_from_its_variable_and_rejects_nonsense(variable, field, default, other, bad):
-    from stream.config import ConfigError, ServiceSettings
+    from stream.core.config import ConfigError, ServiceSettings
 
     assert getattr(ServiceSettings.from_env({}), field) == default
     assert getattr(ServiceSettings.from_env({variable: str(other)}), field) == other
@@ -50,8 +50,8 @@ def test_each_fetch_setting_comes_from_its_variable_and_rejects_nonsense(variabl
 
 
 def test_the_worker_builds_its_consumer_with_the_settings_fetch_shape():
-    from stream.config import KpiSettings, ServiceSettings
-    from stream.worker import KpiWorker
+    from stream.core.config import KpiSettings, ServiceSettings
+    from stream.worker.app import KpiWorker
 
     async def shape() -> tuple[int, int]:
         settings = ServiceSettings(kpi=KpiSettings.from_env({}), app_id="fetch-shape", fetch_max_wait_ms=35,
@@ -64,8 +64,8 @@ def test_the_worker_builds_its_consumer_with_the_settings_fetch_shape():
 
 
 def test_the_worker_hands_out_fetched_records_a_partition_at_a_time_in_turns():
-    from stream.config import KpiSettings, ServiceSettings
-    from stream.worker import KpiWorker
+    from stream.core.config import KpiSettings, ServiceSettings
+    from stream.worker.app import KpiWorker
 
     async def fetch_call() -> str:
         app = KpiWorker(ServiceSettings(kpi=KpiSettings.from_env({}), app_id="turns")).app
@@ -81,7 +81,7 @@ def test_if_aiokafka_moves_its_fetch_buffer_records_still_flow_without_turns(cap
     must go on in aiokafka's own order, with one error in the log -- never stop consuming."""
     from types import SimpleNamespace
 
-    from stream.worker import take_partition_turns
+    from stream.worker.app import take_partition_turns
 
     batch = {("sales.orders", 0): ["record"]}
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from stream.kpis import KpiValue
-from stream.publish import KpiGauges
+from stream.core.kpis import KpiValue
+from stream.worker.sinks import KpiGauges
 
 
 def _exported(registry: CollectorRegistry) -> set[str]:

@@ -1,4 +1,4 @@
-"""The cyclic GC around the worker (stream/gcpause.py): paused for bulk loads, its pauses
+"""The cyclic GC around the worker (stream/core/gcpause.py): paused for bulk loads, its pauses
 measured, long-lived objects frozen out of its walk."""
 
 import gc
@@ -6,7 +6,7 @@ import weakref
 
 import pytest
 
-from stream.gcpause import (
+from stream.core.gcpause import (
     YOUNG_COLLECTION_THRESHOLD, GcPauseRecorder, collect_young_less_often, cyclic_gc_paused, freeze_long_lived,
 )
 

@@ -7,9 +7,9 @@ from collections import Counter
 
 import orjson
 
-from stream import generator
-from stream.config import KpiSettings
-from stream.decode import REJECT_REASONS, Rejected, decode_event
+from stream.devtools import generator
+from stream.core.config import KpiSettings
+from stream.core.decode import REJECT_REASONS, Rejected, decode_event
 
 CONFIG = generator.GeneratorConfig(seed=5, events=20_000)
 MESSAGES = list(generator.generate(CONFIG))

@@ -1,4 +1,4 @@
-"""JSON the worker keeps is allocated at its own size (stream/jsonbytes.py): orjson's output
+"""JSON the worker keeps is allocated at its own size (stream/core/jsonbytes.py): orjson's output
 holds a buffer of at least ~4 KB, which kept in a table or a cache is mostly empty memory."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import tracemalloc
 
 import orjson
 
-from stream.jsonbytes import kept
+from stream.core.jsonbytes import kept
 
 
 def allocated(make) -> int:

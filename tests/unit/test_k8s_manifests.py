@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.config import SETTINGS_DOC
+from stream.core.config import SETTINGS_DOC
 
 pytestmark = pytest.mark.unit
 

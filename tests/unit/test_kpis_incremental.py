@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from hypothesis import given, strategies as st
 
-from stream.catalogue import OutletLayout
-from stream.config import KpiSettings
-from stream.kpis import evaluate_outlet_scope
-from stream.updates import update_key
+from stream.core.catalogue import OutletLayout
+from stream.core.config import KpiSettings
+from stream.core.kpis import evaluate_outlet_scope
+from stream.stages.updates import update_key
 
 SETTINGS = KpiSettings.from_env({})
 LAYOUT = OutletLayout.build(SETTINGS)

@@ -1,4 +1,4 @@
-"""The per-lead state (stream/leads.py) as the book keeps it: plain tuples the cyclic GC stops
+"""The per-lead state (stream/core/leads.py) as the book keeps it: plain tuples the cyclic GC stops
 walking, read back into the same lead. The lead KPIs themselves are pinned against the oracle in
 test_engine_matches_oracle.py; this pins the representation the GC pause figures rely on."""
 
@@ -8,8 +8,8 @@ import gc
 
 import orjson
 
-from stream.engine import KpiEngine
-from stream.leads import LeadState
+from stream.core.engine import KpiEngine
+from stream.core.leads import LeadState
 from tests.unit.test_engine_matches_oracle import engine_settings
 from tests.unit.test_snapshots import apply_all
 

@@ -1,10 +1,10 @@
-"""The on-disk table store is trusted when it holds only acknowledged writes (stream/localstate.py)."""
+"""The on-disk table store is trusted when it holds only acknowledged writes (stream/kafka/local_tables.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from stream.localstate import ACKNOWLEDGED_ONLY_MARK, CLEAN_STOP_MARK, trust_local_tables_or_discard
+from stream.kafka.local_tables import ACKNOWLEDGED_ONLY_MARK, CLEAN_STOP_MARK, trust_local_tables_or_discard
 
 pytestmark = pytest.mark.unit
 

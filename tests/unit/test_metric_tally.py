@@ -8,7 +8,7 @@ import random
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from stream.metrics import LATENCY_BUCKETS, MetricTally
+from stream.worker.metrics import LATENCY_BUCKETS, MetricTally
 
 
 def _series(registry: CollectorRegistry):

@@ -1,6 +1,6 @@
-"""The offset ledger applies each partition's offsets strictly in order (stream/offsets.py)."""
+"""The offset ledger applies each partition's offsets strictly in order (stream/kafka/offsets.py)."""
 
-from stream.offsets import Admission, OffsetLedger
+from stream.kafka.offsets import Admission, OffsetLedger
 
 TP = ("sales.visits", 3)
 
@@ -86,12 +86,12 @@ def test_the_cheap_next_offset_check_admits_only_the_next_offset_of_a_started_pa
 def test_records_fetched_before_a_seek_back_cannot_hide_the_re_read_from_faust():
     """faust delivers a record only at or past its per-partition read mark and moves the mark
     after each delivery; with the mark taken from the ledger, a stale record delivered after the
-    seek back does not make faust drop the re-read range (stream/worker.py _LedgerReadOffsets)."""
+    seek back does not make faust drop the re-read range (stream/worker/app.py _LedgerReadOffsets)."""
     from collections import defaultdict
 
     from faust.types import TP as FaustTP
 
-    from stream.worker import _LedgerReadOffsets
+    from stream.worker.app import _LedgerReadOffsets
 
     tp = FaustTP("sales.orders", 1)
     ledger = OffsetLedger()

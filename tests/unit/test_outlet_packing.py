@@ -1,4 +1,4 @@
-"""Outlets at rest are packed into bytes (stream/outlet_packing.py, OutletBook.state): a packed
+"""Outlets at rest are packed into bytes (stream/core/outlet_packing.py, OutletBook.state): a packed
 outlet unpacks equal field by field, the engine's values do not depend on which outlets are packed
 when, only recently touched outlets stay objects, and snapshots carry packed outlets."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream import outlets as outlets_module
-from stream.engine import Family, KpiEngine
-from stream.outlet_packing import pack_outlet, unpack_outlet
-from stream.outlets import OutletState
-from stream.snapshots import CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint
+from stream.core import outlets as outlets_module
+from stream.core.engine import Family, KpiEngine
+from stream.core.outlet_packing import pack_outlet, unpack_outlet
+from stream.core.outlets import OutletState
+from stream.worker.snapshots import CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings, engine_values, histories, kpi_settings, oracle_settings
@@ -165,8 +165,8 @@ def test_a_snapshot_holds_cold_outlets_in_their_heap():
 def test_the_worker_keeps_as_many_outlets_hot_as_kpi_hot_outlets_says_and_rejects_nonsense():
     import pytest
 
-    from stream.config import ConfigError, KpiSettings, ServiceSettings
-    from stream.worker import KpiWorker
+    from stream.core.config import ConfigError, KpiSettings, ServiceSettings
+    from stream.worker.app import KpiWorker
 
     assert ServiceSettings.from_env({}).hot_outlets == 8192
     with pytest.raises(ConfigError, match="KPI_HOT_OUTLETS must be 0 or more"):

@@ -1,4 +1,4 @@
-"""The compact per-outlet state (stream/outlets.py): packed attribute stamps order events exactly as
+"""The compact per-outlet state (stream/core/outlets.py): packed attribute stamps order events exactly as
 (occurred_at, event_id) does, outlets share their attribute tuples, and orders of one slot and rep
 sum into one record. The KPI values themselves are pinned against the oracle elsewhere
 (test_engine_matches_oracle.py); these pin the representation the memory figures rely on."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import orjson
 from hypothesis import given, strategies as st
 
-from stream.engine import KpiEngine
-from stream.outlets import attribute_stamp
+from stream.core.engine import KpiEngine
+from stream.core.outlets import attribute_stamp
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings
 from tests.unit.test_snapshots import apply_all
 

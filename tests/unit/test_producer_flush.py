@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from faust.transport.producer import ProducerBuffer
 
-from stream.worker import _drain_producer_buffer_fully
+from stream.worker.app import _drain_producer_buffer_fully
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
-"""The scope stage's publication (stream/publication.py): the bytes it sends are the readable
-message's (stream/updates.py), a key goes out again only when its numbers move, and a scope
+"""The scope stage's publication (stream/stages/publication.py): the bytes it sends are the readable
+message's (stream/stages/updates.py), a key goes out again only when its numbers move, and a scope
 handed to another worker leaves no gauge or memory behind."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from stream.batches import key_partition
-from stream.kpis import KpiValue
-from stream.publication import Publisher, RoundOutput
-from stream.publish import KpiGauges
-from stream.updates import cloudevent_headers, encode, round_stamp, update_key, update_message
+from stream.kafka.batches import key_partition
+from stream.core.kpis import KpiValue
+from stream.stages.publication import Publisher, RoundOutput
+from stream.worker.sinks import KpiGauges
+from stream.stages.updates import cloudevent_headers, encode, round_stamp, update_key, update_message
 
 AS_OF_US = 1_795_418_100_000_000
 EXPORTED = ("global", "region", "territory")
@@ -120,7 +120,7 @@ def test_what_the_publisher_keeps_per_key_stays_out_of_the_collectors_walk_as_va
 
 def test_what_the_publisher_keeps_per_key_is_about_the_size_of_its_bytes():
     """Its memory of the numbers it sent and the latest bodies must not hold orjson's ~4 KB output
-    buffers (stream/jsonbytes.py): a field force has ~200,000 keys."""
+    buffers (stream/core/jsonbytes.py): a field force has ~200,000 keys."""
     pub, _ = publisher()
     values = [KpiValue(kpi, window, "rep", f"rep-{rep}", rep * 1.5, rep, 7)
               for rep in range(300) for kpi in ("orders", "visits") for window in ("7d", "30d", "60d")]

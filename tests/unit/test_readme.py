@@ -2,17 +2,17 @@
 
 from pathlib import Path
 
-from stream.config import SETTINGS_DOC, settings_table_markdown
+from stream.core.config import SETTINGS_DOC, settings_table_markdown
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_readme_configuration_table_is_the_one_generated_from_settings_doc():
-    assert settings_table_markdown() in README, "run: python -c 'from stream.config import settings_table_markdown'"
+    assert settings_table_markdown() in README, "run: python -c 'from stream.core.config import settings_table_markdown'"
 
 
 def test_every_environment_variable_read_by_the_config_is_documented():
-    source = (Path(__file__).resolve().parents[2] / "stream" / "config.py").read_text()
+    source = (Path(__file__).resolve().parents[2] / "stream" / "core" / "config.py").read_text()
     import re
 
     read = set(re.findall(r'env\.get\("([A-Z_]+)"', source))

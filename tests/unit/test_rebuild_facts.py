@@ -1,4 +1,4 @@
-"""The worker's rebuild loop (stream/worker.py `apply_fact_batches`) over stored facts: every
+"""The worker's rebuild loop (stream/worker/app.py `apply_fact_batches`) over stored facts: every
 fact is an event accepted once, applied once -- also one stored twice (re-read after a crash and
 written again) with facts between its copies that are past the dedupe horizon."""
 
@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import orjson
 
-from stream.clock import clock_for
-from stream.engine import KpiEngine
-from stream.worker import apply_fact_batches
+from stream.core.clock import clock_for
+from stream.core.engine import KpiEngine
+from stream.worker.app import apply_fact_batches
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, AS_OF_US, engine_settings, oracle_settings

@@ -10,11 +10,11 @@ from pathlib import Path
 import orjson
 import jsonschema
 
-from stream import generator
-from stream.timeparse import format_rfc3339_us
+from stream.devtools import generator
+from stream.core.timeparse import format_rfc3339_us
 from tests.kpi_compare import kpi_differences, values_by_key
 from tests.oracle import OracleSettings, judge, oracle_kpis
-from stream.timeparse import parse_rfc3339_us
+from stream.core.timeparse import parse_rfc3339_us
 
 REPO = Path(__file__).resolve().parents[2]
 REASONS = {"malformed_json", "not_an_object", "unknown_type", "missing_field", "bad_type", "bad_value",
@@ -34,7 +34,7 @@ def test_replay_of_a_generated_file_writes_the_oracle_values_and_every_reject(tm
     generator.write_jsonl(messages, events)
     as_of = format_rfc3339_us(generator.now_us(config))
 
-    # every outlet packed at rest as soon as two others were touched (stream/outlet_packing.py)
+    # every outlet packed at rest as soon as two others were touched (stream/core/outlet_packing.py)
     result = run_replay(events, tmp_path / "dead.jsonl", as_of, KPI_HOT_OUTLETS="0")
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     updates = [orjson.loads(line) for line in result.stdout.splitlines()]

@@ -10,8 +10,8 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from stream.config import KpiSettings
-from stream.decode import Rejected, decode_event, rejection_record
+from stream.core.config import KpiSettings
+from stream.core.decode import Rejected, decode_event, rejection_record
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 SETTINGS = KpiSettings()

@@ -1,4 +1,4 @@
-"""A scope's partials read back from the scope-partials table (stream/worker.py `_scope_partials`):
+"""A scope's partials read back from the scope-partials table (stream/worker/app.py `_scope_partials`):
 per source partition the newest (generation, sequence) wins, whichever stored form it came in, and
 the vectors are kept as tuples the cyclic GC stops walking."""
 
@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import orjson
 
-from stream.worker import _scope_partials, sum_vectors
+from stream.worker.app import _scope_partials, sum_vectors
 
 
 def stored(partition: int, by_source: dict[int, list], versions: dict[int, list]) -> bytes:

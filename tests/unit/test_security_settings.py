@@ -12,10 +12,10 @@ import sys
 import pytest
 
 from stream.cli import RedactingFormatter
-from stream.config import ConfigError, ServiceSettings
-from stream.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
-from stream.metrics import build_processor_metrics
-from stream.publish import RedisSink
+from stream.core.config import ConfigError, ServiceSettings
+from stream.devtools.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
+from stream.worker.metrics import build_processor_metrics
+from stream.worker.sinks import RedisSink
 
 pytestmark = pytest.mark.unit
 
@@ -53,7 +53,7 @@ def test_protocol_and_mechanism_are_normalised_and_scram_512_is_the_sasl_default
 
 
 def test_every_kafka_client_gets_the_same_verified_tls_and_scram_settings_as_the_worker(tmp_path):
-    from stream.worker import _credentials
+    from stream.worker.app import _credentials
 
     ca = make_test_tls(tmp_path).ca_cert
     settings = ServiceSettings.from_env({**SASL_SSL, "KAFKA_SSL_CAFILE": str(ca)})
@@ -116,7 +116,7 @@ def test_redis_sink_logs_why_redis_is_unreachable_once_per_outage_from_the_start
         client.error = ConnectionError("gone")
         await sink.check()
 
-    with caplog.at_level(logging.INFO, logger="stream.publish"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.sinks"):
         asyncio.run(run())
     lines = [r.getMessage() for r in caplog.records]
     assert [line.split(" (")[0].split(",")[0] for line in lines] == [

@@ -1,4 +1,4 @@
-"""Engine snapshots (stream/snapshots.py): a restored engine fed the remaining events equals the
+"""Engine snapshots (stream/worker/snapshots.py): a restored engine fed the remaining events equals the
 oracle over all of them, and a snapshot is used only when its code, settings and facts match."""
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream.clock import reference_instant_us
-from stream.decode import Rejected, decode_event
-from stream.engine import Family, KpiEngine
-from stream.snapshots import (SAVER_NICENESS, BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from stream.core.clock import reference_instant_us
+from stream.core.decode import Rejected, decode_event
+from stream.core.engine import Family, KpiEngine
+from stream.worker.snapshots import (SAVER_NICENESS, BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                               missing_batches)
-from stream.updates import update_key
+from stream.stages.updates import update_key
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings, histories, kpi_settings, oracle_settings
@@ -171,7 +171,7 @@ def test_outlet_state_pickles_field_for_field(settings):
 
 
 def test_snapshot_and_membership_settings_come_from_the_environment_and_reject_nonsense():
-    from stream.config import ConfigError, ServiceSettings
+    from stream.core.config import ConfigError, ServiceSettings
 
     assert ServiceSettings.from_env({}).snapshot_on_stop is True
     assert ServiceSettings.from_env({"KPI_SNAPSHOT_ON_STOP": "false"}).snapshot_on_stop is False

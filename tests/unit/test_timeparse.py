@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from stream.timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from tests.oracle import instant_us
 
 

@@ -1,8 +1,8 @@
 """The topics the service creates before Faust starts include every table's changelog."""
 
-from stream.config import KpiSettings, ServiceSettings
-from stream.topics import TABLES, TopicNames
-from stream.worker import KpiWorker
+from stream.core.config import KpiSettings, ServiceSettings
+from stream.kafka.topics import TABLES, TopicNames
+from stream.worker.app import KpiWorker
 
 
 def test_every_faust_table_of_the_worker_has_its_changelog_created_up_front():

@@ -6,9 +6,9 @@ import hashlib
 
 import orjson
 
-from stream.kpis import KpiValue
-from stream.timeparse import parse_rfc3339_us
-from stream.updates import cloudevent_headers, encode, round_stamp, update_key, update_message
+from stream.core.kpis import KpiValue
+from stream.core.timeparse import parse_rfc3339_us
+from stream.stages.updates import cloudevent_headers, encode, round_stamp, update_key, update_message
 
 AS_OF_US = parse_rfc3339_us("2026-11-23T07:15:00Z")
 COMPUTED_AT_US = parse_rfc3339_us("2026-11-23T07:15:00.412Z")

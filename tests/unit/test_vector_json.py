@@ -6,11 +6,11 @@ from decimal import Decimal
 
 import orjson
 
-from stream.config import KpiSettings
-from stream.decode import decode_event
-from stream.engine import Family, KpiEngine, evaluate_family
-from stream.timeparse import format_rfc3339_us, parse_rfc3339_us
-from stream.vector_json import decode_vector, encode_vector
+from stream.core.config import KpiSettings
+from stream.core.decode import decode_event
+from stream.core.engine import Family, KpiEngine, evaluate_family
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.kafka.wire_vectors import decode_vector, encode_vector
 
 AS_OF = "2026-11-24T00:00:00Z"
 # More open leads than a 64-bit integer can sum the creation instants of (~1.8e15 us each)

@@ -1,4 +1,4 @@
-"""stream/waiting.py: applied events counted per 10 ms of Kafka timestamp, as they travel from a
+"""stream/stages/waiting.py: applied events counted per 10 ms of Kafka timestamp, as they travel from a
 flush to the publication that observes them in kpi_stream_publish_latency_seconds."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import random
 
 import orjson
 
-from stream import waiting
+from stream.stages import waiting
 
 
 def _counted(timestamps: list[int]) -> waiting.WaitingCounts:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from hypothesis import given, strategies as st
 
-from stream.windows import DeltaLedger, ScopeRollup, SlotUnion, slot_of
+from stream.core.windows import DeltaLedger, ScopeRollup, SlotUnion, slot_of
 
 
 def test_slot_of_floors_before_the_epoch_too():

@@ -17,15 +17,15 @@ import pytest
 from faust.types import TP
 from prometheus_client import generate_latest
 
-from stream import generator
-from stream.config import ClockSetting, KpiSettings, ServiceSettings
-from stream.decode import Rejected, decode_event
-from stream.engine import Family, Outcome, family_of
-from stream.events import partition_key
-from stream.timeparse import format_rfc3339_us
-from stream.updates import update_key
-from stream.batches import Outgoing
-from stream.worker import SNAPSHOT_AFTER_REBUILD_SECONDS, KpiWorker, _fact_batch, _store_put_all
+from stream.devtools import generator
+from stream.core.config import ClockSetting, KpiSettings, ServiceSettings
+from stream.core.decode import Rejected, decode_event
+from stream.core.engine import Family, Outcome, family_of
+from stream.core.events import partition_key
+from stream.core.timeparse import format_rfc3339_us
+from stream.stages.updates import update_key
+from stream.kafka.batches import Outgoing
+from stream.worker.app import SNAPSHOT_AFTER_REBUILD_SECONDS, KpiWorker, _fact_batch, _store_put_all
 from tests.e2e.harness import counter_total
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
@@ -163,7 +163,7 @@ def test_restart_from_snapshots_applies_facts_written_since_and_writes_unwritten
 
     restarted = make_worker(tmp_path / "a")
     copy_tables(other, restarted)
-    with caplog.at_level(logging.INFO, logger="stream.worker"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
     # only `other`'s batches were applied; the engines now cover every batch in their tables
@@ -319,7 +319,7 @@ def test_after_a_kill_the_background_snapshot_is_restored_and_only_later_facts_a
 
     restarted = make_worker(tmp_path / "a")
     copy_tables(worker, restarted)
-    with caplog.at_level(logging.INFO, logger="stream.worker"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
     assert facts_applied_in_rebuilds(caplog.text) == later
@@ -372,7 +372,7 @@ def test_a_partition_kept_through_a_rebalance_resumes_with_its_engine_instead_of
     revoke_everything(worker)
     assert not worker.entities and not worker.pending_facts
 
-    with caplog.at_level(logging.INFO, logger="stream.worker"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
         rebuild(worker)  # the same partitions come back
     assert rebuilds(worker, "kept") == len(Family) and rebuilds(worker, "snapshot") == 0
     assert facts_applied_in_rebuilds(caplog.text) == 0
@@ -419,7 +419,7 @@ def test_engines_restored_from_files_leave_the_collectors_young_generations(tmp_
 
 def test_facts_kept_in_the_table_store_take_about_the_memory_of_their_bytes(tmp_path, messages):
     """A stored batch of facts -- kept for good with the default in-memory store -- must not hold
-    orjson's ~4 KB output buffers for its key and value (stream/jsonbytes.py)."""
+    orjson's ~4 KB output buffers for its key and value (stream/core/jsonbytes.py)."""
     worker = make_worker(tmp_path)
     rebuild(worker)
     for raw in messages[:400]:

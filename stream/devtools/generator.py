@@ -20,7 +20,7 @@ from typing import Iterable, Iterator
 
 import orjson
 
-from .timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000

@@ -1,4 +1,4 @@
-"""Input bytes -> a validated event (stream/events.py), or `Rejected` with a spec reason.
+"""Input bytes -> a validated event (stream/core/events.py), or `Rejected` with a spec reason.
 
 Checks run in the order of spec section 4, and the first fault met is the reason: size;
 JSON (also non-UTF-8 bytes); not an object; `type`; `event_id`; `occurred_at`; the type's own
@@ -22,11 +22,11 @@ from decimal import Decimal
 
 import orjson
 
-from .config import KpiSettings
-from .events import (
+from stream.core.config import KpiSettings
+from stream.core.events import (
     ACTIVITY_KINDS, ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted,
 )
-from .timeparse import parse_rfc3339_us
+from stream.core.timeparse import parse_rfc3339_us
 
 REJECT_REASONS = (
     "oversized", "malformed_json", "not_an_object", "unknown_type", "missing_field", "bad_type",

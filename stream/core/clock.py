@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from .config import ClockSetting
+from stream.core.config import ClockSetting
 
 
 class Clock(Protocol):

@@ -10,7 +10,7 @@ partition, the JSON around its numbers -- is built the first time the key is see
 (`KeyForm`); an update then costs one small orjson call, a comparison, a join and a hash.
 
 Bodies and headers are byte for byte those of `encode(update_message(...))` and
-`cloudevent_headers(...)` in stream/updates.py, the readable form of the message
+`cloudevent_headers(...)` in stream/stages/updates.py, the readable form of the message
 (tests/unit/test_publication.py holds them together).
 """
 
@@ -22,10 +22,10 @@ from typing import Iterable
 
 import orjson
 
-from .batches import Outgoing, kafka_partition
-from .kpis import KpiValue
-from .publish import KpiGauges
-from .updates import SPEC_VERSION_HEADER, RoundStamp, encode, update_key, update_message
+from stream.kafka.batches import Outgoing, kafka_partition
+from stream.core.kpis import KpiValue
+from stream.worker.sinks import KpiGauges
+from stream.stages.updates import SPEC_VERSION_HEADER, RoundStamp, encode, update_key, update_message
 
 ScopeKey = tuple[str, str, str]  # (family, scope type, scope id): one scope of the scope stage
 
@@ -109,7 +109,7 @@ class Publisher:
             if form is None or form[PARTITIONS] != out.partitions:
                 form = forms[identity] = key_form(value, out.partitions)
             key = form[KEY]
-            # a slice is a copy at its own size: orjson's output holds a 4 KB buffer (stream/jsonbytes.py)
+            # a slice is a copy at its own size: orjson's output holds a 4 KB buffer (stream/core/jsonbytes.py)
             numbers = dumps({"value": value[4], "numerator": value[5], "denominator": value[6]})[1:-1]
             if last.get(key) == numbers:
                 continue

@@ -2,7 +2,7 @@
 worker's `kpi_stream_publish_latency_seconds` observes every applied event once.
 
 An event's latency is from its input message's Kafka timestamp to the send of the publication
-round that takes its flush's partials (stream/cadence.py). Stage 1 notes each applied event's
+round that takes its flush's partials (stream/stages/cadence.py). Stage 1 notes each applied event's
 timestamp in its partition's counts; a flush hands them all, merged, to one of its partials
 messages (each event is counted by exactly one scope-stage worker); the scope stage observes them
 when it publishes the first scope of that message. Events whose flush has nothing to send changed

@@ -17,8 +17,8 @@ from decimal import ROUND_HALF_EVEN, Context, Decimal
 from fractions import Fraction
 from typing import NamedTuple, Sequence
 
-from .catalogue import ACTIVITY_KIND_LABELS, ActivityLayout, LeadLayout, OutletLayout
-from .config import KpiSettings
+from stream.core.catalogue import ACTIVITY_KIND_LABELS, ActivityLayout, LeadLayout, OutletLayout
+from stream.core.config import KpiSettings
 
 US_PER_DAY = 86_400_000_000
 _CENT = Decimal("0.01")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import KpiSettings
+from stream.core.config import KpiSettings
 
 SCOPE_TYPES = ("global", "region", "territory", "distributor", "channel", "rep")
 GLOBAL_SCOPE = ("global", "all")

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .outlets import OutletState
+    from stream.core.outlets import OutletState
 
 _BARE_ONBOARDED = 0
 _BARE = 1  # not onboarded (an outlet.updated, an order or a visit came first)

@@ -23,12 +23,12 @@ from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, fields
 from operator import attrgetter
 
-from .catalogue import GLOBAL_SCOPE, OutletLayout
-from .cold_outlets import ColdOutlets
-from .config import KpiSettings
-from .events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
-from .outlet_packing import pack_outlet, unpack_outlet
-from .windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
+from stream.core.catalogue import GLOBAL_SCOPE, OutletLayout
+from stream.core.cold_outlets import ColdOutlets
+from stream.core.config import KpiSettings
+from stream.core.events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
+from stream.core.outlet_packing import pack_outlet, unpack_outlet
+from stream.core.windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
 
 _REP_ATTRIBUTE = 4
 # The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one

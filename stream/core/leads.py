@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from operator import attrgetter
 
-from .catalogue import GLOBAL_SCOPE, LeadLayout
-from .config import KpiSettings
-from .events import UNASSIGNED, LeadEvent
-from .windows import DeltaLedger, Scope
+from stream.core.catalogue import GLOBAL_SCOPE, LeadLayout
+from stream.core.config import KpiSettings
+from stream.core.events import UNASSIGNED, LeadEvent
+from stream.core.windows import DeltaLedger, Scope
 
 _NO_STAMP: tuple[int, str] = (-(1 << 80), "")
 Contribution = tuple[Scope, int, int, object]  # scope, slot, field, delta

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 from aiokafka.partitioner import murmur2
 
-from .jsonbytes import kept
+from stream.core.jsonbytes import kept
 
 log = logging.getLogger(__name__)
 

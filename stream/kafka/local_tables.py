@@ -5,7 +5,7 @@ the table where that matters: after a kill, the events of facts that are in the 
 not in the changelog are read again, the engine rebuilt from the local store dedupes them, and
 they are never written again -- so whichever worker next rebuilds that partition from the
 changelog (another pod, or this one with a new volume) would lose them. The worker puts a batch
-of facts into the local store only when Kafka has acknowledged it (stream/worker.py
+of facts into the local store only when Kafka has acknowledged it (stream/worker/app.py
 `_flush_facts`), so its store is never ahead of the changelog, after a clean stop or a kill; faust
 then reads only the changelog written since its last recorded offset.
 

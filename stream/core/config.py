@@ -55,7 +55,7 @@ def parse_clock(text: str | None) -> ClockSetting:
         return ClockSetting("wall")
     if text.strip() == "event":
         return ClockSetting("event")
-    from .timeparse import parse_rfc3339_us  # local: config must stay import-light
+    from stream.core.timeparse import parse_rfc3339_us  # local: config must stay import-light
 
     pinned = parse_rfc3339_us(text.strip())
     if pinned is None:
@@ -241,7 +241,7 @@ class ServiceSettings:
 
 
 def hot_outlets_from_env(env: Mapping[str, str] | None = None) -> int:
-    """KPI_HOT_OUTLETS: read by the worker and by `kpi-stream replay` (stream/outlets.py)."""
+    """KPI_HOT_OUTLETS: read by the worker and by `kpi-stream replay` (stream/core/outlets.py)."""
     env = os.environ if env is None else env
     return _whole_number("KPI_HOT_OUTLETS", env.get("KPI_HOT_OUTLETS", "8192"), 0)
 

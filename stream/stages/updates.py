@@ -1,5 +1,5 @@
 """KPI update messages (spec 5.1): key, JSON value and CloudEvents headers, in their readable form
-(replay writes these; the worker builds the same bytes faster in stream/publication.py)."""
+(replay writes these; the worker builds the same bytes faster in stream/stages/publication.py)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import orjson
 
-from .catalogue import kpi_key
-from .kpis import KpiValue
-from .timeparse import format_rfc3339_us
+from stream.core.catalogue import kpi_key
+from stream.core.kpis import KpiValue
+from stream.core.timeparse import format_rfc3339_us
 
 CE_TYPE = "kpi.updated.v1"
 

@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .localstack import KafkaBroker, RedisServer, free_port
+from stream.devtools.localstack import KafkaBroker, RedisServer, free_port
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ kpi-stream demo is running (logs in {run_dir}/):
   metrics      curl http://127.0.0.1:{web_port}/metrics
   KPI values   curl 'http://127.0.0.1:{web_port}/kpi?kpi=active_accounts&scope=global'
   readiness    curl http://127.0.0.1:{web_port}/ready
-  KPI topic    .venv/bin/python -m stream.tail --kafka {broker.bootstrap} kpi.updates
-  dead letters .venv/bin/python -m stream.tail --kafka {broker.bootstrap} kpi.deadletter
+  KPI topic    .venv/bin/python -m stream.devtools.tail --kafka {broker.bootstrap} kpi.updates
+  dead letters .venv/bin/python -m stream.devtools.tail --kafka {broker.bootstrap} kpi.deadletter
   Kafka        {broker.bootstrap}    Redis {redis.url}
 Ctrl-C stops everything this command started.
 """, flush=True)

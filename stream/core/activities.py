@@ -3,10 +3,10 @@ the event's rep. An activity is counted in [slot, slot + w) for each window w.""
 
 from __future__ import annotations
 
-from .catalogue import GLOBAL_SCOPE, ActivityLayout
-from .config import KpiSettings
-from .events import ACTIVITY_KINDS, ActivityLogged
-from .windows import DeltaLedger, Scope
+from stream.core.catalogue import GLOBAL_SCOPE, ActivityLayout
+from stream.core.config import KpiSettings
+from stream.core.events import ACTIVITY_KINDS, ActivityLogged
+from stream.core.windows import DeltaLedger, Scope
 
 _KIND_INDEX = {kind: index for index, kind in enumerate(ACTIVITY_KINDS)}
 

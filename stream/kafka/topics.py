@@ -23,7 +23,7 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 INPUT_TOPICS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities", "sales.events")
-# The worker's Faust tables (stream/worker.py); their changelog topics are created here, before
+# The worker's Faust tables (stream/worker/app.py); their changelog topics are created here, before
 # Faust starts: a consumer that subscribes before a changelog topic exists records it with 0
 # partitions until its next metadata refresh, and Faust's table then fails every write with
 # PartitionsMismatch (seen on a fresh broker).

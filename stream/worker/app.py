@@ -7,12 +7,12 @@ Stage 1 (entity stage), one agent per input family, partitioned by entity key:
     so a fact re-read after a crash and written twice counts once) -> a timer sends each
     changed scope's partial vector (absolute, not a delta) to the partials topic, to the
     partition of its scope key, one message per partition per flush (one flush per interval,
-    on the wall clock's grid: stream/cadence.py).
+    on the wall clock's grid: stream/stages/cadence.py).
 Stage 2 (scope stage), partitioned by scope: keeps the latest partial vector per source
     partition in a table, sums them, evaluates the KPIs and, checking every twentieth of the
     interval, publishes each changed scope at most once per interval to kpi.updates, Redis and
-    the gauges (the values that moved, as messages: stream/publication.py). Output goes to Kafka
-    as record batches (stream/batches.py).
+    the gauges (the values that moved, as messages: stream/stages/publication.py). Output goes to Kafka
+    as record batches (stream/kafka/batches.py).
 Recovery: the facts tables are changelog-backed; after recovery each assigned partition's
 engine is rebuilt by re-applying its stored facts (facts commute: the result does not depend on
 their order), and all its scopes are sent again. Partials are absolute, so resending is harmless.
@@ -39,29 +39,29 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
+from stream.stages.cadence import (age_refresh_due, due_for_publication, flush_period, flush_published, next_flush,
                       publish_tick)
-from .clock import Clock, clock_for, reference_instant_us
-from .batches import BatchProducer, Outgoing, key_partition
-from .config import ServiceSettings
-from .decode import Rejected, decode_event, rejection_record
-from .delivery import deliver_without_racing_tasks
-from .gcpause import collect_young_less_often, cyclic_gc_paused, freeze_long_lived
-from .jsonbytes import kept
-from .engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
-from .events import partition_key
-from .offsets import Admission, OffsetLedger
-from .outlets import keep_hot_outlets
-from .metrics import MetricTally, ProcessorMetrics, build_processor_metrics
-from .publication import Publisher, RoundOutput
-from .publish import KpiGauges, RedisSink
-from .snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from stream.core.clock import Clock, clock_for, reference_instant_us
+from stream.kafka.batches import BatchProducer, Outgoing, key_partition
+from stream.core.config import ServiceSettings
+from stream.core.decode import Rejected, decode_event, rejection_record
+from stream.kafka.delivery import deliver_without_racing_tasks
+from stream.core.gcpause import collect_young_less_often, cyclic_gc_paused, freeze_long_lived
+from stream.core.jsonbytes import kept
+from stream.core.engine import Family, KpiEngine, Layouts, Outcome, evaluate_family, family_of
+from stream.core.events import partition_key
+from stream.kafka.offsets import Admission, OffsetLedger
+from stream.core.outlets import keep_hot_outlets
+from stream.worker.metrics import MetricTally, ProcessorMetrics, build_processor_metrics
+from stream.stages.publication import Publisher, RoundOutput
+from stream.worker.sinks import KpiGauges, RedisSink
+from stream.worker.snapshots import (BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
                         is_batch_key, missing_batches)
-from .topics import TopicNames
-from .updates import round_stamp
-from .vector_json import decode_vector, encode_vector
-from . import waiting
-from .waiting import WaitingCounts
+from stream.kafka.topics import TopicNames
+from stream.stages.updates import round_stamp
+from stream.kafka.wire_vectors import decode_vector, encode_vector
+from stream.stages import waiting
+from stream.stages.waiting import WaitingCounts
 
 log = logging.getLogger(__name__)
 # Facts are written this often, at most this many per changelog message (~300 bytes each).
@@ -125,10 +125,10 @@ class EntityPartition:
     # in the same generation, and its partials must still be newer than its previous process's.
     generation: int = 0
     sequence: int = field(default_factory=lambda: time.time_ns() // 1000)
-    # Kafka timestamps of the events applied since the last flush (stream/waiting.py)
+    # Kafka timestamps of the events applied since the last flush (stream/stages/waiting.py)
     unsent_events: WaitingCounts = field(default_factory=dict)
     # the facts-table batches whose facts the engine holds: with the pending facts, exactly its
-    # state (what a snapshot of it covers, stream/snapshots.py)
+    # state (what a snapshot of it covers, stream/worker/snapshots.py)
     covered: CoveredBatches = field(default_factory=CoveredBatches)
 
 
@@ -164,12 +164,12 @@ class KpiWorker:
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.scopes: dict[tuple[str, str, str], ScopePartials] = {}
         self.dirty_scopes: set[tuple[str, str, str]] = set()
-        # scope -> the applied events (stream/waiting.py) observed in the publish latency when
+        # scope -> the applied events (stream/stages/waiting.py) observed in the publish latency when
         # this scope is next published: a flush's events ride with the first scope of one message
         self.scope_waiting_events: dict[tuple[str, str, str], list[tuple[int, int]]] = {}
         # scope -> time.time() of the first partials received since its last publication
         self.scope_received_at: dict[tuple[str, str, str], float] = {}
-        # scope -> the newest flush (stream/cadence.py) its received partials come from, and the
+        # scope -> the newest flush (stream/stages/cadence.py) its received partials come from, and the
         # flush it was last published for: a key is published at most once per flush period
         self.scope_pending_flush: dict[tuple[str, str, str], int] = {}
         self.scope_published_flush: dict[tuple[str, str, str], int] = {}
@@ -365,7 +365,7 @@ class KpiWorker:
         self.tally.count(counter)
 
     async def _admit(self, message) -> bool:
-        """Apply each consumed partition's offsets strictly in order (see stream/offsets.py)."""
+        """Apply each consumed partition's offsets strictly in order (see stream/kafka/offsets.py)."""
         tp = message.tp
         if not self.ledger.known(tp):
             generation = self._generation()
@@ -650,7 +650,7 @@ class KpiWorker:
 
     def _snapshot_if_due(self) -> None:
         """Every KPI_SNAPSHOT_INTERVAL, save every partition's engine from a forked copy of the
-        process (stream/snapshots.py BackgroundSaver). Called only where no applied fact is
+        process (stream/worker/snapshots.py BackgroundSaver). Called only where no applied fact is
         merely pending -- each is in a batch, acknowledged (covered) or on its way (in flight,
         carried by id) -- so the copy needs nothing the worker does afterwards."""
         self._report_background_save(self.saver.poll())
@@ -740,7 +740,7 @@ class KpiWorker:
 
         A batch enters the local table store only when Kafka has acknowledged it (then its
         changelog offset is recorded): the store is never ahead of its changelog, so an on-disk
-        store is trusted after a kill too (stream/localstate.py). Until then the batch is in
+        store is trusted after a kill too (stream/kafka/local_tables.py). Until then the batch is in
         `facts_in_flight`, which rebuilds and snapshots count as state."""
         if self.app.rebalancing:
             return
@@ -817,7 +817,7 @@ class KpiWorker:
         asyncio.ensure_future(self.app.crash(RuntimeError(f"writing to {topic} failed: {error!r}")))
 
     async def _partials_loop(self) -> None:
-        """`_flush_partials` at every flush instant of the wall-clock grid (stream/cadence.py),
+        """`_flush_partials` at every flush instant of the wall-clock grid (stream/stages/cadence.py),
         which every worker shares: a scope's partials from all of them reach stage 2 together. A
         loop, not a Faust timer: a timer keeps its own phase."""
         interval = self.settings.publish_interval_seconds
@@ -962,7 +962,7 @@ class KpiWorker:
 
     async def _publish_round(self) -> None:
         """Runs every publish tick (a twentieth of the interval): publishes each changed scope due
-        by stream/cadence.py -- once per flush period (spec 5.1: at most once per interval per
+        by stream/stages/cadence.py -- once per flush period (spec 5.1: at most once per interval per
         key), a tick or two after the flush's partials arrive."""
         if self.app.rebalancing:
             return
@@ -990,7 +990,7 @@ class KpiWorker:
         # ~20,000 updates, ~0.5 s of work, which the headline keys need not wait behind.
         exported = self.gauges.export_scopes
         due.sort(key=lambda key: key[1] not in exported)
-        events: list[tuple[int, int]] = []  # published with this chunk (stream/waiting.py)
+        events: list[tuple[int, int]] = []  # published with this chunk (stream/stages/waiting.py)
         oldest_received = None
         for key in due:
             self.dirty_scopes.discard(key)
@@ -1051,7 +1051,7 @@ class KpiWorker:
             frozen = freeze_long_lived()
             collect_young_less_often()
             log.info("froze %d long-lived objects out of the cyclic GC's walk in %.2fs; young collections every "
-                     "%d allocations (see stream/gcpause.py)", frozen, time.perf_counter() - started,
+                     "%d allocations (see stream/core/gcpause.py)", frozen, time.perf_counter() - started,
                      gc.get_threshold()[0])
         consumer = self.app.consumer
         held_back = self._held_back()
@@ -1264,7 +1264,7 @@ def apply_fact_batches(batches, engines: dict[int, KpiEngine], kpi, clock: Clock
     The engines' dedupers tell the second copy of a fact: it is an exact repeat, and they forget
     nothing until the rebuild is over (`Deduper.remembering_everything`). A set of identities
     here did the same at ~100-230 bytes per fact until the end of the rebuild (bench/README.md).
-    The cyclic garbage collector is paused meanwhile (stream/gcpause.py; ~29 % of rebuild time
+    The cyclic garbage collector is paused meanwhile (stream/core/gcpause.py; ~29 % of rebuild time
     in bench/scaling.py). Not frozen afterwards: freezing would also pin whatever else was
     alive, and a worker rebalances many times."""
     count = 0
@@ -1312,7 +1312,7 @@ def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
     would take the partition from the current stream event, and refuses writes without one)."""
     store = table.data
     for key, value, *_ in entries:
-        key = kept(key)  # a store keeps its keys (and in memory its values) for good: stream/jsonbytes.py
+        key = kept(key)  # a store keeps its keys (and in memory its values) for good: stream/core/jsonbytes.py
         if hasattr(store, "_db_for_partition"):  # rocksdb: one database per partition, also chosen by event
             encoded = store._encode_key(key)
             store._db_for_partition(partition).put(encoded, store._encode_value(value))
@@ -1322,7 +1322,7 @@ def _store_put_all(table, partition: int, entries: list[tuple]) -> None:
 
 
 def _fact_partition_and_batch(key, store) -> tuple[int, Any]:
-    """A facts-table entry's partition and batch id (stream/snapshots.py `batch_id`), from its key
+    """A facts-table entry's partition and batch id (stream/worker/snapshots.py `batch_id`), from its key
     [partition, instance, number]; an entry written before facts were batched ([entity, event_id,
     ref_us] -> [partition, ref_us, raw], see `_fact_batch`) names its partition in its value."""
     parsed = _stored(key)
@@ -1579,7 +1579,7 @@ def _commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str
     done every offset it did not see between two it did (`_add_gap`, meant for compacted topics)
     -- with a committed offset of None or 0 it does not even check that the acked offsets start
     where the committed ones end. On the agents' topics the ledger knows which offsets were
-    really applied (stream/offsets.py), so faust's own gap filling is switched off there and its
+    really applied (stream/kafka/offsets.py), so faust's own gap filling is switched off there and its
     commit is capped at the ledger; a gap the ledger accepted is handed to faust explicitly."""
     new_offset = consumer._new_offset
     add_gap = consumer._add_gap

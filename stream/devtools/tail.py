@@ -1,4 +1,4 @@
-"""Print a topic's messages as JSON lines: `python -m stream.tail --kafka HOST:PORT kpi.updates`.
+"""Print a topic's messages as JSON lines: `python -m stream.devtools.tail --kafka HOST:PORT kpi.updates`.
 
 Security (TLS, SASL) comes from the worker's variables: KAFKA_SECURITY_PROTOCOL and the rest."""
 
@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--kafka", required=True)
     parser.add_argument("--follow", action="store_true")
     args = parser.parse_args()
-    from .config import ServiceSettings
+    from stream.core.config import ServiceSettings
 
     security = ServiceSettings.from_env().kafka_client_options()
     rows = asyncio.run(read_topic(args.kafka, args.topic, timeout_s=3.0, follow=args.follow, **security))

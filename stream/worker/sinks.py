@@ -15,9 +15,9 @@ from typing import Callable
 import orjson
 from prometheus_client import CollectorRegistry, Gauge
 
-from .catalogue import ALL_KPIS, UNWINDOWED_KPIS
-from .kpis import KpiValue
-from .metrics import KPI_GAUGE_PREFIX, NO_WINDOW_LABEL, ProcessorMetrics
+from stream.core.catalogue import ALL_KPIS, UNWINDOWED_KPIS
+from stream.core.kpis import KpiValue
+from stream.worker.metrics import KPI_GAUGE_PREFIX, NO_WINDOW_LABEL, ProcessorMetrics
 
 log = logging.getLogger(__name__)
 

@@ -45,18 +45,16 @@ from pathlib import Path
 
 import orjson
 
-from .config import KpiSettings
-from .engine import Family, KpiEngine
-from .gcpause import cyclic_gc_paused
-from .jsonbytes import kept
+from stream.core.config import KpiSettings
+from stream.core.engine import Family, KpiEngine
+from stream.core.gcpause import cyclic_gc_paused
+from stream.core.jsonbytes import kept
 
 log = logging.getLogger(__name__)
 
 SNAPSHOT_FORMAT = 2
-_PACKAGE = Path(__file__).resolve().parent
-# Every module whose code decides what an engine holds or how it is read back.
-_STATE_MODULES = ("activities", "catalogue", "cold_outlets", "config", "decode", "engine", "events", "kpis",
-                  "leads", "outlet_packing", "outlets", "snapshots", "timeparse", "windows")
+# The code that decides what an engine holds (the whole core) and how it is read back (this file).
+_STATE_SOURCES = (*sorted((Path(__file__).resolve().parents[1] / "core").glob("*.py")), Path(__file__).resolve())
 _SUFFIX = ".snapshot"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 # The background copy pickles at the lowest CPU priority: a core for seconds at a time, which at
@@ -70,8 +68,8 @@ def engine_fingerprint(settings: KpiSettings, owner: str) -> str:
     state directory reused by another app must not hand it this app's engines."""
     digest = hashlib.sha256(
         f"format {SNAPSHOT_FORMAT}; python {sys.version_info[:2]}; {owner}; {settings!r}".encode())
-    for name in _STATE_MODULES:
-        digest.update((_PACKAGE / f"{name}.py").read_bytes())
+    for source in _STATE_SOURCES:
+        digest.update(source.read_bytes())
     return digest.hexdigest()
 
 

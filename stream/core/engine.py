@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Iterator, Sequence
 
-from .activities import ActivityBook, activity_cell_scopes
-from .catalogue import ActivityLayout, LeadLayout, OutletLayout
-from .config import KpiSettings
-from .events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
-from .kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
-from .leads import LeadBook, lead_cell_scopes
-from .outlets import OutletBook, outlet_cell_scopes
-from .windows import DeltaLedger, Scope, ScopeRollup
+from stream.core.activities import ActivityBook, activity_cell_scopes
+from stream.core.catalogue import ActivityLayout, LeadLayout, OutletLayout
+from stream.core.config import KpiSettings
+from stream.core.events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
+from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
+from stream.core.leads import LeadBook, lead_cell_scopes
+from stream.core.outlets import OutletBook, outlet_cell_scopes
+from stream.core.windows import DeltaLedger, Scope, ScopeRollup
 
 
 class Outcome(Enum):
