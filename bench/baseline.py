@@ -7,7 +7,7 @@
 2. Times the baseline (bench/baselines/hopping_active_accounts.py: one Faust worker computing
    only global active_accounts 30d with a 30 d / 1 d hopping table of distinct-outlet dicts) from
    process start to its last consumed message, and reads its value at the pinned as_of.
-3. Times the real worker (throughput.worker_throughput: every KPI, every scope) on the full input.
+3. Times the real worker (harness.worker_throughput: every KPI, every scope) on the full input.
 4. Prints both rates, worker/baseline (target >= 20x), the baseline's value against the oracle's
    `active_accounts|30d|global|all` on the same input at the same as_of, and the worker's Redis
    values against the oracle's (every KPI; the worker is kept running, untimed, until they are
@@ -31,18 +31,14 @@ import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-sys.path.insert(0, str(BENCH / "baselines"))
-
-import hopping_active_accounts  # noqa: E402
-from throughput import (  # noqa: E402
-    INPUTS, as_of_text, bench_config, broker_and_redis, load_topics, machine, worker_throughput,
+from harness import (  # first: it puts the repository on sys.path
+    as_of_text, bench_config, broker_and_redis, command, input_messages, load_topics, machine, worker_throughput,
 )
+from stream.core.timeparse import parse_rfc3339_us
+from tests.e2e.harness import redis_records, unique_names
 
-from stream import generator  # noqa: E402
-from stream.core.timeparse import parse_rfc3339_us  # noqa: E402
-from tests.e2e.harness import redis_records, unique_names  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent / "baselines"))
+import hopping_active_accounts  # noqa: E402
 
 ACTIVE_KEY = "active_accounts|30d|global|all"
 
@@ -63,7 +59,7 @@ def main() -> int:
     from tests.oracle import OracleSettings, oracle_kpis
 
     config = bench_config(args.events, args.outlets)
-    messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+    messages = input_messages(config)
     as_of = as_of_text(config)
     as_of_us = parse_rfc3339_us(as_of)
     total = len(messages)
@@ -103,17 +99,17 @@ def main() -> int:
             import redis as redis_lib
 
             client = redis_lib.Redis.from_url(redis.url)
-            settle = None
             settled_at: list[float] = []
-            if expected is not None:
-                def settle() -> bool:
-                    if not kpi_differences(redis_records(client, prefix), expected, limit=1):
-                        settled_at.append(time.perf_counter())
-                        return True
-                    return False
+
+            def settled() -> bool:
+                if not kpi_differences(redis_records(client, prefix), expected, limit=1):
+                    settled_at.append(time.perf_counter())
+                    return True
+                return False
             worker_started = time.perf_counter()
-            worker_rate_from_first, worker_rate = worker_throughput(broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, 1,
-                                            settle=settle, settle_timeout=args.settle_timeout)
+            worker_rate_from_first, worker_rate = worker_throughput(
+                broker.bootstrap, redis.url, prefix, app_id, total, as_of, workdir, 1,
+                settle=settled if expected is not None else None, settle_timeout=args.settle_timeout)
             if expected is not None:
                 actual = redis_records(client, prefix)
                 problems = kpi_differences(actual, expected, limit=10)
@@ -128,7 +124,7 @@ def main() -> int:
         load_after = os.getloadavg()[0]
 
         sample = "all messages" if k == total else f"the LAST {k} of the {total} messages (bounded sample)"
-        print(f"command: {' '.join(sys.argv)}")
+        print(f"command: {command()}")
         print(f"machine: {machine()}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after")
         print(f"events: {total}; as_of (pinned): {as_of}")
         print(f"baseline input: {sample}; {base.orders} orders applied")

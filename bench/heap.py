@@ -27,54 +27,24 @@ import argparse
 import collections
 import gc
 import json
-import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH.parent))
-sys.path.insert(0, str(BENCH))
-
-from stream import generator  # noqa: E402
-from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.core.decode import Rejected, decode_event  # noqa: E402
-from stream.core.engine import Family, KpiEngine  # noqa: E402
-from stream.replay import replay_lines  # noqa: E402
-
-from replay import machine  # noqa: E402  (bench/replay.py: every bench prints the same line)
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+from harness import bench_config, machine, rss_bytes  # first: it puts the repository on sys.path
+from stream.core.config import ClockSetting, KpiSettings
+from stream.core.engine import Family
+from stream.devtools import generator
+from stream.replay import replay_lines
 
 
 def generated_events(events: int, outlets: int, reps: int, days: int) -> tuple[list[bytes], KpiSettings]:
-    """Generated event lines (seed 7, no duplicates or junk) and settings with the clock pinned
-    at the generated period's end."""
-    config = generator.GeneratorConfig(seed=7, events=events, outlets=outlets, reps=reps, days=days,
-                                       duplicate_fraction=0.0, malformed_fraction=0.0)
+    """Generated event lines (bench_config's traffic) and settings with the clock pinned at the
+    generated period's end."""
+    config = bench_config(events, outlets, days, reps)
     lines = [message.value for message in generator.generate(config)]
     return lines, KpiSettings(clock=ClockSetting("pinned", generator.now_us(config)))
-
-
-def engine_then_events(state: int, events: int, outlets: int, reps: int, days: int) -> tuple[KpiEngine, list]:
-    """An engine built from the first `state` of `events` generated events (replay, pinned clock,
-    rolled up once), and the rest decoded against it, not applied: the benches that time what
-    an engine does next (bench/fork_faults.py, bench/young_gc.py)."""
-    lines, settings = generated_events(events, outlets, reps, days)
-    engine, _report = replay_lines(iter(lines[:state]), settings, None)
-    for family in Family:
-        engine.vectors(family)
-    later = []
-    for raw in lines[state:]:
-        try:
-            later.append(decode_event(raw, engine.now_us, settings))
-        except Rejected:
-            pass
-    return engine, later
 
 
 def measure(args: argparse.Namespace, traced: bool) -> dict:

@@ -62,11 +62,6 @@ import argparse
 import asyncio
 import math
 import os
-import shlex
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -74,18 +69,13 @@ from pathlib import Path
 
 import orjson
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-
-from stages import PY_SPY_HZ, print_py_spy_summary, print_stage_costs  # noqa: E402
-from throughput import (  # noqa: E402
-    INPUTS, as_of_text, bench_config, load_topics, machine, stolen_cpu_seconds, worker_throughput,
+from harness import (  # first: it puts the repository on sys.path
+    as_of_text, bench_config, bench_worker_env, broker_and_redis, command, cpu_seconds, input_messages, is_ready,
+    load_topics, machine, minor_faults, print_py_spy_summary, print_stage_costs, rss_bytes, scrape, start_py_spy,
+    stolen_cpu_seconds, worker_throughput,
 )
-
-from stream import generator  # noqa: E402
-from stream.devtools.localstack import KafkaBroker, RedisServer  # noqa: E402
-from stream.core.timeparse import parse_rfc3339_us  # noqa: E402
-from tests.e2e.harness import WorkerProcess, counter_total, unique_names, worker_env  # noqa: E402
+from stream.core.timeparse import parse_rfc3339_us
+from tests.e2e.harness import WorkerProcess, counter_total, unique_names
 
 SLOT_US = 60_000_000
 WINDOW_SLOTS = 60 * 1440  # 60 d of 60 s slots
@@ -177,10 +167,10 @@ def print_spans(spans: list[Span], per: int = 6) -> None:
         began += seconds
 
 
-def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -> float:
+def maximum_rate(broker, redis, workdir: Path, args) -> float:
     """The worker's catch-up rate on --max-events events of the load's traffic, in topics of its own."""
     config = bench_config(args.max_events, args.outlets, args.days, args.reps)
-    messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+    messages = input_messages(config)
     prefix, app_id = unique_names()
     load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
     (workdir / "maximum").mkdir()
@@ -188,37 +178,6 @@ def maximum_rate(broker: KafkaBroker, redis: RedisServer, workdir: Path, args) -
                                             as_of_text(config), workdir / "maximum", 1,
                                             publish_interval=args.interval)
     return rate
-
-
-def minor_faults(pid: int | None) -> float:
-    """Minor page faults of a process so far (Linux /proc; 0 for a process that is not there)."""
-    fields = _proc_stat(pid)
-    return float(fields[7]) if fields else 0.0
-
-
-def rss_mb(pid: int | None) -> float:
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20 if pid else 0.0
-    except OSError:
-        return 0.0
-
-
-def cpu_seconds(pid: int | None, thread: int | None = None) -> float:
-    """User + system CPU time of a process (or one of its threads) so far (Linux /proc); 0 for
-    a process that is not there."""
-    fields = _proc_stat(pid, thread)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
-
-
-def _proc_stat(pid: int | None, thread: int | None = None) -> list[str] | None:
-    """The fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
-    if pid is None:
-        return None
-    path = f"/proc/{pid}/task/{thread}/stat" if thread is not None else f"/proc/{pid}/stat"
-    try:
-        return Path(path).read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
 
 
 def worker_histogram(metrics_text: str, name: str = "kpi_stream_publish_latency_seconds",
@@ -326,18 +285,6 @@ def outside_latencies(sent_ms: list[int], contributing: dict[str, list[int]],
     return per_event, per_update, unreflected
 
 
-def start_py_spy(pid: int, seconds: float, output: Path, after: float = 0.0) -> subprocess.Popen:
-    """py-spy (a sampling profiler: no tracing overhead in the worker) over the load phase, from
-    `after` seconds into it (the published updates per second grow as the run goes on)."""
-    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    fmt = "speedscope" if output.suffix == ".json" else "raw"  # speedscope keeps the samples' order
-    delay = ["sleep", f"{after:.1f}", "&&"] if after > 0 else []
-    record = [spy, "record", "--pid", str(pid), "--duration", str(int(seconds - after)), "--rate", str(PY_SPY_HZ),
-              "--format", fmt, "--output", str(output), "--nonblocking", "--idle"]
-    return subprocess.Popen(" ".join(delay + [shlex.quote(part) for part in record]), shell=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
@@ -348,7 +295,7 @@ def main() -> int:
                         help="span of the generated event times (default: the generator's 90 days; 7: live traffic)")
     parser.add_argument("--reps", type=int, default=None,
                         help="the field force (default: the generator's 60); every rep is a scope, so the KPI "
-                             "updates a second grow with it (bench/publication.py)")
+                             "updates a second grow with it (docs/performance.md, \"Publication\")")
     parser.add_argument("--half-max", action="store_true",
                         help="first measure the worker's maximum (catch-up) rate on this traffic, then load at half")
     parser.add_argument("--max-events", type=int, default=300_000,
@@ -368,9 +315,11 @@ def main() -> int:
                         help="start sampling this many seconds into the load (the steady state comes late: "
                              "the generated history reaches the shorter windows in the last third)")
     args = parser.parse_args()
-    workdir = Path(tempfile.mkdtemp(prefix="kpi-latency-"))
-    broker = KafkaBroker().start(workdir / "kafka")
-    redis = RedisServer().start(workdir / "redis")
+    with broker_and_redis("kpi-latency-", keep=args.keep) as (workdir, broker, redis):
+        return load_and_measure(args, workdir, broker, redis)
+
+
+def load_and_measure(args, workdir: Path, broker, redis) -> int:
     worker = None
     try:
         max_rate = None
@@ -380,7 +329,7 @@ def main() -> int:
             print(f"maximum rate: {max_rate:.0f} ev/s (catch-up of {args.max_events} events, publish interval "
                   f"{args.interval} s); loading at half: {args.rate:.0f} ev/s", flush=True)
         config = bench_config(int(args.rate * args.seconds), args.outlets, args.days, args.reps)
-        messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+        messages = input_messages(config)
         as_of = as_of_text(config)
         as_of_us = parse_rfc3339_us(as_of)
         contributing: dict[str, list[int]] = {key: [] for key in TRACKED.values()}
@@ -391,12 +340,12 @@ def main() -> int:
         expected_final = {key: len(indices) for key, indices in contributing.items()}
 
         prefix, app_id = unique_names()
-        env = worker_env(broker.bootstrap, redis.url, prefix, app_id, workdir / "state", KPI_CLOCK=as_of,
-                         KPI_PUBLISH_INTERVAL=str(args.interval), KPI_LOG_LEVEL="WARNING")
+        env = bench_worker_env(broker.bootstrap, redis.url, prefix, app_id, workdir / "state", as_of,
+                               KPI_PUBLISH_INTERVAL=str(args.interval))
         worker = WorkerProcess(env, workdir / "worker.log").start()
         deadline = time.monotonic() + 120
-        while worker.get("/ready")[0] != 200:
-            if not worker.alive() or time.monotonic() > deadline:
+        while not is_ready(worker):
+            if time.monotonic() > deadline:
                 raise RuntimeError(f"worker not ready:\n{worker.log_tail()}")
             time.sleep(0.5)
 
@@ -409,10 +358,9 @@ def main() -> int:
             stolen, at = stolen_cpu_seconds(), time.monotonic()
             last_span = None  # the `mark` of the last good poll
             while not stop_polling.wait(5.0):
-                status, body = worker.get("/metrics", timeout=10)
+                text = scrape(worker)
                 now_stolen, now = stolen_cpu_seconds(), time.monotonic()
-                if status == 200:
-                    text = body.decode()
+                if text is not None:
                     lag_seen.append(counter_total(text, "kpi_stream_consumer_lag"))
                     pid = worker.process.pid
                     mark = (now, now_stolen, cpu_seconds(pid),
@@ -424,7 +372,7 @@ def main() -> int:
                         seconds, stolen_s, cpu_s, consumed, published, main_s, broker_s, generator_s, faults, saves = (
                             a - b for a, b in zip(mark, last_span))
                         spans.append(Span(seconds, consumed, published, cpu_s, stolen_s, lag_seen[-1], main_s,
-                                          broker_s, generator_s, faults, saves, rss_mb(pid)))
+                                          broker_s, generator_s, faults, saves, rss_bytes(pid) / 2**20))
                     last_span = mark
                 steal_seen.append((now_stolen - stolen) / (now - at))
                 stolen, at = now_stolen, now
@@ -433,7 +381,7 @@ def main() -> int:
         poller.start()
         load_before, cpu_before, wall_before = os.getloadavg()[0], cpu_seconds(worker.process.pid), time.monotonic()
         stolen_before = stolen_cpu_seconds()
-        sampler = (start_py_spy(worker.process.pid, args.seconds, args.py_spy, args.py_spy_from)
+        sampler = (start_py_spy(worker.process.pid, args.py_spy, args.seconds, args.py_spy_from)
                    if args.py_spy else None)
         # Linux: the calling thread only, which runs the producer and the outside consumer
         os.setpriority(os.PRIO_PROCESS, 0, args.generator_nice)
@@ -446,10 +394,9 @@ def main() -> int:
         poller.join()
         if sampler is not None:
             sampler.wait(timeout=60)
-        status, body = worker.get("/metrics", timeout=10)
-        if status != 200:
-            raise RuntimeError(f"/metrics answered {status}")
-        final_metrics = body.decode()
+        final_metrics = scrape(worker)
+        if final_metrics is None:
+            raise RuntimeError("/metrics did not answer after the load")
         buckets, h_sum, h_count = worker_histogram(final_metrics)
         published = counter_total(final_metrics, "kpi_stream_kpi_updates_published_total")
         last_reflected_ms = max((u[-1][1] for u in updates.values() if u), default=0)
@@ -457,7 +404,7 @@ def main() -> int:
         finals = {key: (updates[key][-1][0] if updates[key] else None) for key in TRACKED.values()}
         target = TARGETS.get(args.interval)
 
-        print(f"command: {' '.join(sys.argv)}")
+        print(f"command: {command()}")
         print(f"machine: {machine()}; load average (1 min) {load_before:.1f} before, {load_after:.1f} after")
         print(f"worker CPU: {cpu_used:.1f} s in {wall_used:.1f} s of load and drain "
               f"({100 * cpu_used / wall_used:.0f} % of one core)")
@@ -467,7 +414,7 @@ def main() -> int:
               f"{args.rate:.0f}; load generator at nice {args.generator_nice}); {config.days} days of event time, "
               f"{args.outlets} outlets, {config.reps} reps; publish interval {args.interval} s; clock pinned at {as_of}")
         print_spans(spans)
-        print(f"final values of the tracked keys (expected): "
+        print("final values of the tracked keys (expected): "
               + ", ".join(f"{k.split('|')[0]} {finals[k]} ({expected_final[k]})" for k in TRACKED.values()))
         rounds = worker_histogram(final_metrics, "kpi_stream_stage_delay_seconds", {"stage": "publication"})[2]
         print(f"worker: {published:.0f} KPI updates published in {rounds:.0f} sends with updates "
@@ -526,18 +473,12 @@ def main() -> int:
         if args.py_spy:
             print_py_spy_summary(args.py_spy)
             sampled = args.seconds - args.py_spy_from
-            print_stage_costs(args.py_spy, round(len(messages) * sampled / args.seconds), PY_SPY_HZ,
+            print_stage_costs(args.py_spy, round(len(messages) * sampled / args.seconds),
                               f", the load's last {sampled:.0f} s at {args.rate:.0f} ev/s")
         return 0
     finally:
         if worker is not None:
             worker.stop()
-        redis.stop()
-        broker.stop()
-        if args.keep:
-            print(f"run directory kept: {workdir}")
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

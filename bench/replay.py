@@ -9,27 +9,17 @@ prints decode-only (the real validator) so the engine's share is visible.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stream import generator  # noqa: E402
-from stream.core.config import ClockSetting, KpiSettings  # noqa: E402
-from stream.core.decode import Rejected, decode_event  # noqa: E402
-from stream.replay import read_lines, replay_lines  # noqa: E402
-
-
-def machine() -> str:
-    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{platform.machine()}, {os.cpu_count()} cores, {memory_gib:.0f} GiB, Python {platform.python_version()}"
+from harness import command, machine  # first: it puts the repository on sys.path
+from stream.core.config import ClockSetting, KpiSettings
+from stream.core.decode import Rejected, decode_event
+from stream.devtools import generator
+from stream.replay import read_lines, replay_lines
 
 
 def main() -> int:
@@ -66,7 +56,7 @@ def main() -> int:
     values = engine.all_values()
     replay = len(lines) / (time.perf_counter() - started)
 
-    print(f"command: {' '.join(sys.argv)}")
+    print(f"command: {command()}")
     print(f"machine: {machine()}")
     print(f"lines: {len(lines)} ({report.applied} applied, rejected {sum(report.rejected.values())}, "
           f"ignored {sum(report.ignored.values())}), {len(values)} KPI values")

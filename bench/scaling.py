@@ -20,7 +20,7 @@ Runs (each a fresh process; per-event cost is CPU time of the timed loop / event
      per tracked outlet; the buffers that grow with events rather than outlets (dedupe ids,
      pending slot deltas, scope vectors, lead/activity state) are sized by walking them and
      subtracted to give "beyond buffers".                              target: <= 200 B/outlet
-  4. rebuild: the worker's `_make_rebuild` loop (stream/worker/app.py) over the 1M-outlet state's
+  4. rebuild: the worker's rebuild loop (`apply_fact_batches`, stream/worker/app.py) over the 1M-outlet state's
      facts (every accepted event, stored as the worker stores them: [partition, ref_us, raw]),
      through to final values (advance + roll-up + evaluate), checked equal to run 2's values.
      CPU part only: reading the facts changelog from Kafka is not included.  target: <= 10 s
@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -50,35 +49,18 @@ from pathlib import Path
 
 import orjson
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from stream import generator  # noqa: E402
-from stream.core.clock import clock_for, reference_instant_us  # noqa: E402
-from stream.core.config import ClockSetting, KpiSettings, parse_duration_list  # noqa: E402
-from stream.core.decode import Rejected, decode_event  # noqa: E402
-from stream.core.engine import Family, KpiEngine  # noqa: E402
-from stream.worker.snapshots import (CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id,  # noqa: E402
-                              engine_fingerprint, missing_batches)
-from stream.stages.updates import update_key  # noqa: E402
+from harness import bench_config, command, machine, rss_bytes  # first: it puts the repository on sys.path
+from stream.core.clock import clock_for, reference_instant_us
+from stream.core.config import ClockSetting, KpiSettings, parse_duration_list
+from stream.core.decode import Rejected, decode_event
+from stream.core.engine import Family, KpiEngine
+from stream.devtools import generator
+from stream.stages.updates import update_key
+from stream.worker.snapshots import (
+    CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint, missing_batches,
+)
 
 ONBOARDED = b'"type":"outlet.onboarded"'
-
-
-def machine() -> str:
-    """bench/replay.py's machine(), so every bench prints the same line."""
-    spec = importlib.util.spec_from_file_location("bench_replay", REPO / "bench" / "replay.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.machine()
-
-
-def rss_bytes() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmRSS")
 
 
 def settle_rss() -> int:
@@ -119,12 +101,6 @@ def allocator_bytes() -> dict:
     info = libc.mallinfo2()
     return {"pymalloc_arenas": arenas, "pymalloc_live": live_blocks, "malloc_heap": info.arena,
             "malloc_live": info.uordblks, "malloc_free": info.fordblks, "malloc_mmapped": info.hblkhd}
-
-
-def bench_config(events: int, outlets: int) -> generator.GeneratorConfig:
-    """bench/throughput.py's traffic: realistic mix, 3 % late, no duplicates, no malformed."""
-    return generator.GeneratorConfig(seed=7, events=events, outlets=outlets,
-                                     duplicate_fraction=0.0, late_fraction=0.03, malformed_fraction=0.0)
 
 
 def settings_for(windows: str, config: generator.GeneratorConfig) -> KpiSettings:
@@ -473,7 +449,7 @@ def main() -> int:
     started = time.perf_counter()
     workdir = Path(tempfile.mkdtemp(prefix="kpi-scaling-"))
     small_file, large_file = workdir / f"outlets-{args.small}.jsonl", workdir / f"outlets-{large}.jsonl"
-    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    print(f"command: {Path(sys.executable).name} {command()}", flush=True)
     print(f"machine: {machine()}, load average {os.getloadavg()[0]:.1f} at start", flush=True)
     print(f"parameters: {events:,} timed events per run, outlets {args.small:,} vs {large:,}, seed 7, "
           f"pinned clock at the generator's end (2026-11-24T00:00:00Z), slot 60 s", flush=True)

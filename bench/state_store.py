@@ -21,56 +21,33 @@ the last acknowledged write it recorded, after a kill too (stream/kafka/local_ta
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import re
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "bench"))
-
-from throughput import INPUTS, as_of_text, bench_config, broker_and_redis, load_topics, machine  # noqa: E402
-from stream import generator  # noqa: E402
-from stream.devtools.localstack import free_port  # noqa: E402
-from tests.e2e.harness import WorkerProcess, counter_total, unique_names, wait_until, worker_env  # noqa: E402
+from harness import (  # first: it puts the repository on sys.path
+    as_of_text, bench_config, bench_worker_env, broker_and_redis, command, input_messages, is_ready, load_topics,
+    machine, rss_bytes, scrape,
+)
+from stream.devtools.localstack import free_port
+from tests.e2e.harness import WorkerProcess, counter_total, unique_names, wait_until
 
 
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def _alive(worker: WorkerProcess) -> None:
-    if not worker.alive():
-        raise RuntimeError(f"the worker stopped:\n{worker.log_tail()}")
+def rss_mib(worker: WorkerProcess) -> float:
+    return rss_bytes(worker.process.pid) / 2**20
 
 
 def consumed_all(worker: WorkerProcess, total: int) -> bool:
-    _alive(worker)
-    try:
-        status, body = worker.get("/metrics", timeout=10)
-    except OSError:
-        return False
-    return status == 200 and counter_total(body.decode(), "kpi_stream_events_consumed_total") >= total
-
-
-def ready(worker: WorkerProcess) -> bool:
-    _alive(worker)
-    try:
-        return worker.get("/ready", timeout=5)[0] == 200
-    except OSError:
-        return False
+    text = scrape(worker)
+    return text is not None and counter_total(text, "kpi_stream_events_consumed_total") >= total
 
 
 def measure(store: str, bootstrap: str, redis_url: str, prefix: str, total: int, as_of: str, workdir: Path,
             interval: float) -> dict:
     app_id = unique_names()[1]
-    env = worker_env(bootstrap, redis_url, prefix, app_id, workdir / f"state-{app_id}", KPI_CLOCK=as_of,
-                     KPI_STORE=store, KPI_PARTITIONS=os.environ.get("BENCH_PARTITIONS", "4"), KPI_LOG_LEVEL="INFO",
-                     KPI_SNAPSHOT_INTERVAL=str(interval), KPI_GROUP_INSTANCE_ID=f"{app_id}-0")
+    env = bench_worker_env(bootstrap, redis_url, prefix, app_id, workdir / f"state-{app_id}", as_of,
+                           KPI_STORE=store, KPI_LOG_LEVEL="INFO", KPI_SNAPSHOT_INTERVAL=str(interval),
+                           KPI_GROUP_INSTANCE_ID=f"{app_id}-0")
     # a static member, as in the manifests: back under the same id (and web address), it gets its
     # partitions at once instead of after the killed member's session timeout
     web_port = free_port()
@@ -78,7 +55,7 @@ def measure(store: str, bootstrap: str, redis_url: str, prefix: str, total: int,
     try:
         wait_until(lambda: consumed_all(worker, total), timeout=3600, interval=1, what=f"{store}: all {total} events consumed")
         time.sleep(5)  # the last fact batches and publication round
-        after_ingest = rss_mib(worker.process.pid)
+        after_ingest = rss_mib(worker)
         # the next background snapshot, then a kill: the restart finds it and the facts since
         saves = background_saves(worker)
         copy_dirty = 0.0
@@ -95,8 +72,8 @@ def measure(store: str, bootstrap: str, redis_url: str, prefix: str, total: int,
             worker = WorkerProcess(dict(env, **extra), workdir / f"{app_id}-restart-{source}.log",
                                    web_port=web_port).start()
             started = time.perf_counter()
-            wait_until(lambda: ready(worker), timeout=1800, interval=0.2, what=f"{store}: ready after restart")
-            restarts[source] = {"seconds": time.perf_counter() - started, "rss": rss_mib(worker.process.pid),
+            wait_until(lambda: is_ready(worker), timeout=1800, interval=0.2, what=f"{store}: ready after restart")
+            restarts[source] = {"seconds": time.perf_counter() - started, "rss": rss_mib(worker),
                                 "rebuild": log_line(worker, "rebuilt outlet")}
             if source == "kill":
                 restarts[source]["kept"] = "local table state kept" in worker.log_path.read_text()
@@ -110,9 +87,8 @@ def measure(store: str, bootstrap: str, redis_url: str, prefix: str, total: int,
 
 
 def background_saves(worker: WorkerProcess) -> float:
-    _alive(worker)
-    status, body = worker.get("/metrics", timeout=10)
-    return counter_total(body.decode(), "kpi_stream_background_snapshots_total", outcome="saved") if status == 200 else -1
+    text = scrape(worker)
+    return counter_total(text, "kpi_stream_background_snapshots_total", outcome="saved") if text is not None else -1
 
 
 def children_private_dirty_mib(pid: int) -> float:
@@ -135,7 +111,7 @@ def children_private_dirty_mib(pid: int) -> float:
 
 def log_line(worker: WorkerProcess, marker: str) -> str:
     lines = [line for line in worker.log_path.read_text().splitlines() if marker in line]
-    return lines[-1].split("stream.worker.app: ")[-1] if lines else "?"
+    return re.split(r"stream\.[\w.]+: ", lines[-1])[-1] if lines else "?"  # the message after the logger's name
 
 
 def main() -> int:
@@ -149,13 +125,13 @@ def main() -> int:
     args = parser.parse_args()
     with broker_and_redis("kpi-bench-store-", keep=args.keep) as (workdir, broker, redis):
         config = bench_config(args.events, args.outlets)
-        messages = [m for m in generator.generate(config) if m.topic in INPUTS]
+        messages = input_messages(config)
         prefix, app_id = unique_names()
         load_topics(broker.bootstrap, messages, prefix, app_id)  # untimed
         results = {store: measure(store, broker.bootstrap, redis.url, prefix, len(messages), as_of_text(config), workdir,
                                   args.snapshot_interval)
                    for store in args.stores.split(",")}
-        print(f"command: {' '.join(sys.argv)}")
+        print(f"command: {command()}")
         print(f"machine: {machine()}")
         print(f"events: {len(messages)}, outlets: {args.outlets}")
         for store, r in results.items():
