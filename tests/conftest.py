@@ -11,15 +11,16 @@ import pytest
 from stream.devtools.localstack import KafkaBroker, RedisServer
 
 
+TESTS = Path(__file__).resolve().parent
+TIERS = {"integration": pytest.mark.integration, "e2e": pytest.mark.e2e, "deploy": pytest.mark.deploy}
+
+
 def pytest_collection_modifyitems(config, items):
+    """Each test's tier is the folder under tests/ that holds it; anything else is a unit test."""
     for item in items:
-        path = Path(str(item.fspath))
-        if "integration" in path.parts:
-            item.add_marker(pytest.mark.integration)
-        elif "e2e" in path.parts:
-            item.add_marker(pytest.mark.e2e)
-        else:
-            item.add_marker(pytest.mark.unit)
+        path = Path(str(item.fspath)).resolve()
+        tier = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else None
+        item.add_marker(TIERS.get(tier, pytest.mark.unit))
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,7 @@
 
 Two dashboards: "KPI overview" (the KPIs of the spec, section 3) and "Processor health" (the
 worker's own metrics). Every query is checked against the metrics a worker exports by
-tests/unit/test_dashboards.py (tests/dashboards_check.py).
+tests/deploy/test_dashboards.py (tests/deploy/dashboards_check.py).
 
 KPI gauges are exported by the one worker owning a scope's partition; which worker that is changes
 with rebalances, so KPI queries aggregate `max by (...)` over the labels they show, never per

@@ -11,7 +11,7 @@ partition, the JSON around its numbers -- is built the first time the key is see
 
 Bodies and headers are byte for byte those of `encode(update_message(...))` and
 `cloudevent_headers(...)` in stream/stages/updates.py, the readable form of the message
-(tests/unit/test_publication.py holds them together).
+(tests/unit/stages/test_publication.py holds them together).
 """
 
 from __future__ import annotations

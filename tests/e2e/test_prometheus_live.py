@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from stream.devtools import generator
 from stream.devtools.localstack import free_port
 from stream.core.timeparse import format_rfc3339_us
-from tests import dashboards_check as dc
+from tests.deploy import dashboards_check as dc
 from tests.e2e.harness import WorkerProcess, produce, unique_names, wait_until, worker_env
 from tests.oracle import OracleSettings, oracle_kpis
 

@@ -52,7 +52,7 @@ def test_stopped_worker_restarts_from_its_snapshots_and_publishes_the_oracle_val
         wait_until(lambda: worker.get("/ready")[0] == 200 or [worker.log_tail(3)], timeout=90, what="worker ready")
         check.produce(thirds[0])
         # stopped while it consumes: its engines often hold facts not yet written to the facts
-        # table (how many depends on timing; tests/unit/test_worker_snapshots.py makes it certain)
+        # table (how many depends on timing; tests/unit/worker/test_app_snapshots.py makes it certain)
         wait_until(lambda: metric_total(worker, "kpi_stream_events_consumed_total") >= len(thirds[0]) // 3,
                    timeout=90, what="a third consumed")
         worker.stop()

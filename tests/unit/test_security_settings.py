@@ -53,12 +53,12 @@ def test_protocol_and_mechanism_are_normalised_and_scram_512_is_the_sasl_default
 
 
 def test_every_kafka_client_gets_the_same_verified_tls_and_scram_settings_as_the_worker(tmp_path):
-    from stream.worker.app import _credentials
+    from stream.worker.app import broker_credentials
 
     ca = make_test_tls(tmp_path).ca_cert
     settings = ServiceSettings.from_env({**SASL_SSL, "KAFKA_SSL_CAFILE": str(ca)})
     options = settings.kafka_client_options()  # admin (topic creation), generator, tail
-    faust_credentials = _credentials(settings)  # the worker's Faust app
+    faust_credentials = broker_credentials(settings)  # the worker's Faust app
     assert options["security_protocol"] == faust_credentials.protocol.value == "SASL_SSL"
     assert options["sasl_mechanism"] == faust_credentials.mechanism.value == "SCRAM-SHA-512"
     assert options["sasl_plain_username"] == faust_credentials.username == "kpi-worker"

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import dashboards_check as dc
+from tests.deploy import dashboards_check as dc
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"

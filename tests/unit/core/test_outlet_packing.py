@@ -21,8 +21,8 @@ from stream.worker.snapshots import CoveredBatches, EngineSnapshot, SnapshotShel
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings, engine_values, histories, kpi_settings, oracle_settings
-from tests.unit.test_outlet_state import engine_after, onboarding
-from tests.unit.test_snapshots import OWNER, apply_all, order, values
+from tests.unit.core.test_outlets import engine_after, onboarding
+from tests.unit.worker.test_snapshots import OWNER, apply_all, order, values
 
 
 @contextlib.contextmanager

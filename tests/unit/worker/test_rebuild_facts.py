@@ -1,4 +1,4 @@
-"""The worker's rebuild loop (stream/worker/app.py `apply_fact_batches`) over stored facts: every
+"""The worker's rebuild loop (stream/worker/recovery.py `apply_fact_batches`) over stored facts: every
 fact is an event accepted once, applied once -- also one stored twice (re-read after a crash and
 written again) with facts between its copies that are past the dedupe horizon."""
 
@@ -8,11 +8,11 @@ import orjson
 
 from stream.core.clock import clock_for
 from stream.core.engine import KpiEngine
-from stream.worker.app import apply_fact_batches
+from stream.worker.recovery import apply_fact_batches
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, AS_OF_US, engine_settings, oracle_settings
-from tests.unit.test_snapshots import values
+from tests.unit.worker.test_snapshots import values
 
 DAY_US = 86_400_000_000
 
@@ -35,9 +35,9 @@ def test_a_fact_stored_twice_is_applied_once_even_with_facts_past_the_horizon_be
     first_ref = AS_OF_US - 30 * DAY_US  # read long ago (the dedupe horizon is 7 days)
     early = "2026-10-20T08:00:00Z"
     batches = [
-        {"p": 0, "f": [fact("a", "o1", first_ref, early)]},
-        {"p": 0, "f": [fact(f"b{n}", f"o{n}", AS_OF_US) for n in range(2, 6)]},
-        {"p": 0, "f": [fact("a", "o1", first_ref, early)]},  # the same fact again, from another writer
+        (0, [fact("a", "o1", first_ref, early)]),
+        (0, [fact(f"b{n}", f"o{n}", AS_OF_US) for n in range(2, 6)]),
+        (0, [fact("a", "o1", first_ref, early)]),  # the same fact again, from another writer
     ]
     apply_fact_batches(batches, {0: engine}, settings, clock_for(settings.clock))
     messages = [order("a", "o1", early).encode()] + [order(f"b{n}", f"o{n}").encode() for n in range(2, 6)]

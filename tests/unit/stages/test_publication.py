@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from stream.kafka.batches import key_partition
+from stream.stages.outgoing import key_partition
 from stream.core.kpis import KpiValue
 from stream.stages.publication import Publisher, RoundOutput
 from stream.worker.sinks import KpiGauges

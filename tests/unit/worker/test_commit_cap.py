@@ -1,5 +1,5 @@
 """Commits of the agents' topics are capped at the offset ledger (stream/worker/app.py
-`_commit_only_applied_offsets`), against faust's own `Consumer._new_offset`: a capped commit must
+`commit_only_applied_offsets`), against faust's own `Consumer._new_offset`: a capped commit must
 not lose the acked offsets past the cap, or faust never commits that partition again (it stops
 at a gap after the committed offset). End to end: tests/e2e/test_offsets_committed.py."""
 
@@ -34,7 +34,7 @@ def _faust_consumer_with_acked(committed: int, acked: list[int]):
 
 
 def test_a_commit_capped_by_the_ledger_keeps_faust_acked_offsets_for_the_next_commit():
-    from stream.worker.app import _commit_only_applied_offsets
+    from stream.kafka.faust_internals import commit_only_applied_offsets
 
     consumer, tp = _faust_consumer_with_acked(100, list(range(100, 200)))
     ledger = OffsetLedger()
@@ -42,7 +42,7 @@ def test_a_commit_capped_by_the_ledger_keeps_faust_acked_offsets_for_the_next_co
     for offset in range(100, 200):
         assert ledger.admit(tp, offset, 0.0)[0] is Admission.APPLY
     ledger.mark_durable(tp, 150)  # the facts of 150..199 are not written yet
-    _commit_only_applied_offsets(consumer, ledger, {tp.topic})
+    commit_only_applied_offsets(consumer, ledger, {tp.topic})
     assert consumer._new_offset(tp) == 150
     consumer._committed_offset[tp] = 150  # what faust's commit records
     ledger.mark_durable(tp, 200)

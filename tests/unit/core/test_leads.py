@@ -11,7 +11,7 @@ import orjson
 from stream.core.engine import KpiEngine
 from stream.core.leads import LeadState
 from tests.unit.test_engine_matches_oracle import engine_settings
-from tests.unit.test_snapshots import apply_all
+from tests.unit.worker.test_snapshots import apply_all
 
 
 def lead_event(event_type: str, lead_id: str, event_id: str, occurred_at: str, **fields) -> bytes:

@@ -7,7 +7,7 @@ import random
 from aiokafka.partitioner import DefaultPartitioner
 
 from stream.kafka import batches
-from stream.kafka.batches import kafka_partition, key_partition
+from stream.stages.outgoing import kafka_partition, key_partition
 
 
 def test_key_partition_agrees_with_the_default_partitioner_for_every_key_and_partition_count():

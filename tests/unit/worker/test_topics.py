@@ -23,7 +23,7 @@ def test_agents_receive_each_message_as_the_bytes_kafka_returned_and_the_router_
 
     settings = ServiceSettings(kpi=KpiSettings.from_env({}), app_id="kpi-test", topic_prefix="p.")
     worker = KpiWorker(settings)
-    topics = [worker.partials_topic, *worker.typed_topics.values(),
+    topics = [worker.partials_topic, *worker.entity_stage.typed_topics.values(),
               *(agent.channel for agent in worker.app.agents.values())]
     for raw_key, raw_value in ((b"outlet-1", b'{"type": "order.placed"}'), (b"\xff\xfe", b"\x00not json\xff"),
                                (None, None)):
@@ -33,6 +33,6 @@ def test_agents_receive_each_message_as_the_bytes_kafka_returned_and_the_router_
             event = asyncio.run(topic.decode(message))
             assert (event.key, event.value, event.message) == (raw_key, raw_value, message)
     # re-keying through a typed topic writes the bytes as they are
-    orders = worker.typed_topics["sales.orders"]
+    orders = worker.entity_stage.typed_topics["sales.orders"]
     assert orders.prepare_key(b"\xff\xfe", None)[0] == b"\xff\xfe"
     assert orders.prepare_value(b"\x00not json\xff", None)[0] == b"\x00not json\xff"

@@ -1,4 +1,4 @@
-"""The changelog offset an on-disk table store records (KpiWorker._send_changelog): it promises
+"""The changelog offset an on-disk table store records (stream/kafka/tables.py ChangelogWriter.send): it promises
 that every changelog record up to it is in the store, because a store kept across a restart or
 a rebalance recovers from there. So a batch acknowledged after another owner's records landed
 before it -- a rebalance moved the partition while the batch was on its way -- must not move it.
@@ -13,7 +13,7 @@ import logging
 
 from faust.types import TP
 
-from stream.kafka.batches import Outgoing
+from stream.stages.outgoing import Outgoing
 from stream.core.config import KpiSettings, ServiceSettings
 from stream.core.engine import Family
 from stream.worker.app import KpiWorker
@@ -41,14 +41,14 @@ def worker_with_disk_store(tmp_path) -> tuple[KpiWorker, AcknowledgedByTheTest]:
     settings = ServiceSettings(kpi=KpiSettings(), app_id="changelog-offsets", state_dir=str(tmp_path), partitions=2,
                                store="rocksdb://")
     worker = KpiWorker(settings)
-    worker.batches = AcknowledgedByTheTest()
-    return worker, worker.batches
+    worker.facts.writer.batches = AcknowledgedByTheTest()
+    return worker, worker.facts.writer.batches
 
 
 def send_batch(worker: KpiWorker, name: str, facts: int) -> None:
     table = worker.fact_tables[Family.OUTLET]
     entries = [(f"{name}-{n}".encode(), b'{"p": 1, "f": []}') for n in range(facts)]
-    asyncio.run(worker._send_changelog(table, PARTITION, entries, store_when_written=True))
+    asyncio.run(worker.facts.writer.send(table, PARTITION, entries, store_when_written=True))
 
 
 def recorded(worker: KpiWorker) -> int | None:
@@ -78,7 +78,7 @@ def test_a_batch_landing_after_another_owners_records_enters_the_store_but_leave
     kafka.acknowledge(0, first_offset=0)
     send_batch(worker, "late", 2)
     # offsets 3..9 went to the partition's next owner while this batch was on its way
-    with caplog.at_level(logging.WARNING, logger="stream.worker.app"):
+    with caplog.at_level(logging.WARNING, logger="stream.kafka.tables"):
         kafka.acknowledge(1, first_offset=10)
     assert recorded(worker) == 2, "recovering from 11 would skip the other owner's offsets 3..9"
     assert {b"late-0", b"late-1"} <= stored_keys(worker)

@@ -11,7 +11,7 @@ from hypothesis import given, strategies as st
 from stream.core.engine import KpiEngine
 from stream.core.outlets import attribute_stamp
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings
-from tests.unit.test_snapshots import apply_all
+from tests.unit.worker.test_snapshots import apply_all
 
 # years 0001..9999 in microseconds, the range the decoder accepts
 instants = st.integers(min_value=-62_135_596_800_000_000, max_value=253_402_300_799_999_999)

@@ -13,7 +13,7 @@ from jsonschema import Draft202012Validator
 from stream.core.config import KpiSettings
 from stream.core.decode import Rejected, decode_event, rejection_record
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 SETTINGS = KpiSettings()
 FAR_FUTURE = 10**18  # reference instant: nothing is a future_event here
 

@@ -9,7 +9,7 @@ import asyncio
 import faust
 import pytest
 
-from stream.worker.app import shape_fetches
+from stream.kafka.faust_internals import shape_fetches
 
 pytestmark = pytest.mark.unit
 
@@ -81,7 +81,7 @@ def test_if_aiokafka_moves_its_fetch_buffer_records_still_flow_without_turns(cap
     must go on in aiokafka's own order, with one error in the log -- never stop consuming."""
     from types import SimpleNamespace
 
-    from stream.worker.app import take_partition_turns
+    from stream.kafka.faust_internals import take_partition_turns
 
     batch = {("sales.orders", 0): ["record"]}
 

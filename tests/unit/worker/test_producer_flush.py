@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from faust.transport.producer import ProducerBuffer
 
-from stream.worker.app import _drain_producer_buffer_fully
+from stream.kafka.faust_internals import drain_producer_buffer_fully
 
 pytestmark = pytest.mark.unit
 
@@ -45,7 +45,7 @@ def test_faust_flush_returns_with_messages_still_buffered():
 def test_patched_flush_returns_only_when_the_buffer_is_empty():
     async def scenario() -> int:
         buffer = SlowBuffer(queued=3)
-        _drain_producer_buffer_fully(buffer)
+        drain_producer_buffer_fully(buffer)
         sending = asyncio.create_task(buffer.sender())
         await buffer.flush()
         left = buffer.size
@@ -59,7 +59,7 @@ def test_patched_flush_raises_when_the_producer_stopped_with_messages_left():
     async def scenario() -> None:
         buffer = SlowBuffer(queued=2)
         buffer.state = "stopping"
-        _drain_producer_buffer_fully(buffer)
+        drain_producer_buffer_fully(buffer)
         await buffer.flush()
 
     with pytest.raises(RuntimeError, match="2 unsent messages"):

@@ -19,7 +19,7 @@ import yaml
 
 from stream.core.config import SETTINGS_DOC
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.deploy
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"

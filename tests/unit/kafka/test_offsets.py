@@ -86,17 +86,17 @@ def test_the_cheap_next_offset_check_admits_only_the_next_offset_of_a_started_pa
 def test_records_fetched_before_a_seek_back_cannot_hide_the_re_read_from_faust():
     """faust delivers a record only at or past its per-partition read mark and moves the mark
     after each delivery; with the mark taken from the ledger, a stale record delivered after the
-    seek back does not make faust drop the re-read range (stream/worker/app.py _LedgerReadOffsets)."""
+    seek back does not make faust drop the re-read range (stream/kafka/faust_internals.py LedgerReadOffsets)."""
     from collections import defaultdict
 
     from faust.types import TP as FaustTP
 
-    from stream.worker.app import _LedgerReadOffsets
+    from stream.kafka.faust_internals import LedgerReadOffsets
 
     tp = FaustTP("sales.orders", 1)
     ledger = OffsetLedger()
     ledger.start(tp, 0)
-    marks = _LedgerReadOffsets(ledger, {"sales.orders"}, defaultdict(lambda: None))
+    marks = LedgerReadOffsets(ledger, {"sales.orders"}, defaultdict(lambda: None))
     applied: list[int] = []
 
     def faust_delivers(offset: int) -> None:  # faust 0.15.3 Consumer._drain_messages, reduced

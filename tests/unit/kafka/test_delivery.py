@@ -1,4 +1,4 @@
-"""The fetch loop's hand-over without racing tasks (stream/kafka/delivery.py) keeps faust's contract:
+"""The fetch loop's hand-over without racing tasks (stream/kafka/faust_internals.py) keeps faust's contract:
 the record reaches the agent, errors reach the fetch loop, and a suspension (rebalance) abandons
 a hand-over that waits -- cancelling what it waited for, as a task's cancellation would."""
 
@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from mode import Service
 
-from stream.kafka.delivery import deliver_without_racing_tasks, finish_stepped
+from stream.kafka.faust_internals import deliver_without_racing_tasks, finish_stepped
 
 
 class FetchLoopLike(Service):

@@ -24,8 +24,11 @@ from stream.core.engine import Family, Outcome, family_of
 from stream.core.events import partition_key
 from stream.core.timeparse import format_rfc3339_us
 from stream.stages.updates import update_key
-from stream.kafka.batches import Outgoing
-from stream.worker.app import SNAPSHOT_AFTER_REBUILD_SECONDS, KpiWorker, _fact_batch, _store_put_all
+from stream.stages.outgoing import Outgoing
+from stream.kafka.faust_internals import store_put_all
+from stream.kafka.wire_facts import decode_fact_batch
+from stream.worker.app import KpiWorker
+from stream.worker.recovery import SNAPSHOT_AFTER_REBUILD_SECONDS
 from tests.e2e.harness import counter_total
 from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis
@@ -45,21 +48,21 @@ def make_worker(state_dir, held_acks: list | None = None) -> KpiWorker:
     settings = ServiceSettings(kpi=KpiSettings(clock=ClockSetting("pinned", AS_OF_US)), app_id="snapshot-test",
                                state_dir=str(state_dir), partitions=1)
     worker = KpiWorker(settings)
-    worker._assigned_partitions = lambda topic: {0}
+    worker.recovery.assigned_partitions = lambda family: {0}
 
     async def changelog_without_kafka(table, partition, entries, written=None, store_when_written=False) -> None:
         messages = [Outgoing(partition, key, value, items=rest[0] if rest else 1) for key, value, *rest in entries]
 
-        def acknowledged() -> None:  # what KpiWorker._send_changelog does when the broker has them
+        def acknowledged() -> None:  # what ChangelogWriter.send does when the broker has them
             if store_when_written:
-                _store_put_all(table, partition, [(m.key, m.value) for m in messages])
+                store_put_all(table, partition, [(m.key, m.value) for m in messages])
             if written:
                 written(partition, messages)
         if held_acks is None:
             acknowledged()
         else:
             held_acks.append(acknowledged)
-    worker._send_changelog = changelog_without_kafka
+    worker.facts.writer.send = changelog_without_kafka
     return worker
 
 
@@ -70,30 +73,27 @@ def acknowledge(held_acks: list) -> None:
 
 def facts_in_table(worker: KpiWorker) -> list[list]:
     return [fact for family in Family for key, value in worker.fact_tables[family].data.items()
-            for fact in _fact_batch(key, value)["f"]]
+            for fact in decode_fact_batch(value)[1]]
 
 
 def rebuild(worker: KpiWorker) -> None:
     async def all_families() -> None:
         for family in Family:
-            await worker._make_rebuild(family)()
+            await worker.recovery.rebuild(family)
     asyncio.run(all_families())
 
 
 def accept(worker: KpiWorker, raw: bytes) -> None:
-    """What the input handler (KpiWorker._handle_input) does with an event on its own topic and
+    """What the input handler (EntityStage.handle) does with an event on its own topic and
     key: apply it, and keep its fact for the next flush."""
     try:
         event = decode_event(raw, AS_OF_US, worker.kpi)
     except Rejected:
         return
     family = family_of(event)
-    if worker._entity_partition(family, 0).engine.apply(event) is Outcome.DUPLICATE:
+    if worker.entity_stage.entity_partition(family, 0).engine.apply(event) is Outcome.DUPLICATE:
         return
-    worker.pending_facts.setdefault((family, 0), []).append(
-        [partition_key(event), event.event_id, event.ref_us, raw.decode()])
-    worker.pending_fact_count += 1
-    worker.unwritten_facts += 1
+    worker.facts.add(family, 0, [partition_key(event), event.event_id, event.ref_us, raw.decode()])
 
 
 def copy_tables(source: KpiWorker, target: KpiWorker, leave_out: set[bytes] = frozenset()) -> None:
@@ -107,7 +107,7 @@ def copy_tables(source: KpiWorker, target: KpiWorker, leave_out: set[bytes] = fr
 def values(worker: KpiWorker) -> dict[str, dict]:
     out = {}
     for family in Family:
-        engine = worker.entities[(family, 0)].engine
+        engine = worker.entity_stage.entities[(family, 0)].engine
         engine.advance(AS_OF_US)
         for scope, vector in engine.vectors(family).items():
             for v in engine.evaluate(family, scope, vector, AS_OF_US):
@@ -138,19 +138,19 @@ def stopped_with_unwritten_facts(tmp_path, messages) -> tuple[KpiWorker, list[by
     rebuild(worker)
     for raw in messages[:half]:
         accept(worker, raw)
-    asyncio.run(worker._flush_facts())
+    asyncio.run(worker.flush_facts())
     for raw in messages[half:three_quarters]:
         accept(worker, raw)
-    unwritten = {family: list(facts) for (family, _), facts in worker.pending_facts.items()}
+    unwritten = {family: list(facts) for (family, _), facts in worker.facts.pending.items()}
     assert sum(map(len, unwritten.values())) > 0
-    asyncio.run(worker._save_snapshots())
+    asyncio.run(worker.recovery.save_snapshots())
     assert len(list((tmp_path / "a" / "v1" / "engine-snapshots").glob("*.snapshot"))) == len(Family)
     return worker, messages[:three_quarters], messages[three_quarters:]
 
 
 def test_restart_from_snapshots_applies_facts_written_since_and_writes_unwritten_facts_again(tmp_path, messages, caplog):
     stopped, applied, rest = stopped_with_unwritten_facts(tmp_path, messages)
-    stopped_pending = {family: list(facts) for (family, _), facts in stopped.pending_facts.items()}
+    stopped_pending = {family: list(facts) for (family, _), facts in stopped.facts.pending.items()}
 
     # another pod held the partition meanwhile (rebuilt from facts, its own state directory): it
     # re-read the events whose facts were not written (their offsets were not committed) and the rest
@@ -159,29 +159,29 @@ def test_restart_from_snapshots_applies_facts_written_since_and_writes_unwritten
     rebuild(other)
     for raw in messages[len(applied) - sum(map(len, stopped_pending.values())):]:
         accept(other, raw)
-    asyncio.run(other._flush_facts())
+    asyncio.run(other.flush_facts())
 
     restarted = make_worker(tmp_path / "a")
     copy_tables(other, restarted)
-    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.recovery"):
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
     # only `other`'s batches were applied; the engines now cover every batch in their tables
     applied_on_top = facts_applied_in_rebuilds(caplog.text)
-    assert applied_on_top == sum(len(_fact_batch(key, value)["f"]) for family in Family
+    assert applied_on_top == sum(len(decode_fact_batch(value)[1]) for family in Family
                                  for key, value in other.fact_tables[family].data.items()
                                  if key not in stopped.fact_tables[family].data)
     for family in Family:
-        assert len(restarted.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
+        assert len(restarted.entity_stage.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
     # the facts the stopped worker applied but never wrote: held by the restored engines, and
     # pending again so that the next flush writes them (the events' offsets were not committed)
     for family, facts in stopped_pending.items():
-        assert restarted.pending_facts[(family, 0)][:len(facts)] == facts
+        assert restarted.facts.pending[(family, 0)][:len(facts)] == facts
     # the re-read events are in the snapshots and in `other`'s batches: counted once
     assert kpi_differences(values(restarted), oracle(messages)) == []
 
     # written twice now (by `other`, and again below): a rebuild from facts alone counts them once
-    asyncio.run(restarted._flush_facts())
+    asyncio.run(restarted.flush_facts())
     from_facts = make_worker(tmp_path / "from-facts")
     copy_tables(restarted, from_facts)
     rebuild(from_facts)
@@ -198,7 +198,7 @@ def test_restored_engines_equal_the_stopped_ones_and_their_unwritten_facts_are_w
     assert kpi_differences(values(restarted), values(stopped)) == []
     assert kpi_differences(values(restarted), oracle(applied)) == []
     # nobody re-read the events whose facts were not written: only the restarted worker can write them
-    asyncio.run(restarted._flush_facts())
+    asyncio.run(restarted.flush_facts())
     from_facts = make_worker(tmp_path / "from-facts")
     copy_tables(restarted, from_facts)
     rebuild(from_facts)
@@ -217,7 +217,7 @@ def test_snapshot_covering_a_batch_missing_from_the_facts_table_is_ignored(tmp_p
     assert rebuilds(restarted, "facts") == 1 and rebuilds(restarted, "snapshot") == len(Family) - 1
     # the outlet partition holds exactly the facts its table holds (the rest is re-read from input)
     in_table = [fact[3].encode() for key, value in restarted.fact_tables[Family.OUTLET].data.items()
-                for fact in _fact_batch(key, value)["f"]]
+                for fact in decode_fact_batch(value)[1]]
     outlet_values = {k: v for k, v in values(restarted).items()
                      if k.split("|")[0] in ("active_accounts", "orders", "visits", "sales_amount")}
     expected = {k: v for k, v in oracle(in_table).items() if k.split("|")[0] in
@@ -233,16 +233,16 @@ def test_facts_enter_the_table_only_when_acknowledged_and_a_rebuild_meanwhile_ke
     half = messages[:len(messages) // 2]
     for raw in half:
         accept(worker, raw)
-    sent = worker.pending_fact_count
-    asyncio.run(worker._flush_facts())
+    sent = worker.facts.pending_count
+    asyncio.run(worker.flush_facts())
     assert held and facts_in_table(worker) == [], "sent, not acknowledged: not in the local store"
-    assert worker.unwritten_facts > 0
+    assert worker.facts.unwritten > 0
     rebuild(worker)  # a rebalance while the batches are on their way: they are state all the same
     assert kpi_differences(values(worker), oracle(half)) == []
     acknowledge(held)
-    assert worker.unwritten_facts == 0 and not any(worker.facts_in_flight.values())
+    assert worker.facts.unwritten == 0 and not any(worker.facts.in_flight.values())
     for family in Family:
-        assert len(worker.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
+        assert len(worker.entity_stage.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
     assert len(facts_in_table(worker)) == sent > 0
 
 
@@ -253,16 +253,16 @@ def test_snapshot_with_batches_in_flight_covers_those_that_landed_and_writes_the
     third = len(messages) // 3
     for raw in messages[:third]:
         accept(stopped, raw)
-    asyncio.run(stopped._flush_facts())
+    asyncio.run(stopped.flush_facts())
     landing = list(held)  # acknowledged only after the snapshot is saved
     held.clear()
     for raw in messages[third:2 * third]:
         accept(stopped, raw)
-    asyncio.run(stopped._flush_facts())
+    asyncio.run(stopped.flush_facts())
     lost = list(held)  # never acknowledged: the process stopped first
     in_flight = {family: [f for _, facts in flying.values() for f in facts]
-                 for (family, _), flying in stopped.facts_in_flight.items()}
-    asyncio.run(stopped._save_snapshots())
+                 for (family, _), flying in stopped.facts.in_flight.items()}
+    asyncio.run(stopped.recovery.save_snapshots())
     for ack in landing:
         ack()
     landed_facts = len(facts_in_table(stopped))
@@ -275,12 +275,12 @@ def test_snapshot_with_batches_in_flight_covers_those_that_landed_and_writes_the
     assert kpi_differences(values(restarted), oracle(messages[:2 * third])) == []
     # the batches that landed are covered; the lost ones are pending again, and only those
     for family in Family:
-        assert len(restarted.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
+        assert len(restarted.entity_stage.entities[(family, 0)].covered) == len(restarted.fact_tables[family].data)
     lost_facts = {tuple(f[:3]) for family, facts in in_flight.items() for f in facts} - {
         tuple(f[:3]) for f in facts_in_table(stopped)}
-    assert {tuple(f[:3]) for (_, _), facts in restarted.pending_facts.items() for f in facts} == lost_facts
+    assert {tuple(f[:3]) for (_, _), facts in restarted.facts.pending.items() for f in facts} == lost_facts
     # so every accepted fact is in the table exactly once, and a rebuild from facts alone agrees
-    asyncio.run(restarted._flush_facts())
+    asyncio.run(restarted.flush_facts())
     identities = [tuple(f[:3]) for f in facts_in_table(restarted)]
     assert len(identities) == len(set(identities)) == landed_facts + len(lost_facts)
     from_facts = make_worker(tmp_path / "from-facts")
@@ -291,14 +291,14 @@ def test_snapshot_with_batches_in_flight_covers_those_that_landed_and_writes_the
 
 def background_snapshot(worker: KpiWorker) -> None:
     """What the flush timer does every KPI_SNAPSHOT_INTERVAL: fork a save, here waited for."""
-    worker.next_snapshot_at = 0.0
-    worker._snapshot_if_due()
-    assert worker.saver.running
+    worker.recovery.next_snapshot_at = 0.0
+    worker.recovery.snapshot_if_due()
+    assert worker.recovery.saver.running
     deadline = time.monotonic() + 60
-    while worker.saver.running and time.monotonic() < deadline:
-        worker._snapshot_if_due()  # polls the save; starts nothing new before the interval
+    while worker.recovery.saver.running and time.monotonic() < deadline:
+        worker.recovery.snapshot_if_due()  # polls the save; starts nothing new before the interval
         time.sleep(0.02)
-    assert not worker.saver.running
+    assert not worker.recovery.saver.running
     assert counter_total(generate_latest(worker.metrics.registry).decode(),
                          "kpi_stream_background_snapshots_total", outcome="saved") >= 1
 
@@ -309,22 +309,22 @@ def test_after_a_kill_the_background_snapshot_is_restored_and_only_later_facts_a
     half = len(messages) // 2
     for raw in messages[:half]:
         accept(worker, raw)
-    asyncio.run(worker._flush_facts())
+    asyncio.run(worker.flush_facts())
     background_snapshot(worker)
     for raw in messages[half:]:
         accept(worker, raw)
-    later = worker.pending_fact_count
-    asyncio.run(worker._flush_facts())
+    later = worker.facts.pending_count
+    asyncio.run(worker.flush_facts())
     # killed here: no snapshot at stop
 
     restarted = make_worker(tmp_path / "a")
     copy_tables(worker, restarted)
-    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.recovery"):
         rebuild(restarted)
     assert rebuilds(restarted, "snapshot") == len(Family) and rebuilds(restarted, "facts") == 0
     assert facts_applied_in_rebuilds(caplog.text) == later
     assert kpi_differences(values(restarted), oracle(messages)) == []
-    assert not any(restarted.pending_facts.values()), "every fact was in the table: nothing to write again"
+    assert not any(restarted.facts.pending.values()), "every fact was in the table: nothing to write again"
 
 
 def test_a_rebalance_restores_the_background_snapshot_and_applies_batches_in_flight_once(tmp_path, messages):
@@ -334,20 +334,20 @@ def test_a_rebalance_restores_the_background_snapshot_and_applies_batches_in_fli
     third = len(messages) // 3
     for raw in messages[:third]:
         accept(worker, raw)
-    asyncio.run(worker._flush_facts())  # on its way during the snapshot and the rebalance
+    asyncio.run(worker.flush_facts())  # on its way during the snapshot and the rebalance
     background_snapshot(worker)
     for raw in messages[third:2 * third]:
         accept(worker, raw)
-    asyncio.run(worker._flush_facts())  # sent after the snapshot, not acknowledged either
-    sent = sum(len(facts) for flying in worker.facts_in_flight.values() for _, facts in flying.values())
+    asyncio.run(worker.flush_facts())  # sent after the snapshot, not acknowledged either
+    sent = sum(len(facts) for flying in worker.facts.in_flight.values() for _, facts in flying.values())
 
     rebuild(worker)  # a rebalance that gives the worker its partitions back
     assert rebuilds(worker, "snapshot") == len(Family)
     assert kpi_differences(values(worker), oracle(messages[:2 * third])) == []
-    assert not any(worker.pending_facts.values()), "the batches in flight are still this worker's to land"
+    assert not any(worker.facts.pending.values()), "the batches in flight are still this worker's to land"
     acknowledge(held)
     for family in Family:
-        assert len(worker.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
+        assert len(worker.entity_stage.entities[(family, 0)].covered) == len(worker.fact_tables[family].data)
     identities = [tuple(f[:3]) for f in facts_in_table(worker)]
     assert len(identities) == len(set(identities)) == sent
 
@@ -356,7 +356,7 @@ def revoke_everything(worker: KpiWorker) -> None:
     """What faust's eager rebalance does first: every assigned partition revoked."""
     topics = [worker.topics.input(name) for name in ("sales.outlets", "sales.orders", "sales.visits",
                                                       "sales.leads", "sales.activities", "sales.events")]
-    asyncio.run(worker._on_revoked(worker.app, {TP(topic, 0) for topic in topics}))
+    asyncio.run(worker.on_partitions_revoked(worker.app, {TP(topic, 0) for topic in topics}))
 
 
 def test_a_partition_kept_through_a_rebalance_resumes_with_its_engine_instead_of_a_rebuild(tmp_path, messages, caplog):
@@ -365,24 +365,24 @@ def test_a_partition_kept_through_a_rebalance_resumes_with_its_engine_instead_of
     half, three_quarters = len(messages) // 2, 3 * len(messages) // 4
     for raw in messages[:half]:
         accept(worker, raw)
-    asyncio.run(worker._flush_facts())
+    asyncio.run(worker.flush_facts())
     for raw in messages[half:three_quarters]:
         accept(worker, raw)  # still pending when the rebalance comes: dropped, their events re-read
-    dropped = {family: list(facts) for (family, _), facts in worker.pending_facts.items()}
+    dropped = {family: list(facts) for (family, _), facts in worker.facts.pending.items()}
     revoke_everything(worker)
-    assert not worker.entities and not worker.pending_facts
+    assert not worker.entity_stage.entities and not worker.facts.pending
 
-    with caplog.at_level(logging.INFO, logger="stream.worker.app"):
+    with caplog.at_level(logging.INFO, logger="stream.worker.recovery"):
         rebuild(worker)  # the same partitions come back
     assert rebuilds(worker, "kept") == len(Family) and rebuilds(worker, "snapshot") == 0
     assert facts_applied_in_rebuilds(caplog.text) == 0
-    assert not worker.parked
+    assert not worker.recovery.parked
     for family, facts in dropped.items():
-        assert worker.pending_facts[(family, 0)] == facts, "the dropped facts are the engine's: written again"
+        assert worker.facts.pending[(family, 0)] == facts, "the dropped facts are the engine's: written again"
     for raw in messages[half:]:  # re-read from the committed offset, then the rest
         accept(worker, raw)
     assert kpi_differences(values(worker), oracle(messages)) == []
-    asyncio.run(worker._flush_facts())
+    asyncio.run(worker.flush_facts())
     from_facts = make_worker(tmp_path / "from-facts")
     copy_tables(worker, from_facts)
     rebuild(from_facts)
@@ -395,10 +395,10 @@ def test_engines_of_partitions_that_went_elsewhere_are_dropped_at_the_rebuild(tm
     for raw in messages[:100]:
         accept(worker, raw)
     revoke_everything(worker)
-    assert len(worker.parked) == len(Family)
-    worker._assigned_partitions = lambda topic: set()
+    assert len(worker.recovery.parked) == len(Family)
+    worker.recovery.assigned_partitions = lambda family: set()
     rebuild(worker)
-    assert not worker.parked and not worker.entities
+    assert not worker.recovery.parked and not worker.entity_stage.entities
 
 
 def test_engines_restored_from_files_leave_the_collectors_young_generations(tmp_path, messages):
@@ -424,14 +424,14 @@ def test_facts_kept_in_the_table_store_take_about_the_memory_of_their_bytes(tmp_
     rebuild(worker)
     for raw in messages[:400]:
         accept(worker, raw)
-    pending, worker.pending_facts = worker.pending_facts, {}
+    pending, worker.facts.pending = worker.facts.pending, {}
     tracemalloc.start()
     try:
         for (family, partition), facts in pending.items():
             for fact in facts:  # one batch per fact: many small keys and values
-                worker.pending_facts = {(family, partition): [fact]}
-                worker.pending_fact_count = 1
-                asyncio.run(worker._flush_facts())
+                worker.facts.pending = {(family, partition): [fact]}
+                worker.facts.pending_count = 1
+                asyncio.run(worker.flush_facts())
         grown = tracemalloc.get_traced_memory()[0]
     finally:
         tracemalloc.stop()
@@ -449,13 +449,13 @@ def test_a_start_from_nothing_waits_the_regular_interval_for_its_first_backgroun
     interval = fresh.settings.snapshot_interval_seconds
     assert interval > SNAPSHOT_AFTER_REBUILD_SECONDS
     rebuild(fresh)
-    assert fresh.next_snapshot_at - time.monotonic() > interval - 5
+    assert fresh.recovery.next_snapshot_at - time.monotonic() > interval - 5
     for raw in messages[: len(messages) // 2]:
         accept(fresh, raw)
-    asyncio.run(fresh._flush_facts())
+    asyncio.run(fresh.flush_facts())
 
     restarted = make_worker(tmp_path / "a")  # killed: no snapshot yet, the facts are in the table
     copy_tables(fresh, restarted)
     rebuild(restarted)
     assert rebuilds(restarted, "facts") == len(Family)
-    assert restarted.next_snapshot_at - time.monotonic() <= SNAPSHOT_AFTER_REBUILD_SECONDS
+    assert restarted.recovery.next_snapshot_at - time.monotonic() <= SNAPSHOT_AFTER_REBUILD_SECONDS
