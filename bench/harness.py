@@ -321,13 +321,13 @@ PY_SPY_HZ = 200  # the benchmarks' py-spy sampling rate
 
 # (stage, a frame that marks it): the first match wins, so nested stages come first
 STAGES: tuple[tuple[str, str], ...] = (
-    ("decode + engine (per event)", "KpiWorker._handle_input"),
+    ("decode + engine (per event)", "EntityStage.handle"),
     ("take_events batches", "Stream.take_events"),
-    ("agent loop", "KpiWorker._consume_in_batches"),
-    ("publication rounds", "KpiWorker._publish_round"),
-    ("partials flush (stage 1)", "KpiWorker._flush_partials"),
-    ("scope stage (stage 2)", "KpiWorker._scope_agent"),
-    ("facts flush", "KpiWorker._flush_facts"),
+    ("agent loop", "EntityStage.consume"),
+    ("publication rounds", "ScopeStage.publish_round"),
+    ("partials flush (stage 1)", "EntityStage.flush_partials"),
+    ("scope stage (stage 2)", "ScopeStage.consume"),
+    ("facts flush", "FactLog.flush"),
     ("Redis writes", "RedisService._write_redis"),
     ("faust: fetched records to streams", "Consumer._drain_messages"),
     ("faust: stream iteration", "Stream._passive_drainer"),

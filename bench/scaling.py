@@ -20,7 +20,7 @@ Runs (each a fresh process; per-event cost is CPU time of the timed loop / event
      per tracked outlet; the buffers that grow with events rather than outlets (dedupe ids,
      pending slot deltas, scope vectors, lead/activity state) are sized by walking them and
      subtracted to give "beyond buffers".                              target: <= 200 B/outlet
-  4. rebuild: the worker's rebuild loop (`apply_fact_batches`, stream/worker/app.py) over the 1M-outlet state's
+  4. rebuild: the worker's rebuild loop (`apply_fact_batches`, stream/worker/recovery.py) over the 1M-outlet state's
      facts (every accepted event, stored as the worker stores them: [partition, ref_us, raw]),
      through to final values (advance + roll-up + evaluate), checked equal to run 2's values.
      CPU part only: reading the facts changelog from Kafka is not included.  target: <= 10 s
@@ -198,16 +198,16 @@ def child_apply(args) -> dict:
 
 
 def child_rebuild(args) -> dict:
-    from stream.worker.app import apply_fact_batches  # the worker's own rebuild loop
+    from stream.worker.recovery import apply_fact_batches  # the worker's own rebuild loop
 
     config = bench_config(0, args.outlets)
     settings = settings_for(args.windows, config)
     lines = read_file(args.file)
     ref_us = reference_instant_us(settings.clock, None)
-    # The facts table as the worker holds it after recovery: batches of up to 500 facts
-    # {"p": partition, "f": [[entity, event_id, ref_us, raw], ...]} (distinct identities here).
-    facts = {f"b{start}": {"p": 0, "f": [[f"k{n}", f"e{n}", ref_us, raw.decode()]
-                                         for n, raw in enumerate(lines[start:start + 500], start)]}
+    # The facts table as the worker holds it after recovery: batches of up to 500 facts,
+    # (partition, [[entity, event_id, ref_us, raw], ...]) (distinct identities here).
+    facts = {f"b{start}": (0, [[f"k{n}", f"e{n}", ref_us, raw.decode()]
+                               for n, raw in enumerate(lines[start:start + 500], start)])
              for start in range(0, len(lines), 500)}
     fact_count = len(lines)
     del lines

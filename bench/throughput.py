@@ -66,7 +66,7 @@ app = faust.App(app_id, broker=f"kafka://{bootstrap}", store="memory://", key_se
                 broker_max_poll_records=500, topic_allow_declare=False, env_prefix="KPI_FAUST_")
 sys.path.insert(0, env["BENCH_REPO"])
 from stream.core.config import ServiceSettings
-from stream.worker.app import BytesAsFetched, fetch_like_the_worker
+from stream.kafka.faust_internals import BytesAsFetched, fetch_like_the_worker
 settings = ServiceSettings.from_env()
 fetch_like_the_worker(app, settings.fetch_max_wait_ms, settings.fetch_min_bytes)
 from stream.cli import use_event_loop
@@ -89,7 +89,7 @@ def count(value):
         os._exit(0)
 if env.get("BENCH_SHAPE") == "worker":
     # the worker's shape: one agent per family (its topics), events taken in batches as it takes them
-    from stream.worker.app import INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS
+    from stream.worker.entity_stage import INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS
     for n, names in enumerate([("sales.outlets", "sales.orders", "sales.visits"), ("sales.leads",), ("sales.activities",)]):
         async def decode_batches(stream):
             async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
@@ -97,7 +97,7 @@ if env.get("BENCH_SHAPE") == "worker":
                     count(event.message.value)
         app.agent(app.topic(*[prefix + t for t in names], schema=BytesAsFetched()), name=f"family-{n}")(decode_batches)
 else:
-    # the worker's topics hand messages over as the bytes fetched (stream.worker.app.BytesAsFetched)
+    # the worker's topics hand messages over as the bytes fetched (stream.kafka.faust_internals.BytesAsFetched)
     @app.agent(app.topic(*[prefix + t for t in ("sales.outlets","sales.orders","sales.visits","sales.leads","sales.activities")],
                          schema=BytesAsFetched()))
     async def decode_only(stream):

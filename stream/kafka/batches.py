@@ -3,7 +3,7 @@
 Faust's `topic.send` costs one trip through its producer machinery per message (a future, a
 buffer or a task, aiokafka's accumulator): about 100 us each on the benchmark machine, which made
 the worker's own output -- KPI updates, scope partials, changelog writes -- a large share of its
-CPU at high rates (bench/README.md). Here the messages of one round are appended to aiokafka
+CPU at high rates. Here the messages of one round are appended to aiokafka
 `BatchBuilder`s, one per partition, and handed to the same aiokafka producer Faust uses. Faust's
 `producer.flush()` (run before every offset commit) waits for these batches too, so "committed
 implies written" holds as for Faust's own sends.
@@ -16,48 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
-from aiokafka.partitioner import murmur2
-
-from stream.core.jsonbytes import kept
+from stream.kafka.faust_internals import partition_count
+from stream.stages.outgoing import Outgoing
 
 log = logging.getLogger(__name__)
-
-Headers = Sequence[tuple[str, bytes]]
-
-
-@dataclass(slots=True)
-class Outgoing:
-    partition: int
-    key: bytes | None
-    value: bytes | None
-    headers: Headers = ()
-    items: int = 1  # what this message carries (e.g. facts)
-
-
-def kafka_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (and Faust's send without a partition) picks.
-    aiokafka's murmur2 is pure Python, ~11 us a key: callers keep what they compute."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
-
-
-# partition count -> key -> partition. Plain dicts of bytes and ints, which the cyclic GC never
-# walks (an lru_cache links its entries in tracked objects: 131,072 of them once the update keys of
-# a field force had filled it, walked in every full collection).
-_PARTITION_OF: dict[int, dict[bytes, int]] = {}
-
-
-def key_partition(key: bytes, partitions: int) -> int:
-    """`kafka_partition`, remembered: for a bounded set of keys sent again and again (scopes)."""
-    known = _PARTITION_OF.get(partitions)
-    if known is None:
-        known = _PARTITION_OF[partitions] = {}
-    partition = known.get(key)
-    if partition is None:
-        partition = known[kept(key)] = kafka_partition(key, partitions)  # keys are often orjson's
-    return partition
 
 
 class BatchProducer:
@@ -112,6 +76,4 @@ class BatchProducer:
 
     async def partition_count(self, topic: str) -> int:
         """The topic's partition count as the producer's metadata knows it (fetched if needed)."""
-        producer = self._producer_of()
-        await producer.client._wait_on_metadata(topic)
-        return len(producer.client.cluster.partitions_for_topic(topic))
+        return await partition_count(self._producer_of(), topic)

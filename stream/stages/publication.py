@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Protocol
 
 import orjson
 
-from stream.kafka.batches import Outgoing, kafka_partition
+from stream.stages.outgoing import Outgoing, kafka_partition
 from stream.core.kpis import KpiValue
-from stream.worker.sinks import KpiGauges
 from stream.stages.updates import SPEC_VERSION_HEADER, RoundStamp, encode, update_key, update_message
 
 ScopeKey = tuple[str, str, str]  # (family, scope type, scope id): one scope of the scope stage
@@ -78,10 +77,20 @@ class RoundOutput:
         self.ce_id_suffix = f"@{self.stamp.as_of}".encode()
 
 
+class GaugeSink(Protocol):
+    """Where published values go as gauges (stream/worker/sinks.py KpiGauges)."""
+
+    export_scopes: tuple[str, ...]
+
+    def set(self, value: KpiValue) -> None: ...
+
+    def remove(self, value: KpiValue) -> None: ...
+
+
 class Publisher:
     """Per scope, the forms of its keys; per key, the numbers last published and the body."""
 
-    def __init__(self, gauges: KpiGauges) -> None:
+    def __init__(self, gauges: GaugeSink) -> None:
         self.gauges = gauges
         # scope -> (kpi, window, horizon, kind) -> the form of its key
         self.forms: dict[ScopeKey, dict[tuple, KeyForm]] = {}

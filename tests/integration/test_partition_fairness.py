@@ -13,7 +13,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from stream.worker.app import fetch_buffered, send_served_partitions_to_the_back
+from stream.kafka.faust_internals import fetch_buffered, send_served_partitions_to_the_back
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Batched sends pick the partition Kafka's default partitioner picks (stream/kafka/batches.py):
+"""Batched sends pick the partition Kafka's default partitioner picks (stream/stages/outgoing.py):
 scope partials stored before batching, and consumers keyed on kpi.updates, depend on it."""
 
 import gc
@@ -6,7 +6,7 @@ import random
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream.kafka import batches
+from stream.stages import outgoing
 from stream.stages.outgoing import kafka_partition, key_partition
 
 
@@ -29,4 +29,4 @@ def test_a_scope_key_lands_where_faust_sent_it_before_partials_were_batched():
 def test_remembered_partitions_are_never_on_the_collectors_walk():
     for n in range(500):
         key_partition(f'["outlet","rep","r{n}"]'.encode(), 8)
-    assert not any(gc.is_tracked(known) for known in batches._PARTITION_OF.values())
+    assert not any(gc.is_tracked(known) for known in outgoing._PARTITION_OF.values())

@@ -1,0 +1,171 @@
+"""Admission of consumed messages through the offsets ledger, and the repair of holes and stalls.
+
+The ledger (stream/kafka/offsets.py) decides, offset by offset, what is applied. This module does
+what the decisions need from Kafka: the committed offset a partition starts from, a look at the
+log when a hole appears (a real gap, or records to re-read), seeks back, and waking a partition
+that delivers nothing although its log holds records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from stream.core.config import ServiceSettings
+from stream.kafka import faust_internals
+from stream.kafka.offsets import Admission, OffsetLedger
+
+log = logging.getLogger(__name__)
+
+SEEK_TIMEOUT_SECONDS = 10.0
+
+
+async def bounded(awaitable, seconds: float):
+    """`await awaitable`, or TimeoutError after `seconds` -- without waiting for it to cancel
+    (`asyncio.wait_for` does wait, and a call stuck in Faust's consumer thread may never finish
+    cancelling, which would stop the lag observer from re-reading a stalled partition for good)."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        log.warning("offsets: %r still running after %.0f s; abandoned", awaitable, seconds)
+        raise TimeoutError(f"not done after {seconds} s")
+    return task.result()
+
+
+class OffsetGuard:
+    """Applies each consumed partition's offsets strictly in order, for the agents."""
+
+    def __init__(self, app, ledger: OffsetLedger, settings: ServiceSettings, metrics,
+                 persisted_later_topics: set[str]) -> None:
+        self.app = app
+        self.ledger = ledger
+        self.settings = settings
+        self.metrics = metrics
+        # topics whose applied offsets become committable only once their facts are written
+        self.persisted_later_topics = persisted_later_topics
+        self.undelivered_rounds: dict = {}  # tp -> lag rounds assigned with nothing delivered
+
+    async def admit(self, message) -> bool:
+        """Whether `message` is the next offset of its partition, to be applied now."""
+        return self.ledger.admit_next(message.tp, message.offset) or await self._admit_slowly(message)
+
+    async def _admit_slowly(self, message) -> bool:
+        tp = message.tp
+        if not self.ledger.known(tp):
+            generation = faust_internals.generation(self.app)
+            start = await faust_internals.committed_or_earliest(self.app, tp)
+            if faust_internals.generation(self.app) != generation or tp not in self.app.consumer.assignment():
+                return False  # rebalanced while we asked: the next assignment starts afresh
+            self.ledger.start(tp, start, persisted_later=tp.topic in self.persisted_later_topics)
+        admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
+        if admission is Admission.APPLY:
+            return True
+        if admission is Admission.PROBE:
+            what = f"delivered offset {message.offset} before {expected}..{message.offset - 1} were applied"
+            if await self.resolve_hole(tp, expected, what) and message.offset >= self.ledger.next_offset(tp):
+                return await self._admit_slowly(message)  # a real gap, now skipped: this one may be next
+        return False
+
+    async def resolve_hole(self, tp, start: int, what: str) -> bool:
+        """Offsets from `start` on were not applied: ask the log. No records there (transaction
+        markers, compaction): accept the gap and return True. Records there, or no clear answer
+        (a slow broker): seek back to `start` -- re-reading is harmless -- and return False."""
+        try:
+            first = await bounded(self._first_offset_in_log(tp, start), SEEK_TIMEOUT_SECONDS)
+        except TimeoutError:
+            first = None
+        if self.ledger.next_offset(tp) != start:
+            return False  # settled meanwhile (the agent and the lag observer both call this)
+        if first is not None and first > start:
+            log.info("offsets: %s[%s] has no records at %s..%s (transaction markers or compaction)",
+                     tp.topic, tp.partition, start, first - 1)
+            self.metrics.offset_gaps.labels(tp.topic).inc()
+            await faust_internals.add_gap(self.app, tp, start, first - 1)
+            self.ledger.skip_to(tp, first)
+            return True
+        log.warning("offsets: %s[%s] %s; re-reading from %s", tp.topic, tp.partition, what, start)
+        self.metrics.offset_holes.labels(tp.topic).inc()
+        try:
+            # bounded: an agent or the lag observer stuck here would stop re-reading for good
+            await bounded(self.app.consumer.seek_wait({tp: start}), SEEK_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - the stall check will try again
+            log.warning("offsets: seeking %s[%s] to %s failed (%r); will retry", tp.topic, tp.partition, start, error)
+        return False
+
+    async def _first_offset_in_log(self, tp, offset: int, timeout_ms: int = 5000) -> int | None:
+        """The offset of the first record at or after `offset`, read with a throwaway consumer:
+        None when there is none or the read failed; with no record before the end of the log,
+        the end (the consumer's position passes transaction markers without records)."""
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                    enable_auto_commit=False, **self.settings.kafka_client_options())
+        partition = TopicPartition(tp.topic, tp.partition)
+        try:
+            await consumer.start()
+            consumer.assign([partition])
+            consumer.seek(partition, offset)
+            end = (await consumer.end_offsets([partition]))[partition]
+            deadline = time.monotonic() + timeout_ms / 1000
+            while time.monotonic() < deadline:  # short polls: a marker-only tail ends in one fetch
+                batch = await consumer.getmany(partition, timeout_ms=200, max_records=1)
+                records = batch.get(partition) or []
+                if records:
+                    return records[0].offset
+                if await consumer.position(partition) >= end > offset:
+                    return end
+            return None
+        except Exception as error:  # noqa: BLE001 - cannot tell: keep re-reading rather than skip
+            log.warning("offsets: could not read %s[%s] at %s: %r", tp.topic, tp.partition, offset, error)
+            return None
+        finally:
+            await consumer.stop()
+
+    async def settle_idle_partition(self, tp, highwater: int) -> None:
+        """A partition whose applied offsets stop short of the end while nothing arrives: either
+        the rest is a transactional producer's last commit marker (lag and the committed offset
+        would stay one short forever) or records faust will not deliver again (a re-read whose
+        messages its read-offset filter dropped) -- holes are otherwise retried only when a later
+        message arrives."""
+        start = self.ledger.next_offset(tp)
+        if start is None or start >= highwater:
+            return
+        await self.resolve_hole(tp, start, f"stalled at {start} with records up to {highwater - 1} not delivered")
+
+    async def check_undelivered(self, tp, recovered: bool, rounds_needed: int) -> None:
+        """A partition assigned for `rounds_needed` lag rounds without delivering a single message
+        while its log holds records past the committed offset: faust lost its position (seen after
+        "exception performing seek when flow not active"), and the stall check never sees it --
+        there is no applied offset to compare, and aiokafka reports no highwater for a partition it
+        does not fetch. Seek it to the committed offset; re-reading is harmless."""
+        rounds = self.undelivered_rounds.get(tp, 0) + 1
+        self.undelivered_rounds[tp] = rounds
+        if rounds < rounds_needed or self.app.rebalancing or not recovered:
+            return
+        try:
+            await bounded(self._wake_undelivered(tp), 2 * SEEK_TIMEOUT_SECONDS + 5)
+        except TimeoutError:
+            log.warning("offsets: checking %s[%s] did not finish; next lag round retries", tp.topic, tp.partition)
+        except Exception:  # noqa: BLE001 - the lag observer must keep running
+            log.exception("offsets: checking %s[%s] failed; next lag round retries", tp.topic, tp.partition)
+
+    async def _wake_undelivered(self, tp) -> None:
+        generation = faust_internals.generation(self.app)
+        committed = await faust_internals.committed_or_earliest(self.app, tp)
+        end = await faust_internals.end_offset(self.app, tp)
+        if (faust_internals.generation(self.app) != generation or self.ledger.known(tp)
+                or tp not in self.app.consumer.assignment() or end is None or committed >= end):
+            return
+        log.warning("offsets: %s[%s] delivered nothing since its assignment although the log holds offsets "
+                    "%s..%s; seeking to %s", tp.topic, tp.partition, committed, end - 1, committed)
+        self.metrics.offset_holes.labels(tp.topic).inc()
+        self.undelivered_rounds[tp] = 0  # the next attempt, if needed, three rounds from now
+        await bounded(self.app.consumer.seek_wait({tp: committed}), SEEK_TIMEOUT_SECONDS)
+
+    def forget(self, revoked) -> None:
+        self.ledger.forget(revoked)
+        for tp in revoked:
+            self.undelivered_rounds.pop(tp, None)
