@@ -2,7 +2,7 @@
 
 A vector is a list of Python numbers: counts and other ints, and exact `Decimal` money sums.
 JSON (and orjson) has no Decimal, and orjson writes no integer beyond 64 bits -- it raises, and
-the flush that raised was the whole worker's crash. Some sums do leave that range: the lead
+a flush that raises would crash the worker. Some sums do leave that range: the lead
 family keeps the sum of open leads' creation instants in microseconds (stream/core/leads.py), ~1.8e15
 each in 2026, so one partition's vector of a scope with more than ~5,000 open leads there holds
 more than 2**63, and past ~10,300 more than orjson's 2**64 - 1 (the global scope of any sizeable

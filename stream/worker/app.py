@@ -34,6 +34,7 @@ from stream.kafka.offsets import OffsetLedger
 from stream.kafka.tables import ChangelogWriter, on_disk_store_options, raw_schema
 from stream.kafka.topics import TopicNames
 from stream.stages.publication import Publisher
+from stream.worker.context import WorkerContext
 from stream.worker.entity_stage import FAMILY_TOPICS, TYPE_TOPIC, EntityStage
 from stream.worker.facts import FACT_FLUSH_SECONDS, FactLog
 from stream.worker.lag import LAG_ROUND_SECONDS, LagObserver
@@ -108,9 +109,9 @@ class KpiWorker:
         self.entity_topics = {t.input(name) for names in FAMILY_TOPICS.values() for name in names}
         guard = OffsetGuard(app, self.ledger, s, self.metrics, persisted_later_topics=self.entity_topics)
         self.guard = guard
-        self.entity_stage = EntityStage(app, s, self.metrics, self.tally, self.clock, guard, self.batches, t)
-        self.scope_stage = ScopeStage(app, s, self.metrics, self.tally, self.clock, guard, self.batches, writer, t,
-                                      Publisher(self.gauges))
+        ctx = WorkerContext(app, s, self.metrics, self.tally, self.clock, t)
+        self.entity_stage = EntityStage(ctx, guard, self.batches)
+        self.scope_stage = ScopeStage(ctx, guard, self.batches, writer, Publisher(self.gauges))
         self.fact_tables = {
             family: app.Table(f"{family.value}-facts", default=None, partitions=s.partitions, schema=raw_schema(),
                               options=on_disk_store_options())
@@ -128,7 +129,7 @@ class KpiWorker:
                              self.metrics.backpressure)
         self.metrics.facts_unacknowledged.set_function(lambda: self.facts.unwritten)
         self.entity_stage.facts = self.facts
-        self.recovery = Recovery(app, s, self.metrics, self.clock, t, self.entity_stage, self.facts, self.fact_tables)
+        self.recovery = Recovery(ctx, self.entity_stage, self.facts, self.fact_tables)
         self.lag = LagObserver(app, guard, self.facts, self.metrics, self.agent_topics())
 
         self.entity_stage.deadletter_topic = app.topic(t.deadletter, internal=False)

@@ -16,23 +16,21 @@ from typing import Any
 
 import orjson
 
-from stream.core.clock import Clock, reference_instant_us
-from stream.core.config import ServiceSettings
+from stream.core.clock import reference_instant_us
 from stream.core.decode import Rejected, decode_event, rejection_record
 from stream.core.engine import Family, KpiEngine, Outcome, family_of
 from stream.core.events import partition_key
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
-from stream.kafka.topics import TopicNames
 from stream.kafka.wire_partials import encode_partials, partials_message_key, scope_key_bytes
 from stream.kafka.wire_vectors import encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import next_flush
 from stream.stages.outgoing import Outgoing, key_partition
 from stream.stages.waiting import WaitingCounts
+from stream.worker.context import WorkerContext
 from stream.worker.facts import FactLog
-from stream.worker.metrics import MetricTally, ProcessorMetrics
 from stream.worker.snapshots import CoveredBatches
 
 log = logging.getLogger(__name__)
@@ -77,32 +75,25 @@ class EntityPartition:
 
 
 class EntityStage:
-    def __init__(self, app, settings: ServiceSettings, metrics: ProcessorMetrics, tally: MetricTally, clock: Clock,
-                 guard: OffsetGuard, batches: BatchProducer, topics: TopicNames) -> None:
-        self.app = app
-        self.settings = settings
-        self.kpi = settings.kpi
-        self.metrics = metrics
-        self.tally = tally
-        self.clock = clock
+    def __init__(self, ctx: WorkerContext, guard: OffsetGuard, batches: BatchProducer) -> None:
+        self.ctx = ctx
         self.guard = guard
         self.batches = batches
-        self.topics = topics
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.facts: FactLog | None = None  # set by the app once its tables exist
         self.typed_topics: dict[str, Any] = {}
         self.deadletter_topic = None
         self.events_in_counters: dict[tuple[str, str], Any] = {}
         # labels() per event costs more than the increment: children looked up once
-        self.late_correction_counters = {family: metrics.late_corrections.labels(family.value) for family in Family}
-        self.input_delay = metrics.stage_delay.labels("input")
+        self.late_correction_counters = {family: ctx.metrics.late_corrections.labels(family.value) for family in Family}
+        self.input_delay = ctx.metrics.stage_delay.labels("input")
 
     def entity_partition(self, family: Family, partition: int) -> EntityPartition:
         entity = self.entities.get((family, partition))
         if entity is None:
             entity = self.entities[(family, partition)] = EntityPartition(
-                KpiEngine(self.kpi, self.clock.now_us()),
-                generation=faust_internals.generation(self.app))
+                KpiEngine(self.ctx.kpi, self.ctx.clock.now_us()),
+                generation=faust_internals.generation(self.ctx.app))
         return entity
 
     async def consume(self, stream, family: Family | None) -> None:
@@ -117,22 +108,22 @@ class EntityStage:
                 await self.handle(family, event.message)
 
     async def handle(self, family: Family | None, message) -> None:
-        facts = self.facts
+        ctx, facts = self.ctx, self.facts
         await facts.wait_for_room()
         if not await self.guard.admit(message):
             return
         raw: bytes = message.value if message.value is not None else b""
         timestamp_ms = int(round(message.timestamp * 1000)) if message.timestamp else None
-        ref_us = reference_instant_us(self.kpi.clock, timestamp_ms)
+        ref_us = reference_instant_us(ctx.kpi.clock, timestamp_ms)
         try:
-            event = decode_event(raw, ref_us, self.kpi)
+            event = decode_event(raw, ref_us, ctx.kpi)
         except Rejected as rejected:
             self._count_in(message.topic, "invalid")
             await self._dead_letter(message, raw, rejected)
             return
         self._count_in(message.topic, event.type)
         if timestamp_ms is not None:
-            self.tally.observe(self.input_delay, max(0.0, time.time() - timestamp_ms / 1000))
+            ctx.tally.observe(self.input_delay, max(0.0, time.time() - timestamp_ms / 1000))
         target_family = family_of(event)
         key = partition_key(event)
         if family is not target_family or message.key != key.encode():
@@ -146,13 +137,13 @@ class EntityStage:
         engine = entity.engine
         outcome = engine.apply(event)  # dedupes first: one lookup, not a check and then apply's own
         if outcome is Outcome.DUPLICATE:
-            self.metrics.ignored.labels("duplicate").inc()
+            ctx.metrics.ignored.labels("duplicate").inc()
             return
         if outcome is Outcome.ALREADY_CLOSED:
-            self.metrics.ignored.labels("already_closed").inc()
-        self.clock.observe(event.occurred_us)
-        if event.occurred_us // self.kpi.slot_us < engine.slot:
-            self.tally.count(self.late_correction_counters[family])
+            ctx.metrics.ignored.labels("already_closed").inc()
+        ctx.clock.observe(event.occurred_us)
+        if event.occurred_us // ctx.kpi.slot_us < engine.slot:
+            ctx.tally.count(self.late_correction_counters[family])
         # no await between the ledger's admission and this: the facts flush sees both or neither
         facts.add(family, message.partition, [key, event.event_id, event.ref_us, raw.decode()])
         if timestamp_ms is not None:
@@ -161,8 +152,8 @@ class EntityStage:
     def _count_in(self, topic: str, event_type: str) -> None:
         counter = self.events_in_counters.get((topic, event_type))
         if counter is None:  # prometheus_client's labels() lookup is a large part of a cheap event
-            counter = self.events_in_counters[(topic, event_type)] = self.metrics.events_in.labels(topic, event_type)
-        self.tally.count(counter)
+            counter = self.events_in_counters[(topic, event_type)] = self.ctx.metrics.events_in.labels(topic, event_type)
+        self.ctx.tally.count(counter)
 
     async def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
         record = rejection_record(
@@ -170,7 +161,7 @@ class EntityStage:
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
         await self.deadletter_topic.send(key=message.key, value=orjson.dumps(record))
-        self.metrics.deadletters.labels(rejected.reason).inc()
+        self.ctx.metrics.deadletters.labels(rejected.reason).inc()
         log.info("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
                  message.partition, message.offset, rejected.detail)
 
@@ -180,8 +171,8 @@ class EntityStage:
         """`flush_partials` at every flush instant of the wall-clock grid (stream/stages/cadence.py),
         which every worker shares: a scope's partials from all of them reach stage 2 together. A
         loop, not a Faust timer: a timer keeps its own phase."""
-        interval = self.settings.publish_interval_seconds
-        while not self.app.should_stop:
+        interval = self.ctx.settings.publish_interval_seconds
+        while not self.ctx.app.should_stop:
             flush, flush_at = next_flush(time.time(), interval)
             await asyncio.sleep(flush_at - time.time())
             try:
@@ -195,10 +186,10 @@ class EntityStage:
         """Send every scope whose vector moved since the last flush to the scope stage: one
         message per scope-stage partition per flush (split past PARTIALS_PER_MESSAGE), not one per
         scope -- each consumed message costs the scope stage a full trip through Faust."""
-        if self.app.rebalancing:
+        if self.ctx.app.rebalancing:
             return
-        partitions = await self.batches.partition_count(self.topics.partials)
-        now_us = self.clock.now_us()
+        partitions = await self.batches.partition_count(self.ctx.topics.partials)
+        now_us = self.ctx.clock.now_us()
         by_destination: dict[int, list[list]] = {}
         events: WaitingCounts = {}  # applied since the last flush, in partitions that send
         for (family, partition), entity in list(self.entities.items()):
@@ -226,9 +217,9 @@ class EntityStage:
                 value = encode_partials(time.time_ns() // 1_000_000, flush,
                                         entries[start:start + PARTIALS_PER_MESSAGE], carried)
                 messages.append(Outgoing(destination, key, value))
-        await self.batches.send(self.topics.partials, messages)
-        self.metrics.state_entities.labels("outlet").set(
+        await self.batches.send(self.ctx.topics.partials, messages)
+        self.ctx.metrics.state_entities.labels("outlet").set(
             sum(len(e.engine.outlets) for (f, _), e in self.entities.items() if f is Family.OUTLET))
-        self.metrics.state_entities.labels("lead").set(
+        self.ctx.metrics.state_entities.labels("lead").set(
             sum(len(e.engine.leads.leads) for (f, _), e in self.entities.items() if f is Family.LEAD))
-        self.metrics.state_entities.labels("scope").set(scope_count())
+        self.ctx.metrics.state_entities.labels("scope").set(scope_count())

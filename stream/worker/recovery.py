@@ -19,16 +19,15 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from stream.core.clock import Clock
-from stream.core.config import KpiSettings, ServiceSettings
+from stream.core.config import KpiSettings
 from stream.core.decode import Rejected, decode_event
 from stream.core.engine import Family, KpiEngine
 from stream.core.gcpause import cyclic_gc_paused
 from stream.kafka import faust_internals
-from stream.kafka.topics import TopicNames
 from stream.kafka.wire_facts import Fact, decode_fact_batch, fact_batch_partition_and_id
+from stream.worker.context import WorkerContext
 from stream.worker.entity_stage import FAMILY_TOPICS, EntityPartition, EntityStage
 from stream.worker.facts import FactLog
-from stream.worker.metrics import ProcessorMetrics
 from stream.worker.snapshots import BackgroundSaver, EngineSnapshot, SnapshotShelf, engine_fingerprint, missing_batches
 
 log = logging.getLogger(__name__)
@@ -69,19 +68,14 @@ def apply_fact_batches(batches: Iterable[tuple[int, list[Fact]]], engines: dict[
 
 
 class Recovery:
-    def __init__(self, app, settings: ServiceSettings, metrics: ProcessorMetrics, clock: Clock, topics: TopicNames,
-                 stage: EntityStage, facts: FactLog, fact_tables: dict) -> None:
-        self.app = app
-        self.settings = settings
-        self.kpi = settings.kpi
-        self.metrics = metrics
-        self.clock = clock
-        self.topics = topics
+    def __init__(self, ctx: WorkerContext, stage: EntityStage, facts: FactLog, fact_tables: dict) -> None:
+        self.ctx = ctx
         self.stage = stage
         self.facts = facts
         self.fact_tables = fact_tables
+        settings = ctx.settings
         owner = f"app {settings.app_id}, topic prefix {settings.topic_prefix!r}, {settings.partitions} partitions"
-        self.snapshots = SnapshotShelf(Path(app.conf.appdir) / "engine-snapshots", engine_fingerprint(self.kpi, owner))
+        self.snapshots = SnapshotShelf(Path(ctx.app.conf.appdir) / "engine-snapshots", engine_fingerprint(self.ctx.kpi, owner))
         self.saver = BackgroundSaver(self.snapshots)
         # (family, partition) -> the engine this worker held until a rebalance revoked it, as a
         # snapshot: the next rebuild restores it if the partition comes back (eager rebalancing
@@ -91,7 +85,7 @@ class Recovery:
         self.next_snapshot_at = float("inf")  # monotonic; set once recovered (see snapshot_if_due)
 
     def assigned_partitions(self, family: Family) -> set[int]:
-        return faust_internals.assigned_partitions(self.app, self.topics.input(FAMILY_TOPICS[family][0]))
+        return faust_internals.assigned_partitions(self.ctx.app, self.ctx.topics.input(FAMILY_TOPICS[family][0]))
 
     async def rebuild(self, family: Family) -> None:
         # Every assigned partition is rebuilt from the facts table, also one that already has an
@@ -125,7 +119,7 @@ class Recovery:
                 snapshot = restored[p][0]
                 entity.engine, entity.covered = snapshot.engine, snapshot.covered
                 entity.engine.mark_all_dirty()
-                self.clock.observe(entity.engine.latest_occurred_us)
+                self.ctx.clock.observe(entity.engine.latest_occurred_us)
             engines[p], rebuilt[p] = entity.engine, entity
         skip = {p: lookup for p, (_, lookup, _) in restored.items()}
         applied_keys: list[tuple[int, Any]] = []
@@ -149,17 +143,17 @@ class Recovery:
                         if covered is None or batch not in covered:
                             yield p, facts
         pending = ((p, facts) for (fam, p), facts in self.facts.pending.items() if fam is family)
-        count = apply_fact_batches(itertools.chain(stored(), in_flight(), pending), engines, self.kpi, self.clock)
+        count = apply_fact_batches(itertools.chain(stored(), in_flight(), pending), engines, self.ctx.kpi, self.ctx.clock)
         for p, batch in applied_keys:
             rebuilt[p].covered.add(batch)
         for p, (snapshot, _, _) in restored.items():
             self.facts.pend_again(family, p, snapshot.unwritten)
         seconds = time.perf_counter() - started
-        self.metrics.rebuild_seconds.labels(family.value).observe(seconds)
+        self.ctx.metrics.rebuild_seconds.labels(family.value).observe(seconds)
         sources = collections.Counter(source for _, _, source in restored.values())
         sources["facts"] = len(assigned) - len(restored)
         for source in ("kept", "snapshot", "facts"):
-            self.metrics.partition_rebuilds.labels(family.value, source).inc(sources[source])
+            self.ctx.metrics.partition_rebuilds.labels(family.value, source).inc(sources[source])
         log.info("rebuilt %s partitions %s in %.2fs: %d restored from snapshots, %d kept from before the "
                  "rebalance, then %d facts applied", family.value, sorted(assigned), seconds,
                  sources["snapshot"], sources["kept"], count)
@@ -170,7 +164,7 @@ class Recovery:
         # the worker a burst of copy-on-write faults (docs/performance.md).
         soon = SNAPSHOT_AFTER_REBUILD_SECONDS if restored or count else float("inf")
         self.next_snapshot_at = min(self.next_snapshot_at,
-                                    time.monotonic() + min(self.settings.snapshot_interval_seconds, soon))
+                                    time.monotonic() + min(self.ctx.settings.snapshot_interval_seconds, soon))
 
     def _take_snapshots(self, family: Family, assigned: set[int],
                         batches_by_partition: dict[int, list]) -> dict[int, tuple[EngineSnapshot, Any, str]]:
@@ -244,7 +238,7 @@ class Recovery:
         not saved costs the next start a rebuild from facts, nothing else."""
         self.report_background_save(self.saver.stop())
         entities = self.stage.entities
-        if not self.settings.snapshot_on_stop or self.app.crash_reason is not None or not entities:
+        if not self.ctx.settings.snapshot_on_stop or self.ctx.app.crash_reason is not None or not entities:
             return
         started, saved, size, unwritten = time.perf_counter(), 0, 0, 0
         for (family, partition), entity in list(entities.items()):
@@ -265,10 +259,10 @@ class Recovery:
         in a batch, acknowledged (covered) or on its way (in flight, carried by id) -- so the copy
         needs nothing the worker does afterwards."""
         self.report_background_save(self.saver.poll())
-        interval = self.settings.snapshot_interval_seconds
+        interval = self.ctx.settings.snapshot_interval_seconds
         entities = self.stage.entities
         if (interval <= 0 or self.saver.running or time.monotonic() < self.next_snapshot_at
-                or not self.recovered or self.app.rebalancing or not entities):
+                or not self.recovered or self.ctx.app.rebalancing or not entities):
             return
         self.next_snapshot_at = time.monotonic() + interval
         snapshots = {(family, partition): self.snapshot_of(family, partition, entity)
@@ -277,18 +271,18 @@ class Recovery:
             self.saver.start(snapshots)
         except OSError as error:  # fork refused (memory, process limit): the next interval retries
             log.warning("background snapshot not started: %s", error)
-            self.metrics.background_snapshots.labels("failed").inc()
+            self.ctx.metrics.background_snapshots.labels("failed").inc()
 
     def report_background_save(self, report) -> None:
         if report is None:
             return
         if report.saved:
-            self.metrics.background_snapshots.labels("saved").inc()
-            self.metrics.background_snapshot_seconds.observe(report.seconds)
+            self.ctx.metrics.background_snapshots.labels("saved").inc()
+            self.ctx.metrics.background_snapshot_seconds.observe(report.seconds)
             log.info("saved %d engine snapshots in the background (%.1f MiB) in %.2fs", len(report.partitions),
                      report.size / 2**20, report.seconds)
         else:
-            self.metrics.background_snapshots.labels("failed").inc()
+            self.ctx.metrics.background_snapshots.labels("failed").inc()
             log.warning("background snapshot save of %d partitions did not finish (stopped after %.2fs, or "
                         "failed: see stderr above); the previous snapshot files stay", len(report.partitions),
                         report.seconds)

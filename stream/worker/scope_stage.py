@@ -12,23 +12,20 @@ import asyncio
 import logging
 import time
 
-from stream.core.clock import Clock
-from stream.core.config import ServiceSettings
 from stream.core.engine import Family, Layouts, evaluate_family
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
 from stream.kafka.tables import ChangelogWriter
-from stream.kafka.topics import TopicNames
 from stream.kafka.wire_partials import (decode_partials, decode_scope_entry, encode_scope_entry, scope_key_bytes,
                                         scope_key_of_stored)
 from stream.kafka.wire_vectors import decode_vector
 from stream.stages import waiting
 from stream.stages.cadence import age_refresh_due, flush_period, publish_tick
 from stream.stages.publication import Publisher, RoundOutput
-from stream.stages.scope_board import ScopeBoard, ScopeKey, ScopePartials
+from stream.stages.scope_board import ScopeBoard, ScopePartials
 from stream.stages.updates import round_stamp
-from stream.worker.metrics import MetricTally, ProcessorMetrics
+from stream.worker.context import WorkerContext
 from stream.worker.sinks import RedisSink
 
 log = logging.getLogger(__name__)
@@ -52,28 +49,21 @@ def scope_partials_from_stored(partition: int, stored_values: list) -> ScopePart
 
 
 class ScopeStage:
-    def __init__(self, app, settings: ServiceSettings, metrics: ProcessorMetrics, tally: MetricTally, clock: Clock,
-                 guard: OffsetGuard, batches: BatchProducer, writer: ChangelogWriter, topics: TopicNames,
+    def __init__(self, ctx: WorkerContext, guard: OffsetGuard, batches: BatchProducer, writer: ChangelogWriter,
                  publisher: Publisher) -> None:
-        self.app = app
-        self.settings = settings
-        self.kpi = settings.kpi
-        self.layouts = Layouts.build(settings.kpi)
-        self.metrics = metrics
-        self.tally = tally
-        self.clock = clock
+        self.ctx = ctx
+        self.layouts = Layouts.build(ctx.kpi)
         self.guard = guard
         self.batches = batches
         self.writer = writer
-        self.topics = topics
         self.publisher = publisher
         self.board = ScopeBoard()
         self.table = None  # the scope-partials table, set by the app
         self.redis: RedisSink | None = None  # set once the Redis service has started
         self.last_as_of_us: int | None = None
         self.age_refreshed_flush: int | None = None
-        self.partials_delay = metrics.stage_delay.labels("partials")
-        self.publication_delay = metrics.stage_delay.labels("publication")
+        self.partials_delay = ctx.metrics.stage_delay.labels("partials")
+        self.publication_delay = ctx.metrics.stage_delay.labels("publication")
 
     async def consume(self, stream) -> None:
         async for event in stream.events():
@@ -115,7 +105,7 @@ class ScopeStage:
 
     async def rebuild(self) -> None:
         """After recovery: the scopes of the assigned partitions, from the table, all published again."""
-        assigned = faust_internals.assigned_partitions(self.app, self.topics.partials)
+        assigned = faust_internals.assigned_partitions(self.ctx.app, self.ctx.topics.partials)
         for key in self.board.keys_in_partitions(assigned, inside=False):
             self.board.withdraw(key)
         # One scope can be stored under two key forms (bytes as written, a tuple after changelog
@@ -139,10 +129,10 @@ class ScopeStage:
     async def publish_loop(self) -> None:
         """`publish_round` every tick. A loop, not a Faust timer: a round longer than a tick is
         normal under load, and mode's timer logs a warning for every one."""
-        tick = publish_tick(self.settings.publish_interval_seconds)
-        while not self.app.should_stop:
+        tick = publish_tick(self.ctx.settings.publish_interval_seconds)
+        while not self.ctx.app.should_stop:
             await asyncio.sleep(tick)
-            self.tally.flush()
+            self.ctx.tally.flush()
             try:
                 await self.publish_round()
             except asyncio.CancelledError:
@@ -154,13 +144,13 @@ class ScopeStage:
         """Publishes each changed scope due by stream/stages/cadence.py -- once per flush period
         (spec 5.1: at most once per interval per key), a tick or two after the flush's partials
         arrive."""
-        if self.app.rebalancing:
+        if self.ctx.app.rebalancing:
             return
         board = self.board
         now = time.time()
-        interval = self.settings.publish_interval_seconds
+        interval = self.ctx.settings.publish_interval_seconds
         period = flush_period(now, interval)
-        as_of = self.clock.now_us()
+        as_of = self.ctx.clock.now_us()
         if as_of != self.last_as_of_us and age_refresh_due(now, interval, self.age_refreshed_flush):
             # lead ages move with as_of itself: lead scopes not published this period go out now
             board.mark_unpublished_dirty(Family.LEAD.value, period)
@@ -169,8 +159,8 @@ class ScopeStage:
         due = board.due(now, period, interval, publish_tick(interval))
         if not due:
             return
-        out = RoundOutput(round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.settings.app_id}"),
-                          await self.batches.partition_count(self.topics.updates))
+        out = RoundOutput(round_stamp(as_of, time.time_ns() // 1000, f"/kpi-stream/{self.ctx.settings.app_id}"),
+                          await self.batches.partition_count(self.ctx.topics.updates))
         # The scope types dashboards and alerts read (KPI_EXPORT_SCOPES) first, and the round sent
         # in chunks: with a field force of thousands of reps a round is ~20,000 updates, ~0.5 s of
         # work, which the headline keys need not wait behind.
@@ -186,7 +176,7 @@ class ScopeStage:
             total = taken.partials.total()
             # only groups that moved since the last evaluation are evaluated and compared again
             # (a scope's ~40 values cost ~40 us to evaluate)
-            values = evaluate_family(self.kpi, self.layouts, Family(key[0]), (key[1], key[2]), total, as_of,
+            values = evaluate_family(self.ctx.kpi, self.layouts, Family(key[0]), (key[1], key[2]), total, as_of,
                                      taken.evaluated)
             board.evaluated(key, total)
             if not self.publisher.publish(key, values, out):
@@ -206,9 +196,9 @@ class ScopeStage:
         outgoing, redis_bodies = out.outgoing, out.redis
         out.outgoing, out.redis = [], {}
         if outgoing:
-            await self.batches.send(self.topics.updates, outgoing)
-            self.metrics.updates_published.inc(len(outgoing))
-            self.metrics.last_publish.set(time.time())
+            await self.batches.send(self.ctx.topics.updates, outgoing)
+            self.ctx.metrics.updates_published.inc(len(outgoing))
+            self.ctx.metrics.last_publish.set(time.time())
             if oldest_received is not None:
                 self.publication_delay.observe(max(0.0, time.time() - oldest_received))
         self.observe_published(events, time.time())
@@ -218,4 +208,4 @@ class ScopeStage:
 
     def observe_published(self, events: list[tuple[int, int]], now_s: float) -> None:
         for age, count in waiting.ages(events, now_s):
-            self.tally.observe_many(self.metrics.publish_latency, age, count)
+            self.ctx.tally.observe_many(self.ctx.metrics.publish_latency, age, count)

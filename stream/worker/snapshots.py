@@ -57,9 +57,9 @@ SNAPSHOT_FORMAT = 2
 _STATE_SOURCES = (*sorted((Path(__file__).resolve().parents[1] / "core").glob("*.py")), Path(__file__).resolve())
 _SUFFIX = ".snapshot"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
-# The background copy pickles at the lowest CPU priority: a core for seconds at a time, which at
-# the worker's priority took it from the worker and the broker (a ~1 s p99 blip at the first
-# snapshot on a 2-core machine under load; bench/README.md, nineteenth session).
+# The background copy pickles at the lowest CPU priority: it takes a core for seconds at a time,
+# which at the worker's priority shows as a ~1 s p99 blip on a 2-core machine under load
+# (docs/performance.md).
 SAVER_NICENESS = 19
 
 
