@@ -1,7 +1,7 @@
 """Outlets at rest without a Python object each: one heap of records and an open-addressing index.
 
 A dict of packed bytes (outlet id -> bytes) costs ~300 bytes per outlet at a million outlets
-(bench/scaling.py, tenth session): the dict slot, an id string and a bytes object per outlet
+(bench/scaling.py): the dict slot, an id string and a bytes object per outlet
 (~170 bytes walked) and the allocator's slack around two million small objects. Here an outlet at
 rest is a record in one `bytearray` -- a 4-byte head (the id's and the state's lengths), its id's
 UTF-8 bytes and its packed state (outlet_packing.py) -- found through an `array` of 32-bit entries,

@@ -76,8 +76,9 @@ def freeze_long_lived() -> int:
 # event loop -- but with 700 a collection comes every few hundred events and promotes whatever is
 # in flight at that moment (events in batch buffers, a round's messages) to older generations,
 # which then fill and trigger their own, dearer collections. At 20,000, at 3,000 events/s, a
-# worker spent ~1.5-2.0 s a minute in the collector instead of ~3.5-4.2 s, with 3 full collections a
-# minute instead of 17 (bench/README.md, nineteenth session); a young collection then takes ~5 ms.
+# worker spends ~1.5-2.0 s a minute in the collector against ~3.5-4.2 s at 700, with 3 full
+# collections a minute against 17 (docs/performance.md, "The cyclic garbage collector"); a young
+# collection takes ~5 ms.
 YOUNG_COLLECTION_THRESHOLD = 20_000
 
 

@@ -6,8 +6,8 @@ its created slot until its close slot; its close -> won/lost (and value, cycle) 
 [close, close + w). Open-lead age is held as two running sums, open count and sum of creation
 instants, so the mean age at any `as_of` is (n * as_of - sum) / n without visiting any lead.
 A lead whose events change is withdrawn (old list, negated) and added again (new list). The old
-list is computed again from the state before the event rather than stored: it was a fifth of a
-worker's heap (a dozen 4-tuples per lead, every lead kept; bench/README.md, 21st session).
+list is computed again from the state before the event rather than stored: stored, it would be a
+fifth of a worker's heap (a dozen 4-tuples per lead, every lead kept).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class LeadState:
     """A lead while one of its events is applied. The book keeps each lead as the plain tuple
     `record` returns -- every field an atom or a tuple of atoms -- which the cyclic GC stops
     walking after its first pass; a slotted object it walks in every full collection, and one per
-    lead made leads most of what a live worker's collector walked (bench/gc_pause.py)."""
+    lead would make leads most of what a live worker's collector walks."""
 
     lead_id: str
     created_us: int | None = None

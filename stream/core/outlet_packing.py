@@ -1,14 +1,14 @@
 """Outlets at rest: an outlet's state packed into one bytes object while no event touches it.
 
-A million outlets as `OutletState` objects cost ~600 bytes each beyond buffers (bench/scaling.py):
+A million outlets as `OutletState` objects cost ~600 bytes each beyond buffers (docs/performance.md,
+"Memory per outlet"):
 the object with its slots, a stamp, an onboarding int, tuples and dicts for orders and visits, and
 the allocator's slack around a million small objects. Most outlets are touched rarely -- a rep
 visits an outlet every week or two -- so `OutletBook` keeps only recently touched outlets as objects
 and packs the others into bytes: ~25 bytes for an outlet that has only been onboarded (four in
 five, in the generator's mix), a few hundred for one with a history of orders and visits. The
 bytes are kept as records of one heap per book (cold_outlets.py), with no Python object per
-outlet, which also makes engine snapshots a few buffers to pickle (bench/README.md, tenth and
-eleventh sessions).
+outlet, which also makes engine snapshots a few buffers to pickle.
 
 Two layouts, told apart by the first byte:
 - BARE (no orders, visits or reactivations, and one stamp for all five attributes): a fixed head

@@ -68,7 +68,7 @@ class OutletState:
     """One outlet. Its containers are tuples and dicts of atoms -- never lists or nested mutable
     records -- so that the cyclic GC drops them from its walk: with hundreds of thousands of
     outlets every full collection would otherwise stop the worker for a second or more
-    (bench/gc_pause.py). The dicts are None until first written (most outlets have no order or
+    (docs/performance.md, "The cyclic garbage collector"). The dicts are None until first written (most outlets have no order or
     visit in a window of history; an empty dict is 64 bytes): read them through `_EMPTY`."""
 
     outlet_id: str

@@ -173,7 +173,7 @@ class DeltaLedger:
                 source_base = self._scope_id(source) * self.field_count
                 target_base = self._scope_id(target) * self.field_count
             # _packed for both keys at once, inline: a move hands over hundreds of deltas, and
-            # two calls per delta made a move ~1.4x dearer (bench/moves.py)
+            # two calls per delta make a move ~1.4x dearer
             source_key, target_key = source_base + field, target_base + field
             if type(delta) is int:
                 value = delta
@@ -355,8 +355,8 @@ class ScopeRollup:
 
     A scope's vector is a tuple between flushes, replaced when it moves: the cyclic GC walks every
     element of a list in each full collection but drops a tuple of numbers from its walk -- with a
-    field force of thousands of reps, ~12,000 vectors of ~200 fields were most of what a worker's
-    full collection walked (bench/README.md, seventeenth session)."""
+    field force of thousands of reps, ~12,000 vectors of ~200 fields as lists would be most of
+    what a worker's full collection walks."""
 
     __slots__ = ("cells", "scopes_of", "seen_cells", "values", "dirty")
 

@@ -7,10 +7,10 @@ the first partial of a newer flush than the one it last published, plus a short 
 same flush's partials from other workers. So each key is published at most once per flush
 period, and an event waits at most one interval for its flush, then the trip to stage 2.
 
-Before this, stage 1 flushed five times per interval on its own timer and stage 2 published a
-scope once its last publication was an interval old: an event could wait a fifth of an interval
-for its flush *and* then a whole interval for its scope's slot, and every busy scope crossed to
-stage 2 five times per interval (bench/README.md, eighteenth session).
+A shared grid, rather than a timer per stage: with stage 1 flushing on its own timer (say five
+times per interval) and stage 2 publishing a scope once its last publication is an interval old,
+an event would wait for its flush *and* then up to a whole interval for its scope's slot, and
+every busy scope would cross to stage 2 once per flush.
 
 Pure: times are passed in (seconds of the wall clock), no Faust or Kafka here.
 """

@@ -3,7 +3,8 @@ published, and those as kpi.updates messages, Redis bodies and gauge values.
 
 Every scope whose vector moved is republished once per interval, so the update rate follows the
 number of scopes, not the event rate: at 2,500 events/s of live traffic, ~4,700 updates/s with
-the benchmarks' 60 reps and ~23,000 with 3,000 reps (bench/publication.py). The cost per update
+the benchmarks' 60 reps and ~23,000 with 3,000 reps (docs/performance.md, "Publication and the
+field force"). The cost per update
 decides how much of a core publication takes at a real field force's scale, and what is kept per
 key decides what the cyclic GC walks. What never changes for a key -- its text, its Kafka
 partition, the JSON around its numbers -- is built the first time the key is seen and kept
@@ -31,7 +32,7 @@ ScopeKey = tuple[str, str, str]  # (family, scope type, scope id): one scope of 
 
 # What every message of one update key shares, as a plain tuple: the cyclic GC drops a tuple of
 # strings, bytes and ints from its walk after one collection, but walks a NamedTuple (a tuple
-# subclass) in every full collection -- a field force has ~200,000 keys (bench/publication.py).
+# subclass) in every full collection -- a field force has ~200,000 keys.
 KeyForm = tuple[str, int, int, bytes, bytes]
 KEY, PARTITIONS, PARTITION, HEAD, TAIL = range(5)
 # KEY        the update key (spec 5.1)

@@ -58,8 +58,8 @@ def encode(counts: WaitingCounts, max_pairs: int = MAX_PAIRS) -> list[list[int]]
 
 
 def decode(encoded: object) -> list[tuple[int, int]]:
-    """A partials message's pairs as (timestamp_ms, events); anything else -- a message of an
-    older worker, a malformed list -- counts nothing, as it cannot be attributed."""
+    """A partials message's pairs as (timestamp_ms, events); anything else -- no list, a
+    malformed pair -- counts nothing, as it cannot be attributed."""
     if not isinstance(encoded, list):
         return []
     decoded = []
