@@ -323,12 +323,11 @@ def memory_breakdown(engine: KpiEngine, sample: int) -> dict:
     import random
 
     from stream.core.outlet_packing import unpack_outlet
-    from stream.core.outlets import OutletState
+    from stream.core.outlet_state import NO_STAMP, OutletState
 
     sizer = Sizer()
     # Shared constants (the default stamp tuple, enum members, layouts) are not per outlet.
-    import stream.core.outlets as outlets_module
-    sizer(outlets_module._NO_STAMP)  # noqa: SLF001
+    sizer(NO_STAMP)
     sizer(engine.layouts)
     book = engine.outlets
     # Attribute tuples are shared per combination (stream/core/outlets.py): walked once here, as a table

@@ -27,10 +27,8 @@ from __future__ import annotations
 import marshal
 import struct
 from decimal import Decimal
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from stream.core.outlets import OutletState
+from stream.core.outlet_state import STAMP_OFFSET, OutletState
 
 _BARE_ONBOARDED = 0
 _BARE = 1  # not onboarded (an outlet.updated, an order or a visit came first)
@@ -38,8 +36,7 @@ _FULL = 2
 _BARE_ONBOARDED_AT_STAMP = 3  # onboarded_us is the instant the stamp starts with
 _BARE_HEAD = struct.Struct("<BIq")  # layout, attribute index, onboarded_us (0 when _BARE)
 _SHORT_HEAD = struct.Struct("<BI")  # _BARE_ONBOARDED_AT_STAMP: layout, attribute index
-_STAMP_INSTANT = struct.Struct(">Q")  # how outlets.attribute_stamp starts: the instant + 2**63
-_STAMP_OFFSET = 1 << 63
+_STAMP_INSTANT = struct.Struct(">Q")  # how attribute_stamp starts: the instant + STAMP_OFFSET
 _AMOUNT = 3  # position of the amount in each (slot, rep, count, amount, lines) record
 _RECORD = 5
 
@@ -55,7 +52,7 @@ def pack_outlet(state: OutletState, attribute_index: int) -> bytes:
         # instants fit the signed 64-bit field: timeparse accepts four-digit years only
         if onboarded is None:
             return _BARE_HEAD.pack(_BARE, attribute_index, 0) + stamps
-        if len(stamps) >= 8 and _STAMP_INSTANT.unpack_from(stamps)[0] == onboarded + _STAMP_OFFSET:
+        if len(stamps) >= 8 and _STAMP_INSTANT.unpack_from(stamps)[0] == onboarded + STAMP_OFFSET:
             return _SHORT_HEAD.pack(_BARE_ONBOARDED_AT_STAMP, attribute_index) + stamps
         return _BARE_HEAD.pack(_BARE_ONBOARDED, attribute_index, onboarded) + stamps
     orders = state.orders_by_slot
@@ -75,7 +72,7 @@ def unpack_outlet(packed: bytes, attribute_table: list[tuple]) -> tuple:
     if layout == _BARE_ONBOARDED_AT_STAMP:
         _, attribute_index = _SHORT_HEAD.unpack_from(packed)
         stamps = packed[_SHORT_HEAD.size:]
-        return attribute_table[attribute_index], stamps, _STAMP_INSTANT.unpack_from(stamps)[0] - _STAMP_OFFSET
+        return attribute_table[attribute_index], stamps, _STAMP_INSTANT.unpack_from(stamps)[0] - STAMP_OFFSET
     if layout != _FULL:
         _, attribute_index, onboarded = _BARE_HEAD.unpack_from(packed)
         return (attribute_table[attribute_index], packed[_BARE_HEAD.size:],

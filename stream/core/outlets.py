@@ -20,32 +20,14 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left, bisect_right
-from dataclasses import dataclass, fields
-from operator import attrgetter
 
 from stream.core.catalogue import GLOBAL_SCOPE, OutletLayout
 from stream.core.cold_outlets import ColdOutlets
 from stream.core.config import KpiSettings
-from stream.core.events import UNASSIGNED, OrderPlaced, OutletEvent, VisitCompleted
+from stream.core.events import OrderPlaced, OutletEvent, VisitCompleted
 from stream.core.outlet_packing import pack_outlet, unpack_outlet
+from stream.core.outlet_state import NO_ATTRIBUTES, Cell, OutletState, attribute_stamp
 from stream.core.windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
-
-_REP_ATTRIBUTE = 4
-# The finest grouping: (region, territory, distributor, channel, rep). Contributions go to one
-# cell; scopes are sums over cells (see windows.ScopeRollup), so an event updates one vector.
-Cell = tuple[str, str, str, str, str]
-_NO_ATTRIBUTES: tuple[str | None, ...] = (None,) * 5
-# An attribute's stamp, (occurred_us, event_id), packed into bytes that sort as the pair does:
-# the instant as 8 big-endian bytes offset to be non-negative, then the id's UTF-8 (byte order of
-# UTF-8 is code-point order, so ties compare as the strings do). ~75 bytes against ~175 for the
-# tuple of an int and a str -- there is one per outlet (bench/scaling.py, memory).
-_NO_STAMP = b""
-_STAMP_OFFSET = 1 << 63
-
-
-def attribute_stamp(occurred_us: int, event_id: str) -> bytes:
-    return (occurred_us + _STAMP_OFFSET).to_bytes(8, "big") + event_id.encode("utf-8", "surrogatepass")
-
 
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
@@ -61,53 +43,6 @@ def keep_hot_outlets(limit: int) -> None:
     """Set HOT_OUTLETS for every book of this process (KPI_HOT_OUTLETS)."""
     global HOT_OUTLETS
     HOT_OUTLETS = limit
-
-
-@dataclass(slots=True)
-class OutletState:
-    """One outlet. Its containers are tuples and dicts of atoms -- never lists or nested mutable
-    records -- so that the cyclic GC drops them from its walk: with hundreds of thousands of
-    outlets every full collection would otherwise stop the worker for a second or more
-    (docs/performance.md, "The cyclic garbage collector"). The dicts are None until first written (most outlets have no order or
-    visit in a window of history; an empty dict is 64 bytes): read them through `_EMPTY`."""
-
-    outlet_id: str
-    # Current attributes (region, territory, distributor_id, channel, rep_id) -- one shared tuple
-    # per distinct combination (OutletBook.canonical_attributes) -- and, per field, the stamp of
-    # the event that set it (attribute_stamp): the latest one with a value wins. The stamps are
-    # one bytes object when a single event set all five (onboarding, usually), else a tuple of five.
-    attributes: tuple[str | None, ...] = _NO_ATTRIBUTES
-    attribute_stamps: bytes | tuple[bytes, ...] = _NO_STAMP
-    onboarded_us: int | None = None
-    order_times: tuple[int, ...] = ()  # exact, sorted, repeats kept
-    # Distinct order slots: a SlotUnion (windows.py) that never removes, so it needs no counts.
-    order_slots: tuple[int, ...] = ()
-    # A SlotUnion that does remove, stored as its parts: the distinct slots and a count per slot.
-    reactivation_slots: tuple[int, ...] = ()
-    reactivation_slot_counts: dict[int, int] | None = None
-    # Sums of the orders per (slot, rep the orders name or None: they follow the assigned rep),
-    # flat: (slot, rep, count, amount, lines) repeated, sorted by slot (reps of one slot in order
-    # of first appearance). A dict here cost ~350 bytes per ordering outlet.
-    orders_by_slot: tuple = ()
-    # visit_id -> [(visit slot, visit rep)]; visit_id -> slot of the earliest linked order
-    # (tuples, not lists, replaced on change: they drop out of the cyclic GC's walk)
-    visits: dict[str, tuple[tuple[int, str], ...]] | None = None
-    first_link_slot: dict[str, int] | None = None
-
-    def __reduce__(self):
-        # Engine snapshots pickle a million of these: as the constructor's arguments they load in
-        # about half the time of the default for slotted classes (a dict of slot values each).
-        return OutletState, _outlet_fields(self)
-
-    def cell(self, rep_id: str | None = None) -> Cell:
-        """The cell this outlet's contributions go to: its current region, territory,
-        distributor, channel, and `rep_id` (or, when None, its assigned rep)."""
-        a = self.attributes
-        return (a[0] or UNASSIGNED, a[1] or UNASSIGNED, a[2] or UNASSIGNED, a[3] or UNASSIGNED,
-                rep_id or a[_REP_ATTRIBUTE] or UNASSIGNED)
-
-
-_outlet_fields = attrgetter(*(f.name for f in fields(OutletState)))
 
 
 def _stamps_of(state: OutletState) -> tuple[bytes, ...]:
@@ -151,8 +86,8 @@ class OutletBook:
         # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
         # each string interned: an outlet holds a reference, not its own 80-byte tuple. Packed
         # outlets name theirs by its index in `attribute_table` (append-only: indexes stay valid).
-        self.canonical_attributes: dict[tuple, int] = {_NO_ATTRIBUTES: 0}
-        self.attribute_table: list[tuple] = [_NO_ATTRIBUTES]
+        self.canonical_attributes: dict[tuple, int] = {NO_ATTRIBUTES: 0}
+        self.attribute_table: list[tuple] = [NO_ATTRIBUTES]
         # Ids touched since the last cooling, and in the epoch before it: the hot outlets.
         self._touched: set[str] = set()
         self._touched_before: set[str] = set()

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from stream.core import outlets as outlets_module
 from stream.core.engine import Family, KpiEngine
 from stream.core.outlet_packing import pack_outlet, unpack_outlet
-from stream.core.outlets import OutletState
+from stream.core.outlet_state import OutletState
 from stream.worker.snapshots import CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint
 from tests.kpi_compare import kpi_differences
 from tests.oracle import oracle_kpis

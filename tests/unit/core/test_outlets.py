@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, strategies as st
 
 from stream.core.engine import KpiEngine
-from stream.core.outlets import attribute_stamp
+from stream.core.outlet_state import attribute_stamp
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings
 from tests.unit.worker.test_snapshots import apply_all
 
