@@ -8,6 +8,8 @@ KAFKA_LIBS="$CACHE/kafka-4.1.1/libs"
 need_apt=()
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+# the dashboard's browser test (tests/e2e/test_dashboard_browser.py) drives Debian's headless chromium
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]} (Debian packages)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -35,6 +35,7 @@ from stream.kafka.tables import ChangelogWriter, on_disk_store_options, raw_sche
 from stream.kafka.topics import TopicNames
 from stream.stages.publication import Publisher
 from stream.worker.context import WorkerContext
+from stream.worker.dashboard import add_dashboard
 from stream.worker.entity_stage import FAMILY_TOPICS, TYPE_TOPIC, EntityStage
 from stream.worker.facts import FACT_FLUSH_SECONDS, FactLog
 from stream.worker.lag import LAG_ROUND_SECONDS, LagObserver
@@ -153,6 +154,7 @@ class KpiWorker:
         app.timer(KAFKA_CHECK_SECONDS, name="check-kafka")(self._check_kafka)
         app.service(self._redis_service())
         add_pages(app, self)
+        self.dashboard = add_dashboard(app, self)
         return app
 
     def agent_topics(self) -> set[str]:
