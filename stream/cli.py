@@ -101,12 +101,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     settings = KpiSettings.from_env()
     _setup_logging("INFO")
-    from stream.core.outlets import keep_hot_outlets
     from stream.replay import run_replay
 
-    keep_hot_outlets(hot_outlets_from_env())  # one book holds every outlet of the file
-
-    run_replay(Path(args.events), settings, Path(args.deadletter) if args.deadletter else None)
+    run_replay(Path(args.events), settings, Path(args.deadletter) if args.deadletter else None,
+               hot_outlets_from_env())
     return 0
 
 

@@ -15,6 +15,7 @@ from stream.core.clock import clock_for, reference_instant_us
 from stream.core.config import KpiSettings
 from stream.core.decode import Rejected, decode_event, rejection_record
 from stream.core.engine import KpiEngine, Outcome
+from stream.core.outlets import DEFAULT_HOT_OUTLETS
 from stream.core.gcpause import cyclic_gc_paused
 from stream.stages.updates import round_stamp, update_key, update_message
 
@@ -30,15 +31,18 @@ class ReplayReport:
     seconds: float = 0.0
 
 
-def replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None) -> tuple[KpiEngine, ReplayReport]:
-    """Decode and apply every line (its bytes exactly, without the newline), in order."""
+def replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None,
+                 hot_outlets: int = DEFAULT_HOT_OUTLETS) -> tuple[KpiEngine, ReplayReport]:
+    """Decode and apply every line (its bytes exactly, without the newline), in order. One engine
+    holds every outlet of the file: `hot_outlets` of them stay objects (KPI_HOT_OUTLETS)."""
     with cyclic_gc_paused():  # a bulk load of acyclic engine state: see stream/core/gcpause.py
-        return _replay_lines(lines, settings, deadletter)
+        return _replay_lines(lines, settings, deadletter, hot_outlets)
 
 
-def _replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None) -> tuple[KpiEngine, ReplayReport]:
+def _replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: BinaryIO | None,
+                  hot_outlets: int) -> tuple[KpiEngine, ReplayReport]:
     clock = clock_for(settings.clock)
-    engine = KpiEngine(settings, clock.now_us())
+    engine = KpiEngine(settings, clock.now_us(), hot_outlets)
     report = ReplayReport()
     started = time.perf_counter()
     for number, raw in enumerate(lines, start=1):
@@ -81,10 +85,11 @@ def write_final_updates(engine: KpiEngine, out: BinaryIO) -> int:
     return len(messages)
 
 
-def run_replay(path: Path, settings: KpiSettings, deadletter_path: Path | None) -> ReplayReport:
+def run_replay(path: Path, settings: KpiSettings, deadletter_path: Path | None,
+               hot_outlets: int = DEFAULT_HOT_OUTLETS) -> ReplayReport:
     deadletter = open(deadletter_path, "wb") if deadletter_path else None
     try:
-        engine, report = replay_lines(read_lines(path), settings, deadletter)
+        engine, report = replay_lines(read_lines(path), settings, deadletter, hot_outlets)
     finally:
         if deadletter is not None:
             deadletter.close()

@@ -21,7 +21,7 @@ from stream.core.config import KpiSettings
 from stream.core.events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
 from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
 from stream.core.leads import LeadBook, lead_cell_scopes
-from stream.core.outlets import OutletBook, outlet_cell_scopes
+from stream.core.outlets import DEFAULT_HOT_OUTLETS, OutletBook, outlet_cell_scopes
 from stream.core.windows import DeltaLedger, Scope, ScopeRollup
 
 
@@ -155,7 +155,7 @@ class Deduper:
 
 
 class KpiEngine:
-    def __init__(self, settings: KpiSettings, now_us: int) -> None:
+    def __init__(self, settings: KpiSettings, now_us: int, hot_outlets: int = DEFAULT_HOT_OUTLETS) -> None:
         self.settings = settings
         self.layouts = Layouts.build(settings)
         slot = now_us // settings.slot_us
@@ -166,7 +166,7 @@ class KpiEngine:
             Family.LEAD: ScopeRollup(self.ledgers[Family.LEAD], lead_cell_scopes),
             Family.ACTIVITY: ScopeRollup(self.ledgers[Family.ACTIVITY], activity_cell_scopes),
         }
-        self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet)
+        self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet, hot_outlets)
         self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead)
         self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity)
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
@@ -212,6 +212,11 @@ class KpiEngine:
         rollup = self.rollups[family]
         rollup.flush()
         return rollup.values
+
+    def keep_hot_outlets(self, limit: int) -> None:
+        """Keep `limit` recently touched outlets as objects from now on (KPI_HOT_OUTLETS; a
+        restored engine follows the current setting, not the one it was saved with)."""
+        self.outlets.hot_limit = limit
 
     def mark_all_dirty(self) -> None:
         """Every scope counts as moved: a restored engine resends all its vectors, as a rebuilt one

@@ -31,18 +31,11 @@ from stream.core.windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
 
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
 
-# Outlets touched by the last HOT_OUTLETS to 2 x HOT_OUTLETS distinct outlet ids of a book stay
+# Outlets touched by the last `hot_limit` to 2 x `hot_limit` distinct outlet ids of a book stay
 # objects; the others are packed (outlet_packing.py) into one heap (cold_outlets.py). Hot objects
-# cost ~0.6 KB each, so a book holds at most ~10 MB of them; unpacking and packing an outlet costs
-# a few us.
-# Process-wide (KPI_HOT_OUTLETS): books restored from snapshots follow it too.
-HOT_OUTLETS = 8192
-
-
-def keep_hot_outlets(limit: int) -> None:
-    """Set HOT_OUTLETS for every book of this process (KPI_HOT_OUTLETS)."""
-    global HOT_OUTLETS
-    HOT_OUTLETS = limit
+# cost ~0.6 KB each, so a book holds at most ~10 MB of them at the default (KPI_HOT_OUTLETS);
+# unpacking and packing an outlet costs a few us.
+DEFAULT_HOT_OUTLETS = 8192
 
 
 def _stamps_of(state: OutletState) -> tuple[bytes, ...]:
@@ -73,8 +66,10 @@ class OutletBook:
     Contributions are collected as (slot, field, delta) lists, one per cell an event touches, and
     handed to the ledger in one `add_all` call per cell."""
 
-    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: OutletLayout) -> None:
+    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: OutletLayout,
+                 hot_limit: int = DEFAULT_HOT_OUTLETS) -> None:
         self.settings = settings
+        self.hot_limit = hot_limit
         self.ledger = ledger
         self.layout = layout
         # Outlets touched lately, as objects; the others at rest, packed (read through `state`).
@@ -103,7 +98,7 @@ class OutletBook:
         the next `state` call of this book: that call may pack every outlet not touched lately."""
         touched = self._touched
         if outlet_id not in touched:
-            if len(touched) >= HOT_OUTLETS:
+            if len(touched) >= self.hot_limit:
                 self._cool()  # first: it may pack this very outlet
                 touched = self._touched
             touched.add(outlet_id)

@@ -25,7 +25,6 @@ from stream.core.clock import Clock, clock_for
 from stream.core.config import ServiceSettings
 from stream.core.engine import Family
 from stream.core.gcpause import collect_young_less_often, freeze_long_lived
-from stream.core.outlets import keep_hot_outlets
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.faust_internals import BytesAsFetched
@@ -59,7 +58,6 @@ class KpiWorker:
         faust_internals.check_versions()
         self.settings = settings
         self.kpi = settings.kpi
-        keep_hot_outlets(settings.hot_outlets)
         self.metrics = metrics or build_processor_metrics()
         self.clock: Clock = clock_for(settings.kpi.clock)
         self.topics = TopicNames(settings.topic_prefix, settings.app_id)

@@ -92,7 +92,7 @@ class EntityStage:
         entity = self.entities.get((family, partition))
         if entity is None:
             entity = self.entities[(family, partition)] = EntityPartition(
-                KpiEngine(self.ctx.kpi, self.ctx.clock.now_us()),
+                KpiEngine(self.ctx.kpi, self.ctx.clock.now_us(), self.ctx.settings.hot_outlets),
                 generation=faust_internals.generation(self.ctx.app))
         return entity
 

@@ -118,6 +118,7 @@ class Recovery:
             if p in restored:
                 snapshot = restored[p][0]
                 entity.engine, entity.covered = snapshot.engine, snapshot.covered
+                entity.engine.keep_hot_outlets(self.ctx.settings.hot_outlets)
                 entity.engine.mark_all_dirty()
                 self.ctx.clock.observe(entity.engine.latest_occurred_us)
             engines[p], rebuilt[p] = entity.engine, entity

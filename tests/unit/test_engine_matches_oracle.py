@@ -14,6 +14,7 @@ import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
 from stream.core.config import ClockSetting, KpiSettings, format_duration
+from stream.core.outlets import DEFAULT_HOT_OUTLETS
 from stream.replay import replay_lines
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.stages.updates import update_key
@@ -145,8 +146,8 @@ def kpi_settings(draw):
     return engine_settings(slot, tuple(w * slot for w in windows), horizons, dormancy)
 
 
-def engine_values(messages: list[bytes], settings: KpiSettings) -> dict[str, dict]:
-    engine, _report = replay_lines(iter(messages), settings, None)
+def engine_values(messages: list[bytes], settings: KpiSettings, hot_outlets: int = DEFAULT_HOT_OUTLETS) -> dict[str, dict]:
+    engine, _report = replay_lines(iter(messages), settings, None, hot_outlets)
     return {
         update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
         for v in engine.all_values()

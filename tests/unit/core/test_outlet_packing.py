@@ -4,16 +4,13 @@ when, only recently touched outlets stay objects, and snapshots carry packed out
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import tempfile
 from decimal import Decimal
 from pathlib import Path
 
-import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream.core import outlets as outlets_module
 from stream.core.engine import Family, KpiEngine
 from stream.core.outlet_packing import pack_outlet, unpack_outlet
 from stream.core.outlet_state import OutletState
@@ -23,18 +20,6 @@ from tests.oracle import oracle_kpis
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings, engine_values, histories, kpi_settings, oracle_settings
 from tests.unit.core.test_outlets import engine_after, onboarding
 from tests.unit.worker.test_snapshots import OWNER, apply_all, order, values
-
-
-@contextlib.contextmanager
-def hot_outlets(limit: int):
-    """Inside, books keep `limit` outlets hot (0: an outlet is packed once two others have been
-    touched after it)."""
-    saved = outlets_module.HOT_OUTLETS
-    outlets_module.keep_hot_outlets(limit)
-    try:
-        yield
-    finally:
-        outlets_module.keep_hot_outlets(saved)
 
 
 def field_types(state: OutletState) -> list:
@@ -107,29 +92,27 @@ def test_an_onboarded_only_outlet_packs_into_its_stamp_and_five_bytes_or_thirtee
 
 
 def test_only_recently_touched_outlets_stay_objects_and_the_one_in_hand_is_never_packed():
-    with hot_outlets(2):
-        engine = engine_after([onboarding(f"o{n}", f"b{n}") for n in range(10)])
-        book = engine.outlets
-        assert 1 <= len(book.hot) <= 4 and "o9" in book.hot
-        assert all(f"o{n}" not in book.hot and type(book.cold.get(f"o{n}")) is bytes for n in range(5))
-        assert len(book) == 10
-        in_hand = book.state("o0")
-        assert book.hot["o0"] is in_hand
-        book.state("o1")
-        assert book.hot["o0"] is in_hand, "the outlet handed out is not packed by the next call"
-        book.state("o2")
-        book.state("o3")
-        book.state("o4")
-        assert "o0" not in book.hot, "once others were touched, it is"
-        assert field_types(book.state("o0")) == field_types(in_hand)
-        assert len(book) == 10
+    engine = engine_after([onboarding(f"o{n}", f"b{n}") for n in range(10)], hot_outlets=2)
+    book = engine.outlets
+    assert 1 <= len(book.hot) <= 4 and "o9" in book.hot
+    assert all(f"o{n}" not in book.hot and type(book.cold.get(f"o{n}")) is bytes for n in range(5))
+    assert len(book) == 10
+    in_hand = book.state("o0")
+    assert book.hot["o0"] is in_hand
+    book.state("o1")
+    assert book.hot["o0"] is in_hand, "the outlet handed out is not packed by the next call"
+    book.state("o2")
+    book.state("o3")
+    book.state("o4")
+    assert "o0" not in book.hot, "once others were touched, it is"
+    assert field_types(book.state("o0")) == field_types(in_hand)
+    assert len(book) == 10
 
 
 @hsettings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(messages=histories(), settings=kpi_settings())
 def test_engine_equals_oracle_when_outlets_are_packed_as_soon_as_two_others_were_touched(messages, settings):
-    with hot_outlets(0):
-        actual = engine_values(messages, settings)
+    actual = engine_values(messages, settings, hot_outlets=0)
     assert kpi_differences(actual, oracle_kpis(messages, AS_OF, oracle_settings(settings))) == []
 
 
@@ -137,8 +120,8 @@ def test_engine_equals_oracle_when_outlets_are_packed_as_soon_as_two_others_were
 @given(messages=histories(), settings=kpi_settings(), split=st.floats(0, 1))
 def test_a_snapshot_with_packed_outlets_restores_and_goes_on_to_the_oracle_values(messages, settings, split):
     cut = int(len(messages) * split)
-    with hot_outlets(0), tempfile.TemporaryDirectory() as directory:
-        engine = KpiEngine(settings, settings.clock.pinned_us)
+    with tempfile.TemporaryDirectory() as directory:
+        engine = KpiEngine(settings, settings.clock.pinned_us, hot_outlets=0)
         apply_all(engine, messages[:cut])
         shelf = SnapshotShelf(Path(directory), engine_fingerprint(settings, OWNER))
         shelf.save(Family.OUTLET, 1, EngineSnapshot(engine, CoveredBatches(), []))
@@ -150,9 +133,8 @@ def test_a_snapshot_with_packed_outlets_restores_and_goes_on_to_the_oracle_value
 
 def test_a_snapshot_holds_cold_outlets_in_their_heap():
     settings = engine_settings(60, (600, 3600), (900,), 1800)
-    engine = KpiEngine(settings, settings.clock.pinned_us)
-    with hot_outlets(1):
-        apply_all(engine, [order(n, f"o{n}") for n in range(8)])
+    engine = KpiEngine(settings, settings.clock.pinned_us, hot_outlets=1)
+    apply_all(engine, [order(n, f"o{n}") for n in range(8)])
     with tempfile.TemporaryDirectory() as directory:
         shelf = SnapshotShelf(Path(directory), engine_fingerprint(settings, OWNER))
         shelf.save(Family.OUTLET, 1, EngineSnapshot(engine, CoveredBatches(), []))
@@ -173,6 +155,5 @@ def test_the_worker_keeps_as_many_outlets_hot_as_kpi_hot_outlets_says_and_reject
         ServiceSettings.from_env({"KPI_HOT_OUTLETS": "-1"})
     with pytest.raises(ConfigError, match="KPI_HOT_OUTLETS must be a whole number"):
         ServiceSettings.from_env({"KPI_HOT_OUTLETS": "lots"})
-    with hot_outlets(outlets_module.HOT_OUTLETS):  # restores the process-wide value afterwards
-        KpiWorker(ServiceSettings(kpi=KpiSettings.from_env({}), app_id="hot-outlets", hot_outlets=3))
-        assert outlets_module.HOT_OUTLETS == 3
+    worker = KpiWorker(ServiceSettings(kpi=KpiSettings.from_env({}), app_id="hot-outlets", hot_outlets=3))
+    assert worker.entity_stage.entity_partition(Family.OUTLET, 0).engine.outlets.hot_limit == 3

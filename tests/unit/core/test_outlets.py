@@ -9,6 +9,7 @@ import orjson
 from hypothesis import given, strategies as st
 
 from stream.core.engine import KpiEngine
+from stream.core.outlets import DEFAULT_HOT_OUTLETS
 from stream.core.outlet_state import attribute_stamp
 from tests.unit.test_engine_matches_oracle import AS_OF, engine_settings
 from tests.unit.worker.test_snapshots import apply_all
@@ -34,9 +35,9 @@ def test_a_tie_on_the_instant_goes_to_the_greater_event_id_including_prefixes_an
     assert attribute_stamp(t - 1, "\U0010ffff") < attribute_stamp(t, "")
 
 
-def engine_after(docs: list[dict]) -> KpiEngine:
+def engine_after(docs: list[dict], hot_outlets: int = DEFAULT_HOT_OUTLETS) -> KpiEngine:
     settings = engine_settings(60, (600, 3600), (900,), 1800)
-    engine = KpiEngine(settings, settings.clock.pinned_us)
+    engine = KpiEngine(settings, settings.clock.pinned_us, hot_outlets)
     apply_all(engine, [orjson.dumps(doc) for doc in docs])
     return engine
 

@@ -42,11 +42,11 @@ def messages() -> list[bytes]:
     return [m.value for m in generator.generate(CONFIG)]
 
 
-def make_worker(state_dir, held_acks: list | None = None) -> KpiWorker:
+def make_worker(state_dir, held_acks: list | None = None, **service_settings) -> KpiWorker:
     """A worker whose changelog writes are acknowledged at once -- or, with `held_acks`, when the
     test calls the acknowledgements collected there."""
     settings = ServiceSettings(kpi=KpiSettings(clock=ClockSetting("pinned", AS_OF_US)), app_id="snapshot-test",
-                               state_dir=str(state_dir), partitions=1)
+                               state_dir=str(state_dir), partitions=1, **service_settings)
     worker = KpiWorker(settings)
     worker.recovery.assigned_partitions = lambda family: {0}
 
@@ -459,3 +459,13 @@ def test_a_start_from_nothing_waits_the_regular_interval_for_its_first_backgroun
     rebuild(restarted)
     assert rebuilds(restarted, "facts") == len(Family)
     assert restarted.recovery.next_snapshot_at - time.monotonic() <= SNAPSHOT_AFTER_REBUILD_SECONDS
+
+
+def test_engines_restored_from_snapshots_keep_as_many_outlets_hot_as_the_current_setting_says(tmp_path, messages):
+    stopped, _, _ = stopped_with_unwritten_facts(tmp_path, messages)
+    assert stopped.entity_stage.entities[(Family.OUTLET, 0)].engine.outlets.hot_limit == 8192
+    restarted = make_worker(tmp_path / "a", hot_outlets=3)
+    copy_tables(stopped, restarted)
+    rebuild(restarted)
+    assert rebuilds(restarted, "snapshot") == len(Family)
+    assert restarted.entity_stage.entities[(Family.OUTLET, 0)].engine.outlets.hot_limit == 3
