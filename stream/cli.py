@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -79,12 +80,18 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await admin.close()
 
+    quiet_client = logging.getLogger("aiokafka")
+    if settings.log_level != "DEBUG":  # its connection errors repeat what the line below says
+        quiet_client.setLevel(logging.CRITICAL)
     try:
         loop.run_until_complete(prepare())
-    except Exception:  # noqa: BLE001 - say why in the log (redacted), then exit non-zero
-        log.exception("worker not started: creating or checking its topics on Kafka %s failed "
-                      "(address, TLS or authentication: see the errors above)", settings.kafka_bootstrap)
+    except Exception as error:  # noqa: BLE001 - one line saying why (redacted), then exit non-zero
+        log.debug("creating or checking the topics failed", exc_info=True)
+        log.error("worker not started: cannot create or check its topics on Kafka %s (KAFKA_BOOTSTRAP_SERVERS; "
+                  "address, TLS or authentication): %s", settings.kafka_bootstrap, _describe(error))
         return 1
+    finally:
+        quiet_client.setLevel(logging.NOTSET)
     kpi_worker = KpiWorker(settings)
     pauses = [kpi_worker.metrics.gc_pause.labels(str(generation)) for generation in range(3)]
     GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
@@ -103,8 +110,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     _setup_logging("INFO")
     from stream.replay import run_replay
 
-    run_replay(Path(args.events), settings, Path(args.deadletter) if args.deadletter else None,
-               hot_outlets_from_env())
+    events = Path(args.events)
+    if not events.is_file():
+        raise UsageError(f"replay: cannot read {args.events}: {'not a file' if events.exists() else 'no such file'}")
+    run_replay(events, settings, Path(args.deadletter) if args.deadletter else None, hot_outlets_from_env())
     return 0
 
 
@@ -152,8 +161,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.run_dir), args.duration, args.rate, args.events)
 
 
+class UsageError(Exception):
+    """The command line asks for something that cannot be done: one line, exit 2."""
+
+
+class _OneLineErrors(argparse.ArgumentParser):
+    def error(self, message: str):
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kpi-stream", description=__doc__)
+    parser = _OneLineErrors(prog="kpi-stream", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     worker = sub.add_parser("worker", help="run a stream worker (settings from the environment)")
@@ -190,9 +213,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Errors a user can mend -- a setting, an argument, a file -- end in one line and exit 2; a
+    closed output pipe (`kpi-stream replay ... | head`) ends quietly."""
     try:
+        args = build_parser().parse_args(argv)
         return args.func(args)
     except ConfigError as error:
         print(f"kpi-stream: configuration error: {error}", file=sys.stderr)
         return 2
+    except UsageError as error:
+        print(f"kpi-stream: {error}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        # the reader went away: nothing more to say, and nothing left for the interpreter to flush
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130

@@ -108,16 +108,15 @@ class KpiSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "KpiSettings":
         env = os.environ if env is None else env
         return cls(
-            slot_seconds=int(env.get("KPI_SLOT_SECONDS", "60")),
-            windows_seconds=parse_duration_list(env.get("KPI_WINDOWS", "7d,30d,60d")),
-            conversion_horizons_seconds=parse_duration_list(
-                env.get("KPI_CONVERSION_HORIZONS", "7d,14d,30d")
-            ),
-            dormancy_seconds=parse_duration_seconds(env.get("KPI_DORMANCY", "30d")),
+            slot_seconds=_whole_number("KPI_SLOT_SECONDS", env.get("KPI_SLOT_SECONDS", "60"), 1),
+            windows_seconds=_durations("KPI_WINDOWS", env.get("KPI_WINDOWS", "7d,30d,60d")),
+            conversion_horizons_seconds=_durations("KPI_CONVERSION_HORIZONS",
+                                                   env.get("KPI_CONVERSION_HORIZONS", "7d,14d,30d")),
+            dormancy_seconds=_duration("KPI_DORMANCY", env.get("KPI_DORMANCY", "30d")),
             base_currency=env.get("KPI_BASE_CURRENCY", "USD"),
-            future_tolerance_seconds=parse_duration_seconds(env.get("KPI_FUTURE_TOLERANCE", "5m")),
-            max_event_bytes=int(env.get("KPI_MAX_EVENT_BYTES", "65536")),
-            dedupe_horizon_seconds=parse_duration_seconds(env.get("KPI_DEDUPE_HORIZON", "7d")),
+            future_tolerance_seconds=_duration("KPI_FUTURE_TOLERANCE", env.get("KPI_FUTURE_TOLERANCE", "5m")),
+            max_event_bytes=_whole_number("KPI_MAX_EVENT_BYTES", env.get("KPI_MAX_EVENT_BYTES", "65536"), 1),
+            dedupe_horizon_seconds=_duration("KPI_DEDUPE_HORIZON", env.get("KPI_DEDUPE_HORIZON", "7d")),
             clock=parse_clock(env.get("KPI_CLOCK")),
         )
 
@@ -203,9 +202,13 @@ class ServiceSettings:
         unknown = set(scopes) - {"global", "region", "territory", "distributor", "channel", "rep"}
         if unknown:
             raise ConfigError(f"KPI_EXPORT_SCOPES has unknown scope types: {sorted(unknown)}")
-        interval = float(env.get("KPI_PUBLISH_INTERVAL", "1.0"))
-        if interval <= 0:
-            raise ConfigError("KPI_PUBLISH_INTERVAL must be positive (seconds)")
+        interval = _positive_seconds("KPI_PUBLISH_INTERVAL", env.get("KPI_PUBLISH_INTERVAL", "1.0"))
+        log_level = env.get("KPI_LOG_LEVEL", "INFO").strip().upper()
+        if log_level not in LOG_LEVELS:
+            raise ConfigError(f"KPI_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}: {log_level!r}")
+        store = env.get("KPI_STORE", "memory://")
+        if store.partition("://")[0] + "://" not in STORES:
+            raise ConfigError(f"KPI_STORE must be one of {', '.join(STORES)}: {store!r}")
         protocol, mechanism = _kafka_security(env)
         return cls(
             kpi=KpiSettings.from_env(env),
@@ -219,16 +222,16 @@ class ServiceSettings:
             redis_url=env.get("REDIS_URL", "redis://localhost:6379/0"),
             redis_password=SecretStr(env.get("REDIS_PASSWORD", "")),
             topic_prefix=env.get("KPI_TOPIC_PREFIX", ""),
-            partitions=int(env.get("KPI_PARTITIONS", "8")),
-            replication_factor=int(env.get("KPI_REPLICATION_FACTOR", "1")),
-            web_port=int(env.get("KPI_WEB_PORT", "6066")),
+            partitions=_whole_number("KPI_PARTITIONS", env.get("KPI_PARTITIONS", "8"), 1),
+            replication_factor=_whole_number("KPI_REPLICATION_FACTOR", env.get("KPI_REPLICATION_FACTOR", "1"), 1),
+            web_port=_port("KPI_WEB_PORT", env.get("KPI_WEB_PORT", "6066")),
             web_host=env.get("KPI_WEB_HOST", "0.0.0.0"),
             publish_interval_seconds=interval,
             export_scopes=scopes,
             state_dir=env.get("KPI_STATE_DIR", "/tmp/kpi-stream-state"),
-            store=env.get("KPI_STORE", "memory://"),
-            log_level=env.get("KPI_LOG_LEVEL", "INFO"),
-            session_timeout_seconds=float(env.get("KPI_SESSION_TIMEOUT", "30")),
+            store=store,
+            log_level=log_level,
+            session_timeout_seconds=_positive_seconds("KPI_SESSION_TIMEOUT", env.get("KPI_SESSION_TIMEOUT", "30")),
             fetch_max_wait_ms=_whole_number("KPI_FETCH_MAX_WAIT_MS", env.get("KPI_FETCH_MAX_WAIT_MS", "20"), 1),
             fetch_min_bytes=_whole_number("KPI_FETCH_MIN_BYTES", env.get("KPI_FETCH_MIN_BYTES", "16384"), 1),
             snapshot_on_stop=_boolean("KPI_SNAPSHOT_ON_STOP", env.get("KPI_SNAPSHOT_ON_STOP", "true")),
@@ -257,6 +260,38 @@ def event_loop_from_env(env: Mapping[str, str] | None = None) -> str:
     if kind not in EVENT_LOOPS:
         raise ConfigError(f"KPI_EVENT_LOOP must be one of {', '.join(EVENT_LOOPS)}: {kind!r}")
     return kind
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+STORES = ("memory://", "rocksdb://")
+
+
+def _duration(name: str, text: str) -> int:
+    try:
+        return parse_duration_seconds(text)
+    except ConfigError:
+        raise ConfigError(f"{name} must be a duration such as 90s, 5m, 12h or 30d: {text!r}") from None
+
+
+def _durations(name: str, text: str) -> tuple[int, ...]:
+    try:
+        return parse_duration_list(text)
+    except ConfigError:
+        raise ConfigError(f"{name} must be a comma-separated list of durations such as 7d,30d: {text!r}") from None
+
+
+def _port(name: str, text: str) -> int:
+    port = _whole_number(name, text, 1)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port, 1 to 65535: {text!r}")
+    return port
+
+
+def _positive_seconds(name: str, text: str) -> float:
+    value = _non_negative_seconds(name, text)
+    if value == 0:
+        raise ConfigError(f"{name} must be more than 0 seconds: {text!r}")
+    return value
 
 
 def _whole_number(name: str, text: str, minimum: int) -> int:
