@@ -47,7 +47,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import orjson
 
 from harness import bench_config, command, machine, rss_bytes  # first: it puts the repository on sys.path
 from stream.core.clock import clock_for, reference_instant_us
@@ -57,7 +56,7 @@ from stream.core.engine import Family, KpiEngine
 from stream.devtools import generator
 from stream.stages.updates import update_key
 from stream.worker.snapshots import (
-    CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint, missing_batches,
+    CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint, missing_batches,
 )
 
 ONBOARDED = b'"type":"outlet.onboarded"'
@@ -259,7 +258,7 @@ def child_restore(args) -> dict:
     facts-table keys, bring the engine to final values."""
     config = bench_config(0, args.outlets)
     settings = settings_for(args.windows, config)
-    table_batches = [batch_id(orjson.dumps([0, SNAPSHOT_WRITER, number])) for number in range(args.batches)]
+    table_batches = [(SNAPSHOT_WRITER, number) for number in range(args.batches)]
     shelf = snapshot_shelf(args)
     clock = clock_for(settings.clock)
     rss0 = settle_rss()

@@ -43,12 +43,10 @@ from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 
 from stream.core.config import KpiSettings
 from stream.core.engine import Family, KpiEngine
 from stream.core.gcpause import cyclic_gc_paused
-from stream.core.jsonbytes import kept
 
 log = logging.getLogger(__name__)
 
@@ -73,33 +71,14 @@ def engine_fingerprint(settings: KpiSettings, owner: str) -> str:
     return digest.hexdigest()
 
 
-def batch_id(key) -> tuple[str, int] | bytes:
-    """A facts-table key as (writer instance, batch number) -- the worker's keys are
-    [partition, instance, number] -- or, for any other key, its canonical JSON bytes."""
-    parsed = key if isinstance(key, (list, tuple)) else orjson.loads(key)
-    if is_batch_key(parsed):
-        return parsed[1], parsed[2]
-    return kept(orjson.dumps(parsed))
-
-
-def is_batch_key(parsed) -> bool:
-    """[partition, instance, number]: the worker's key for a batch of facts."""
-    return (isinstance(parsed, (list, tuple)) and len(parsed) == 3 and type(parsed[0]) is int
-            and isinstance(parsed[1], str) and type(parsed[2]) is int)
-
-
 @dataclass(slots=True)
 class CoveredBatches:
     """The fact batches whose facts an engine holds. A worker writes a few batches a second per
     partition, so batch numbers are kept as arrays per writer instance: 8 bytes a batch."""
 
     numbers: dict[str, array] = field(default_factory=dict)
-    other_keys: set[bytes] = field(default_factory=set)
 
-    def add(self, batch: tuple[str, int] | bytes) -> None:
-        if isinstance(batch, bytes):
-            self.other_keys.add(batch)
-            return
+    def add(self, batch: tuple[str, int]) -> None:
         instance, number = batch
         numbers = self.numbers.get(instance)
         if numbers is None:
@@ -107,11 +86,10 @@ class CoveredBatches:
         numbers.append(number)
 
     def __len__(self) -> int:
-        return sum(len(numbers) for numbers in self.numbers.values()) + len(self.other_keys)
+        return sum(len(numbers) for numbers in self.numbers.values())
 
     def lookup(self) -> "CoveredLookup":
-        return CoveredLookup({instance: set(numbers) for instance, numbers in self.numbers.items()},
-                             self.other_keys)
+        return CoveredLookup({instance: set(numbers) for instance, numbers in self.numbers.items()})
 
 
 @dataclass(slots=True)
@@ -119,18 +97,15 @@ class CoveredLookup:
     """Membership tests over CoveredBatches (sets built once, for one restore)."""
 
     numbers: dict[str, set[int]]
-    other_keys: set[bytes]
 
-    def __contains__(self, batch: tuple[str, int] | bytes) -> bool:
-        if isinstance(batch, bytes):
-            return batch in self.other_keys
+    def __contains__(self, batch: tuple[str, int]) -> bool:
         numbers = self.numbers.get(batch[0])
         return numbers is not None and batch[1] in numbers
 
 
 def missing_batches(covered: CoveredBatches, table_batches, lookup: CoveredLookup | None = None) -> int:
     """How many of the covered batches are not among `table_batches` (the batch ids of one
-    partition's facts-table keys, see `batch_id`): a snapshot is usable only at 0."""
+    partition's facts-table keys, stream/kafka/wire_facts.py): a snapshot is usable only at 0."""
     lookup = lookup or covered.lookup()
     present = sum(1 for batch in table_batches if batch in lookup)
     return len(covered) - present

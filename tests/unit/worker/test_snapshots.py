@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from stream.core.clock import reference_instant_us
 from stream.core.decode import Rejected, decode_event
 from stream.core.engine import Family, KpiEngine
-from stream.worker.snapshots import (SAVER_NICENESS, BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, batch_id, engine_fingerprint,
+from stream.worker.snapshots import (SAVER_NICENESS, BackgroundSaver, CoveredBatches, EngineSnapshot, SnapshotShelf, engine_fingerprint,
                               missing_batches)
 from stream.stages.updates import update_key
 from tests.kpi_compare import kpi_differences
@@ -74,7 +74,7 @@ def test_snapshot_keeps_covered_batches_and_unwritten_facts(tmp_path, settings):
     covered = CoveredBatches()
     for number in (4, 9, 12):
         covered.add(("abc123", number))
-    covered.add(b'["o1","e1",5]')
+    covered.add(("def456", 5))
     unwritten = [["o1", "e7", 5, order(7).decode()]]
     shelf = SnapshotShelf(tmp_path, engine_fingerprint(settings, OWNER))
     shelf.save(Family.LEAD, 0, EngineSnapshot(engine, covered, unwritten))
@@ -82,7 +82,7 @@ def test_snapshot_keeps_covered_batches_and_unwritten_facts(tmp_path, settings):
     assert restored.unwritten == unwritten
     lookup = restored.covered.lookup()
     assert len(restored.covered) == 4
-    assert ("abc123", 9) in lookup and b'["o1","e1",5]' in lookup
+    assert ("abc123", 9) in lookup and ("def456", 5) in lookup
     assert ("abc123", 5) not in lookup and ("other", 9) not in lookup
 
 
@@ -132,19 +132,13 @@ def test_discard_removes_untaken_snapshots_and_interrupted_saves_of_one_family(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lead-0.snapshot"]
 
 
-def test_batch_ids_of_worker_keys_in_either_stored_form():
-    assert batch_id(b'[3,"abc123",17]') == ("abc123", 17)
-    assert batch_id([3, "abc123", 17]) == ("abc123", 17)  # faust's recovery hands keys back parsed
-    assert batch_id(b'["o1","e1",1700000000000000]') == b'["o1","e1",1700000000000000]'
-
-
 def test_missing_batches_counts_covered_batches_not_in_the_table():
     covered = CoveredBatches()
     for number in (1, 2, 3):
         covered.add(("w1", number))
-    table = [batch_id(key) for key in (b'[0,"w1",1]', b'[0,"w1",3]', b'[0,"w2",2]', b'[0,"w1",4]')]
+    table = [("w1", 1), ("w1", 3), ("w2", 2), ("w1", 4)]
     assert missing_batches(covered, table) == 1
-    assert missing_batches(covered, table + [batch_id(b'[0,"w1",2]')]) == 0
+    assert missing_batches(covered, table + [("w1", 2)]) == 0
 
 
 def test_restored_engine_resends_every_scope(settings):
