@@ -34,7 +34,7 @@ _MAX_HEAP = _ALIGN * 0xFFFF_FFFE
 _INITIAL_SLOTS = 16
 
 
-def _record_size(needed: int) -> int:
+def record_size(needed: int) -> int:
     """Bytes a record of `needed` bytes takes: the room lets a growing state grow in place a while."""
     if needed <= 128:
         return (needed + 3) & -4
@@ -42,7 +42,7 @@ def _record_size(needed: int) -> int:
     return (needed + step - 1) & -step
 
 
-def _head(id_size: int, state_size: int) -> bytes:
+def record_head(id_size: int, state_size: int) -> bytes:
     if id_size < _LONG and state_size < 1 << 24:
         return _SHORT_HEAD.pack(state_size << 8 | id_size)
     return _SHORT_HEAD.pack(_LONG) + _LONG_HEAD.pack(id_size, state_size)
@@ -124,10 +124,10 @@ class ColdOutlets:
                 position = -1
         if position < 0:
             slot, position, start, size = self._find(key)
-        record = _head(len(key), len(packed)) + key + packed
-        new_size = _record_size(len(record))
+        record = record_head(len(key), len(packed)) + key + packed
+        new_size = record_size(len(record))
         if position >= 0:
-            old_size = _record_size(start + size - position)
+            old_size = record_size(start + size - position)
             if new_size == old_size:
                 self._heap[position:position + len(record)] = record  # same length: in place
                 return False

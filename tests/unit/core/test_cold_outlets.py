@@ -8,7 +8,7 @@ import pickle
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from stream.core.cold_outlets import ColdOutlets, _head, _record_size
+from stream.core.cold_outlets import ColdOutlets, record_head, record_size
 
 ids = st.one_of(
     st.sampled_from([f"o{n}" for n in range(40)]),  # few ids: many rewrites of the same record
@@ -40,7 +40,7 @@ def test_the_heap_returns_what_was_put_last_under_each_id_like_a_dict(writes, ab
         if outlet_id not in model:
             assert heap.get(outlet_id) is None
     assert dict(heap.items()) == model
-    live = sum(_record_size(len(_head(len(key), len(packed))) + len(key) + len(packed))
+    live = sum(record_size(len(record_head(len(key), len(packed))) + len(key) + len(packed))
                for key, packed in ((outlet_id.encode("utf-8", "surrogatepass"), packed) for outlet_id, packed in model.items()))
     assert live + heap.free_bytes == len(heap._heap), "every byte of the heap is in one live or one free record"  # noqa: SLF001
     restored = pickle.loads(pickle.dumps(heap, protocol=pickle.HIGHEST_PROTOCOL))
@@ -64,7 +64,7 @@ def test_a_rewrite_that_keeps_the_record_size_stays_in_place_and_a_resized_one_f
 
 @given(needed=st.integers(1, 1 << 24))
 def test_a_record_has_room_for_its_contents_in_whole_words_and_wastes_at_most_an_eighth_beyond_128_bytes(needed):
-    size = _record_size(needed)
+    size = record_size(needed)
     assert size >= needed and size % 4 == 0
     assert size - needed < (4 if needed <= 128 else needed / 8)
 
