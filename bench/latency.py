@@ -16,8 +16,7 @@ broker round trip count as latency). Latency is measured two ways:
    published value, so its n is the events produced, where the outside figure measures ~93 %.
    Percentiles are interpolated inside the histogram's buckets (as PromQL's histogram_quantile
    does), so they are only as fine as the buckets (..., 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5,
-   10, 30, 60 s). Before the twentieth session it observed each send's OLDEST event instead:
-   an upper bound per round, 0.3-0.5 s above the outside p99.
+   10, 30, 60 s).
 
 2. Outside: an aiokafka consumer of `{prefix}kpi.updates` that knows what it produced. Four KPIs
    move by exactly one for each event of one kind (with the pinned clock, no duplicates or junk):

@@ -442,9 +442,9 @@ def test_facts_kept_in_the_table_store_take_about_the_memory_of_their_bytes(tmp_
 
 
 def test_a_start_from_nothing_waits_the_regular_interval_for_its_first_background_snapshot(tmp_path, messages):
-    """A background save costs the worker a burst of copy-on-write faults (bench/README.md,
-    twentieth session): only a rebuild that restored or re-applied state -- whose snapshot files
-    are then used up -- brings the next one forward."""
+    """A background save costs the worker a burst of copy-on-write faults (docs/performance.md):
+    only a rebuild that restored or re-applied state -- whose snapshot files are then used up --
+    brings the next one forward."""
     fresh = make_worker(tmp_path / "a")
     interval = fresh.settings.snapshot_interval_seconds
     assert interval > SNAPSHOT_AFTER_REBUILD_SECONDS
