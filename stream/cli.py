@@ -123,8 +123,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     _setup_logging("INFO", settings.secret_values() if settings else ())
     from stream.devtools import generator
 
+    if args.events is not None and args.events < 0:
+        raise UsageError("generate: --events must be 0 or more")
+    if args.rate is not None and args.rate <= 0:
+        raise UsageError("generate: --rate must be more than 0")
+    if args.live:
+        return _generate_live(args, settings)
+    if args.history_days is not None or args.history_events is not None or args.progress:
+        raise UsageError("generate: --history-days, --history-events and --progress go with --live")
     config = generator.GeneratorConfig(
-        seed=args.seed, outlets=args.outlets, events=args.events,
+        seed=args.seed, outlets=args.outlets, events=20000 if args.events is None else args.events,
         **({"days": args.days} if args.days else {}),
     )
     messages = generator.generate(config)
@@ -137,6 +145,53 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 2
     counts = asyncio.run(generator.produce(messages, args.kafka, args.rate, topic_prefix=args.topic_prefix,
                                            **settings.kafka_client_options()))
+    log.info("produced %s", counts)
+    return 0
+
+
+def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -> int:
+    """--live: a recent history ending now (sent at once), then traffic on the wall clock."""
+    import time
+
+    from stream.devtools import generator
+
+    if args.days:
+        raise UsageError("generate: --days is for the fixed period; with --live give --history-days")
+    history_days = 60 if args.history_days is None else args.history_days
+    history_events = 40_000 if args.history_events is None else args.history_events
+    if history_days < 0 or history_events < 0:
+        raise UsageError("generate: --history-days and --history-events must be 0 or more")
+    events = args.events or None  # 0 or absent: never stop
+    if args.out and events is None:
+        raise UsageError("generate: --live with --out needs --events (live traffic never ends)")
+    if not args.out and not args.kafka:
+        raise UsageError("generate: give --kafka BOOTSTRAP (or --out FILE with --events)")
+    config = generator.LiveConfig(
+        seed=args.seed, outlets=args.outlets, history_days=history_days, history_events=history_events,
+        rate=40.0 if args.rate is None else args.rate, events=events, topic_prefix=args.topic_prefix,
+        utc_offset_minutes=time.localtime().tm_gmtoff // 60,
+    )
+    stream = generator.live(config, int(time.time() * 1_000_000))
+    if args.out:
+        count = generator.write_jsonl((timed.message for timed in stream), Path(args.out))
+        log.info("wrote %s messages to %s", count, args.out)
+        return 0
+    progress_path = Path(args.progress) if args.progress else None
+    started = time.time()
+
+    def progress(counts: dict[str, int], sent: int, history: int | None) -> None:
+        if progress_path is None:
+            return
+        state = {"sent": sent, "by_topic": counts, "live": history is not None, "history": history,
+                 "started": started, "at": time.time()}
+        partial = progress_path.with_suffix(".tmp")
+        partial.write_text(json.dumps(state))
+        partial.replace(progress_path)  # readers never see half a file
+
+    log.info("live traffic to %s: %d days of history (about %d events) at once, then up to %.0f events/s "
+             "on the wall clock", args.kafka, history_days, history_events, config.rate)
+    counts = asyncio.run(generator.produce_live(stream, args.kafka, progress=progress,
+                                                **settings.kafka_client_options()))
     log.info("produced %s", counts)
     return 0
 
@@ -158,7 +213,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _setup_logging("INFO")
     from stream.devtools.demo import run_demo
 
-    return run_demo(Path(args.run_dir), args.duration, args.rate, args.events)
+    if args.rate <= 0:
+        raise UsageError("demo: --rate must be more than 0")
+    if args.duration is not None and args.duration <= 0:
+        raise UsageError("demo: --duration must be more than 0")
+    if args.status_interval <= 0:
+        raise UsageError("demo: --status-interval must be more than 0")
+    if args.history_days < 0 or args.history_events < 0 or (args.events is not None and args.events < 0):
+        raise UsageError("demo: --history-days, --history-events and --events must be 0 or more")
+    return run_demo(Path(args.run_dir), args.duration, args.rate, args.events, keep=args.keep,
+                    history_days=args.history_days, history_events=args.history_events,
+                    status_interval=args.status_interval)
 
 
 class UsageError(Exception):
@@ -189,13 +254,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate", help="synthetic field-sales traffic")
     generate.add_argument("--seed", type=int, default=1)
-    generate.add_argument("--events", type=int, default=20000)
+    generate.add_argument("--events", type=int, default=None,
+                          help="messages in all (default 20000; with --live: never stop)")
     generate.add_argument("--outlets", type=int, default=2000)
-    generate.add_argument("--days", type=int, default=0)
+    generate.add_argument("--days", type=int, default=0, help="length of the fixed period (default 90)")
     generate.add_argument("--out", help="write JSON Lines here instead of producing")
     generate.add_argument("--kafka", help="bootstrap servers to produce to")
-    generate.add_argument("--rate", type=float, default=None, help="messages per second (default: as fast as possible)")
+    generate.add_argument("--rate", type=float, default=None,
+                          help="messages per second (default: as fast as possible; with --live: the peak "
+                               "of a working day, default 40)")
     generate.add_argument("--topic-prefix", default="")
+    generate.add_argument("--live", action="store_true",
+                          help="on the wall clock: a recent history ending now, sent at once, then live "
+                               "traffic stamped with the current time (what the demo runs)")
+    generate.add_argument("--history-days", type=int, default=None, help="with --live: days of history (default 60)")
+    generate.add_argument("--history-events", type=int, default=None,
+                          help="with --live: about this many events of history (default 40000; 0: none)")
+    generate.add_argument("--progress", help="with --live: keep a JSON file of what was sent here (every second)")
     generate.set_defaults(func=cmd_generate)
 
     stack = sub.add_parser("stack", help="start/stop the local Kafka broker and Redis")
@@ -203,11 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
     stack.add_argument("--run-dir", default="run/stack")
     stack.set_defaults(func=cmd_stack)
 
-    demo = sub.add_parser("demo", help="local broker + Redis + worker + generator; Ctrl-C stops all")
+    demo = sub.add_parser("demo", help="local broker + Redis + worker + live generator; Ctrl-C or SIGTERM stops all")
     demo.add_argument("--run-dir", default="run/demo")
     demo.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    demo.add_argument("--rate", type=float, default=200.0, help="generator messages per second")
-    demo.add_argument("--events", type=int, default=200_000, help="generated up front, then produced at --rate")
+    demo.add_argument("--rate", type=float, default=40.0,
+                      help="live events per second at the peak of a working day (default 40)")
+    demo.add_argument("--history-days", type=int, default=60, help="days of history sent first (default 60)")
+    demo.add_argument("--history-events", type=int, default=40_000,
+                      help="about this many events of history, sent at once (default 40000)")
+    demo.add_argument("--events", type=int, default=None, help="stop the generator after this many messages")
+    demo.add_argument("--status-interval", type=float, default=5.0, help="seconds between status lines (default 5)")
+    demo.add_argument("--keep", action="store_true",
+                      help="keep the broker's data and the worker's state from the last run (and send no new history)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

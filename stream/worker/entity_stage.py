@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,35 @@ TYPE_TOPIC = {
 }
 
 
+class DeadLetterLog:
+    """Dead letters in the log as a rate: each one at DEBUG, and at most one INFO line per `every`
+    seconds with the counts by reason since the previous line (bad input comes in bursts of
+    thousands; a line each buried everything else). The counts are also the metric
+    kpi_stream_deadletters and the records are on the dead-letter topic."""
+
+    def __init__(self, every: float = 60.0, clock=time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self.counts: Counter[str] = Counter()
+        self.since = clock()
+
+    def note(self, reason: str) -> str | None:
+        self.counts[reason] += 1
+        return self.due()
+
+    def due(self) -> str | None:
+        """The summary line, when one is due (and resets the counts), else None."""
+        now = self.clock()
+        if not self.counts or now - self.since < self.every:
+            return None
+        by_reason = ", ".join(f"{reason} {count}" for reason, count in sorted(self.counts.items(),
+                                                                               key=lambda item: (-item[1], item[0])))
+        line = f"{sum(self.counts.values())} dead letters in the last {now - self.since:.0f}s: {by_reason}"
+        self.counts.clear()
+        self.since = now
+        return line
+
+
 @dataclass(slots=True)
 class EntityPartition:
     engine: KpiEngine
@@ -87,6 +117,7 @@ class EntityStage:
         # labels() per event costs more than the increment: children looked up once
         self.late_correction_counters = {family: ctx.metrics.late_corrections.labels(family.value) for family in Family}
         self.input_delay = ctx.metrics.stage_delay.labels("input")
+        self.deadletter_log = DeadLetterLog()
 
     def entity_partition(self, family: Family, partition: int) -> EntityPartition:
         entity = self.entities.get((family, partition))
@@ -162,8 +193,11 @@ class EntityStage:
         )
         await self.deadletter_topic.send(key=message.key, value=orjson.dumps(record))
         self.ctx.metrics.deadletters.labels(rejected.reason).inc()
-        log.info("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
-                 message.partition, message.offset, rejected.detail)
+        log.debug("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
+                  message.partition, message.offset, rejected.detail)
+        summary = self.deadletter_log.note(rejected.reason)
+        if summary:
+            log.info("%s", summary)
 
     # -- partials -------------------------------------------------------------------------------
 
@@ -175,6 +209,9 @@ class EntityStage:
         while not self.ctx.app.should_stop:
             flush, flush_at = next_flush(time.time(), interval)
             await asyncio.sleep(flush_at - time.time())
+            summary = self.deadletter_log.due()  # the last letters of a burst, too
+            if summary:
+                log.info("%s", summary)
             try:
                 await self.flush_partials(flush, observe_published, scope_count)
             except asyncio.CancelledError:

@@ -1,0 +1,169 @@
+"""The generator's live mode (what the demo sends): a recent history ending at a passed-in `now`,
+then traffic after it on a working-day rhythm, lazily, with the bad messages still bad."""
+
+from __future__ import annotations
+
+import itertools
+import tracemalloc
+from collections import Counter
+
+import orjson
+
+from stream.core.config import KpiSettings
+from stream.core.decode import REJECT_REASONS, Rejected, decode_event
+from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
+from stream.devtools import generator
+from tests.oracle import OracleSettings, oracle_kpis
+
+DAY_US = 86_400_000_000
+HOUR_US = 3_600_000_000
+NOW = parse_rfc3339_us("2027-03-10T09:30:00Z")  # a Wednesday morning
+CONFIG = generator.LiveConfig(seed=3, history_events=8_000, outlets=500, reps=20, rate=40.0)
+TAKE = 12_000
+STREAM = list(itertools.islice(generator.live(CONFIG, NOW), TAKE))
+HISTORY = [timed for timed in STREAM if timed.due_us <= NOW]
+
+
+def _occurred(message) -> int | None:
+    try:
+        return parse_rfc3339_us(orjson.loads(message.value)["occurred_at"])
+    except Exception:  # noqa: BLE001 - the malformed ones
+        return None
+
+
+def _event_ids(stream) -> set[str]:
+    ids = set()
+    for timed in stream:
+        try:
+            ids.add(orjson.loads(timed.message.value)["event_id"])
+        except Exception:  # noqa: BLE001 - the malformed ones
+            pass
+    return ids
+
+
+def _deliberately_bad(value: bytes) -> bool:
+    """The generator's bad messages: the ORD-BAD orders, garbage, and the order without its id."""
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return True
+    if not isinstance(doc, dict):
+        return True
+    return "ORD-BAD" in str(doc.get("order_id")) or (doc.get("type") == "order.placed" and "order_id" not in doc)
+
+
+def _decode(timed):
+    try:
+        return decode_event(timed.message.value, max(timed.due_us, NOW), KpiSettings())
+    except Rejected as rejected:
+        return rejected
+
+
+def test_a_history_ending_at_now_then_live_traffic_due_at_its_own_instants():
+    assert 0.85 * CONFIG.history_events <= len(HISTORY) <= 1.15 * CONFIG.history_events
+    dues = [timed.due_us for timed in STREAM]
+    assert dues == sorted(dues)
+    live = STREAM[len(HISTORY):]
+    assert live and all(timed.due_us > NOW for timed in live)
+    on_time = late = 0
+    for timed in STREAM:
+        event = _decode(timed)
+        if isinstance(event, Rejected):
+            continue
+        # valid events are never ahead of when they are sent
+        assert event.occurred_us <= max(timed.due_us, NOW)
+        if event.type != "outlet.onboarded":
+            assert event.occurred_us >= NOW - CONFIG.history_days * DAY_US - 6 * DAY_US
+        if timed.due_us > NOW:
+            if event.occurred_us == timed.due_us:
+                on_time += 1
+            else:
+                late += 1
+    assert on_time > 10 * late > 0
+    # the history reaches up to now: the last day has traffic
+    assert sum(1 for timed in HISTORY if timed.due_us > NOW - DAY_US) > 50
+
+
+def test_same_seed_and_now_give_the_same_messages_another_now_shifts_them():
+    again = list(itertools.islice(generator.live(CONFIG, NOW), 2_000))
+    assert again == STREAM[:2_000]
+    later = list(itertools.islice(generator.live(CONFIG, NOW + DAY_US), 2_000))
+    assert later[-1].due_us - STREAM[1_999].due_us > HOUR_US
+    assert not _event_ids(later) & _event_ids(STREAM)
+
+
+def test_bad_messages_stay_bad_at_the_instant_they_are_sent():
+    reasons = Counter()
+    for timed in STREAM:
+        event = _decode(timed)
+        # rejected exactly when deliberately bad
+        assert isinstance(event, Rejected) == _deliberately_bad(timed.message.value), timed
+        if isinstance(event, Rejected):
+            reasons[event.reason] += 1
+            if event.reason == "future_event":
+                # really ahead of the wall clock when sent, by more than the tolerance
+                assert _occurred(timed.message) > max(timed.due_us, NOW) + 30 * 60_000_000
+    assert set(reasons) == set(REJECT_REASONS)
+
+
+def test_byte_identical_resends_are_mixed_in():
+    counts = Counter(timed.message.value for timed in STREAM)
+    repeats = sum(n - 1 for n in counts.values())
+    assert 0.005 * TAKE <= repeats <= 0.04 * TAKE
+
+
+def test_every_kpi_family_has_values_at_now_from_the_history_alone():
+    values = oracle_kpis([t.message.value for t in HISTORY], format_rfc3339_us(NOW), OracleSettings())
+
+    def value(key):
+        return (values.get(key) or {}).get("value")
+
+    for kpi in ("active_accounts", "dormant_accounts", "reactivated_accounts", "orders", "sales_amount",
+                "average_order_value", "lines_per_order", "visits", "productive_visits", "visit_to_order_ratio",
+                "new_leads", "win_rate", "avg_deal_size", "avg_sales_cycle_days", "pipeline_velocity"):
+        for window in ("7d", "30d"):
+            assert value(f"{kpi}|{window}|global|all") not in (None, 0, "0"), (kpi, window)
+    assert value("first_order_conversion|30d|global|all|14d") not in (None, 0, "0")
+    assert value("open_leads|-|global|all") not in (None, 0, "0")
+    assert value("activities|7d|global|all|all") not in (None, 0, "0")
+    # and it is a recent history: 7-day values are a fair share of the 30-day ones
+    assert float(value("orders|7d|global|all")) > 0.15 * float(value("orders|30d|global|all"))
+
+
+def test_the_live_rate_follows_a_working_day():
+    def first_hour(now_us: int) -> int:
+        config = generator.LiveConfig(seed=4, history_events=0, rate=20.0)
+        count = 0
+        for timed in generator.live(config, now_us):
+            if timed.due_us > now_us + HOUR_US:
+                return count
+            count += 1
+
+    weekday_morning = first_hour(parse_rfc3339_us("2027-03-10T09:00:00Z"))
+    sunday_night = first_hour(parse_rfc3339_us("2027-03-14T02:00:00Z"))
+    assert 0.8 * 20 * 3600 < weekday_morning < 1.2 * 20 * 3600
+    assert 0 < sunday_night < weekday_morning / 8
+
+
+def test_it_is_an_iterator_whose_memory_does_not_grow_with_the_count():
+    config = generator.LiveConfig(seed=5, history_events=0, rate=50.0, max_pending=300)
+    stream = generator.live(config, NOW)
+    assert iter(stream) is stream and not isinstance(stream, (list, tuple))
+    tracemalloc.start()
+    try:
+        for _ in itertools.islice(stream, 5_000):
+            pass
+        after_few = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        for _ in itertools.islice(stream, 40_000):
+            pass
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    # 40,000 more messages held would be > 12 MB; streamed, the peak barely moves
+    assert peak < after_few + 3_000_000, (after_few, peak)
+
+
+def test_events_stops_the_stream():
+    config = generator.LiveConfig(seed=6, history_events=500, events=700)
+    assert sum(1 for _ in generator.live(config, NOW)) == 700
