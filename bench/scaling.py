@@ -120,7 +120,7 @@ def values_digest(engine: KpiEngine) -> tuple[int, str]:
 def child_generate(args) -> dict:
     """Exactly args.events non-onboarding events, plus the generator's onboarding events."""
     probe = bench_config(0, args.outlets)
-    onboarding = sum(o.onboards for o in generator._World(probe).outlets)  # noqa: SLF001 (exact count)
+    onboarding = sum(o.onboards for o in generator.World(probe).outlets)  # exact count
     config = bench_config(args.events + onboarding, args.outlets)
     count = generator.write_jsonl(generator.generate(config), Path(args.file))
     return {"lines": count, "onboarding": onboarding}

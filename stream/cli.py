@@ -153,7 +153,7 @@ def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -
     """--live: a recent history ending now (sent at once), then traffic on the wall clock."""
     import time
 
-    from stream.devtools import generator
+    from stream.devtools import generator, live_traffic
 
     if args.days:
         raise UsageError("generate: --days is for the fixed period; with --live give --history-days")
@@ -166,12 +166,12 @@ def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -
         raise UsageError("generate: --live with --out needs --events (live traffic never ends)")
     if not args.out and not args.kafka:
         raise UsageError("generate: give --kafka BOOTSTRAP (or --out FILE with --events)")
-    config = generator.LiveConfig(
+    config = live_traffic.LiveConfig(
         seed=args.seed, outlets=args.outlets, history_days=history_days, history_events=history_events,
         rate=40.0 if args.rate is None else args.rate, events=events, topic_prefix=args.topic_prefix,
         utc_offset_minutes=time.localtime().tm_gmtoff // 60,
     )
-    stream = generator.live(config, int(time.time() * 1_000_000))
+    stream = live_traffic.live(config, int(time.time() * 1_000_000))
     if args.out:
         count = generator.write_jsonl((timed.message for timed in stream), Path(args.out))
         log.info("wrote %s messages to %s", count, args.out)
@@ -190,7 +190,7 @@ def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -
 
     log.info("live traffic to %s: %d days of history (about %d events) at once, then up to %.0f events/s "
              "on the wall clock", args.kafka, history_days, history_events, config.rate)
-    counts = asyncio.run(generator.produce_live(stream, args.kafka, progress=progress,
+    counts = asyncio.run(live_traffic.produce_live(stream, args.kafka, progress=progress,
                                                 **settings.kafka_client_options()))
     log.info("produced %s", counts)
     return 0

@@ -20,7 +20,8 @@ import pytest
 
 from stream.devtools import generator
 from stream.core.config import ServiceSettings
-from stream.devtools.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
+from stream.devtools.localstack import KafkaBroker, RedisServer
+from stream.devtools.tls import TlsFiles, make_test_tls
 from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import WorkerProcess, redis_records, unique_names, wait_until, worker_env
 from tests.kpi_compare import kpi_differences

@@ -13,7 +13,8 @@ import pytest
 
 from stream.cli import RedactingFormatter
 from stream.core.config import ConfigError, ServiceSettings
-from stream.devtools.localstack import KafkaBroker, RedisServer, TlsFiles, make_test_tls
+from stream.devtools.localstack import KafkaBroker, RedisServer
+from stream.devtools.tls import TlsFiles, make_test_tls
 from stream.worker.metrics import build_processor_metrics
 from stream.worker.sinks import RedisSink
 

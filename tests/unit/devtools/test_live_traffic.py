@@ -1,5 +1,5 @@
-"""The generator's live mode (what the demo sends): a recent history ending at a passed-in `now`,
-then traffic after it on a working-day rhythm, lazily, with the bad messages still bad."""
+"""Live traffic (stream/devtools/live_traffic.py), what the demo sends: a recent history ending at a passed-in
+`now`, then traffic after it on a working-day rhythm, lazily, with the bad messages still bad."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ import orjson
 from stream.core.config import KpiSettings
 from stream.core.decode import REJECT_REASONS, Rejected, decode_event
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
-from stream.devtools import generator
+from stream.devtools import live_traffic
 from tests.oracle import OracleSettings, oracle_kpis
 
 DAY_US = 86_400_000_000
 HOUR_US = 3_600_000_000
 NOW = parse_rfc3339_us("2027-03-10T09:30:00Z")  # a Wednesday morning
-CONFIG = generator.LiveConfig(seed=3, history_events=8_000, outlets=500, reps=20, rate=40.0)
+CONFIG = live_traffic.LiveConfig(seed=3, history_events=8_000, outlets=500, reps=20, rate=40.0)
 TAKE = 12_000
-STREAM = list(itertools.islice(generator.live(CONFIG, NOW), TAKE))
+STREAM = list(itertools.islice(live_traffic.live(CONFIG, NOW), TAKE))
 HISTORY = [timed for timed in STREAM if timed.due_us <= NOW]
 
 
@@ -85,9 +85,9 @@ def test_a_history_ending_at_now_then_live_traffic_due_at_its_own_instants():
 
 
 def test_same_seed_and_now_give_the_same_messages_another_now_shifts_them():
-    again = list(itertools.islice(generator.live(CONFIG, NOW), 2_000))
+    again = list(itertools.islice(live_traffic.live(CONFIG, NOW), 2_000))
     assert again == STREAM[:2_000]
-    later = list(itertools.islice(generator.live(CONFIG, NOW + DAY_US), 2_000))
+    later = list(itertools.islice(live_traffic.live(CONFIG, NOW + DAY_US), 2_000))
     assert later[-1].due_us - STREAM[1_999].due_us > HOUR_US
     assert not _event_ids(later) & _event_ids(STREAM)
 
@@ -132,9 +132,9 @@ def test_every_kpi_family_has_values_at_now_from_the_history_alone():
 
 def test_the_live_rate_follows_a_working_day():
     def first_hour(now_us: int) -> int:
-        config = generator.LiveConfig(seed=4, history_events=0, rate=20.0)
+        config = live_traffic.LiveConfig(seed=4, history_events=0, rate=20.0)
         count = 0
-        for timed in generator.live(config, now_us):
+        for timed in live_traffic.live(config, now_us):
             if timed.due_us > now_us + HOUR_US:
                 return count
             count += 1
@@ -146,8 +146,8 @@ def test_the_live_rate_follows_a_working_day():
 
 
 def test_it_is_an_iterator_whose_memory_does_not_grow_with_the_count():
-    config = generator.LiveConfig(seed=5, history_events=0, rate=50.0, max_pending=300)
-    stream = generator.live(config, NOW)
+    config = live_traffic.LiveConfig(seed=5, history_events=0, rate=50.0, max_pending=300)
+    stream = live_traffic.live(config, NOW)
     assert iter(stream) is stream and not isinstance(stream, (list, tuple))
     tracemalloc.start()
     try:
@@ -165,5 +165,5 @@ def test_it_is_an_iterator_whose_memory_does_not_grow_with_the_count():
 
 
 def test_events_stops_the_stream():
-    config = generator.LiveConfig(seed=6, history_events=500, events=700)
-    assert sum(1 for _ in generator.live(config, NOW)) == 700
+    config = live_traffic.LiveConfig(seed=6, history_events=500, events=700)
+    assert sum(1 for _ in live_traffic.live(config, NOW)) == 700
