@@ -112,6 +112,16 @@ def fetch_buffered(aiokafka_consumer, tp) -> bool:
     return TopicPartition(tp.topic, tp.partition) in aiokafka_consumer._fetcher._records
 
 
+def fetch_position(aiokafka_consumer, tp) -> int | None:
+    """The offset of the next record aiokafka will hand out for `tp` (those before it went to
+    faust), None when it has none. Read like `fetch_buffered`, without a lock."""
+    subscription = aiokafka_consumer._subscription.subscription
+    if subscription is None:
+        return None
+    state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    return state.position if state is not None and state.has_valid_position else None
+
+
 def started_producer(app):
     """faust's aiokafka producer once started, else None."""
     return getattr(app.producer, "_producer", None)

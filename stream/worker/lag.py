@@ -19,8 +19,9 @@ rebalance), a watch checks every quarter second that each partition with records
 delivers and reaches the end offset seen then; one that delivered nothing for a second is sought
 to its committed offset (after a look at the log: a committed offset followed only by
 transaction markers has nothing to read), one that stopped short of it for 1.5 s is settled
-(`OffsetGuard.settle_idle_partition`). Partitions with records waiting in the consumer's fetch
-buffer are only waiting their turn and get longer. Idle partitions (committed or next offset at
+(`OffsetGuard.settle_idle_partition`). Partitions with records handed to faust past their next
+offset (likely queued behind other partitions' in the agents' buffers) get 2 s, those with records
+waiting in the consumer's fetch buffer (waiting their turn) 6 s. Idle partitions (committed or next offset at
 the log end) are never touched. The lag rounds carry on the same checks, slower, ever after.
 """
 
@@ -47,6 +48,9 @@ TURN_WAIT_ROUNDS = 6
 WATCH_STEP_SECONDS = 0.25
 FIRST_DELIVERY_GRACE_SECONDS = 1.0  # a partition with records that delivered nothing since the worker was ready
 STILL_GRACE_SECONDS = 1.5  # a delivering partition short of its end, not moving
+# either, with records handed to faust past it (queued behind other partitions' records in the
+# agents' buffers, or dropped by faust's read-offset filter: then a re-read is the cure)
+HANDED_OVER_GRACE_SECONDS = 2.0
 BUFFERED_GRACE_SECONDS = 6.0  # either, with records in the fetch buffer: waiting its turn
 RETRY_SECONDS = 3.0  # between two repairs of one partition
 WATCH_SECONDS = 120.0  # then the lag rounds alone carry on
@@ -248,6 +252,15 @@ class LagObserver:
         except Exception:  # noqa: BLE001 - no consumer yet (nothing buffered), or aiokafka moved it
             return False
 
+    def _handed_over(self, tp, position: int | None) -> bool:
+        """aiokafka handed faust records of `tp` past `position`: they may be on their way."""
+        try:
+            aiokafka_consumer, _ = faust_internals.aiokafka_consumer_call(self.app)
+            fetched = faust_internals.fetch_position(aiokafka_consumer, tp)
+        except Exception:  # noqa: BLE001 - no consumer yet, or aiokafka moved it
+            return False
+        return fetched is not None and position is not None and fetched > position
+
     # -- the watch after an assignment ------------------------------------------------------------
 
     async def _watch_after_assignment(self, epoch: int) -> None:
@@ -299,6 +312,7 @@ class LagObserver:
                     moved[tp] = (position, now)
                     continue
                 grace = (BUFFERED_GRACE_SECONDS if self._waiting_its_turn(tp)
+                         else HANDED_OVER_GRACE_SECONDS if self._handed_over(tp, position)
                          else STILL_GRACE_SECONDS if known else FIRST_DELIVERY_GRACE_SECONDS)
                 if now - moved[tp][1] >= grace and now - last_repair.get(tp, float("-inf")) >= RETRY_SECONDS:
                     last_repair[tp] = now
