@@ -252,14 +252,19 @@ class LagObserver:
         except Exception:  # noqa: BLE001 - no consumer yet (nothing buffered), or aiokafka moved it
             return False
 
-    def _handed_over(self, tp, position: int | None) -> bool:
-        """aiokafka handed faust records of `tp` past `position`: they may be on their way."""
+    def _fetch_position(self, tp) -> int | None:
         try:
             aiokafka_consumer, _ = faust_internals.aiokafka_consumer_call(self.app)
-            fetched = faust_internals.fetch_position(aiokafka_consumer, tp)
+            return faust_internals.fetch_position(aiokafka_consumer, tp)
         except Exception:  # noqa: BLE001 - no consumer yet, or aiokafka moved it
-            return False
-        return fetched is not None and position is not None and fetched > position
+            return None
+
+    def _handed_over(self, tp, position: int | None, at_ready: int | None) -> bool:
+        """aiokafka handed faust records of `tp` past `position` since the worker was ready: they
+        may be on their way through the agents' buffers."""
+        fetched = self._fetch_position(tp)
+        return (fetched is not None and position is not None and fetched > position
+                and (at_ready is None or fetched > at_ready))
 
     # -- the watch after an assignment ------------------------------------------------------------
 
@@ -286,6 +291,9 @@ class LagObserver:
             if position is not None and position < end:
                 targets[tp] = end
         with_records = len(targets)
+        # aiokafka's position then: records handed to faust before the worker was ready and not
+        # applied were dropped with the rebalance (faust clears the agents' buffers), not queued
+        handed_at_ready = {tp: self._fetch_position(tp) for tp in targets}
         moved: dict[Any, tuple[int | None, float]] = {tp: (self.position(tp), ready_at) for tp in targets}
         first_delivery: dict[Any, float] = {}
         caught_up: dict[Any, float] = {}
@@ -312,7 +320,7 @@ class LagObserver:
                     moved[tp] = (position, now)
                     continue
                 grace = (BUFFERED_GRACE_SECONDS if self._waiting_its_turn(tp)
-                         else HANDED_OVER_GRACE_SECONDS if self._handed_over(tp, position)
+                         else HANDED_OVER_GRACE_SECONDS if self._handed_over(tp, position, handed_at_ready.get(tp))
                          else STILL_GRACE_SECONDS if known else FIRST_DELIVERY_GRACE_SECONDS)
                 if now - moved[tp][1] >= grace and now - last_repair.get(tp, float("-inf")) >= RETRY_SECONDS:
                     last_repair[tp] = now
