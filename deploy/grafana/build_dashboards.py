@@ -343,8 +343,14 @@ def processor_health() -> dict:
         description="Messages behind the end of the assigned partitions (ConsumerLagGrowing: > 10000 and growing)."))
     lay.add(timeseries("Consumer lag by partition", [
         (f"max by (topic, partition) (kpi_stream_consumer_lag{{{_I}}})", "{{topic}}[{{partition}}]")],
-        description="Every partition should move within seconds, even while a worker catches up "
-                    "(PartitionStalled: above 0 and flat for 15 minutes)."))
+        description="Every partition should move within seconds, even while a worker catches up. Counted "
+                    "from the next offset to apply (the committed offset before a partition's first "
+                    "delivery); only the worker holding a partition exports it."))
+    lay.add(timeseries("Partition stalled time", [
+        (f"max by (topic, partition) (kpi_stream_partition_stalled_seconds{{{_I}}})", "{{topic}}[{{partition}}]")],
+        unit="s",
+        description="Seconds since each partition last made progress while it had records to read; 0 when "
+                    "caught up (PartitionStalled: above 600 s for 5 minutes)."))
     lay.add(timeseries("Publish latency (event to KPI update)", [
         (f"histogram_quantile({q}, sum by (le) (rate(kpi_stream_publish_latency_seconds_bucket{{{_I}}}"
          f"[$__rate_interval])))", f"p{round(q * 100)}") for q in (0.5, 0.95, 0.99)], unit="s",

@@ -71,6 +71,30 @@ async def committed_or_earliest(app, tp) -> int:
     return next(iter(earliest.values()), 0) or 0
 
 
+async def committed_offsets(app, tps) -> dict:
+    """Each partition's committed offset, or its earliest offset when it has none (where faust
+    starts it: `consumer_auto_offset_reset="earliest"`): one OffsetFetch request for them all
+    (aiokafka's public `committed` asks a partition at a time)."""
+    tps = list(tps)
+    if not tps:
+        return {}
+    consumer, call = aiokafka_consumer_call(app)
+    committed = await call(consumer._coordinator.fetch_committed_offsets,
+                           [TopicPartition(tp.topic, tp.partition) for tp in tps])
+    offsets, missing = {}, []
+    for tp in tps:
+        meta = committed.get(TopicPartition(tp.topic, tp.partition))
+        if meta is not None and meta.offset >= 0:
+            offsets[tp] = meta.offset
+        else:
+            missing.append(tp)
+    if missing:
+        earliest = await app.consumer.earliest_offsets(*missing)
+        for tp in missing:
+            offsets[tp] = earliest.get(TopicPartition(tp.topic, tp.partition)) or 0
+    return offsets
+
+
 async def end_offset(app, tp) -> int | None:
     consumer, call = aiokafka_consumer_call(app)
     ends = await call(consumer.end_offsets, [TopicPartition(tp.topic, tp.partition)])
@@ -86,6 +110,16 @@ def fetch_buffered(aiokafka_consumer, tp) -> bool:
     """Whether aiokafka holds fetched records of `tp` not handed out yet. Read from the event
     loop's thread without a lock: a dict lookup under the GIL; a stale answer costs one lag round."""
     return TopicPartition(tp.topic, tp.partition) in aiokafka_consumer._fetcher._records
+
+
+def fetch_position(aiokafka_consumer, tp) -> int | None:
+    """The offset of the next record aiokafka will hand out for `tp` (those before it went to
+    faust), None when it has none. Read like `fetch_buffered`, without a lock."""
+    subscription = aiokafka_consumer._subscription.subscription
+    if subscription is None:
+        return None
+    state = subscription.assignment.state_value(TopicPartition(tp.topic, tp.partition))
+    return state.position if state is not None and state.has_valid_position else None
 
 
 def started_producer(app):

@@ -153,17 +153,37 @@ class OffsetGuard:
             log.exception("offsets: checking %s[%s] failed; next lag round retries", tp.topic, tp.partition)
 
     async def _wake_undelivered(self, tp) -> None:
+        await self.wake_undelivered(tp)
+
+    async def wake_undelivered(self, tp) -> bool | None:
+        """Seek a partition that delivered nothing since its assignment to its committed offset
+        when its log holds records from there: True when sought, False when there is nothing to
+        read (committed offset at the end, or only transaction markers after it: seeking again and
+        again would change nothing), None when it does not apply any more (delivering now, moved
+        by a rebalance) or the log could not be read."""
         generation = faust_internals.generation(self.app)
         committed = await faust_internals.committed_or_earliest(self.app, tp)
         end = await faust_internals.end_offset(self.app, tp)
-        if (faust_internals.generation(self.app) != generation or self.ledger.known(tp)
-                or tp not in self.app.consumer.assignment() or end is None or committed >= end):
-            return
+        if self._moved_on(tp, generation) or end is None:
+            return None
+        if committed >= end:
+            return False
+        first = await self._first_offset_in_log(tp, committed)
+        if self._moved_on(tp, generation):
+            return None
+        if first is not None and first >= end:
+            return False
         log.warning("offsets: %s[%s] delivered nothing since its assignment although the log holds offsets "
                     "%s..%s; seeking to %s", tp.topic, tp.partition, committed, end - 1, committed)
         self.metrics.offset_holes.labels(tp.topic).inc()
         self.undelivered_rounds[tp] = 0  # the next attempt, if needed, three rounds from now
         await bounded(self.app.consumer.seek_wait({tp: committed}), SEEK_TIMEOUT_SECONDS)
+        return True
+
+    def _moved_on(self, tp, generation: int) -> bool:
+        """Rebalanced since `generation`, delivering now, or no longer assigned."""
+        return (faust_internals.generation(self.app) != generation or self.ledger.known(tp)
+                or tp not in self.app.consumer.assignment())
 
     def forget(self, revoked) -> None:
         self.ledger.forget(revoked)

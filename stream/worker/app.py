@@ -129,7 +129,8 @@ class KpiWorker:
         self.metrics.facts_unacknowledged.set_function(lambda: self.facts.unwritten)
         self.entity_stage.facts = self.facts
         self.recovery = Recovery(ctx, self.entity_stage, self.facts, self.fact_tables)
-        self.lag = LagObserver(app, guard, self.facts, self.metrics, self.agent_topics())
+        self.lag = LagObserver(app, guard, self.facts, self.metrics, self.agent_topics(),
+                               recovered=lambda: self.recovery.recovered)
 
         self.entity_stage.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True, schema=BytesAsFetched())
@@ -144,6 +145,7 @@ class KpiWorker:
         app.agent(self.partials_topic, name="scope-stage")(self.scope_stage.consume)
         self.scope_stage.table.on_recover(self._crash_on_error(self.scope_stage.rebuild))
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
+        app.on_partitions_assigned.connect(self.on_partitions_assigned)
         app.on_before_shutdown.connect(self.recovery.save_snapshots)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self.flush_facts)
         app.task(self._partials_loop)
@@ -204,6 +206,11 @@ class KpiWorker:
         for key in [key for key in entities if entity_revoked(key)]:
             del entities[key]
         self.scope_stage.revoke({p for topic, p in by_topic if topic == self.topics.partials})
+
+    async def on_partitions_assigned(self, app, assigned, **kwargs) -> None:
+        # lag and stall series of exactly these partitions from now on, and a quick check that
+        # each with records to read delivers (stream/worker/lag.py)
+        self.lag.assign(assigned)
 
     def _on_lost_output(self, topic: str, error: BaseException) -> None:
         """A batch the broker never took: state or output behind the committed offsets may be
@@ -281,6 +288,8 @@ class KpiWorker:
             "redis": bool(redis and redis.up),
             "entity_partitions": len(self.entity_stage.entities),
             "scopes": len(self.scope_stage.board),
+            # the agents' partitions this worker holds, "topic[partition]": those with lag series
+            "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in self.lag.held),
         }
 
 

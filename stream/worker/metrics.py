@@ -27,6 +27,7 @@ class ProcessorMetrics:
     ignored: Counter  # labels: reason (duplicate, already_closed)
     late_corrections: Counter  # labels: family
     consumer_lag: Gauge  # labels: topic, partition
+    partition_stalled: Gauge  # labels: topic, partition
     offset_holes: Counter  # labels: topic
     offset_gaps: Counter  # labels: topic
     publish_latency: Histogram  # per applied event: produced -> its changes published
@@ -76,6 +77,11 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         ),
         consumer_lag=Gauge(
             "kpi_stream_consumer_lag", "Messages behind the end of each assigned input partition",
+            ["topic", "partition"], registry=registry,
+        ),
+        partition_stalled=Gauge(
+            "kpi_stream_partition_stalled_seconds", "Seconds since each assigned input partition last "
+            "made progress while it had records to read (0 when caught up)",
             ["topic", "partition"], registry=registry,
         ),
         publish_latency=Histogram(

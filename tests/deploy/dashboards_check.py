@@ -109,6 +109,7 @@ def default_metrics_text() -> str:
     for topic in ("sales.orders", "sales.leads", "kpi-stream-scope-partials"):
         for partition in ("0", "1"):
             metrics.consumer_lag.labels(topic, partition).set(3)
+            metrics.partition_stalled.labels(topic, partition).set(0)
     metrics.publish_latency.observe(0.4)
     for kind in ("outlet", "lead", "scope"):
         metrics.state_entities.labels(kind).set(100)

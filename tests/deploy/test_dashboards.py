@@ -36,7 +36,8 @@ KPI_GAUGES = (
 )
 PROCESSOR_SERIES = (
     "kpi_stream_events_consumed_total", "kpi_stream_deadletters_total", "kpi_stream_ignored_events_total",
-    "kpi_stream_late_corrections_total", "kpi_stream_consumer_lag", "kpi_stream_publish_latency_seconds_bucket",
+    "kpi_stream_late_corrections_total", "kpi_stream_consumer_lag", "kpi_stream_partition_stalled_seconds",
+    "kpi_stream_publish_latency_seconds_bucket",
     "kpi_stream_state_entities", "kpi_stream_last_publish_timestamp_seconds",
     "kpi_stream_kpi_updates_published_total", "kpi_stream_redis_up", "kpi_stream_ready",
 )
