@@ -28,6 +28,7 @@ from stream.core.catalogue import GLOBAL_SCOPE, kpi_key
 from stream.core.config import format_duration
 from stream.core.timeparse import format_rfc3339_us
 from stream.stages.trends import TrendRing, picks, worst_movers
+from stream.worker.api import client_error
 
 if TYPE_CHECKING:
     from stream.worker.app import KpiWorker
@@ -294,7 +295,7 @@ def add_dashboard(app, worker: "KpiWorker") -> Dashboard:
         try:
             body = await dashboard.data(dashboard.window_of(request.query))
         except ClientError as error:
-            return view.json({"error": str(error)}, status=400)
+            return client_error(request, error)
         except RedisUnavailable as error:
             return view.json({"error": str(error)}, status=503)
         return view.bytes(orjson.dumps(body), content_type="application/json",
