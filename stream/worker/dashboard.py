@@ -177,7 +177,7 @@ class Dashboard:
     # -- the page's data ------------------------------------------------------------------------
 
     def window_of(self, query) -> str:
-        window = query.get("window") or self.default_window
+        window = query.get("window", self.default_window)  # given empty: a bad window
         if window not in self.windows:
             raise ClientError(f"unknown window {window!r}: one of {', '.join(self.windows)}")
         return window

@@ -173,7 +173,7 @@ def test_the_query():
         {"kpi": "orders", "scope": "region"}, 5, "orders|30d|region|EAST")
     assert parse_kpi_query(_query(f"limit={KPI_MAX_LIMIT}")).limit == KPI_MAX_LIMIT
     for bad in ("limit=0", f"limit={KPI_MAX_LIMIT + 1}", "limit=-1", "limit=1.5", "limit=", "limit=%C2%B2",
-                "cursor=", "cursor=!!", "cursor=" + "A" * 5000, "cursor=" + encode_cursor("x")[3:],
+                "cursor=", "cursor=!!", "cursor=" + "A" * 5000, "cursor=" + encode_cursor("x")[3:], "cursor=azE6A", "cursor=azE6=",
                 "scopeid=x", "kpi=a&kpi=b", "limit=1&limit=2"):
         with pytest.raises(ClientError):
             parse_kpi_query(_query(bad))
@@ -183,6 +183,9 @@ def test_cursors_round_trip_any_key():
     for key in ("a", "active_accounts|30d|territory|JKT-01", "x|-|rep|Ω\x00é", "k" * 500):
         cursor = encode_cursor(key)
         assert cursor.replace("-", "").replace("_", "").isalnum() and decode_cursor(cursor) == key
+    # a string of the cursors' form not made here is a position all the same, never an error
+    for forged in ("azE6", "azE6_w", "azE6__8", "azE6" + "-" * 40):
+        assert isinstance(decode_cursor(forged), str)
 
 
 class FakeHash:
