@@ -121,6 +121,13 @@ class KpiSettings:
         )
 
 
+# The worker's HTTP pages that KPI_API_OPEN_PAGES may name (the dashboard's HTML, CSS and JS are
+# always open: code, no data -- the page sends its token to /dashboard/data itself).
+API_PAGES = ("/metrics", "/health", "/ready", "/openapi.yaml", "/kpi", "/dashboard/data")
+DEFAULT_OPEN_PAGES = ("/metrics", "/health", "/ready", "/openapi.yaml")
+MIN_TOKEN_CHARS = 16
+
+
 @dataclass(frozen=True, slots=True)
 class SecretStr:
     """A credential that never prints itself."""
@@ -165,6 +172,9 @@ class ServiceSettings:
     group_instance_id: str = ""
     hot_outlets: int = 8192  # per partition: outlets kept as objects, the others packed (cold_outlets.py)
     event_loop: str = "uvloop"
+    # bearer tokens of the HTTP API (empty: no authentication, every page open as before)
+    api_tokens: tuple[SecretStr, ...] = ()
+    api_open_pages: tuple[str, ...] = DEFAULT_OPEN_PAGES
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
@@ -175,7 +185,8 @@ class ServiceSettings:
         from urllib.parse import unquote, urlparse  # local: config must stay import-light
 
         in_url = urlparse(self.redis_url).password or ""
-        values = (self.kafka_password.value, self.redis_password.value, in_url, unquote(in_url))
+        values = (self.kafka_password.value, self.redis_password.value, in_url, unquote(in_url),
+                  *(token.value for token in self.api_tokens))
         return tuple(dict.fromkeys(value for value in values if value))
 
     def kafka_client_options(self) -> dict:
@@ -240,6 +251,8 @@ class ServiceSettings:
             group_instance_id=env.get("KPI_GROUP_INSTANCE_ID", "").strip(),
             hot_outlets=hot_outlets_from_env(env),
             event_loop=event_loop_from_env(env),
+            api_tokens=_api_tokens(env.get("KPI_API_TOKENS", "")),
+            api_open_pages=_api_open_pages(env.get("KPI_API_OPEN_PAGES", ",".join(DEFAULT_OPEN_PAGES))),
         )
 
 
@@ -323,6 +336,33 @@ def _boolean(name: str, text: str) -> bool:
     raise ConfigError(f"{name} must be true or false: {text!r}")
 
 
+def _api_tokens(text: str) -> tuple[SecretStr, ...]:
+    """KPI_API_TOKENS: comma-separated bearer tokens; the errors name a token by its position,
+    never by its value."""
+    tokens = []
+    for position, part in enumerate(text.split(","), start=1):
+        token = part.strip()
+        if not token:
+            continue
+        if not re.fullmatch(r"[\x21-\x7e]+", token):
+            raise ConfigError(f"KPI_API_TOKENS: token {position} has characters a bearer token cannot carry "
+                              "(printable ASCII only, no spaces or commas)")
+        if len(token) < MIN_TOKEN_CHARS:
+            raise ConfigError(f"KPI_API_TOKENS: token {position} is shorter than {MIN_TOKEN_CHARS} characters "
+                              "(e.g. `openssl rand -hex 32`)")
+        tokens.append(SecretStr(token))
+    return tuple(dict.fromkeys(tokens))
+
+
+def _api_open_pages(text: str) -> tuple[str, ...]:
+    pages = tuple(dict.fromkeys(page.strip() for page in text.split(",") if page.strip()))
+    unknown = [page for page in pages if page not in API_PAGES]
+    if unknown:
+        raise ConfigError(f"KPI_API_OPEN_PAGES names pages the worker does not serve: {', '.join(unknown)} "
+                          f"(one or more of {', '.join(API_PAGES)}, or empty)")
+    return pages
+
+
 _KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 _SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -366,8 +406,10 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_TOPIC_PREFIX", "(empty)", "prefix for every topic name (input, output, dead letter)"),
     ("KPI_PARTITIONS", "8", "partitions of the topics the service creates"),
     ("KPI_REPLICATION_FACTOR", "1", "replication factor of the topics the service creates"),
-    ("KPI_WEB_PORT", "6066", "port of /metrics, /kpi, /health, /ready"),
+    ("KPI_WEB_PORT", "6066", "port of the HTTP pages: /metrics, /health, /ready, /kpi, /dashboard, /openapi.yaml"),
     ("KPI_WEB_HOST", "0.0.0.0", "bind address of the web server"),
+    ("KPI_API_TOKENS", "(empty)", "bearer tokens of the HTTP API, comma-separated (two during a rotation), each 16+ printable ASCII characters (secret: never logged): pages not in `KPI_API_OPEN_PAGES` answer 401 without `Authorization: Bearer <token>`; empty: no authentication, every page open (docs/operations.md \"HTTP API\")"),
+    ("KPI_API_OPEN_PAGES", "/metrics,/health,/ready,/openapi.yaml", "pages that need no token when `KPI_API_TOKENS` is set (any of /metrics, /health, /ready, /openapi.yaml, /kpi, /dashboard/data; empty: all need it). The kubelet's probes send no token: keep /health and /ready open"),
     ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; stage 1 flushes changed scopes at each multiple of it on the wall clock, and a key is republished at most once per flush"),
     ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),

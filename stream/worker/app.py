@@ -33,6 +33,7 @@ from stream.kafka.offsets import OffsetLedger
 from stream.kafka.tables import ChangelogWriter, on_disk_store_options, raw_schema
 from stream.kafka.topics import TopicNames
 from stream.stages.publication import Publisher
+from stream.worker.api import access_middleware, quiet_client_errors
 from stream.worker.context import WorkerContext
 from stream.worker.dashboard import add_dashboard
 from stream.worker.entity_stage import FAMILY_TOPICS, TYPE_TOPIC, EntityStage
@@ -87,6 +88,8 @@ class KpiWorker:
             web_port=s.web_port,
             web_bind=s.web_host,
             web_host="localhost",
+            # bearer tokens (KPI_API_TOKENS) for every page but the open ones: stream/worker/api.py
+            web_application_options={"middlewares": [access_middleware(s.api_tokens, s.api_open_pages)]},
             broker_max_poll_records=500,
             broker_session_timeout=s.session_timeout_seconds,
             consumer_group_instance_id=s.group_instance_id or None,
@@ -153,6 +156,7 @@ class KpiWorker:
         app.timer(LAG_ROUND_SECONDS, name="observe-lag")(self._lag_round)
         app.timer(KAFKA_CHECK_SECONDS, name="check-kafka")(self._check_kafka)
         app.service(self._redis_service())
+        quiet_client_errors()
         add_pages(app, self)
         self.dashboard = add_dashboard(app, self)
         return app

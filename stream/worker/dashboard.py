@@ -28,6 +28,7 @@ from stream.core.catalogue import GLOBAL_SCOPE, kpi_key
 from stream.core.config import format_duration
 from stream.core.timeparse import format_rfc3339_us
 from stream.stages.trends import TrendRing, picks, worst_movers
+from stream.worker.api import client_error
 
 if TYPE_CHECKING:
     from stream.worker.app import KpiWorker
@@ -176,7 +177,7 @@ class Dashboard:
     # -- the page's data ------------------------------------------------------------------------
 
     def window_of(self, query) -> str:
-        window = query.get("window") or self.default_window
+        window = query.get("window", self.default_window)  # given empty: a bad window
         if window not in self.windows:
             raise ClientError(f"unknown window {window!r}: one of {', '.join(self.windows)}")
         return window
@@ -294,7 +295,7 @@ def add_dashboard(app, worker: "KpiWorker") -> Dashboard:
         try:
             body = await dashboard.data(dashboard.window_of(request.query))
         except ClientError as error:
-            return view.json({"error": str(error)}, status=400)
+            return client_error(request, error)
         except RedisUnavailable as error:
             return view.json({"error": str(error)}, status=503)
         return view.bytes(orjson.dumps(body), content_type="application/json",

@@ -1,19 +1,30 @@
-"""The worker's HTTP pages on Faust's web server: /metrics, /health, /ready and /kpi."""
+"""The worker's HTTP pages on Faust's web server: /metrics, /health, /ready, /kpi and
+/openapi.yaml (their description, stream/worker/openapi.yaml). Access, client errors and /kpi's
+paging: stream/worker/api.py."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from stream.worker.api import KPI_FILTERS, ClientError, client_error, kpi_page, parse_kpi_query
 
 if TYPE_CHECKING:
     from stream.worker.app import KpiWorker
 
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
-KPI_FILTERS = ("kpi", "window", "scope", "scope_id", "horizon", "kind")
+__all__ = ["KPI_FILTERS", "add_pages", "openapi_description"]
+
+
+def openapi_description() -> bytes:
+    return resources.files("stream.worker").joinpath("openapi.yaml").read_bytes()
 
 
 def add_pages(app, worker: "KpiWorker") -> None:
+    description = openapi_description()
+
     @app.page("/metrics")
     async def metrics_page(view, request):
         # `?name[]=a&name[]=b`: only those families, as prometheus_client's own handler allows --
@@ -38,19 +49,21 @@ def add_pages(app, worker: "KpiWorker") -> None:
         # later; the state is reported so operators can see it.
         return view.json({"ready": ready, **state}, status=200 if ready else 503)
 
+    @app.page("/openapi.yaml")
+    async def openapi_page(view, request):
+        return view.bytes(description, headers={"Content-Type": "application/yaml; charset=utf-8"})
+
     @app.page("/kpi")
-    async def kpi_page(view, request):
-        filters = {name: request.query.get(name) for name in KPI_FILTERS}
+    async def kpi_values_page(view, request):
+        try:
+            query = parse_kpi_query(request.query)
+        except ClientError as error:
+            return client_error(request, error)
         redis = worker.scope_stage.redis
         if redis is None:
             return view.json({"error": "redis not connected"}, status=503)
         try:
-            latest = await redis.read_all()
+            page = await kpi_page(redis.keys, redis.read, query)
         except Exception as error:  # noqa: BLE001
-            return view.json({"error": f"redis unavailable: {error}"}, status=503)
-        rows = [
-            message for message in latest.values()
-            if all(wanted is None or str(message.get(name)) == wanted for name, wanted in filters.items())
-        ]
-        rows.sort(key=lambda m: (m["kpi"], m["window"] or "", m["scope"], m["scope_id"]))
-        return view.json({"count": len(rows), "values": rows})
+            return view.json({"error": f"redis unavailable: {type(error).__name__}: {error}"}, status=503)
+        return view.json(page)

@@ -165,6 +165,14 @@ class RedisSink:
             # Redis down -- and fire RedisDown -- until its first value
             self._up("redis reachable again")
 
+    async def keys(self) -> list[str]:
+        """Every key in the hash (HKEYS: the keys only, no values)."""
+        return [key.decode() if isinstance(key, bytes) else key for key in await self.client.hkeys(self.hash_name)]
+
+    async def read(self, keys: list[str]) -> list[bytes | None]:
+        """The latest message bodies of these keys, in order (None: no such key)."""
+        return list(await self.client.hmget(self.hash_name, keys)) if keys else []
+
     async def read_all(self) -> dict[str, dict]:
         raw = await self.client.hgetall(self.hash_name)
         return {key.decode() if isinstance(key, bytes) else key: orjson.loads(value) for key, value in raw.items()}

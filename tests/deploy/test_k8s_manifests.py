@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.core.config import SETTINGS_DOC
+from stream.core.config import DEFAULT_OPEN_PAGES, SETTINGS_DOC
 
 pytestmark = pytest.mark.deploy
 
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "kpi-alerts.yml"
 SETTING_NAMES = {name for name, _default, _meaning in SETTINGS_DOC}
-SECRET_SETTINGS = {"KAFKA_PASSWORD", "REDIS_PASSWORD"}
+SECRET_SETTINGS = {"KAFKA_PASSWORD", "REDIS_PASSWORD", "KPI_API_TOKENS"}
 STATE_DIR = "/var/lib/kpi-stream"
 WEB_PORT = 6066
 
@@ -150,6 +150,24 @@ SCHEMAS: dict[tuple[str, str], dict] = {
             "type": "object", "required": ["selector", "endpoints"],
             "properties": {"selector": _SELECTOR, "endpoints": {"type": "array", "minItems": 1, "items": {
                 "type": "object", "required": ["port", "path"]}}}}},
+    },
+    ("networking.k8s.io/v1", "NetworkPolicy"): {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"metadata": _METADATA, "spec": {
+            "type": "object", "required": ["podSelector", "policyTypes", "ingress"],
+            "properties": {
+                "podSelector": _SELECTOR,
+                "policyTypes": {"type": "array", "items": {"enum": ["Ingress", "Egress"]}},
+                "ingress": {"type": "array", "items": {
+                    "type": "object", "required": ["from", "ports"], "additionalProperties": False,
+                    "properties": {
+                        "from": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "minProperties": 1, "additionalProperties": False,
+                            "properties": {"podSelector": _SELECTOR, "namespaceSelector": _SELECTOR,
+                                           "ipBlock": {"type": "object", "required": ["cidr"]}}}},
+                        "ports": {"type": "array", "minItems": 1, "items": {
+                            "type": "object", "required": ["port"],
+                            "properties": {"port": _PORT_REF, "protocol": {"enum": ["TCP"]}}}}}}}}}},
     },
     ("monitoring.coreos.com/v1", "PrometheusRule"): {
         "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -295,6 +313,53 @@ def test_servicemonitor_scrapes_exactly_one_service_with_job_kpi_stream(manifest
     port_names = {p["name"] for p in matched[0]["spec"]["ports"]}
     for endpoint in monitor["spec"]["endpoints"]:
         assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+
+
+# -- NetworkPolicy and the API's access ------------------------------------------------------------
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def test_network_policy_admits_only_prometheus_and_declared_consumers_to_the_worker_port(manifests):
+    sts = _one(manifests, "StatefulSet")
+    pod_labels = sts["spec"]["template"]["metadata"]["labels"]
+    policies = [m for m in manifests if m["kind"] == "NetworkPolicy"]
+    assert policies, "no NetworkPolicy: any pod could read /kpi"
+    (policy,) = [p for p in policies if _selects(p["spec"]["podSelector"], pod_labels)]
+    assert policy["spec"]["podSelector"]["matchLabels"] == sts["spec"]["selector"]["matchLabels"]
+    assert "Ingress" in policy["spec"]["policyTypes"]
+    sources = []
+    for rule in policy["spec"]["ingress"]:
+        # each rule names the worker's port (by name or number) and who may use it: never "anyone"
+        assert {p["port"] for p in rule["ports"]} <= {"http", WEB_PORT}, rule
+        assert rule["from"], "an empty `from` admits everyone"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer, "address ranges admit whole hosts and nodes"
+            assert peer.get("podSelector", {}).get("matchLabels"), f"a peer without pod labels admits every pod: {peer}"
+            if "namespaceSelector" in peer:
+                assert peer["namespaceSelector"].get("matchLabels"), "an empty namespaceSelector admits every namespace"
+            sources.append(peer)
+    prometheus = [p for p in sources if p["podSelector"]["matchLabels"].get("app.kubernetes.io/name") == "prometheus"]
+    consumers = [p for p in sources if p["podSelector"]["matchLabels"] == {"kpi-stream/api-client": "true"}]
+    assert len(prometheus) == 1 and "namespaceSelector" in prometheus[0]
+    assert len(consumers) == 1 and "namespaceSelector" not in consumers[0]  # the policy's own namespace
+    assert len(sources) == 2, sources
+    # the worker pods themselves are not admitted (they never call each other over HTTP)
+    assert not any(_selects(p["podSelector"], pod_labels) for p in sources)
+
+
+def test_probes_and_scrapes_reach_pages_open_without_a_token(manifests):
+    """With KPI_API_TOKENS in the Secret, the kubelet (no token) and the ServiceMonitor (no
+    bearerTokenSecret) must only use pages KPI_API_OPEN_PAGES keeps open."""
+    config = _one(manifests, "ConfigMap", "kpi-stream-config")["data"]
+    open_pages = {p.strip() for p in config.get("KPI_API_OPEN_PAGES", ",".join(DEFAULT_OPEN_PAGES)).split(",")}
+    (container,) = _one(manifests, "StatefulSet")["spec"]["template"]["spec"]["containers"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in open_pages, probe
+    for endpoint in _one(manifests, "ServiceMonitor")["spec"]["endpoints"]:
+        assert endpoint["path"] in open_pages or "bearerTokenSecret" in endpoint
 
 
 # -- PrometheusRule ----------------------------------------------------------------------------------

@@ -33,6 +33,8 @@ class WorkerProcess:
     process: subprocess.Popen | None = None
     # interpreter options before `-m stream worker`, e.g. ["-m", "cProfile", "-o", "out.prof"]
     python_args: list[str] = field(default_factory=list)
+    # sent as `Authorization: Bearer` by get() (the worker's KPI_API_TOKENS)
+    token: str | None = None
 
     def start(self) -> "WorkerProcess":
         env = dict(self.env, KPI_WEB_PORT=str(self.web_port), KPI_WEB_HOST="127.0.0.1")
@@ -44,9 +46,12 @@ class WorkerProcess:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.web_port}{path}"
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5.0, token: str | None = "default") -> tuple[int, bytes]:
+        """GET a page: with the worker's token (`token` unset), another one, or none (None)."""
+        token = self.token if token == "default" else token
+        request = urllib.request.Request(self.url(path), headers={"Authorization": f"Bearer {token}"} if token else {})
         try:
-            with urllib.request.urlopen(self.url(path), timeout=timeout) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as error:
             return error.code, error.read()
@@ -74,6 +79,21 @@ class WorkerProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def kpi_all(worker: WorkerProcess, query: str = "", limit: int = 1000) -> list[dict]:
+    """Every value /kpi holds, page after page (`query`: filters, e.g. "scope=global")."""
+    values: list[dict] = []
+    cursor = None
+    while True:
+        path = f"/kpi?limit={limit}" + (f"&{query}" if query else "") + (f"&cursor={cursor}" if cursor else "")
+        status, body = worker.get(path)
+        assert status == 200, (path, body[:300], worker.log_tail())
+        page = orjson.loads(body)
+        values += page["values"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return values
 
 
 def unique_names() -> tuple[str, str]:

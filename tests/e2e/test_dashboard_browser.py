@@ -1,10 +1,13 @@
 """The dashboard page in a real browser: Debian's headless chromium loads /dashboard from a worker
 running against the real broker and Redis, with generated traffic; every value the page shows
 equals /kpi, the worst-moving territory is the one the test emptied, the console stays clean, and
-screenshots are kept (tests/artifacts/dashboard.png, dashboard-phone.png; the test prints the paths)."""
+screenshots are kept (tests/artifacts/dashboard.png, dashboard-phone.png; the test prints the paths).
+The worker requires an API token (KPI_API_TOKENS): the page is opened as /dashboard#token=..., and
+without it says it needs one."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import time
 import urllib.request
@@ -18,7 +21,7 @@ from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.devtools import generator
 from stream.devtools.generator import Message
 from stream.worker.dashboard import HEADLINES, SAMPLE_SECONDS
-from tests.e2e.harness import REPO, OracleCheck, WorkerProcess, unique_names, wait_until, worker_env
+from tests.e2e.harness import REPO, OracleCheck, WorkerProcess, kpi_all, unique_names, wait_until, worker_env
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +44,9 @@ def shown_text(kpi: str, value) -> str:
 
 
 def kpi_values(worker: WorkerProcess) -> dict[str, object]:
-    status, body = worker.get("/kpi")
-    assert status == 200, body
     from tests.kpi_compare import values_by_key
 
-    return {key: record["value"] for key, record in values_by_key(orjson.loads(body)["values"]).items()}
+    return {key: record["value"] for key, record in values_by_key(kpi_all(worker)).items()}
 
 
 def dashboard_data(worker: WorkerProcess, window: str = "30d") -> dict:
@@ -91,9 +92,10 @@ def test_the_dashboard_in_a_browser_shows_the_values_of_kpi(kafka_broker, redis_
     as_of_us = generator.now_us(config)
     as_of = format_rfc3339_us(as_of_us)
     prefix, app_id = unique_names()
+    token = secrets.token_urlsafe(32)
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
-                     KPI_CLOCK=as_of)
-    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+                     KPI_CLOCK=as_of, KPI_API_TOKENS=token)
+    worker = WorkerProcess(env, tmp_path / "worker.log", token=token).start()
     check = OracleCheck(kafka_broker.bootstrap, redis.Redis.from_url(redis_server.url), prefix, as_of)
     try:
         check.produce(messages)
@@ -134,8 +136,10 @@ def test_the_dashboard_in_a_browser_shows_the_values_of_kpi(kafka_broker, redis_
                 page = browser.new_page(viewport={"width": 1360, "height": 900})
                 page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                page.goto(worker.url("/dashboard?window=30d"))
+                page.goto(worker.url(f"/dashboard?window=30d#token={token}"))
                 page.wait_for_selector('#status[data-state="ok"]', timeout=20_000)
+                # the token left the address bar (it stays in the tab's sessionStorage)
+                assert token not in page.url and page.url.endswith("/dashboard?window=30d"), page.url
                 for window in ("30d", "7d"):
                     if window != "30d":
                         page.click(f'#windows button:text-is("{window}")')
@@ -169,17 +173,31 @@ def test_the_dashboard_in_a_browser_shows_the_values_of_kpi(kafka_broker, redis_
                                          is_mobile=True, has_touch=True)
                 phone.on("console", lambda m: problems.append(f"phone console {m.type}: {m.text}") if m.type in ("error", "warning") else None)
                 phone.on("pageerror", lambda e: problems.append(f"phone page error: {e}"))
-                phone.goto(worker.url("/dashboard"))
+                phone.goto(worker.url(f"/dashboard#token={token}"))
                 phone.wait_for_selector('#status[data-state="ok"]', timeout=20_000)
                 # the page itself never scrolls sideways on a phone: only the wide tables do, inside their frames
                 assert phone.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
                 phone_shot = ARTIFACTS / "dashboard-phone.png"
                 phone.screenshot(path=str(phone_shot), full_page=True)
                 assert problems == []
+
+                # without the token (a new browser context: empty sessionStorage) the page loads
+                # and says it needs one; the browser logs the refused request, nothing else
+                stranger = browser.new_context().new_page()
+                refused: list[str] = []
+                stranger.on("pageerror", lambda e: refused.append(f"page error: {e}"))
+                stranger.goto(worker.url("/dashboard"))
+                stranger.wait_for_selector('#status[data-state="error"]', timeout=20_000)
+                assert "needs a token" in stranger.inner_text("#status")
+                assert stranger.locator("[data-key]").count() == 0 and refused == []
             finally:
                 browser.close()
         print(f"\ndashboard screenshots: {screenshot} {phone_shot}")
 
+        # the data pages refuse a missing or wrong token
+        assert worker.get("/dashboard/data", token=None)[0] == 401
+        assert worker.get("/dashboard/data", token=secrets.token_urlsafe(32))[0] == 401
+        assert worker.get("/kpi", token=None)[0] == 401
         # client errors are 4xx, and none leaves a traceback in the log
         assert worker.get("/dashboard/data?window=90d")[0] == 400
         assert worker.get("/dashboard/nothing-here")[0] == 404
@@ -193,6 +211,7 @@ def test_the_dashboard_in_a_browser_shows_the_values_of_kpi(kafka_broker, redis_
         assert worker.alive(), worker.log_tail()
         log = worker.log_path.read_text(errors="replace")
         assert "Traceback" not in log, worker.log_tail()
+        assert token not in log
     finally:
         worker.stop()
         shutil.copy(worker.log_path, ARTIFACTS / "dashboard-worker.log") if ARTIFACTS.exists() else None

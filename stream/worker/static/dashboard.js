@@ -13,6 +13,24 @@ const SIGNED_PERCENT = new Intl.NumberFormat("en-US", {
 
 const state = { window: new URLSearchParams(location.search).get("window"), data: null, filter: "" };
 
+// The API token (KPI_API_TOKENS), when the worker needs one: the page is opened as
+// /dashboard#token=TOKEN. The fragment never reaches a server or a proxy log; the token is kept in
+// this tab's sessionStorage, taken out of the address bar, and sent as a bearer token.
+const TOKEN_KEY = "kpi-stream-token";
+function takeToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  const given = fragment.get("token");
+  if (given) {
+    try { sessionStorage.setItem(TOKEN_KEY, given); } catch (error) { /* storage off: this load only */ }
+    const url = new URL(location.href);
+    url.hash = "";
+    history.replaceState(null, "", url.pathname + url.search);
+    return given;
+  }
+  try { return sessionStorage.getItem(TOKEN_KEY); } catch (error) { return null; }
+}
+const token = takeToken();
+
 function format(unit, value) {
   if (value === null || value === undefined) return "—";
   if (unit === "ratio") return PERCENT.format(value * 100) + "%";
@@ -231,8 +249,14 @@ async function refresh() {
   inFlight = controller;
   const query = state.window ? `?window=${encodeURIComponent(state.window)}` : "";
   try {
-    const response = await fetch(`dashboard/data${query}`, { signal: controller.signal, cache: "no-store" });
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const response = await fetch(`dashboard/data${query}`, { signal: controller.signal, cache: "no-store", headers });
     const body = await response.json();
+    if (response.status === 401) {
+      setStatus("error", token ? "token refused: open the page as /dashboard#token=TOKEN"
+        : "this worker needs a token: open the page as /dashboard#token=TOKEN");
+      return;
+    }
     if (!response.ok) {
       if (response.status === 400 && state.window) state.window = null;  // a stale ?window=
       setStatus("error", body.error || `HTTP ${response.status}`);
