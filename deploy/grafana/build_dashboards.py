@@ -3,8 +3,9 @@
     python deploy/grafana/build_dashboards.py           # (re)write deploy/grafana/dashboards/*.json
     python deploy/grafana/build_dashboards.py --check   # exit 1 if a committed file is out of date
 
-Two dashboards: "KPI overview" (the KPIs of the spec, section 3) and "Processor health" (the
-worker's own metrics). Every query is checked against the metrics a worker exports by
+Three dashboards: "KPI overview" (the KPIs of the spec, section 3, led by "Active accounts: where
+is it falling"), "Reps" (the rep drill-down; needs KPI_EXPORT_SCOPES to include rep) and "Processor
+health" (the worker's own metrics). Every query is checked against the metrics a worker exports by
 tests/deploy/test_dashboards.py (tests/deploy/dashboards_check.py).
 
 KPI gauges are exported by the one worker owning a scope's partition; which worker that is changes
@@ -32,9 +33,11 @@ HORIZONS = ("7d", "14d", "30d")
 # -- panel helpers --------------------------------------------------------------------------------
 
 
-def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict:
+def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False, fmt: str = "time_series") -> dict:
     out = {"datasource": DATASOURCE, "refId": ref, "expr": expr, "legendFormat": legend or "__auto",
            "range": not instant, "instant": instant, "editorMode": "code"}
+    if fmt != "time_series":
+        out["format"] = fmt
     return out
 
 
@@ -78,6 +81,35 @@ def stat(title: str, expr: str, unit: str = "short", description: str = "", deci
         "fieldConfig": {"defaults": defaults, "overrides": []},
         "options": {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
                     "colorMode": "value", "graphMode": "area", "justifyMode": "auto", "textMode": "auto"},
+    }
+
+
+def table(title: str, queries: list[tuple[str, str]], columns: dict[str, str], sort_by: str,
+          description: str = "", units: dict[str, str] | None = None, links: dict[str, list[dict]] | None = None,
+          descending: bool = False) -> dict:
+    """Instant queries as one table (format "table", merged on their labels): `columns` renames
+    the fields to show (label names, `Value #A`...) in order and hides the rest."""
+    overrides = [{"matcher": {"id": "byName", "options": name},
+                  "properties": [{"id": "unit", "value": unit}]} for name, unit in (units or {}).items()]
+    overrides += [{"matcher": {"id": "byName", "options": name},
+                   "properties": [{"id": "links", "value": field_links}]} for name, field_links in (links or {}).items()]
+    return {
+        "type": "table", "title": title, "description": description, "datasource": DATASOURCE,
+        "targets": [target(expr, legend, chr(ord("A") + i), instant=True, fmt="table")
+                    for i, (expr, legend) in enumerate(queries)],
+        "fieldConfig": {"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}}},
+                        "overrides": overrides},
+        "options": {"showHeader": True, "cellHeight": "sm", "footer": {"show": False, "reducer": ["sum"]},
+                    "sortBy": [{"displayName": sort_by, "desc": descending}]},
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {
+                "excludeByName": {"Time": True},
+                "includeByName": {name: True for name in columns},
+                "indexByName": {name: i for i, name in enumerate(columns)},
+                "renameByName": columns}},
+            {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": sort_by, "desc": descending}]}},
+        ],
     }
 
 
@@ -140,7 +172,7 @@ def query_variable(name: str, label: str, query: str, description: str) -> dict:
 
 
 def dashboard(uid: str, title: str, description: str, tags: list[str], layout: Layout, variables: list[dict],
-              time_from: str, links: list[dict]) -> dict:
+              time_from: str, links: list[dict], annotations: list[dict] | None = None) -> dict:
     return {
         "uid": uid,
         "title": title,
@@ -161,7 +193,7 @@ def dashboard(uid: str, title: str, description: str, tags: list[str], layout: L
         "annotations": {"list": [{
             "builtIn": 1, "datasource": {"type": "grafana", "uid": "-- Grafana --"}, "enable": True,
             "hide": True, "iconColor": "rgba(0, 211, 255, 1)", "name": "Annotations & Alerts", "type": "dashboard",
-        }]},
+        }] + (annotations or [])},
         "templating": {"list": variables},
         "panels": layout.panels,
     }
@@ -176,6 +208,68 @@ def _link(title: str, uid: str) -> dict:
 
 KPI_UID = "kpi-stream-overview"
 HEALTH_UID = "kpi-stream-processor-health"
+REPS_UID = "kpi-stream-reps"
+
+# -- Active accounts: where is it falling ----------------------------------------------------------
+#
+# "Are active accounts dropping, and where?": each scope's active accounts now against the same
+# series `WEEK_AGO` earlier, the scopes that lost most, and when the ActiveAccounts* alerts fired.
+# tests/e2e/test_prometheus_live.py evaluates these very expressions (from the committed JSON) with
+# a short offset in place of WEEK_AGO against a live Prometheus: it cannot wait a week.
+
+WEEK_AGO = "7d"
+FALLING_TOP = 10
+ACTIVE_ALERTS = 'ALERTS{alertname=~"ActiveAccounts.*", alertstate="firing"}'
+
+
+def active_change(scope: str, ids: str, offset: str = WEEK_AGO, window: str = "$window") -> dict[str, str]:
+    """PromQL for a scope type's active accounts against `offset` earlier, per scope_id: `change`
+    (accounts now minus then), `relative` (now / then - 1; scopes with none then are left out),
+    `falling` (the FALLING_TOP largest falls, falls only), `falling_relative` and `falling_now`
+    (their relative change and current level, for the same scopes)."""
+    selector = f'kpi_active_accounts{{scope="{scope}", scope_id=~"{ids}", window="{window}"}}'
+    now = f"max by (scope_id) ({selector})"
+    then = f"max by (scope_id) ({selector} offset {offset})"
+    change = f"{now} - {then}"
+    falling = f"bottomk({FALLING_TOP}, ({change}) < 0)"
+    relative = f"{now} / ({then} > 0) - 1"
+    return {"change": change, "relative": relative, "falling": falling,
+            "falling_relative": f"({relative}) and on (scope_id) {falling}",
+            "falling_now": f"{now} and on (scope_id) {falling}"}
+
+
+def active_alerts_annotation() -> dict:
+    """The ActiveAccounts* alerts' firing, from Prometheus's ALERTS series, on every time series."""
+    return {
+        "name": "Active-accounts alerts", "datasource": DATASOURCE, "enable": True, "hide": False,
+        "iconColor": "red", "expr": ACTIVE_ALERTS, "step": "60s",
+        "titleFormat": "{{alertname}}", "textFormat": "{{scope}} {{scope_id}} ({{severity}})",
+        "tagKeys": "alertname,scope,scope_id,severity", "useValueForTime": False,
+        "target": {"refId": "Anno", "expr": ACTIVE_ALERTS, "datasource": DATASOURCE, "editorMode": "code",
+                   "range": True, "instant": False},
+    }
+
+
+def falling_row(lay: "Layout", scope: str, variable: str, name: str, plural: str,
+                link: list[dict] | None = None) -> None:
+    q = active_change(scope, f"${variable}")
+    lay.add(timeseries(
+        f"Active accounts: change against {WEEK_AGO} ago by {name} ($window window)", [(q["change"], "{{scope_id}}")],
+        min_zero=False, description=f"kpi_active_accounts now minus {WEEK_AGO} earlier (PromQL offset {WEEK_AGO}), "
+        f"per {name}. A {name} with no value then (new, or its outlets arrived since) is not shown. "
+        "Red marks: ActiveAccountsSharpFall / ActiveAccountsDropWeekOverWeek firing."))
+    lay.add(timeseries(
+        f"Active accounts: relative change against {WEEK_AGO} ago by {name}", [(q["relative"], "{{scope_id}}")],
+        unit="percentunit", decimals=1, min_zero=False,
+        description=f"now / {WEEK_AGO} earlier - 1. ActiveAccountsDropWeekOverWeek fires below -10 % of the 30d "
+                    "window (baseline at least 20)."))
+    lay.add(table(
+        f"The {FALLING_TOP} {plural} falling fastest ($window window, against {WEEK_AGO} ago)",
+        [(q["falling"], ""), (q["falling_relative"], ""), (q["falling_now"], "")],
+        {"scope_id": name, "Value #A": "change", "Value #B": "relative change", "Value #C": "active now"},
+        "change", units={"relative change": "percentunit"}, links={name: link} if link else None,
+        description=f"bottomk({FALLING_TOP}) of the change against {WEEK_AGO} ago; falls only, largest first."),
+        24, 9)
 
 
 def _by_region(metric: str, window: str = "$window", extra: str = "") -> str:
@@ -192,6 +286,13 @@ def _global(metric: str, window: str = "$window", extra: str = "") -> str:
 
 def kpi_overview() -> dict:
     lay = Layout()
+    lay.row("Active accounts: where is it falling")
+    # A rep is not in one territory (its outlets can be anywhere, and move independently), so rep
+    # gauges carry no territory label: the link opens the reps' own falls over the same period.
+    falling_row(lay, "territory", "territory", "territory", "territories", link=[{
+        "title": "Reps falling over the same period (rep gauges: KPI_EXPORT_SCOPES must include rep)",
+        "url": f"/d/{REPS_UID}/reps?var-window=${{window}}&${{__url_time_range}}", "targetBlank": False}])
+
     lay.row("Accounts ($window window)")
     lay.add(stat("Active accounts", _global("kpi_active_accounts"),
                  description="Outlets with at least one order inside the window (global)."), 6, 4)
@@ -283,7 +384,46 @@ def kpi_overview() -> dict:
         KPI_UID, "KPI overview",
         "Field-sales KPIs of kpi-stream (spec section 3): accounts, conversion, orders, visits, lead pipeline "
         "and rep activity, by region and territory.",
-        ["kpi-stream", "kpi"], lay, variables, "now-7d", [_link("Processor health", HEALTH_UID)],
+        ["kpi-stream", "kpi"], lay, variables, "now-7d",
+        [_link("Reps", REPS_UID), _link("Processor health", HEALTH_UID)], [active_alerts_annotation()],
+    )
+
+
+# -- Reps -----------------------------------------------------------------------------------------
+
+
+def _by_rep(metric: str, window: str = "$window", extra: str = "") -> str:
+    return f'max by (scope_id) ({metric}{{scope="rep", scope_id=~"$rep", window="{window}"{extra}}})'
+
+
+def reps() -> dict:
+    """The rep drill-down. Rep-level gauges exist only where KPI_EXPORT_SCOPES includes `rep`
+    (docs/operations.md "Rep-level gauges" has the series count to expect)."""
+    lay = Layout()
+    lay.row("Active accounts by rep: where is it falling")
+    falling_row(lay, "rep", "rep", "rep", "reps")
+    lay.row("Reps ($window window)")
+    lay.add(timeseries("Active accounts by rep", [(_by_rep("kpi_active_accounts"), "{{scope_id}}")],
+                       description="Outlets assigned to the rep with an order inside the window."))
+    lay.add(timeseries("Dormant accounts by rep", [(_by_rep("kpi_dormant_accounts"), "{{scope_id}}")]))
+    lay.add(timeseries("Orders by rep", [(_by_rep("kpi_orders"), "{{scope_id}}")],
+                       description="Orders naming the rep (orders naming none: the outlet's assigned rep)."))
+    lay.add(timeseries("Strike rate by rep", [(_by_rep("kpi_visit_to_order_ratio"), "{{scope_id}}")],
+                       unit="percentunit", decimals=1, description="Productive visits / visits of the rep."))
+    lay.add(timeseries("Activities by rep (all kinds)", [(_by_rep("kpi_activities", extra=', kind="all"'),
+                                                          "{{scope_id}}")]))
+    lay.add(timeseries("Open leads by rep", [(_by_rep("kpi_open_leads", window="none"), "{{scope_id}}")]))
+    variables = [
+        custom_variable("window", "Window", WINDOWS, "30d", "KPI window (KPI_WINDOWS)"),
+        query_variable("rep", "Rep", 'label_values(kpi_active_accounts{scope="rep"}, scope_id)',
+                       "Reps (scope_id of scope=rep; exported only when KPI_EXPORT_SCOPES includes rep)"),
+    ]
+    return dashboard(
+        REPS_UID, "Reps",
+        "Rep-level KPIs and the reps whose active accounts fall most. Needs KPI_EXPORT_SCOPES to include rep "
+        "(not the default): see docs/operations.md, \"Rep-level gauges\", for the series it adds.",
+        ["kpi-stream", "kpi"], lay, variables, "now-7d",
+        [_link("KPI overview", KPI_UID), _link("Processor health", HEALTH_UID)], [active_alerts_annotation()],
     )
 
 
@@ -390,7 +530,7 @@ def processor_health() -> dict:
     )
 
 
-DASHBOARDS = {"kpi-overview.json": kpi_overview, "processor-health.json": processor_health}
+DASHBOARDS = {"kpi-overview.json": kpi_overview, "processor-health.json": processor_health, "reps.json": reps}
 
 
 def render() -> dict[str, str]:

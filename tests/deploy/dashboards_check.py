@@ -39,6 +39,10 @@ SYNTHETIC_SERIES: dict[str, frozenset[str]] = {
         "scrape_series_added",
     )
 }
+# Prometheus's own series of pending and firing alerts: alertname, alertstate, the rules' labels
+# (deploy/prometheus/rules/kpi-alerts.yml) and the labels their expressions keep.
+SYNTHETIC_SERIES["ALERTS"] = frozenset({"alertname", "alertstate", "severity", "service", "scope", "scope_id",
+                                        "topic", "partition"})
 BUILTIN_VARIABLES = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "__range_s": "3600",
                      "__interval_ms": "60000", "__range_ms": "3600000"}
 
@@ -85,10 +89,13 @@ def exported_series(exposition_text: str) -> dict[str, set[str]]:
     return {name: set(labels) for name, labels in parse_exposition(exposition_text).labels.items()}
 
 
-def default_metrics_text() -> str:
+DEFAULT_EXPORT_SCOPES = ("global", "region", "territory")
+
+
+def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES) -> str:
     """What a worker with default settings exports once data has flowed: processor metrics with
     labelled samples, and KPI gauges for the scopes each KPI family has (spec section 2)
-    restricted to the default export scopes (global, region, territory)."""
+    restricted to `export_scopes` (KPI_EXPORT_SCOPES; default global, region, territory)."""
     from stream.core.kpis import KpiValue
     from stream.worker.metrics import build_processor_metrics
     from stream.worker.sinks import KpiGauges
@@ -118,11 +125,12 @@ def default_metrics_text() -> str:
     metrics.redis_up.set(1)
     metrics.ready.set(1)
 
-    gauges = KpiGauges(metrics.registry, ("global", "region", "territory"))
+    gauges = KpiGauges(metrics.registry, export_scopes)
+    reps = [("rep", "r1"), ("rep", "r2")]
     outlet_scopes = [("global", "all"), ("region", "north"), ("region", "south"),
-                     ("territory", "JKT-01"), ("territory", "SBY-02")]
-    lead_scopes = [("global", "all"), ("region", "north"), ("region", "unassigned")]
-    activity_scopes = [("global", "all")]
+                     ("territory", "JKT-01"), ("territory", "SBY-02")] + reps
+    lead_scopes = [("global", "all"), ("region", "north"), ("region", "unassigned")] + reps
+    activity_scopes = [("global", "all")] + reps
     families = (
         (outlet_scopes, ("active_accounts", "dormant_accounts", "reactivated_accounts", "orders", "sales_amount",
                          "average_order_value", "lines_per_order", "visits", "productive_visits",
@@ -143,8 +151,6 @@ def default_metrics_text() -> str:
     for scope, scope_id in lead_scopes:
         gauges.set(KpiValue("open_leads", None, scope, scope_id, 7))
         gauges.set(KpiValue("avg_open_lead_age_days", None, scope, scope_id, 3.5, 24.5, 7))
-    # a scope the worker keeps but does not export (rep is not in the default export scopes)
-    gauges.set(KpiValue("active_accounts", "30d", "rep", "r1", 5))
     return generate_latest(metrics.registry).decode()
 
 
@@ -348,7 +354,12 @@ def iter_panels(dashboard: dict) -> Iterator[dict]:
 
 
 def iter_queries(dashboard: dict) -> Iterator[tuple[str, str, str]]:
-    """(where, expr, legendFormat) for every Prometheus target of every panel."""
+    """(where, expr, legendFormat) for every Prometheus target of every panel, and every
+    Prometheus annotation query (its legend: titleFormat and textFormat)."""
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if (annotation.get("datasource") or {}).get("type") == "prometheus" and annotation.get("expr"):
+            where = f"{dashboard.get('title')!r} / annotation {annotation.get('name')!r}"
+            yield where, annotation["expr"], f"{annotation.get('titleFormat', '')} {annotation.get('textFormat', '')}"
     for panel in iter_panels(dashboard):
         for t in panel.get("targets", []):
             if "expr" in t:

@@ -94,7 +94,7 @@ def test_dashboards_are_valid_dashboard_json(dashboards):
     problems = [p for d in dashboards for p in dc.check_dashboard_structure(d, uids)]
     assert problems == []
     assert len({d["uid"] for d in dashboards}) == len(dashboards)
-    assert {d["title"] for d in dashboards} == {"KPI overview", "Processor health"}
+    assert {d["title"] for d in dashboards} == {"KPI overview", "Processor health", "Reps"}
 
 
 def test_provisioning_points_at_prometheus_and_the_dashboards_directory():
@@ -130,7 +130,60 @@ def test_exposition_has_every_kpi_gauge_and_processor_metric(exported_series):
 
 
 def test_every_dashboard_query_matches_exported_series(dashboards, metrics_text):
-    assert dc.check_dashboard_queries(dashboards, metrics_text) == []
+    """KPI overview and Processor health against a worker with default settings; Reps against
+    one whose KPI_EXPORT_SCOPES includes rep (it shows nothing otherwise, see below)."""
+    reps = [d for d in dashboards if d["uid"] == "kpi-stream-reps"]
+    others = [d for d in dashboards if d["uid"] != "kpi-stream-reps"]
+    assert dc.check_dashboard_queries(others, metrics_text) == []
+    with_reps = dc.default_metrics_text(dc.DEFAULT_EXPORT_SCOPES + ("rep",))
+    assert dc.check_dashboard_queries(reps, with_reps) == []
+
+
+def test_reps_dashboard_needs_the_rep_scope_exported(dashboards):
+    reps = next(d for d in dashboards if d["title"] == "Reps")
+    problems = dc.check_dashboard_queries([reps], dc.default_metrics_text())
+    assert problems and all('scope="rep"' in p or "scope='rep'" in p for p in problems), problems
+    assert "KPI_EXPORT_SCOPES" in reps["description"]
+
+
+# -- "Active accounts: where is it falling" --------------------------------------------------------------
+
+
+def _panel(dashboard: dict, title_start: str) -> dict:
+    return next(p for p in dc.iter_panels(dashboard) if p["title"].startswith(title_start))
+
+
+def test_overview_leads_with_where_active_accounts_fall(dashboards):
+    overview = next(d for d in dashboards if d["title"] == "KPI overview")
+    assert overview["panels"][0]["type"] == "row"
+    assert overview["panels"][0]["title"] == "Active accounts: where is it falling"
+    change = _panel(overview, "Active accounts: change against 7d ago by territory")
+    assert [t["expr"].count("offset 7d") for t in change["targets"]] == [1]
+    fastest = _panel(overview, "The 10 territories falling fastest")
+    assert fastest["type"] == "table"
+    assert [t["instant"] and t["format"] == "table" for t in fastest["targets"]] == [True, True, True]
+    assert fastest["targets"][0]["expr"].startswith("bottomk(10, ")
+    links = [link for o in fastest["fieldConfig"]["overrides"] for prop in o["properties"]
+             if prop["id"] == "links" for link in prop["value"]]
+    assert [link["url"].split("?")[0] for link in links] == ["/d/kpi-stream-reps/reps"]
+    alerts = [a for a in overview["annotations"]["list"] if a.get("datasource", {}).get("type") == "prometheus"]
+    assert [a["expr"] for a in alerts] == ['ALERTS{alertname=~"ActiveAccounts.*", alertstate="firing"}']
+
+
+def test_active_change_differs_only_in_its_offset():
+    """The live test evaluates the committed 7d queries with a short offset written in their place."""
+    builder = _load_builder()
+    week, short = builder.active_change("territory", "$territory"), builder.active_change("territory", "$territory",
+                                                                                          offset="17s")
+    assert {k: v.replace("offset 7d", "offset 17s") for k, v in week.items()} == short
+
+
+def test_checker_reads_annotation_queries():
+    dashboard = _panel_dashboard(('kpi_stream_ready', ""))
+    dashboard["annotations"] = {"list": [{"name": "a", "datasource": {"type": "prometheus", "uid": "prometheus"},
+                                          "expr": 'ALERTS{alertname="X", regoin="north"}', "titleFormat": "{{alertname}}"}]}
+    problems = dc.check_dashboard_queries([dashboard], dc.default_metrics_text())
+    assert any("annotation 'a'" in p and "'regoin'" in p for p in problems), problems
 
 
 def test_dashboard_queries_parse_with_promtool(dashboards):

@@ -1,16 +1,30 @@
 """A real Prometheus (Debian's package) scraping a real worker, with the project's prometheus.yml
 and alert rules: the KPI series arrive in Prometheus with the oracle's values, ActiveAccountsSharpFall
-fires for the territory whose active accounts fall (and only for it), and every Grafana panel query
-matches the worker's live /metrics and is accepted by Prometheus's query API.
+fires for the territory whose active accounts fall (and only for it), every Grafana panel and
+annotation query matches the worker's live /metrics and is accepted by Prometheus's query API, and
+the "Active accounts: where is it falling" panels give the oracle's change for that territory and
+their annotation query shows the alert that fired for it.
 
 The rules are the committed ones with `for:` shortened to a few seconds (render_rules.py
 --live-test); scrape and evaluation intervals are shortened in the copied prometheus.yml.
+
+Time: the panels compare with `offset 7d`, and a test cannot wait a week. They are evaluated as
+committed (read from the dashboard JSON, `$window` = 30d, `$territory` = this test's territories)
+with the one change of `offset 7d` to `offset Ns`, at a pinned evaluation instant (the query API's
+`time`): the instant Prometheus was seen holding the fallen values, N seconds after an instant
+between it being seen holding the values before the move and the move being sent. So "then" is the level before the outlets moved and
+"now" the level after, exactly as a week apart would be; tests/deploy/test_dashboards.py checks that
+the builder's expressions differ in nothing but that offset.
+
+The worker exports the rep scope too (KPI_EXPORT_SCOPES), so the Reps dashboard is checked against
+live series as well, and the rep series on /metrics are counted against the oracle's rep values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import math
 import shutil
 import subprocess
 import time
@@ -141,6 +155,37 @@ class LocalPrometheus:
                 self.process.wait(timeout=10)
 
 
+OVERVIEW = REPO / "deploy" / "grafana" / "dashboards" / "kpi-overview.json"
+OURS = f"{FALLING}|{STEADY}|{RECEIVING}"  # what a user selects in $territory
+
+
+CHANGE_PANEL = "Active accounts: change against 7d ago by territory ($window window)"
+RELATIVE_PANEL = "Active accounts: relative change against 7d ago by territory"
+FASTEST_PANEL = "The 10 territories falling fastest ($window window, against 7d ago)"
+
+
+def _falling_panel_queries(offset_seconds: int) -> tuple[dict[tuple[str, str], str], str]:
+    """The "where is it falling" row's queries by (panel title, refId), and the annotation query,
+    as committed, expanded for window 30d and this test's territories, with `offset 7d` ->
+    `offset {offset_seconds}s`."""
+    overview = json.loads(OVERVIEW.read_text())
+    variables = {"window": ["30d"], "territory": [OURS]}
+
+    def expanded(expr: str) -> str:
+        (one,), unknown = dc.expand(expr, variables)
+        assert unknown == [], expr
+        return one.replace("offset 7d", f"offset {offset_seconds}s")
+
+    panels = {(panel["title"], t["refId"]): expanded(t["expr"]) for panel in dc.iter_panels(overview)
+              for t in panel.get("targets", []) if "offset 7d" in t["expr"]}
+    (annotation,) = [a["expr"] for a in overview["annotations"]["list"] if "ALERTS" in a.get("expr", "")]
+    return panels, expanded(annotation)
+
+
+def _by_scope_id(result: list[dict]) -> dict[str, float]:
+    return {s["metric"]["scope_id"]: round(float(s["value"][1]), 6) for s in result}
+
+
 def _territory_gauge(prometheus: LocalPrometheus, territory: str) -> float | None:
     result = prometheus.query(
         f'kpi_active_accounts{{job="kpi-stream",scope="territory",scope_id="{territory}",window="30d"}}')
@@ -165,8 +210,12 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
     assert expected_before[FALLING] >= 20 and expected_after[FALLING] < 0.95 * expected_before[FALLING]
     assert expected_after[STEADY] == expected_before[STEADY]
 
+    expected_rep_series = sum(1 for key, record in oracle_kpis(events_before, as_of, OracleSettings()).items()
+                              if key.split("|")[2] == "rep" and record.get("value") is not None)
+
     prefix, app_id = unique_names()
-    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of)
+    env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of,
+                     KPI_EXPORT_SCOPES="global,region,territory,rep")
     worker = WorkerProcess(env, tmp_path / "worker.log").start()
     prometheus = None
     try:
@@ -180,6 +229,8 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
             return got == expected_before or [got, expected_before]
 
         wait_until(ingested_before, timeout=120, interval=1, what="Prometheus to hold the oracle's active accounts")
+        # From here until the move (3 s and more later) every new sample holds the "before" levels.
+        seen_before = time.time()
         up = prometheus.query('up{job="kpi-stream"}')
         assert [float(s["value"][1]) for s in up] == [1.0]
         assert prometheus.firing("ActiveAccountsSharpFall") == []
@@ -194,6 +245,14 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         assert status == 200
         families = {f.name for f in text_string_to_metric_families(some.decode())}
         assert families == {"kpi_stream_events_consumed", "kpi_stream_consumer_lag"}, families
+        # Rep-level series (docs/operations.md, "Rep-level gauges"): one per rep and value the oracle has.
+        def rep_series():
+            text = worker.get("/metrics")[1].decode()
+            got = sum(1 for f in text_string_to_metric_families(text) if not f.name.startswith("kpi_stream_")
+                      for sample in f.samples if sample.labels.get("scope") == "rep")
+            return got == expected_rep_series or [got, expected_rep_series]
+
+        wait_until(rep_series, timeout=30, interval=1, what="the oracle's rep series on /metrics")
         rejected = []
         for dashboard in dc.load_dashboards(DASHBOARDS):
             variables = dc._variable_values(dashboard)
@@ -212,6 +271,33 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
             return got == expected_after or [got, expected_after]
 
         wait_until(ingested_after, timeout=60, interval=1, what="Prometheus to hold the fallen active accounts")
+        seen_after = time.time()  # the latest samples before this instant hold the "after" levels
+
+        # "Active accounts: where is it falling", evaluated at seen_after against an instant 1-2 s
+        # after seen_before: a scrape (every 1 s) after the one that showed the "before" levels, and
+        # before the move was even sent.
+        offset = math.floor(seen_after - seen_before - 1)
+        assert offset >= 1
+        panels, annotation = _falling_panel_queries(offset)
+        then = {t: expected_before[t] for t in (FALLING, STEADY)}  # RECEIVING had no series then
+        change = {t: float(expected_after[t] - then[t]) for t in then}
+        relative = {t: round(expected_after[t] / then[t] - 1, 6) for t in then}
+        falls = sorted((t for t in change if change[t] < 0), key=change.get)[:10]
+        assert falls == [FALLING]
+        expected_panels = {
+            (CHANGE_PANEL, "A"): change,
+            (RELATIVE_PANEL, "A"): relative,
+            (FASTEST_PANEL, "A"): {t: change[t] for t in falls},
+            (FASTEST_PANEL, "B"): {t: relative[t] for t in falls},
+            (FASTEST_PANEL, "C"): {t: float(expected_after[t]) for t in falls},
+        }
+        assert sorted(panels) == sorted(expected_panels)
+        got_panels = {}
+        for key, expr in panels.items():
+            answer = prometheus.api("query", query=expr, time=f"{seen_after:.3f}")
+            assert answer["status"] == "success", (key, expr, answer)
+            got_panels[key] = _by_scope_id(answer["data"]["result"])
+        assert got_panels == expected_panels
 
         def sharp_fall_fires_for_falling_territory():
             # The generator's own territories may legitimately fall too (its outlets move);
@@ -222,6 +308,21 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
 
         wait_until(sharp_fall_fires_for_falling_territory, timeout=60, interval=1,
                    what="ActiveAccountsSharpFall firing for the falling territory, not the steady one")
+
+        # The annotation query, as Grafana runs it: a range query over the dashboard's time range. The
+        # rule's state (the alerts API) can be a moment ahead of its ALERTS sample in storage.
+        def annotation_marks_the_fall():
+            answer = prometheus.api("query_range", query=annotation, start=f"{seen_before - 60:.3f}",
+                                    end=f"{time.time():.3f}", step="1")
+            assert answer["status"] == "success", answer
+            ours = [s for s in answer["data"]["result"] if s["metric"].get("scope_id") in (FALLING, STEADY, RECEIVING)]
+            marked = sorted((s["metric"]["alertname"], s["metric"]["alertstate"], s["metric"]["scope_id"]) for s in ours)
+            # it fired after the move, never before it
+            after_move = all(float(t) > seen_before for s in ours for t, _ in s["values"])
+            return (marked == [("ActiveAccountsSharpFall", "firing", FALLING)] and after_move) or [marked, ours]
+
+        wait_until(annotation_marks_the_fall, timeout=30, interval=1,
+                   what="the annotation query to show ActiveAccountsSharpFall firing for the falling territory")
         assert worker.alive(), worker.log_tail()
     finally:
         if prometheus is not None:
