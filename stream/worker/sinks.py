@@ -92,7 +92,8 @@ class RedisSink:
         self.snapshot = snapshot
         # key -> latest body not yet written: bounded by the number of keys, however slow Redis is
         self.backlog: dict[str, bytes] = {}
-        self.in_flight = 0  # keys of the write under way
+        self.in_flight: dict[str, bytes] = {}  # the write under way
+        self.waiting = 0  # distinct keys in the backlog or in flight: a key can be in both
         self.write_lock = asyncio.Lock()
         self.up = False
         self.needs_full_write = True
@@ -103,11 +104,15 @@ class RedisSink:
 
     def offer(self, messages: dict[str, bytes]) -> None:
         """Queue latest values for the writer; a newer value of a key replaces the queued one."""
-        self.backlog.update(messages)
-        self._count_backlog()
+        backlog, in_flight = self.backlog, self.in_flight
+        self.waiting += sum(1 for key in messages if key not in backlog and key not in in_flight)
+        backlog.update(messages)
+        self.metrics.redis_backlog.set(self.waiting)
 
     def _count_backlog(self) -> None:
-        self.metrics.redis_backlog.set(len(self.backlog) + self.in_flight)
+        in_flight = self.in_flight
+        self.waiting = len(self.backlog.keys() | in_flight.keys()) if in_flight else len(self.backlog)
+        self.metrics.redis_backlog.set(self.waiting)
 
     async def write(self, messages: dict[str, bytes] | None = None) -> None:
         if messages:
@@ -115,10 +120,11 @@ class RedisSink:
         async with self.write_lock:  # one write in flight; values offered meanwhile wait for the next
             if self.needs_full_write:
                 self.backlog = {**self.snapshot(), **self.backlog}
+                self._count_backlog()
             if not self.backlog:
                 return
             pending, self.backlog = self.backlog, {}
-            self.in_flight = len(pending)
+            self.in_flight = pending
             try:
                 await self.client.hset(self.hash_name, mapping=pending)
             except Exception as error:  # noqa: BLE001 - any Redis failure: keep the backlog, report down
@@ -126,7 +132,7 @@ class RedisSink:
                 self._down(f"redis write failed, {len(self.backlog)} keys kept for retry: {_describe(error)}")
                 return
             finally:
-                self.in_flight = 0
+                self.in_flight = {}
                 self._count_backlog()
             self._up("redis writes succeed again")
 
