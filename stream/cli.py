@@ -52,6 +52,17 @@ def use_event_loop(kind: str) -> None:
         asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
 
 
+class _HeldBack(logging.Handler):
+    """Keeps the messages of ERROR records instead of printing them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     use_event_loop(kind)
     return asyncio.new_event_loop()
@@ -80,18 +91,24 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await admin.close()
 
-    quiet_client = logging.getLogger("aiokafka")
-    if settings.log_level != "DEBUG":  # its connection errors repeat what the line below says
-        quiet_client.setLevel(logging.CRITICAL)
+    # The Kafka client logs the reason a connection failed (refused, TLS, SASL) and then raises a
+    # bare "unable to bootstrap": its reasons are held back and told in the one line below.
+    client_errors = _HeldBack()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addHandler(client_errors)
+    client_log.propagate = settings.log_level == "DEBUG"
     try:
         loop.run_until_complete(prepare())
     except Exception as error:  # noqa: BLE001 - one line saying why (redacted), then exit non-zero
         log.debug("creating or checking the topics failed", exc_info=True)
+        reasons = "; ".join(dict.fromkeys(client_errors.messages[-3:]))
         log.error("worker not started: cannot create or check its topics on Kafka %s (KAFKA_BOOTSTRAP_SERVERS; "
-                  "address, TLS or authentication): %s", settings.kafka_bootstrap, _describe(error))
+                  "address, TLS or authentication): %s%s", settings.kafka_bootstrap, _describe(error),
+                  f" (the client said: {reasons})" if reasons else "")
         return 1
     finally:
-        quiet_client.setLevel(logging.NOTSET)
+        client_log.removeHandler(client_errors)
+        client_log.propagate = True
     kpi_worker = KpiWorker(settings)
     pauses = [kpi_worker.metrics.gc_pause.labels(str(generation)) for generation in range(3)]
     GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
