@@ -53,10 +53,10 @@ def use_event_loop(kind: str) -> None:
 
 
 class _HeldBack(logging.Handler):
-    """Keeps the messages of ERROR records instead of printing them."""
+    """Keeps the messages of WARNING and ERROR records instead of printing them."""
 
     def __init__(self) -> None:
-        super().__init__(logging.ERROR)
+        super().__init__(logging.WARNING)
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -103,7 +103,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         log.debug("creating or checking the topics failed", exc_info=True)
         reasons = "; ".join(dict.fromkeys(client_errors.messages[-3:]))
         log.error("worker not started: cannot create or check its topics on Kafka %s (KAFKA_BOOTSTRAP_SERVERS; "
-                  "address, TLS or authentication): %s%s", settings.kafka_bootstrap, _describe(error),
+                  "address, TLS or authentication): %s%s", settings.kafka_bootstrap, _describe_chain(error),
                   f" (the client said: {reasons})" if reasons else "")
         return 1
     finally:
@@ -255,6 +255,19 @@ class _OneLineErrors(argparse.ArgumentParser):
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text.splitlines()[0] if text.strip() else type(error).__name__
+
+
+def _describe_chain(error: BaseException) -> str:
+    """The error and the ones it was raised from or while handling, outermost first: a client's
+    "unable to bootstrap" often carries the real reason (authentication, TLS) in its context."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen and len(parts) < 4:
+        seen.add(id(current))
+        parts.append(f"{type(current).__name__}: {_describe(current)}")
+        current = current.__cause__ or current.__context__
+    return " <- ".join(dict.fromkeys(parts))
 
 
 def build_parser() -> argparse.ArgumentParser:
