@@ -265,7 +265,8 @@ def _describe_chain(error: BaseException) -> str:
     current: BaseException | None = error
     while current is not None and id(current) not in seen and len(parts) < 4:
         seen.add(id(current))
-        parts.append(f"{type(current).__name__}: {_describe(current)}")
+        text, name = _describe(current), type(current).__name__
+        parts.append(text if text.startswith(name) else f"{name}: {text}")
         current = current.__cause__ or current.__context__
     return " <- ".join(dict.fromkeys(parts))
 
