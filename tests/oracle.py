@@ -552,8 +552,8 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
             put("avg_sales_cycle_days", _days_mean(cycle_us, won))
             velocity = None
             if won + lost and valued and won and cycle_us != 0:
-                velocity = float(Fraction(opened) * Fraction(won, won + lost) * (value_sum / valued)
-                                 / Fraction(cycle_us, won * US_PER_DAY))
+                velocity = _round_cents(Fraction(opened) * Fraction(won, won + lost) * (value_sum / valued)
+                                        / Fraction(cycle_us, won * US_PER_DAY))
             put("pipeline_velocity", {"value": velocity, "numerator": None, "denominator": None})
 
     # --- activities ------------------------------------------------------------------------

@@ -373,8 +373,8 @@ def test_value_after_close_is_ignored_owner_moves_and_velocity():
     # r2 no longer owns any lead.
     assert get(r, "win_rate|7d|rep|r2")["denominator"] in (0, None)
     assert get(r, "avg_deal_size|7d|rep|r1")["value"] == 70.0
-    # r1: open 1 (L5) x win 1/1 x deal 70 / cycle 16 -> 4.375
-    assert value(r, "pipeline_velocity|7d|rep|r1") == 4.375
+    # r1: open 1 (L5) x win 1/1 x deal 70 / cycle 16 = 4.375, published half-even to cents (spec 13) -> 4.38
+    assert value(r, "pipeline_velocity|7d|rep|r1") == 4.38
     # r3 has no open lead: 0 x ... = 0.0
     assert value(r, "pipeline_velocity|7d|rep|r3") == 0.0
     assert value(r, "open_leads|-|region|unassigned") == 1

@@ -8,7 +8,7 @@ Publication conventions (the oracle follows the same text):
 - money (sales_amount, average_order_value, avg_deal_size): exact Decimal sums, the value rounded
   half-even to 2 places; a money ratio's numerator is the rounded sum;
 - days (avg_open_lead_age_days, avg_sales_cycle_days): numerator = total days, denominator = count;
-- pipeline_velocity: exact rational arithmetic of its parts, published as a float, no numerator.
+- pipeline_velocity: exact rational arithmetic of its parts, rounded half-even to cents, no numerator.
 """
 
 from __future__ import annotations
@@ -118,10 +118,9 @@ def evaluate_lead_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettin
                             cycle_us / (won * US_PER_DAY) if won else None, cycle_us / US_PER_DAY, won))
         velocity = None
         if won and valued and cycle_us:
-            velocity = float(
-                Fraction(open_leads) * Fraction(won, won + lost) * (Fraction(Decimal(value_sum)) / valued)
-                / Fraction(cycle_us, won * US_PER_DAY)
-            )
+            exact = (Fraction(open_leads) * Fraction(won, won + lost) * (Fraction(Decimal(value_sum)) / valued)
+                     / Fraction(cycle_us, won * US_PER_DAY))
+            velocity = float(Fraction(round(exact * 100), 100))  # money per day: half-even to cents (spec 13)
         out.append(KpiValue("pipeline_velocity", window, scope_type, scope_id, velocity))
     return out
 

@@ -52,3 +52,24 @@ def test_a_lead_read_back_from_its_record_has_its_history_and_owner():
     assert lead.close()[1] == "w1", "the earliest close counts"
     assert lead.record() == engine.leads.leads["L1"]
     assert LeadState("L3", *engine.leads.leads["L3"]).created_us is None
+
+
+def test_pipeline_velocity_is_published_rounded_half_even_to_cents():
+    # one won lead: value 1.00, created 8 days before it was won (win rate 1, cycle 8 days)
+    settings = engine_settings(60, (30 * 86400,), (900,), 1800)
+    history = [
+        lead_event("lead.created", "W", "c-w", "2026-11-10T12:00:00Z", rep_id="r1", value=1),
+        lead_event("lead.won", "W", "w-w", "2026-11-18T12:00:00Z"),
+    ]
+
+    def velocity(open_leads: int) -> float:
+        engine = KpiEngine(settings, settings.clock.pinned_us)
+        opened = [lead_event("lead.created", f"O{n}", f"c-o{n}", "2026-11-20T12:00:00Z", rep_id="r1")
+                  for n in range(open_leads)]
+        apply_all(engine, history + opened)
+        engine.advance(settings.clock.pinned_us)
+        return next(v.value for v in engine.all_values() if v.kpi == "pipeline_velocity" and v.scope == "global")
+
+    assert velocity(1) == 0.12  # exactly 0.125: half-even rounds down
+    assert velocity(3) == 0.38  # exactly 0.375: half-even rounds up
+
