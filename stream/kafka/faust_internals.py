@@ -409,7 +409,7 @@ class BytesAsFetched(faust.Schema):
         return decode
 
 
-def store_is_on_disk(store) -> bool:
+def is_rocksdb_store(store) -> bool:
     return hasattr(store, "_db_for_partition")  # rocksdb: one database per partition
 
 
@@ -419,7 +419,7 @@ def store_put_all(table, partition: int, entries: list[tuple]) -> None:
     store = table.data
     for key, value, *_ in entries:
         key = kept(key)  # a store keeps its keys (and in memory its values) for good: stream/core/jsonbytes.py
-        if store_is_on_disk(store):
+        if is_rocksdb_store(store):
             encoded = store._encode_key(key)
             store._db_for_partition(partition).put(encoded, store._encode_value(value))
             store._key_index[encoded] = partition

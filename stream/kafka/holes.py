@@ -50,11 +50,14 @@ class OffsetGuard:
         self.persisted_later_topics = persisted_later_topics
         self.undelivered_rounds: dict = {}  # tp -> lag rounds assigned with nothing delivered
 
-    async def admit(self, message) -> bool:
-        """Whether `message` is the next offset of its partition, to be applied now."""
-        return self.ledger.admit_next(message.tp, message.offset) or await self._admit_slowly(message)
+    def admit_next(self, message) -> bool:
+        """The common case without a coroutine per message: `message` is its partition's next
+        offset (admitted). False means "ask `admit`"."""
+        return self.ledger.admit_next(message.tp, message.offset)
 
-    async def _admit_slowly(self, message) -> bool:
+    async def admit(self, message) -> bool:
+        """Whether `message` is to be applied now; for one `admit_next` did not admit (a partition
+        not started yet, a repeat, or a hole to probe)."""
         tp = message.tp
         if not self.ledger.known(tp):
             generation = faust_internals.generation(self.app)
@@ -68,7 +71,7 @@ class OffsetGuard:
         if admission is Admission.PROBE:
             what = f"delivered offset {message.offset} before {expected}..{message.offset - 1} were applied"
             if await self.resolve_hole(tp, expected, what) and message.offset >= self.ledger.next_offset(tp):
-                return await self._admit_slowly(message)  # a real gap, now skipped: this one may be next
+                return await self.admit(message)  # a real gap, now skipped: this one may be next
         return False
 
     async def resolve_hole(self, tp, start: int, what: str) -> bool:

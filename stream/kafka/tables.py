@@ -16,7 +16,7 @@ from faust.types import TP
 
 from stream.kafka.batches import BatchProducer
 from stream.stages.outgoing import Outgoing
-from stream.kafka.faust_internals import RAW_BYTES, store_is_on_disk, store_put_all
+from stream.kafka.faust_internals import RAW_BYTES, is_rocksdb_store, store_put_all
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class ChangelogWriter:
         def delivered(partition: int, last_offset: int, messages: list[Outgoing]) -> None:
             if store_when_written:
                 store_put_all(table, partition, [(m.key, m.value) for m in messages])
-            if store_is_on_disk(store):
+            if is_rocksdb_store(store):
                 tp = TP(changelog, partition)
                 first_offset = last_offset - len(messages) + 1
                 stuck_at = record_changelog_offset(store, tp, first_offset, last_offset)

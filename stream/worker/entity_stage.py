@@ -140,8 +140,10 @@ class EntityStage:
 
     async def handle(self, family: Family | None, message) -> None:
         ctx, facts = self.ctx, self.facts
-        await facts.wait_for_room()
-        if not await self.guard.admit(message):
+        # both checks pass for almost every event: only their slow paths await
+        if not facts.has_room():
+            await facts.wait_for_room()
+        if not self.guard.admit_next(message) and not await self.guard.admit(message):
             return
         raw: bytes = message.value if message.value is not None else b""
         timestamp_ms = int(round(message.timestamp * 1000)) if message.timestamp else None

@@ -53,10 +53,11 @@ class FactLog:
         self.in_flight: dict[PartitionKey, dict[bytes, tuple[BatchId, list[Fact]]]] = {}
         self.held_back_until = float("-inf")  # monotonic end of the last backpressure wait
 
+    def has_room(self) -> bool:
+        return self.unwritten < FACT_BACKLOG_LIMIT
+
     async def wait_for_room(self) -> None:
         """Wait while FACT_BACKLOG_LIMIT facts are unwritten."""
-        if self.unwritten < FACT_BACKLOG_LIMIT:
-            return
         waited_since = time.monotonic()
         while self.unwritten >= FACT_BACKLOG_LIMIT:
             await asyncio.sleep(FACT_FLUSH_SECONDS / 5)

@@ -68,7 +68,7 @@ class ScopeStage:
     async def consume(self, stream) -> None:
         async for event in stream.events():
             message = event.message
-            if await self.guard.admit(message):
+            if self.guard.admit_next(message) or await self.guard.admit(message):
                 await self.receive(message)
 
     async def receive(self, message) -> None:
