@@ -20,6 +20,7 @@ from typing import Iterable, Iterator
 
 import orjson
 
+from stream.core.routing import key_for
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 
 DAY_US = 86_400_000_000
@@ -233,11 +234,10 @@ class World:
 
 
 def key_of(topic: str, doc: dict) -> bytes:
-    if topic == "sales.leads":
-        return doc["lead_id"].encode()
-    if topic == "sales.activities":
-        return doc["rep_id"].encode()
-    return doc["outlet_id"].encode()
+    """The key of a generated (valid) event on its topic (unprefixed): spec section 1."""
+    key = key_for(topic, doc)
+    assert key is not None, (topic, doc)
+    return key.encode()
 
 
 _MALFORMED_REASONS = ("malformed_json", "not_an_object", "unknown_type", "missing_field", "bad_type", "bad_value",

@@ -25,6 +25,7 @@ from stream.core.clock import Clock, clock_for
 from stream.core.config import ServiceSettings
 from stream.core.engine import Family
 from stream.core.gcpause import collect_young_less_often, freeze_long_lived
+from stream.core.routing import MIXED_TOPIC, TYPE_TOPIC
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.faust_internals import BytesAsFetched
@@ -36,7 +37,7 @@ from stream.stages.publication import Publisher
 from stream.worker.api import access_middleware, quiet_client_errors
 from stream.worker.context import WorkerContext
 from stream.worker.dashboard import add_dashboard
-from stream.worker.entity_stage import FAMILY_TOPICS, TYPE_TOPIC, EntityStage
+from stream.worker.entity_stage import FAMILY_TOPICS, EntityStage
 from stream.worker.facts import FACT_FLUSH_SECONDS, FactLog
 from stream.worker.lag import LAG_ROUND_SECONDS, LagObserver
 from stream.worker.metrics import MetricTally, ProcessorMetrics, build_processor_metrics
@@ -143,7 +144,7 @@ class KpiWorker:
             topic = app.topic(*[t.input(name) for name in names], schema=BytesAsFetched())
             app.agent(topic, name=f"{family.value}-stage")(self._entity_agent(family))
             self.fact_tables[family].on_recover(self._crash_on_error(self._rebuild(family)))
-        router_topic = app.topic(t.input("sales.events"), schema=BytesAsFetched())
+        router_topic = app.topic(t.input(MIXED_TOPIC), schema=BytesAsFetched())
         app.agent(router_topic, name="router")(self._entity_agent(None))
         app.agent(self.partials_topic, name="scope-stage")(self.scope_stage.consume)
         self.scope_stage.table.on_recover(self._crash_on_error(self.scope_stage.rebuild))
@@ -162,7 +163,7 @@ class KpiWorker:
         return app
 
     def agent_topics(self) -> set[str]:
-        return {self.topics.input(name) for name in (*TYPE_TOPIC.values(), "sales.events")} | {self.topics.partials}
+        return {self.topics.input(name) for name in (*TYPE_TOPIC.values(), MIXED_TOPIC)} | {self.topics.partials}
 
     def _entity_agent(self, family: Family | None):
         async def entity_agent(stream):

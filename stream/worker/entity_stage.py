@@ -21,6 +21,7 @@ from stream.core.clock import reference_instant_us
 from stream.core.decode import Rejected, decode_event, rejection_record
 from stream.core.engine import Family, KpiEngine, Outcome, family_of
 from stream.core.events import partition_key
+from stream.core.routing import TYPE_TOPIC
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
@@ -49,12 +50,6 @@ FAMILY_TOPICS = {
     Family.OUTLET: ("sales.outlets", "sales.orders", "sales.visits"),
     Family.LEAD: ("sales.leads",),
     Family.ACTIVITY: ("sales.activities",),
-}
-TYPE_TOPIC = {
-    "outlet.onboarded": "sales.outlets", "outlet.updated": "sales.outlets",
-    "order.placed": "sales.orders", "visit.completed": "sales.visits",
-    "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
-    "lead.lost": "sales.leads", "activity.logged": "sales.activities",
 }
 
 

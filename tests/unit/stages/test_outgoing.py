@@ -30,3 +30,14 @@ def test_remembered_partitions_are_never_on_the_collectors_walk():
     for n in range(500):
         key_partition(f'["outlet","rep","r{n}"]'.encode(), 8)
     assert not any(gc.is_tracked(known) for known in outgoing._PARTITION_OF.values())
+
+
+def test_kafka_partition_hashes_as_the_java_client_does():
+    # Kafka's own vectors for Utils.murmur2 (clients' UtilsTest); the Java partitioner takes
+    # toPositive(murmur2(key)) % partitions
+    java = {b"21": -973932308, b"foobar": -790332482, b"a-little-bit-long-string": -985981536,
+            b"a-little-bit-longer-string": -1486304829, b"abc": 479470107,
+            b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8": -58897971}
+    for key, murmur2 in java.items():
+        for partitions in (1, 4, 8, 12, 1000):
+            assert kafka_partition(key, partitions) == (murmur2 & 0x7FFFFFFF) % partitions, (key, partitions)
