@@ -1,4 +1,4 @@
-"""`kpi-stream` (also `python -m stream`): worker, replay, generate, stack up/down."""
+"""`kpi-stream` (also `python -m stream`): worker, replay, send, generate, stack up/down, demo."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import asyncio
 import json
 import logging
 import os
+import stat
 import sys
+from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 from stream.core.config import ConfigError, KpiSettings, ServiceSettings, hot_outlets_from_env
 
@@ -53,14 +57,35 @@ def use_event_loop(kind: str) -> None:
 
 
 class _HeldBack(logging.Handler):
-    """Keeps the messages of WARNING and ERROR records instead of printing them."""
+    """Keeps the messages of the last WARNING and ERROR records instead of printing them."""
 
-    def __init__(self) -> None:
+    def __init__(self, keep: int = 20) -> None:
         super().__init__(logging.WARNING)
-        self.messages: list[str] = []
+        self.messages: deque[str] = deque(maxlen=keep)
 
     def emit(self, record: logging.LogRecord) -> None:
         self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextmanager
+def _client_errors_held_back(debug: bool) -> Iterator[_HeldBack]:
+    """The Kafka client logs the reason a connection failed (refused, TLS, SASL) and then raises a
+    bare "unable to bootstrap": its reasons are held back meanwhile, to be told in one line
+    (`_failure_with_reasons`). At DEBUG they are printed as well."""
+    held = _HeldBack()
+    client_log = logging.getLogger("aiokafka")
+    client_log.addHandler(held)
+    client_log.propagate = debug
+    try:
+        yield held
+    finally:
+        client_log.removeHandler(held)
+        client_log.propagate = True
+
+
+def _failure_with_reasons(error: BaseException, held: _HeldBack) -> str:
+    reasons = "; ".join(dict.fromkeys(list(held.messages)[-3:]))
+    return _describe_chain(error) + (f" (the client said: {reasons})" if reasons else "")
 
 
 def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
@@ -91,24 +116,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         finally:
             await admin.close()
 
-    # The Kafka client logs the reason a connection failed (refused, TLS, SASL) and then raises a
-    # bare "unable to bootstrap": its reasons are held back and told in the one line below.
-    client_errors = _HeldBack()
-    client_log = logging.getLogger("aiokafka")
-    client_log.addHandler(client_errors)
-    client_log.propagate = settings.log_level == "DEBUG"
-    try:
-        loop.run_until_complete(prepare())
-    except Exception as error:  # noqa: BLE001 - one line saying why (redacted), then exit non-zero
-        log.debug("creating or checking the topics failed", exc_info=True)
-        reasons = "; ".join(dict.fromkeys(client_errors.messages[-3:]))
-        log.error("worker not started: cannot create or check its topics on Kafka %s (KAFKA_BOOTSTRAP_SERVERS; "
-                  "address, TLS or authentication): %s%s", settings.kafka_bootstrap, _describe_chain(error),
-                  f" (the client said: {reasons})" if reasons else "")
-        return 1
-    finally:
-        client_log.removeHandler(client_errors)
-        client_log.propagate = True
+    with _client_errors_held_back(settings.log_level == "DEBUG") as client_errors:
+        try:
+            loop.run_until_complete(prepare())
+        except Exception as error:  # noqa: BLE001 - one line saying why (redacted), then exit non-zero
+            log.debug("creating or checking the topics failed", exc_info=True)
+            log.error("worker not started: cannot create or check its topics on Kafka %s (KAFKA_BOOTSTRAP_SERVERS; "
+                      "address, TLS or authentication): %s", settings.kafka_bootstrap,
+                      _failure_with_reasons(error, client_errors))
+            return 1
     kpi_worker = KpiWorker(settings)
     pauses = [kpi_worker.metrics.gc_pause.labels(str(generation)) for generation in range(3)]
     GcPauseRecorder(lambda generation, seconds: pauses[generation].observe(seconds)).install()
@@ -164,6 +180,62 @@ def cmd_generate(args: argparse.Namespace) -> int:
                                            **settings.kafka_client_options()))
     log.info("produced %s", counts)
     return 0
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    # where to from --kafka (or KAFKA_BOOTSTRAP_SERVERS); how to authenticate, and the topics'
+    # prefix, from the same variables as the worker
+    settings = ServiceSettings.from_env()
+    _setup_logging("INFO", settings.secret_values())
+    from stream.send import CountsLine, Destination, SendError, SendReport, TerminalBar, format_summary, send_events
+
+    bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if not bootstrap:
+        raise UsageError("send: give --kafka HOST:PORT (or set KAFKA_BOOTSTRAP_SERVERS)")
+    handle = _events_input(args.events)
+    total = _regular_file_size(handle)
+    progress = TerminalBar(sys.stderr, total) if sys.stderr.isatty() else CountsLine()
+    prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
+    destination = Destination(bootstrap, prefix, settings.kafka_client_options())
+    report = SendReport()
+    with _client_errors_held_back(settings.log_level == "DEBUG") as client_errors, handle:
+        try:
+            asyncio.run(send_events(handle, destination, report, progress))
+        except KeyboardInterrupt:
+            log.warning("send interrupted (the last messages may not have reached Kafka; sending the file again "
+                        "is safe): %s", format_summary(report))
+            return 130
+        except SendError as error:
+            log.error("send stopped: %s", error)
+            return 1
+        except Exception as error:  # noqa: BLE001 - one line saying why (redacted), then exit non-zero
+            log.debug("sending failed", exc_info=True)
+            log.error("send stopped: cannot send to Kafka %s (--kafka; address, TLS or authentication): %s",
+                      bootstrap, _failure_with_reasons(error, client_errors))
+            return 1
+    log.info("send done: %s", format_summary(report))
+    return 1 if report.too_large else 0
+
+
+def _events_input(name: str | None) -> BinaryIO:
+    """The events file, or standard input for `-` (or no name, unless that is a terminal)."""
+    if name is None or name == "-":
+        if name is None and sys.stdin.isatty():
+            raise UsageError("send: give EVENTS.jsonl, or pipe the events in (`-` reads the terminal)")
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    path = Path(name)
+    if not path.is_file():
+        raise UsageError(f"send: cannot read {name}: {'not a file' if path.exists() else 'no such file'}")
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise UsageError(f"send: cannot read {name}: {error.strerror or error}") from None
+
+
+def _regular_file_size(handle: BinaryIO) -> int | None:
+    """The input's size when it is a regular file (also `< file`): the progress bar's 100 %."""
+    status = os.fstat(handle.fileno())
+    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -> int:
@@ -303,6 +375,14 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with --live: about this many events of history (default 40000; 0: none)")
     generate.add_argument("--progress", help="with --live: keep a JSON file of what was sent here (every second)")
     generate.set_defaults(func=cmd_generate)
+
+    send = sub.add_parser("send", help="send a file of raw input events to the input topics, each line routed "
+                                       "by its type (a backfill)")
+    send.add_argument("events", nargs="?", default=None,
+                      help="file with one raw input message per line, as replay reads it; - or none: standard input")
+    send.add_argument("--kafka", help="bootstrap servers to send to (default: KAFKA_BOOTSTRAP_SERVERS)")
+    send.add_argument("--topic-prefix", default=None, help="prefix of the topic names (default: KPI_TOPIC_PREFIX)")
+    send.set_defaults(func=cmd_send)
 
     stack = sub.add_parser("stack", help="start/stop the local Kafka broker and Redis")
     stack.add_argument("action", choices=("up", "down"))

@@ -81,3 +81,21 @@ def test_a_worker_that_cannot_reach_kafka_says_where_it_looked_in_one_line(tmp_p
     result = kpi_stream("worker", env={"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
                                        "KPI_STATE_DIR": str(tmp_path)})
     assert_one_line(result, 1, f"127.0.0.1:{port}", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_send_of_a_missing_file_names_the_file():
+    assert_one_line(kpi_stream("send", "no-such-events.jsonl", "--kafka", "127.0.0.1:9"), 2,
+                    "no-such-events.jsonl", "no such file")
+
+
+def test_send_without_a_broker_address_asks_for_one():
+    assert_one_line(kpi_stream("send", "-", "--topic-prefix", "x.", input=""), 2, "--kafka", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def test_send_to_a_broker_that_cannot_be_reached_says_where_it_looked_in_one_line(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "order.placed", "outlet_id": "o1"}\n')
+    assert_one_line(kpi_stream("send", str(events), "--kafka", f"127.0.0.1:{port}"), 1, f"127.0.0.1:{port}", "--kafka")
