@@ -7,12 +7,11 @@ import asyncio
 import json
 import logging
 import os
-import stat
 import sys
 from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Iterator
 
 from stream.core.config import ConfigError, KpiSettings, ServiceSettings, hot_outlets_from_env
 
@@ -186,14 +185,18 @@ def cmd_send(args: argparse.Namespace) -> int:
     # where to from --kafka (or KAFKA_BOOTSTRAP_SERVERS); how to authenticate, and the topics'
     # prefix, from the same variables as the worker
     settings = ServiceSettings.from_env()
-    _setup_logging("INFO", settings.secret_values())
-    from stream.send import CountsLine, Destination, SendError, SendReport, TerminalBar, format_summary, send_events
+    # INFO at least: the summary is the command's answer (KPI_LOG_LEVEL=DEBUG shows the client's logs)
+    _setup_logging("DEBUG" if settings.log_level == "DEBUG" else "INFO", settings.secret_values())
+    from stream.send import (CountsLine, Destination, SendError, SendReport, TerminalBar, Unreadable, format_summary,
+                             open_events, send_events)
 
     bootstrap = args.kafka or os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if not bootstrap:
         raise UsageError("send: give --kafka HOST:PORT (or set KAFKA_BOOTSTRAP_SERVERS)")
-    handle = _events_input(args.events)
-    total = _regular_file_size(handle)
+    try:
+        handle, total = open_events(args.events)
+    except Unreadable as error:
+        raise UsageError(f"send: {error}") from None
     progress = TerminalBar(sys.stderr, total) if sys.stderr.isatty() else CountsLine()
     prefix = settings.topic_prefix if args.topic_prefix is None else args.topic_prefix
     destination = Destination(bootstrap, prefix, settings.kafka_client_options())
@@ -215,27 +218,6 @@ def cmd_send(args: argparse.Namespace) -> int:
             return 1
     log.info("send done: %s", format_summary(report))
     return 1 if report.too_large else 0
-
-
-def _events_input(name: str | None) -> BinaryIO:
-    """The events file, or standard input for `-` (or no name, unless that is a terminal)."""
-    if name is None or name == "-":
-        if name is None and sys.stdin.isatty():
-            raise UsageError("send: give EVENTS.jsonl, or pipe the events in (`-` reads the terminal)")
-        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
-    path = Path(name)
-    if not path.is_file():
-        raise UsageError(f"send: cannot read {name}: {'not a file' if path.exists() else 'no such file'}")
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise UsageError(f"send: cannot read {name}: {error.strerror or error}") from None
-
-
-def _regular_file_size(handle: BinaryIO) -> int | None:
-    """The input's size when it is a regular file (also `< file`): the progress bar's 100 %."""
-    status = os.fstat(handle.fileno())
-    return status.st_size if stat.S_ISREG(status.st_mode) else None
 
 
 def _generate_live(args: argparse.Namespace, settings: ServiceSettings | None) -> int:

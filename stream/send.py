@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
+import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import AsyncIterator, BinaryIO, Callable, Protocol, TextIO
 
 from stream.core.routing import route
@@ -66,6 +70,29 @@ class Progress(Protocol):
 
 
 # -- reading -----------------------------------------------------------------------------------
+
+class Unreadable(Exception):
+    """The events file cannot be read: one line naming it (a usage error, exit 2)."""
+
+
+def open_events(name: str | None) -> tuple[BinaryIO, int | None]:
+    """The events file, or standard input for `-` (or no name, unless standard input is a
+    terminal), and its size when it is a regular file (also `< file`): the progress bar's 100 %."""
+    if name is None or name == "-":
+        if name is None and sys.stdin.isatty():
+            raise Unreadable("give EVENTS.jsonl, or pipe the events in (`-` reads the terminal)")
+        handle = os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    else:
+        path = Path(name)
+        if not path.is_file():
+            raise Unreadable(f"cannot read {name}: {'not a file' if path.exists() else 'no such file'}")
+        try:
+            handle = open(path, "rb")
+        except OSError as error:
+            raise Unreadable(f"cannot read {name}: {error.strerror or error}") from None
+    status = os.fstat(handle.fileno())
+    return handle, status.st_size if stat.S_ISREG(status.st_mode) else None
+
 
 async def read_lines(handle: BinaryIO, chunk_bytes: int = READ_CHUNK_BYTES) -> AsyncIterator[tuple[list[bytes], int]]:
     """The handle's lines as `kpi-stream replay` reads a file (stream/replay.py `read_lines`): each

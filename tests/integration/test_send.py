@@ -150,8 +150,9 @@ def test_standard_input_is_read_when_no_file_is_named(kafka_broker):
     result = run_send("--kafka", kafka_broker.bootstrap, prefix=prefix, stdin=b"\n".join(piped) + b"\n")
 
     assert result.returncode == 0, result.stderr.decode()
-    assert (f"3 lines read, 3 sent (" in result.stderr.decode()
-            and f"{prefix}sales.activities 1, {prefix}sales.events 1, {prefix}sales.orders 1" in result.stderr.decode())
+    summary = result.stderr.decode().strip().splitlines()[-1]
+    assert "send done: 3 lines read, 3 sent (" in summary, summary
+    assert f"{prefix}sales.activities 1, {prefix}sales.events 1, {prefix}sales.orders 1" in summary, summary
     records = asyncio.run(read_raw(kafka_broker.bootstrap, [prefix + "sales.orders", prefix + "sales.events"]))
     assert [(key, value) for _, key, value in records[prefix + "sales.orders"]] == [(b"o-1", piped[0])]
     assert [(key, value) for _, key, value in records[prefix + "sales.events"]] == [(None, piped[1])]
@@ -179,3 +180,21 @@ async def list_topics(bootstrap: str) -> list[str]:
         return await admin.list_topics()
     finally:
         await admin.close()
+
+
+def test_a_line_too_large_for_one_kafka_message_is_named_and_the_rest_is_sent(kafka_broker, tmp_path):
+    prefix, app_id = unique_names()
+    asyncio.run(create_input_topics(kafka_broker.bootstrap, prefix, app_id))
+    huge = event("order.placed", "huge", outlet_id="o-1", notes="x" * 1_200_000)
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([EVERY_TYPE[2][0], huge, EVERY_TYPE[8][0]]) + b"\n")
+
+    result = run_send(str(events), "--kafka", kafka_broker.bootstrap, prefix=prefix)
+
+    stderr = result.stderr.decode()
+    assert result.returncode == 1, stderr
+    assert "line 2 not sent" in stderr and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1].endswith("; NOT sent, over 1.0 MiB: line 2"), stderr
+    records = asyncio.run(read_raw(kafka_broker.bootstrap, [prefix + "sales.orders", prefix + "sales.activities"]))
+    assert [value for _, _, value in records[prefix + "sales.orders"]] == [EVERY_TYPE[2][0]]
+    assert [value for _, _, value in records[prefix + "sales.activities"]] == [EVERY_TYPE[8][0]]
