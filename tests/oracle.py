@@ -571,3 +571,26 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                 out[kpi_key("activities", label, scope_type, scope_id, kind)] = _count(tally[(scope_type, scope_id)][kind])
 
     return out
+
+
+# ------------------------------------------------------------------------------------------
+# Not a KPI: outlets per (territory, assigned rep)
+# ------------------------------------------------------------------------------------------
+
+def territory_rep_outlets(raw_messages: list[bytes], as_of: str,
+                          settings: OracleSettings = OracleSettings()) -> dict[tuple[str, str], int]:
+    """(territory, assigned rep) -> outlets there, by the outlets' current attributes (spec 2),
+    over every outlet named by an accepted outlet, order or visit event -- the outlets whose
+    outlet KPIs go to that territory and rep. What `kpi_stream_rep_territory_outlets` sums to."""
+    as_of_us = instant_us(as_of)
+    if as_of_us is None:
+        raise ValueError(f"as_of is not RFC 3339: {as_of!r}")
+    outlet_events = defaultdict(list)
+    for e in accepted_events(raw_messages, as_of_us, settings):
+        if e.type in ("outlet.onboarded", "outlet.updated", "order.placed", "visit.completed"):
+            outlet_events[e.get("outlet_id")].append(e)
+    counts: dict[tuple[str, str], int] = defaultdict(int)
+    for events in outlet_events.values():
+        attributes = [e for e in events if e.type.startswith("outlet.")]
+        counts[(_latest_value(attributes, "territory"), _latest_value(attributes, "rep_id"))] += 1
+    return dict(counts)

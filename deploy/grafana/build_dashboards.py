@@ -4,13 +4,15 @@
     python deploy/grafana/build_dashboards.py --check   # exit 1 if a committed file is out of date
 
 Three dashboards: "KPI overview" (the KPIs of the spec, section 3, led by "Active accounts: where
-is it falling"), "Reps" (the rep drill-down; needs KPI_EXPORT_SCOPES to include rep) and "Processor
-health" (the worker's own metrics). Every query is checked against the metrics a worker exports by
+is it falling", whose territories link to their reps), "Reps" (the rep drill-down, reps listed by
+territory; needs KPI_EXPORT_SCOPES to include rep) and "Processor health" (the worker's own
+metrics). Every query is checked against the metrics a worker exports by
 tests/deploy/test_dashboards.py (tests/deploy/dashboards_check.py).
 
 KPI gauges are exported by the one worker owning a scope's partition; which worker that is changes
 with rebalances, so KPI queries aggregate `max by (...)` over the labels they show, never per
-instance. Standard library only.
+instance. `kpi_stream_rep_territory_outlets` is the exception: each worker exports its partitions'
+share, summed. Standard library only.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def _targets(queries: list[tuple[str, str]], instant: bool = False) -> list[dict
 
 
 def timeseries(title: str, queries: list[tuple[str, str]], unit: str = "short", description: str = "",
-               stack: bool = False, decimals: int | None = None, min_zero: bool = True) -> dict:
+               stack: bool = False, decimals: int | None = None, min_zero: bool = True,
+               links: list[dict] | None = None) -> dict:
     defaults: dict = {
         "unit": unit,
         "custom": {
@@ -59,6 +62,8 @@ def timeseries(title: str, queries: list[tuple[str, str]], unit: str = "short", 
         defaults["min"] = 0
     if decimals is not None:
         defaults["decimals"] = decimals
+    if links:
+        defaults["links"] = links  # data links: on a series' context menu
     return {
         "type": "timeseries", "title": title, "description": description, "datasource": DATASOURCE,
         "targets": _targets(queries),
@@ -159,16 +164,21 @@ def custom_variable(name: str, label: str, values: tuple[str, ...], default: str
     }
 
 
-def query_variable(name: str, label: str, query: str, description: str) -> dict:
-    return {
+def query_variable(name: str, label: str, query: str, description: str, all_value: str | None = ".*") -> dict:
+    """A multi-value variable from a Prometheus query, All selected. "All" stands for `all_value`
+    (`.*`: any value, listed or not); None: for the values the query lists (a regex of them)."""
+    variable = {
         "type": "query", "name": name, "label": label, "description": description,
         "datasource": DATASOURCE,
         "definition": query,
         "query": {"query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery", "qryType": 1},
-        "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": ".*",
+        "refresh": 2, "sort": 1, "multi": True, "includeAll": True, "allValue": all_value,
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
         "options": [], "regex": "", "hide": 0,
     }
+    if all_value is None:
+        del variable["allValue"]
+    return variable
 
 
 def dashboard(uid: str, title: str, description: str, tags: list[str], layout: Layout, variables: list[dict],
@@ -251,18 +261,20 @@ def active_alerts_annotation() -> dict:
 
 
 def falling_row(lay: "Layout", scope: str, variable: str, name: str, plural: str,
-                link: list[dict] | None = None) -> None:
+                link: list[dict] | None = None, series_link: list[dict] | None = None) -> None:
+    """`link`: data links of the table's scope column (the cell's value: `${__value.raw}`);
+    `series_link`: of the time series (a series' scope: `${__field.labels.scope_id}`)."""
     q = active_change(scope, f"${variable}")
     lay.add(timeseries(
         f"Active accounts: change against {WEEK_AGO} ago by {name} ($window window)", [(q["change"], "{{scope_id}}")],
         min_zero=False, description=f"kpi_active_accounts now minus {WEEK_AGO} earlier (PromQL offset {WEEK_AGO}), "
         f"per {name}. A {name} with no value then (new, or its outlets arrived since) is not shown. "
-        "Red marks: ActiveAccountsSharpFall / ActiveAccountsDropWeekOverWeek firing."))
+        "Red marks: ActiveAccountsSharpFall / ActiveAccountsDropWeekOverWeek firing.", links=series_link))
     lay.add(timeseries(
         f"Active accounts: relative change against {WEEK_AGO} ago by {name}", [(q["relative"], "{{scope_id}}")],
         unit="percentunit", decimals=1, min_zero=False,
         description=f"now / {WEEK_AGO} earlier - 1. ActiveAccountsDropWeekOverWeek fires below -10 % of the 30d "
-                    "window (baseline at least 20)."))
+                    "window (baseline at least 20).", links=series_link))
     lay.add(table(
         f"The {FALLING_TOP} {plural} falling fastest ($window window, against {WEEK_AGO} ago)",
         [(q["falling"], ""), (q["falling_relative"], ""), (q["falling_now"], "")],
@@ -270,6 +282,13 @@ def falling_row(lay: "Layout", scope: str, variable: str, name: str, plural: str
         "change", units={"relative change": "percentunit"}, links={name: link} if link else None,
         description=f"bottomk({FALLING_TOP}) of the change against {WEEK_AGO} ago; falls only, largest first."),
         24, 9)
+
+
+def reps_of_territory(territory: str) -> dict:
+    """A data link to Reps for `territory` (a data-link variable), same window and time range."""
+    return {"title": "This territory's reps (KPI_EXPORT_SCOPES must include rep)",
+            "url": f"/d/{REPS_UID}/reps?var-window=${{window}}&var-territory={territory}&${{__url_time_range}}",
+            "targetBlank": False}
 
 
 def _by_region(metric: str, window: str = "$window", extra: str = "") -> str:
@@ -288,10 +307,11 @@ def kpi_overview() -> dict:
     lay = Layout()
     lay.row("Active accounts: where is it falling")
     # A rep is not in one territory (its outlets can be anywhere, and move independently), so rep
-    # gauges carry no territory label: the link opens the reps' own falls over the same period.
-    falling_row(lay, "territory", "territory", "territory", "territories", link=[{
-        "title": "Reps falling over the same period (rep gauges: KPI_EXPORT_SCOPES must include rep)",
-        "url": f"/d/{REPS_UID}/reps?var-window=${{window}}&${{__url_time_range}}", "targetBlank": False}])
+    # gauges carry no territory label: the links open Reps with its `$territory` set, whose `$rep`
+    # lists the reps with outlets assigned there now (kpi_stream_rep_territory_outlets).
+    falling_row(lay, "territory", "territory", "territory", "territories",
+                link=[reps_of_territory("${__value.raw}")],
+                series_link=[reps_of_territory("${__field.labels.scope_id}")])
 
     lay.row("Accounts ($window window)")
     lay.add(stat("Active accounts", _global("kpi_active_accounts"),
@@ -392,6 +412,12 @@ def kpi_overview() -> dict:
 # -- Reps -----------------------------------------------------------------------------------------
 
 
+# Outlets per (territory, assigned rep), exported by each worker for the partitions it holds
+# (stream/worker/metrics.py): summed over the workers, unlike the KPI gauges.
+REP_TERRITORY_OUTLETS = "kpi_stream_rep_territory_outlets"
+TERRITORY_OUTLETS_BY_REP = f'sum by (rep) ({REP_TERRITORY_OUTLETS}{{territory=~"$territory", rep=~"$rep"}})'
+
+
 def _by_rep(metric: str, window: str = "$window", extra: str = "") -> str:
     return f'max by (scope_id) ({metric}{{scope="rep", scope_id=~"$rep", window="{window}"{extra}}})'
 
@@ -413,15 +439,24 @@ def reps() -> dict:
     lay.add(timeseries("Activities by rep (all kinds)", [(_by_rep("kpi_activities", extra=', kind="all"'),
                                                           "{{scope_id}}")]))
     lay.add(timeseries("Open leads by rep", [(_by_rep("kpi_open_leads", window="none"), "{{scope_id}}")]))
+    lay.add(timeseries("Outlets by rep in $territory", [(TERRITORY_OUTLETS_BY_REP, "{{rep}}")], stack=True,
+                       description="Outlets in the selected territories assigned to each rep now "
+                                   "(kpi_stream_rep_territory_outlets, summed over the workers). Not a KPI: it "
+                                   "is what $rep lists for $territory."), 24)
     variables = [
         custom_variable("window", "Window", WINDOWS, "30d", "KPI window (KPI_WINDOWS)"),
-        query_variable("rep", "Rep", 'label_values(kpi_active_accounts{scope="rep"}, scope_id)',
-                       "Reps (scope_id of scope=rep; exported only when KPI_EXPORT_SCOPES includes rep)"),
+        query_variable("territory", "Territory", f"label_values({REP_TERRITORY_OUTLETS}, territory)",
+                       "Territories with outlets; $rep lists the reps with outlets assigned in them"),
+        # "All" means the reps listed for $territory (no allValue): `.*` would bring back every rep
+        query_variable("rep", "Rep", f'label_values({REP_TERRITORY_OUTLETS}{{territory=~"$territory"}}, rep)',
+                       "Reps with outlets assigned in $territory now (kpi_stream_rep_territory_outlets; exported "
+                       "only when KPI_EXPORT_SCOPES includes rep)", all_value=None),
     ]
     return dashboard(
         REPS_UID, "Reps",
-        "Rep-level KPIs and the reps whose active accounts fall most. Needs KPI_EXPORT_SCOPES to include rep "
-        "(not the default): see docs/operations.md, \"Rep-level gauges\", for the series it adds.",
+        "Rep-level KPIs and the reps whose active accounts fall most, for the reps of the selected territories. "
+        "Needs KPI_EXPORT_SCOPES to include rep (not the default): see docs/operations.md, \"Rep-level gauges\", "
+        "for the series it adds.",
         ["kpi-stream", "kpi"], lay, variables, "now-7d",
         [_link("KPI overview", KPI_UID), _link("Processor health", HEALTH_UID)], [active_alerts_annotation()],
     )

@@ -411,7 +411,7 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_API_TOKENS", "(empty)", "bearer tokens of the HTTP API, comma-separated (two during a rotation), each 16+ printable ASCII characters (secret: never logged): pages not in `KPI_API_OPEN_PAGES` answer 401 without `Authorization: Bearer <token>`; empty: no authentication, every page open (docs/operations.md \"HTTP API\")"),
     ("KPI_API_OPEN_PAGES", "/metrics,/health,/ready,/openapi.yaml", "pages that need no token when `KPI_API_TOKENS` is set (any of /metrics, /health, /ready, /openapi.yaml, /kpi, /dashboard/data; empty: all need it). The kubelet's probes send no token: keep /health and /ready open"),
     ("KPI_PUBLISH_INTERVAL", "1.0", "seconds; stage 1 flushes changed scopes at each multiple of it on the wall clock, and a key is republished at most once per flush"),
-    ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges"),
+    ("KPI_EXPORT_SCOPES", "global,region,territory", "scope types exported as Prometheus gauges; with `rep`, also `kpi_stream_rep_territory_outlets{territory, rep}` (outlets per territory and assigned rep: which reps the Reps dashboard lists for a territory), one series per pair a worker's partitions hold (docs/operations.md \"Rep-level gauges\")"),
     ("KPI_STATE_DIR", "/tmp/kpi-stream-state", "Faust data directory"),
     ("KPI_STORE", "memory://", "Faust table store: `memory://`, or `rocksdb://` (stored facts on disk, kept across restarts: faust reads only the changelog written since)"),
     ("KPI_LOG_LEVEL", "INFO", "log level"),

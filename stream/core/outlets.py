@@ -21,6 +21,7 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left, bisect_right
 
+from stream.core.assignments import TerritoryReps
 from stream.core.catalogue import GLOBAL_SCOPE, OutletLayout
 from stream.core.cold_outlets import ColdOutlets
 from stream.core.config import KpiSettings
@@ -78,6 +79,8 @@ class OutletBook:
         self.cold = ColdOutlets()
         self._hot_only = 0  # outlets in `hot` never yet packed into `cold`
         self._cold_handles: dict[str, int] = {}  # hot outlet id -> where `cold` keeps its record
+        # outlets per (territory, assigned rep), kept as outlets arrive and move (assignments.py)
+        self.assignments = TerritoryReps()
         # One tuple per distinct attribute combination (a few thousand cells for a million outlets),
         # each string interned: an outlet holds a reference, not its own 80-byte tuple. Packed
         # outlets name theirs by its index in `attribute_table` (append-only: indexes stay valid).
@@ -108,6 +111,7 @@ class OutletBook:
             if packed is None:
                 state = OutletState(outlet_id)
                 self._hot_only += 1
+                self.assignments.add(state.attributes)
             else:
                 state = OutletState(outlet_id, *unpack_outlet(packed, self.attribute_table))
                 self._cold_handles[outlet_id] = handle
@@ -324,6 +328,7 @@ class OutletBook:
         current = self.ledger.slot
         groups = self._contributions_by_rep(state, current)
         old_cells = {rep: state.cell(rep) for rep in groups}
+        self.assignments.move(state.attributes, new_attributes)
         state.attributes = new_attributes
         for rep, deltas in groups.items():
             old_cell, new_cell = old_cells[rep], state.cell(rep)

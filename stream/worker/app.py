@@ -40,7 +40,7 @@ from stream.worker.dashboard import add_dashboard
 from stream.worker.entity_stage import FAMILY_TOPICS, EntityStage
 from stream.worker.facts import FACT_FLUSH_SECONDS, FactLog
 from stream.worker.lag import LAG_ROUND_SECONDS, LagObserver
-from stream.worker.metrics import MetricTally, ProcessorMetrics, build_processor_metrics
+from stream.worker.metrics import MetricTally, ProcessorMetrics, RepTerritoryOutlets, build_processor_metrics
 from stream.worker.pages import add_pages
 from stream.worker.recovery import Recovery
 from stream.worker.scope_stage import ScopeStage
@@ -114,6 +114,8 @@ class KpiWorker:
         self.guard = guard
         ctx = WorkerContext(app, s, self.metrics, self.tally, self.clock, t)
         self.entity_stage = EntityStage(ctx, guard, self.batches)
+        if "rep" in s.export_scopes:  # with the rep gauges, which reps serve each territory
+            self.metrics.registry.register(RepTerritoryOutlets(self.entity_stage.territory_rep_outlets))
         self.scope_stage = ScopeStage(ctx, guard, self.batches, writer, Publisher(self.gauges))
         self.fact_tables = {
             family: app.Table(f"{family.value}-facts", default=None, partitions=s.partitions, schema=raw_schema(),

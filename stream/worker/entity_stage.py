@@ -12,11 +12,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from stream.core.assignments import TerritoryRep
 from stream.core.clock import reference_instant_us
 from stream.core.decode import Rejected, decode_event, rejection_record
 from stream.core.engine import Family, KpiEngine, Outcome, family_of
@@ -121,6 +123,12 @@ class EntityStage:
                 KpiEngine(self.ctx.kpi, self.ctx.clock.now_us(), self.ctx.settings.hot_outlets),
                 generation=faust_internals.generation(self.ctx.app))
         return entity
+
+    def territory_rep_outlets(self) -> Iterator[Mapping[TerritoryRep, int]]:
+        """Outlets per (territory, assigned rep) of each outlet partition held now."""
+        for (family, _), entity in list(self.entities.items()):
+            if family is Family.OUTLET:
+                yield entity.engine.outlets.assignments.outlets()
 
     async def consume(self, stream, family: Family | None) -> None:
         """An agent's loop: `family` None is the router of the mixed topic sales.events.

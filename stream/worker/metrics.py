@@ -8,10 +8,12 @@ window (`none` for KPIs without one), scope, scope_id, and horizon / kind where 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
 
 KPI_GAUGE_PREFIX = "kpi_"
 NO_WINDOW_LABEL = "none"
@@ -146,6 +148,44 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
                             "(at most one per key: bounded by the number of keys)", registry=registry),
         ready=Gauge("kpi_stream_ready", "1 when the worker has recovered state and is publishing", registry=registry),
     )
+
+
+REP_TERRITORY_OUTLETS = "kpi_stream_rep_territory_outlets"
+
+
+class RepTerritoryOutlets:
+    """`kpi_stream_rep_territory_outlets{territory, rep}`: outlets currently in the territory and
+    assigned to the rep (stream/core/assignments.py), summed over the outlet partitions this worker
+    holds; `sum by (territory, rep)` over the workers gives the whole. Not a KPI: it tells a
+    dashboard which reps serve a territory (the Reps dashboard's `$rep` follows `$territory`).
+
+    A collector, read at each scrape from the engines held then (`counts` yields each one's
+    counts): a partition revoked from this worker has no engine here, so its outlets leave this
+    worker's series at once -- nothing to withdraw -- and a pair whose last outlet moved away has no
+    series. Each scrape costs one pass over the pairs of each held partition, never over outlets."""
+
+    def __init__(self, counts: Callable[[], Iterable[Mapping[tuple[str, str], int]]]) -> None:
+        self.counts = counts
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            REP_TERRITORY_OUTLETS, "Outlets currently in the territory and assigned to the rep (their current "
+            "attributes, unassigned when never set), in the entity partitions this worker holds; not a KPI",
+            labels=["territory", "rep"])
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()  # the name, so that `/metrics?name[]=...` can ask for it alone
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        totals: dict[tuple[str, str], int] = {}
+        for counts in self.counts():
+            for pair, outlets in counts.items():
+                totals[pair] = totals.get(pair, 0) + outlets
+        family = self._family()
+        for (territory, rep), outlets in sorted(totals.items()):
+            family.add_metric([territory, rep], outlets)
+        yield family
 
 
 class MetricTally:

@@ -97,7 +97,7 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
     labelled samples, and KPI gauges for the scopes each KPI family has (spec section 2)
     restricted to `export_scopes` (KPI_EXPORT_SCOPES; default global, region, territory)."""
     from stream.core.kpis import KpiValue
-    from stream.worker.metrics import build_processor_metrics
+    from stream.worker.metrics import RepTerritoryOutlets, build_processor_metrics
     from stream.worker.sinks import KpiGauges
 
     metrics = build_processor_metrics()
@@ -125,6 +125,9 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
     metrics.redis_up.set(1)
     metrics.ready.set(1)
 
+    if "rep" in export_scopes:  # as the worker registers it (stream/worker/app.py): two partitions
+        partitions = [{("JKT-01", "r1"): 3, ("JKT-01", "r2"): 1}, {("JKT-01", "r1"): 2, ("SBY-02", "r2"): 4}]
+        metrics.registry.register(RepTerritoryOutlets(lambda: iter(partitions)))
     gauges = KpiGauges(metrics.registry, export_scopes)
     reps = [("rep", "r1"), ("rep", "r2")]
     outlet_scopes = [("global", "all"), ("region", "north"), ("region", "south"),

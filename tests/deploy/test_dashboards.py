@@ -142,8 +142,29 @@ def test_every_dashboard_query_matches_exported_series(dashboards, metrics_text)
 def test_reps_dashboard_needs_the_rep_scope_exported(dashboards):
     reps = next(d for d in dashboards if d["title"] == "Reps")
     problems = dc.check_dashboard_queries([reps], dc.default_metrics_text())
-    assert problems and all('scope="rep"' in p or "scope='rep'" in p for p in problems), problems
+    assert problems and all('scope="rep"' in p or "scope='rep'" in p or "'kpi_stream_rep_territory_outlets' is not "
+                            "exported" in p for p in problems), problems
+    assert any("variable $rep" in p for p in problems), "the rep list comes with the rep scope, too"
     assert "KPI_EXPORT_SCOPES" in reps["description"]
+
+
+def test_reps_lists_the_reps_of_the_selected_territories(dashboards):
+    """$rep follows $territory through kpi_stream_rep_territory_outlets, and its "All" is the reps
+    listed (no allValue: `.*` would select every rep, the territory's or not)."""
+    reps = next(d for d in dashboards if d["title"] == "Reps")
+    variables = {v["name"]: v for v in reps["templating"]["list"]}
+    assert list(variables) == ["window", "territory", "rep"], "a variable's query may use only those before it"
+    assert variables["territory"]["query"]["query"] == "label_values(kpi_stream_rep_territory_outlets, territory)"
+    assert variables["rep"]["query"]["query"] == variables["rep"]["definition"] == \
+        'label_values(kpi_stream_rep_territory_outlets{territory=~"$territory"}, rep)'
+    assert variables["territory"]["allValue"] == ".*" and "allValue" not in variables["rep"]
+    assert variables["rep"]["includeAll"] and variables["rep"]["multi"]
+    outlets = _panel(reps, "Outlets by rep in $territory")
+    assert [t["expr"] for t in outlets["targets"]] == [
+        'sum by (rep) (kpi_stream_rep_territory_outlets{territory=~"$territory", rep=~"$rep"})']
+    with_reps = dc.default_metrics_text(dc.DEFAULT_EXPORT_SCOPES + ("rep",))
+    series = dc.parse_exposition(with_reps).samples["kpi_stream_rep_territory_outlets"]
+    assert sorted((s["territory"], s["rep"]) for s in series) == [("JKT-01", "r1"), ("JKT-01", "r2"), ("SBY-02", "r2")]
 
 
 # -- "Active accounts: where is it falling" --------------------------------------------------------------
@@ -163,9 +184,15 @@ def test_overview_leads_with_where_active_accounts_fall(dashboards):
     assert fastest["type"] == "table"
     assert [t["instant"] and t["format"] == "table" for t in fastest["targets"]] == [True, True, True]
     assert fastest["targets"][0]["expr"].startswith("bottomk(10, ")
-    links = [link for o in fastest["fieldConfig"]["overrides"] for prop in o["properties"]
-             if prop["id"] == "links" for link in prop["value"]]
-    assert [link["url"].split("?")[0] for link in links] == ["/d/kpi-stream-reps/reps"]
+    links = [(o["matcher"]["options"], link["url"]) for o in fastest["fieldConfig"]["overrides"]
+             for prop in o["properties"] if prop["id"] == "links" for link in prop["value"]]
+    # the territory column links to Reps for the territory in the cell, same window and time range
+    assert links == [("territory", "/d/kpi-stream-reps/reps?var-window=${window}&var-territory=${__value.raw}"
+                                   "&${__url_time_range}")]
+    for title in ("Active accounts: change against 7d ago by territory", "Active accounts: relative change"):
+        series_links = [link["url"] for link in _panel(overview, title)["fieldConfig"]["defaults"]["links"]]
+        assert series_links == ["/d/kpi-stream-reps/reps?var-window=${window}&var-territory="
+                                "${__field.labels.scope_id}&${__url_time_range}"], title
     alerts = [a for a in overview["annotations"]["list"] if a.get("datasource", {}).get("type") == "prometheus"]
     assert [a["expr"] for a in alerts] == ['ALERTS{alertname=~"ActiveAccounts.*", alertstate="firing"}']
 

@@ -18,6 +18,11 @@ the builder's expressions differ in nothing but that offset.
 
 The worker exports the rep scope too (KPI_EXPORT_SCOPES), so the Reps dashboard is checked against
 live series as well, and the rep series on /metrics are counted against the oracle's rep values.
+With it comes `kpi_stream_rep_territory_outlets`: summed in Prometheus it equals the oracle's outlets
+per (territory, assigned rep) before and after the move, and the Reps dashboard's `$rep` query, run
+as Grafana runs it (the label values API over the dashboard's time range) for a territory, lists
+exactly the reps the oracle assigns there -- for the territory that lost outlets, also the reps
+whose outlets left it within the range.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from stream.devtools.localstack import free_port
 from stream.core.timeparse import format_rfc3339_us
 from tests.deploy import dashboards_check as dc
 from tests.e2e.harness import WorkerProcess, produce, unique_names, wait_until, worker_env
-from tests.oracle import OracleSettings, oracle_kpis
+from tests.oracle import OracleSettings, oracle_kpis, territory_rep_outlets
 
 pytestmark = pytest.mark.e2e
 
@@ -53,6 +58,15 @@ DASHBOARDS = sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json"))
 FALLING, STEADY, RECEIVING = "T-FALL", "T-STEADY", "T-RECEIVE"
 OUTLETS_PER_TERRITORY = 30
 MOVED = 20  # of FALLING's 30 active outlets: 30 -> 10, far below the rule's 95 % of the 3h maximum
+
+
+def _assigned_rep(territory: str, n: int) -> str:
+    """FALLING's outlets: R-FALL-1 for the first ten, R-FALL-2 for the next ten (all twenty move
+    with their reps), R-FALL-3 for those that stay; STEADY's: R-STEADY, but one R-FALL-3 (a rep
+    serving two territories)."""
+    if territory == FALLING:
+        return f"R-FALL-{min(n // 10, 2) + 1}"
+    return "R-FALL-3" if n == 0 else "R-STEADY"
 
 
 def _event(doc: dict) -> bytes:
@@ -71,7 +85,8 @@ def _territory_traffic(as_of_us: int) -> tuple[list[tuple[str, bytes, bytes]], l
             outlet = f"{territory}-{n:02d}"
             before.append(("sales.outlets", outlet.encode(), _event({
                 "event_id": f"on-{outlet}", "type": "outlet.onboarded", "occurred_at": at(20),
-                "outlet_id": outlet, "region": "R-LIVE", "territory": territory})))
+                "outlet_id": outlet, "region": "R-LIVE", "territory": territory,
+                "rep_id": _assigned_rep(territory, n)})))
             before.append(("sales.orders", outlet.encode(), _event({
                 "event_id": f"ord-{outlet}", "type": "order.placed", "occurred_at": at(3), "outlet_id": outlet,
                 "order_id": f"o-{outlet}", "amount": "12.50", "currency": "USD", "lines": 2})))
@@ -186,6 +201,32 @@ def _by_scope_id(result: list[dict]) -> dict[str, float]:
     return {s["metric"]["scope_id"]: round(float(s["value"][1]), 6) for s in result}
 
 
+REPS = REPO / "deploy" / "grafana" / "dashboards" / "reps.json"
+
+
+def _rep_variable(prometheus: LocalPrometheus, territories: str, start: float, end: float) -> list[str]:
+    """The Reps dashboard's `$rep` for `$territory` = `territories`, as Grafana asks Prometheus:
+    `label_values(SELECTOR, rep)` is the label values API with SELECTOR as match[] over the
+    dashboard's time range."""
+    (rep,) = [v for v in json.loads(REPS.read_text())["templating"]["list"] if v["name"] == "rep"]
+    match = dc._LABEL_VALUES.match(rep["query"]["query"])
+    (selector,), unknown = dc.expand(match.group(1), {"territory": [territories]})
+    assert unknown == [] and match.group(2) == "rep", rep["query"]
+    answer = prometheus.api(f"label/{match.group(2)}/values", **{"match[]": selector},
+                            start=f"{start:.3f}", end=f"{end:.3f}")
+    assert answer["status"] == "success", answer
+    return sorted(answer["data"])
+
+
+def _territory_rep_sums(prometheus: LocalPrometheus) -> dict[tuple[str, str], float]:
+    result = prometheus.query('sum by (territory, rep) (kpi_stream_rep_territory_outlets{job="kpi-stream"})')
+    return {(s["metric"]["territory"], s["metric"]["rep"]): float(s["value"][1]) for s in result}
+
+
+def _reps_in(assignments: dict[tuple[str, str], int], *territories: str) -> list[str]:
+    return sorted({rep for (territory, rep), outlets in assignments.items() if territory in territories and outlets})
+
+
 def _territory_gauge(prometheus: LocalPrometheus, territory: str) -> float | None:
     result = prometheus.query(
         f'kpi_active_accounts{{job="kpi-stream",scope="territory",scope_id="{territory}",window="30d"}}')
@@ -212,6 +253,12 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
 
     expected_rep_series = sum(1 for key, record in oracle_kpis(events_before, as_of, OracleSettings()).items()
                               if key.split("|")[2] == "rep" and record.get("value") is not None)
+    assigned_before = territory_rep_outlets(events_before, as_of)
+    assigned_after = territory_rep_outlets(events_after, as_of)
+    assert _reps_in(assigned_before, FALLING) == ["R-FALL-1", "R-FALL-2", "R-FALL-3"]
+    assert _reps_in(assigned_after, FALLING) == ["R-FALL-3"]
+    assert _reps_in(assigned_after, RECEIVING) == ["R-FALL-1", "R-FALL-2"]
+    assert _reps_in(assigned_before, STEADY) == _reps_in(assigned_after, STEADY) == ["R-FALL-3", "R-STEADY"]
 
     prefix, app_id = unique_names()
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of,
@@ -229,6 +276,17 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
             return got == expected_before or [got, expected_before]
 
         wait_until(ingested_before, timeout=120, interval=1, what="Prometheus to hold the oracle's active accounts")
+        started = time.time() - 600  # the Reps dashboard's time range starts before the worker did
+
+        def assignments_before():
+            got = _territory_rep_sums(prometheus)
+            return got == assigned_before or [sorted(set(got.items()) ^ set(assigned_before.items()))]
+
+        wait_until(assignments_before, timeout=30, interval=1,
+                   what="Prometheus to hold the oracle's outlets per territory and rep")
+        for territories in (FALLING, STEADY, f"{FALLING}|{STEADY}"):
+            assert _rep_variable(prometheus, territories, started, time.time()) == \
+                _reps_in(assigned_before, *territories.split("|")), territories
         # From here until the move (3 s and more later) every new sample holds the "before" levels.
         seen_before = time.time()
         up = prometheus.query('up{job="kpi-stream"}')
@@ -272,6 +330,24 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
 
         wait_until(ingested_after, timeout=60, interval=1, what="Prometheus to hold the fallen active accounts")
         seen_after = time.time()  # the latest samples before this instant hold the "after" levels
+
+        # Outlets per territory and rep after the move: the twenty went to RECEIVING with their reps.
+        def assignments_after():
+            got = _territory_rep_sums(prometheus)
+            return got == assigned_after or [sorted(set(got.items()) ^ set(assigned_after.items()))]
+
+        wait_until(assignments_after, timeout=30, interval=1,
+                   what="Prometheus to hold the oracle's outlets per territory and rep after the move")
+        # $rep for a territory over a range since the move (holding a few scrapes: the label values
+        # API lists the series with samples in the range): exactly the oracle's reps there now.
+        time.sleep(2)
+        for territory in (RECEIVING, STEADY):
+            assert _rep_variable(prometheus, territory, seen_after, time.time()) == \
+                _reps_in(assigned_after, territory), territory
+        # Over a range from before the move (the dashboard's, for a fall): FALLING's reps now, and
+        # those whose outlets left it then -- the label values API lists every series of the range.
+        assert _rep_variable(prometheus, FALLING, started, time.time()) == \
+            sorted(set(_reps_in(assigned_after, FALLING)) | set(_reps_in(assigned_before, FALLING)))
 
         # "Active accounts: where is it falling", evaluated at seen_after against an instant 1-2 s
         # after seen_before: a scrape (every 1 s) after the one that showed the "before" levels, and
