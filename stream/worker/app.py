@@ -137,8 +137,6 @@ class KpiWorker:
 
         self.entity_stage.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True, schema=BytesAsFetched())
-        self.entity_stage.typed_topics = {name: app.topic(t.input(name), schema=BytesAsFetched())
-                                          for name in TYPE_TOPIC.values()}
         for family, names in FAMILY_TOPICS.items():
             topic = app.topic(*[t.input(name) for name in names], schema=BytesAsFetched())
             app.agent(topic, name=f"{family.value}-stage")(self._entity_agent(family))

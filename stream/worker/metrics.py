@@ -26,6 +26,7 @@ class ProcessorMetrics:
     deadletters: Counter  # labels: reason
     ignored: Counter  # labels: reason (duplicate, already_closed)
     late_corrections: Counter  # labels: family
+    repartitioned: Counter  # labels: topic (where the forwarded record arrived)
     consumer_lag: Gauge  # labels: topic, partition
     partition_stalled: Gauge  # labels: topic, partition
     offset_holes: Counter  # labels: topic
@@ -66,6 +67,12 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         late_corrections=Counter(
             "kpi_stream_late_corrections", "Accepted events whose slot is older than the current slot "
             "(they correct already published windows)", ["family"], registry=registry,
+        ),
+        repartitioned=Counter(
+            "kpi_stream_records_repartitioned", "Accepted input records forwarded to their entity's "
+            "partition (Kafka's default murmur2 partition of the entity key, on their type's topic) "
+            "before any state saw them, by the topic they arrived on: every record of sales.events, "
+            "and records of the typed topics sent with another key or partitioner", ["topic"], registry=registry,
         ),
         offset_holes=Counter(
             "kpi_stream_offset_holes", "Times faust delivered a message past offsets not yet applied "
