@@ -113,9 +113,8 @@ class EntityStage:
         self.batches = batches
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.facts: FactLog | None = None  # set by the app once its tables exist
-        self.deadletter_topic = None
-        # records forwarded to their entity's partition while a batch is handled, by topic: sent
-        # before faust acknowledges the batch (stream/worker/routing.py)
+        # records forwarded to their entity's partition and dead letters, queued while a batch is
+        # handled, by topic: sent before faust acknowledges the batch (stream/worker/routing.py)
         self.forwards: dict[str, list[Outgoing]] = {}
         self.partition_counts: dict[str, int] = {}  # typed topic -> partitions, asked once
         self.repartitioned_counters: dict[str, Any] = {}
@@ -153,6 +152,8 @@ class EntityStage:
         for name in sorted(set(TYPE_TOPIC.values())):
             topic = self.ctx.topics.input(name)
             self.partition_counts[topic] = await self.batches.partition_count(topic)
+        if self.guard.deadletter_partitions is None:
+            self.guard.deadletter_partitions = await self.batches.partition_count(self.ctx.topics.deadletter)
 
     async def send_forwards(self) -> None:
         """Queue the batch's forwarded records on the producer. Called before faust acknowledges
@@ -160,7 +161,13 @@ class EntityStage:
         they are written; a batch the broker refuses crashes the worker (BatchProducer)."""
         forwards, self.forwards = self.forwards, {}
         for topic, messages in forwards.items():
-            await self.batches.send(topic, messages)
+            if topic == self.ctx.topics.deadletter:
+                await self.batches.send(topic, messages, self._deadletters_acked)
+            else:
+                await self.batches.send(topic, messages)
+
+    def _deadletters_acked(self, partition: int, last_offset: int, messages: list[Outgoing]) -> None:
+        self.guard.deadletters.note_acked(partition, last_offset)
 
     async def handle(self, family: Family | None, message) -> None:
         ctx, facts = self.ctx, self.facts
@@ -178,7 +185,7 @@ class EntityStage:
             event = decode_event(raw, ref_us, ctx.kpi)
         except Rejected as rejected:
             self._count_in(message.topic, "invalid")
-            await self._dead_letter(message, raw, rejected)
+            self._dead_letter(message, raw, rejected)
             return
         self._count_in(message.topic, event.type)
         if timestamp_ms is not None:
@@ -231,12 +238,24 @@ class EntityStage:
             counter = self.events_in_counters[(topic, event_type)] = self.ctx.metrics.events_in.labels(topic, event_type)
         self.ctx.tally.count(counter)
 
-    async def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
+    def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
+        """Queue the record's dead letter with the batch's forwards -- unless a previous owner of
+        the partition wrote it before this worker re-read the record (stream/kafka/deadletters.py)."""
+        source = (message.topic, message.partition)
+        marks = self.guard.deadletters
+        if marks.already_written(source, message.offset):
+            self.ctx.metrics.deadletters_already_written.inc()
+            log.debug("dead letter of %s[%s]@%s already written by the partition's previous owner",
+                      message.topic, message.partition, message.offset)
+            return
         record = rejection_record(
             raw, rejected.reason, rejected.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
-        await self.deadletter_topic.send(key=message.key, value=orjson.dumps(record))
+        partition = self.guard.deadletter_partition_of(message.tp)
+        marks.note_sent(source, message.offset, partition)
+        self.forwards.setdefault(self.ctx.topics.deadletter, []).append(
+            Outgoing(partition, message.key, orjson.dumps(record)))
         self.ctx.metrics.deadletters.labels(rejected.reason).inc()
         log.debug("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
                   message.partition, message.offset, rejected.detail)

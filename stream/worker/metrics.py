@@ -24,6 +24,7 @@ class ProcessorMetrics:
     registry: CollectorRegistry
     events_in: Counter  # labels: topic, type
     deadletters: Counter  # labels: reason
+    deadletters_already_written: Counter
     ignored: Counter  # labels: reason (duplicate, already_closed)
     late_corrections: Counter  # labels: family
     repartitioned: Counter  # labels: topic (where the forwarded record arrived)
@@ -59,6 +60,11 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         deadletters=Counter(
             "kpi_stream_deadletters", "Input messages rejected to the dead-letter topic, by reason",
             ["reason"], registry=registry,
+        ),
+        deadletters_already_written=Counter(
+            "kpi_stream_deadletters_already_written", "Rejected input messages re-read after a restart or "
+            "rebalance whose dead letter the partition's previous owner had written: not written again",
+            registry=registry,
         ),
         ignored=Counter(
             "kpi_stream_ignored_events", "Valid events that change no KPI: duplicate, already_closed",
