@@ -46,10 +46,11 @@ class BatchProducer:
             for message in queued:
                 headers = list(message.headers)
                 # a batch's first message is always taken, whatever its size
-                if batch.append(timestamp=None, key=message.key, value=message.value, headers=headers) is None:
+                timestamp = message.timestamp_ms
+                if batch.append(timestamp=timestamp, key=message.key, value=message.value, headers=headers) is None:
                     await self._submit(producer, batch, topic, partition, in_batch, on_delivered)
                     batch, in_batch = producer.create_batch(), []
-                    batch.append(timestamp=None, key=message.key, value=message.value, headers=headers)
+                    batch.append(timestamp=timestamp, key=message.key, value=message.value, headers=headers)
                 in_batch.append(message)
             if in_batch:
                 await self._submit(producer, batch, topic, partition, in_batch, on_delivered)

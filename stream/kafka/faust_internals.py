@@ -5,6 +5,7 @@ Written against faust-streaming 0.15.3 and aiokafka 0.14.0 (pinned in pyproject.
 versions arrange their internals. The adaptations:
 
 - the consumer's read marks and commits follow the offsets ledger (stream/kafka/offsets.py);
+- commits carry the dead-letter mark in their metadata (stream/kafka/deadletters.py);
 - fetches are shaped (a capped broker wait, a minimum size) and served a partition at a time;
 - each fetched record is handed to the agents without four racing tasks per record;
 - the producer buffer's flush waits until the buffer is empty;
@@ -20,6 +21,7 @@ from typing import Any, Callable, Coroutine
 
 import aiokafka
 import faust
+import aiokafka.structs
 from aiokafka.structs import TopicPartition
 from mode.services import WaitResults
 
@@ -93,6 +95,19 @@ async def committed_offsets(app, tps) -> dict:
         for tp in missing:
             offsets[tp] = earliest.get(TopicPartition(tp.topic, tp.partition)) or 0
     return offsets
+
+
+async def committed_with_metadata(app, tp) -> tuple[int, str | None]:
+    """The partition's committed offset and the metadata committed with it; with no commit, the
+    earliest offset (where faust starts it) and None."""
+    consumer, call = aiokafka_consumer_call(app)
+    partition = TopicPartition(tp.topic, tp.partition)
+    committed = await call(consumer._coordinator.fetch_committed_offsets, [partition])
+    meta = committed.get(partition)
+    if meta is not None and meta.offset >= 0:
+        return meta.offset, meta.metadata
+    earliest = await app.consumer.earliest_offsets(partition)
+    return next(iter(earliest.values()), 0) or 0, None
 
 
 async def end_offset(app, tp) -> int | None:
@@ -248,6 +263,35 @@ def commit_only_applied_offsets(consumer, ledger: OffsetLedger, topics: set[str]
     consumer._new_offset = capped_new_offset
     consumer._add_gap = gap_outside_agent_topics
     consumer._kpi_add_gap = faust_add_gap
+
+
+def commit_with_metadata(app, metadata_of: Callable[[Any, int], str | None]) -> None:
+    """Commit each partition's offset with `metadata_of(tp, offset)` as its metadata (None: faust's
+    empty string). faust builds the OffsetAndMetadata itself, with no metadata, and hands it to the
+    aiokafka consumer's `commit` on the consumer's thread: that call is wrapped here, so
+    `metadata_of` runs on that thread too."""
+    def with_metadata(consumer) -> None:
+        thread = consumer._thread
+        create_aiokafka_consumer = thread._create_worker_consumer
+
+        def create_committing_with_metadata(transport):
+            aiokafka_consumer = create_aiokafka_consumer(transport)
+            commit = aiokafka_consumer.commit
+
+            async def commit_offsets(offsets=None):
+                if offsets:
+                    offsets = {tp: aiokafka.structs.OffsetAndMetadata(
+                        meta.offset, metadata_of(tp, meta.offset) or meta.metadata)
+                        if isinstance(meta, aiokafka.structs.OffsetAndMetadata) else meta
+                        for tp, meta in offsets.items()}
+                return await commit(offsets)
+
+            aiokafka_consumer.commit = commit_offsets
+            return aiokafka_consumer
+
+        thread._create_worker_consumer = create_committing_with_metadata
+
+    adapt_new_consumer(app, with_metadata)
 
 
 # -- the consumer: how records are fetched and handed over ---------------------------------

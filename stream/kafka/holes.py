@@ -12,16 +12,28 @@ import asyncio
 import logging
 import time
 
+import orjson
+
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from stream.core.config import ServiceSettings
 from stream.kafka import faust_internals
+from stream.kafka.deadletters import DeadLetterMarks, deadletter_partition, decode_mark, encode_mark
 from stream.kafka.offsets import Admission, OffsetLedger
 
 log = logging.getLogger(__name__)
 
 SEEK_TIMEOUT_SECONDS = 10.0
+
+
+def source_of(value: bytes | None) -> tuple:
+    """(topic, partition, offset) of the input record a dead letter is for; () if unreadable."""
+    try:
+        source = orjson.loads(value)["source"]
+        return source["topic"], source["partition"], int(source["offset"])
+    except Exception:  # noqa: BLE001 - not one of ours: ignored
+        return ()
 
 
 async def bounded(awaitable, seconds: float):
@@ -41,7 +53,8 @@ class OffsetGuard:
     """Applies each consumed partition's offsets strictly in order, for the agents."""
 
     def __init__(self, app, ledger: OffsetLedger, settings: ServiceSettings, metrics,
-                 persisted_later_topics: set[str]) -> None:
+                 persisted_later_topics: set[str], deadletter_sources: set[str] = frozenset(),
+                 deadletter_topic: str | None = None) -> None:
         self.app = app
         self.ledger = ledger
         self.settings = settings
@@ -49,6 +62,13 @@ class OffsetGuard:
         # topics whose applied offsets become committable only once their facts are written
         self.persisted_later_topics = persisted_later_topics
         self.undelivered_rounds: dict = {}  # tp -> lag rounds assigned with nothing delivered
+        # topics whose rejected records go to `deadletter_topic`, exactly once each
+        self.deadletter_sources = deadletter_sources
+        self.deadletter_topic = deadletter_topic
+        self.deadletters = DeadLetterMarks()
+        self.deadletter_partitions: int | None = None
+        self._reader: AIOKafkaConsumer | None = None  # reads dead letters back; one read at a time
+        self._reader_lock = asyncio.Lock()
 
     def admit_next(self, message) -> bool:
         """The common case without a coroutine per message: `message` is its partition's next
@@ -61,9 +81,15 @@ class OffsetGuard:
         tp = message.tp
         if not self.ledger.known(tp):
             generation = faust_internals.generation(self.app)
-            start = await faust_internals.committed_or_earliest(self.app, tp)
+            if tp.topic in self.deadletter_sources:
+                start, metadata = await faust_internals.committed_with_metadata(self.app, tp)
+                floor, found = await self._deadletters_written(tp, start, decode_mark(metadata))
+            else:
+                start = await faust_internals.committed_or_earliest(self.app, tp)
             if faust_internals.generation(self.app) != generation or tp not in self.app.consumer.assignment():
                 return False  # rebalanced while we asked: the next assignment starts afresh
+            if tp.topic in self.deadletter_sources:
+                self.deadletters.start((tp.topic, tp.partition), floor, found)
             self.ledger.start(tp, start, persisted_later=tp.topic in self.persisted_later_topics)
         admission, expected = self.ledger.admit(tp, message.offset, time.monotonic())
         if admission is Admission.APPLY:
@@ -73,6 +99,67 @@ class OffsetGuard:
             if await self.resolve_hole(tp, expected, what) and message.offset >= self.ledger.next_offset(tp):
                 return await self.admit(message)  # a real gap, now skipped: this one may be next
         return False
+
+    def deadletter_partition_of(self, tp) -> int:
+        return deadletter_partition(tp.partition, self.deadletter_partitions or 1)
+
+    def commit_metadata(self, tp, offset: int) -> str | None:
+        """The dead-letter mark to commit with `offset` of an input partition (on the consumer's
+        thread, stream/kafka/faust_internals.py `commit_with_metadata`)."""
+        if tp.topic not in self.deadletter_sources or self.deadletter_partitions is None:
+            return None
+        mark = self.deadletters.mark((tp.topic, tp.partition), offset, self.deadletter_partition_of(tp))
+        return None if mark is None else encode_mark(mark)
+
+    async def _deadletters_written(self, tp, committed: int, mark: int | None) -> tuple[int, dict[int, int]]:
+        """The dead letters already written for `tp`'s records at or past `committed`, read back
+        from the dead-letter partition from `mark` (its start without one): (the position read
+        from, {source offset: its dead letter's position}). A read that fails is logged and taken
+        as "none": liveness before exactness -- a dead letter may then be written twice."""
+        try:
+            return await bounded(self._read_deadletters(tp, committed, mark), 3 * SEEK_TIMEOUT_SECONDS)
+        except Exception as error:  # noqa: BLE001 - TimeoutError, or the broker refused the read
+            log.warning("dead letters: could not read back those written for %s[%s] from %s (%r); a rejected "
+                        "record re-read now may get a second dead letter", tp.topic, tp.partition, mark, error)
+            return mark or 0, {}
+
+    async def _read_deadletters(self, tp, committed: int, mark: int | None) -> tuple[int, dict[int, int]]:
+        async with self._reader_lock:
+            if self._reader is None:
+                reader = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap, group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="earliest",
+                                          **self.settings.kafka_client_options())
+                await reader.start()
+                self._reader = reader
+            reader = self._reader
+            if self.deadletter_partitions is None:
+                self.deadletter_partitions = await faust_internals.partition_count(
+                    faust_internals.ensure_producer(self.app), self.deadletter_topic)
+            partition = TopicPartition(self.deadletter_topic, self.deadletter_partition_of(tp))
+            reader.assign([partition])
+            start = mark if mark is not None else (await reader.beginning_offsets([partition]))[partition]
+            end = (await reader.end_offsets([partition]))[partition]
+            found: dict[int, int] = {}
+            if start >= end:
+                return start, found
+            reader.seek(partition, start)
+            read = 0
+            while await reader.position(partition) < end:
+                batch = await reader.getmany(partition, timeout_ms=500, max_records=1000)
+                for record in batch.get(partition, ()):
+                    read += 1
+                    source = source_of(record.value)
+                    if len(source) == 3 and source[:2] == (tp.topic, tp.partition) and source[2] >= committed:
+                        found[source[2]] = record.offset
+            log.log(logging.INFO if found else logging.DEBUG,
+                    "dead letters: %s[%s] from offset %s has %d already written (read %d from %s[%s]@%s)",
+                    tp.topic, tp.partition, committed, len(found), read, partition.topic, partition.partition, start)
+            return start, found
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            reader, self._reader = self._reader, None
+            await reader.stop()
 
     async def resolve_hole(self, tp, start: int, what: str) -> bool:
         """Offsets from `start` on were not applied: ask the log. No records there (transaction
@@ -190,5 +277,6 @@ class OffsetGuard:
 
     def forget(self, revoked) -> None:
         self.ledger.forget(revoked)
+        self.deadletters.forget((tp.topic, tp.partition) for tp in revoked)
         for tp in revoked:
             self.undelivered_rounds.pop(tp, None)

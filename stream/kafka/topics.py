@@ -7,7 +7,7 @@
 | sales.activities | KPI_PARTITIONS | delete | 7 days | rep_id |
 | sales.events (any type; routed by `type`) | KPI_PARTITIONS | delete | 7 days | any |
 | kpi.updates | KPI_PARTITIONS | compact | latest per key kept | `{kpi}\\|{window}\\|{scope}\\|{scope_id}[\\|x]` |
-| kpi.deadletter | KPI_PARTITIONS | delete | 30 days | source key |
+| kpi.deadletter (partition: the source's) | KPI_PARTITIONS | delete | 30 days | source key |
 | {app_id}-scope-partials (internal) | KPI_PARTITIONS | delete | 1 day | family+scope |
 | {app_id}-*-changelog (Faust tables) | KPI_PARTITIONS | compact | - | table key |
 

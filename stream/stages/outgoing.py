@@ -22,6 +22,7 @@ class Outgoing:
     value: bytes | None
     headers: Headers = ()
     items: int = 1  # what this message carries (e.g. facts)
+    timestamp_ms: int | None = None  # None: the producer's clock at the send
 
 
 def kafka_partition(key: bytes, partitions: int) -> int:

@@ -110,7 +110,11 @@ class KpiWorker:
         faust_internals.fetch_like_the_worker(app, s.fetch_max_wait_ms, s.fetch_min_bytes)
 
         self.entity_topics = {t.input(name) for names in FAMILY_TOPICS.values() for name in names}
-        guard = OffsetGuard(app, self.ledger, s, self.metrics, persisted_later_topics=self.entity_topics)
+        guard = OffsetGuard(app, self.ledger, s, self.metrics, persisted_later_topics=self.entity_topics,
+                            deadletter_sources=self.entity_topics | {t.input("sales.events")},
+                            deadletter_topic=t.deadletter)
+        # each input commit carries where its partition's dead letters are (stream/kafka/deadletters.py)
+        faust_internals.commit_with_metadata(app, guard.commit_metadata)
         self.guard = guard
         ctx = WorkerContext(app, s, self.metrics, self.tally, self.clock, t)
         self.entity_stage = EntityStage(ctx, guard, self.batches)
@@ -138,10 +142,7 @@ class KpiWorker:
         self.lag = LagObserver(app, guard, self.facts, self.metrics, self.agent_topics(),
                                recovered=lambda: self.recovery.recovered)
 
-        self.entity_stage.deadletter_topic = app.topic(t.deadletter, internal=False)
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True, schema=BytesAsFetched())
-        self.entity_stage.typed_topics = {name: app.topic(t.input(name), schema=BytesAsFetched())
-                                          for name in TYPE_TOPIC.values()}
         for family, names in FAMILY_TOPICS.items():
             topic = app.topic(*[t.input(name) for name in names], schema=BytesAsFetched())
             app.agent(topic, name=f"{family.value}-stage")(self._entity_agent(family))
@@ -153,6 +154,7 @@ class KpiWorker:
         app.on_partitions_revoked.connect(self.on_partitions_revoked)
         app.on_partitions_assigned.connect(self.on_partitions_assigned)
         app.on_before_shutdown.connect(self.recovery.save_snapshots)
+        app.on_before_shutdown.connect(self._stop_guard)
         app.timer(FACT_FLUSH_SECONDS, name="flush-facts")(self.flush_facts)
         app.task(self._partials_loop)
         app.task(self.scope_stage.publish_loop)
@@ -163,6 +165,9 @@ class KpiWorker:
         add_pages(app, self)
         self.dashboard = add_dashboard(app, self)
         return app
+
+    async def _stop_guard(self, app=None, **kwargs) -> None:
+        await self.guard.stop()
 
     def agent_topics(self) -> set[str]:
         return {self.topics.input(name) for name in (*TYPE_TOPIC.values(), MIXED_TOPIC)} | {self.topics.partials}

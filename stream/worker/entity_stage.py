@@ -1,7 +1,8 @@
 """Stage 1, the entity stage: one agent per input family, partitioned by entity key.
 
-decode -> (wrong topic or key: re-key onto the event's own topic) -> dedupe + engine.apply ->
-the fact joins the partition's pending facts (stream/worker/facts.py). At every flush instant of
+decode -> (wrong topic, key or partition: forward to its entity's partition of the event's own
+topic, stream/worker/routing.py) -> dedupe + engine.apply -> the fact joins the partition's pending
+facts (stream/worker/facts.py). At every flush instant of
 the wall-clock grid (stream/stages/cadence.py) each changed scope's partial vector -- absolute,
 not a delta -- goes to the partials topic, one message per scope-stage partition.
 """
@@ -35,6 +36,7 @@ from stream.stages.outgoing import Outgoing, key_partition
 from stream.stages.waiting import WaitingCounts
 from stream.worker.context import WorkerContext
 from stream.worker.facts import FactLog
+from stream.worker.routing import Arrival, forward_partition, forwarded
 from stream.worker.snapshots import CoveredBatches
 
 log = logging.getLogger(__name__)
@@ -108,8 +110,12 @@ class EntityStage:
         self.batches = batches
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.facts: FactLog | None = None  # set by the app once its tables exist
-        self.typed_topics: dict[str, Any] = {}
-        self.deadletter_topic = None
+        # records forwarded to their entity's partition and dead letters, queued while a batch is
+        # handled, by topic: sent before faust acknowledges the batch (stream/worker/routing.py)
+        self.forwards: dict[str, list[Outgoing]] = {}
+        self.partition_counts: dict[str, int] = {}  # typed topic -> partitions, asked once
+        self.repartitioned_counters: dict[str, Any] = {}
+        self.misrouted_topics: set[str] = set()  # typed topics whose misplaced records were logged
         self.events_in_counters: dict[tuple[str, str], Any] = {}
         # labels() per event costs more than the increment: children looked up once
         self.late_correction_counters = {family: ctx.metrics.late_corrections.labels(family.value) for family in Family}
@@ -140,12 +146,39 @@ class EntityStage:
         async for events in stream.take_events(INPUT_BATCH_MAX, INPUT_BATCH_WAIT_SECONDS):
             for event in events:
                 await self.handle(family, event.message)
+            if self.forwards:
+                await self.send_forwards()
+
+    async def learn_partition_counts(self) -> None:
+        """The typed topics' partition counts, asked before any record is admitted: the handler
+        may not wait between admitting a record and taking its fact."""
+        for name in sorted(set(TYPE_TOPIC.values())):
+            topic = self.ctx.topics.input(name)
+            self.partition_counts[topic] = await self.batches.partition_count(topic)
+        if self.guard.deadletter_partitions is None:
+            self.guard.deadletter_partitions = await self.batches.partition_count(self.ctx.topics.deadletter)
+
+    async def send_forwards(self) -> None:
+        """Queue the batch's forwarded records on the producer. Called before faust acknowledges
+        the batch, so a commit past their sources -- which flushes the producer first -- implies
+        they are written; a batch the broker refuses crashes the worker (BatchProducer)."""
+        forwards, self.forwards = self.forwards, {}
+        for topic, messages in forwards.items():
+            if topic == self.ctx.topics.deadletter:
+                await self.batches.send(topic, messages, self._deadletters_acked)
+            else:
+                await self.batches.send(topic, messages)
+
+    def _deadletters_acked(self, partition: int, last_offset: int, messages: list[Outgoing]) -> None:
+        self.guard.deadletters.note_acked(partition, last_offset)
 
     async def handle(self, family: Family | None, message) -> None:
         ctx, facts = self.ctx, self.facts
         # both checks pass for almost every event: only their slow paths await
         if not facts.has_room():
             await facts.wait_for_room()
+        if not self.partition_counts:
+            await self.learn_partition_counts()
         if not self.guard.admit_next(message) and not await self.guard.admit(message):
             return
         raw: bytes = message.value if message.value is not None else b""
@@ -155,19 +188,19 @@ class EntityStage:
             event = decode_event(raw, ref_us, ctx.kpi)
         except Rejected as rejected:
             self._count_in(message.topic, "invalid")
-            await self._dead_letter(message, raw, rejected)
+            self._dead_letter(message, raw, rejected)
             return
         self._count_in(message.topic, event.type)
         if timestamp_ms is not None:
             ctx.tally.observe(self.input_delay, max(0.0, time.time() - timestamp_ms / 1000))
         target_family = family_of(event)
         key = partition_key(event)
-        if family is not target_family or message.key != key.encode():
-            # Wrong topic or wrong key for this event: re-key it onto its own topic so the state
-            # of one entity always lives in one partition. The timestamp travels with it.
-            await self.typed_topics[TYPE_TOPIC[event.type]].send(
-                key=key.encode(), value=raw, timestamp=message.timestamp
-            )
+        entity_key = key.encode()
+        own_topic = ctx.topics.input(TYPE_TOPIC[event.type])
+        arrival = Arrival(family, message.topic, message.partition, message.offset, message.key, timestamp_ms)
+        target = forward_partition(arrival, target_family, entity_key, self.partition_counts[own_topic])
+        if target is not None:
+            self._forward(arrival, own_topic, entity_key, raw, target, message.headers)
             return
         entity = self.entity_partition(family, message.partition)
         engine = entity.engine
@@ -185,18 +218,47 @@ class EntityStage:
         if timestamp_ms is not None:
             waiting.note(entity.unsent_events, timestamp_ms)
 
+    def _forward(self, arrival: Arrival, topic: str, entity_key: bytes, raw: bytes, partition: int, headers) -> None:
+        """Forward the record to its entity's partition; it is applied there, not here."""
+        self.forwards.setdefault(topic, []).append(forwarded(arrival, entity_key, raw, partition, headers or ()))
+        counter = self.repartitioned_counters.get(arrival.topic)
+        if counter is None:
+            counter = self.repartitioned_counters[arrival.topic] = \
+                self.ctx.metrics.repartitioned.labels(arrival.topic)
+        self.ctx.tally.count(counter)
+        if (arrival.family is not None and arrival.key == entity_key
+                and arrival.topic not in self.misrouted_topics):
+            self.misrouted_topics.add(arrival.topic)
+            log.warning("%s[%s]@%s: record keyed %r belongs to partition %s (Kafka's default partitioner, "
+                        "murmur2); its producer partitions another way (librdkafka's default is CRC32). Each "
+                        "such record is forwarded to its key's partition and counted in "
+                        "kpi_stream_records_repartitioned_total; said once per topic", arrival.topic,
+                        arrival.partition, arrival.offset, entity_key[:80], partition)
+
     def _count_in(self, topic: str, event_type: str) -> None:
         counter = self.events_in_counters.get((topic, event_type))
         if counter is None:  # prometheus_client's labels() lookup is a large part of a cheap event
             counter = self.events_in_counters[(topic, event_type)] = self.ctx.metrics.events_in.labels(topic, event_type)
         self.ctx.tally.count(counter)
 
-    async def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
+    def _dead_letter(self, message, raw: bytes, rejected: Rejected) -> None:
+        """Queue the record's dead letter with the batch's forwards -- unless a previous owner of
+        the partition wrote it before this worker re-read the record (stream/kafka/deadletters.py)."""
+        source = (message.topic, message.partition)
+        marks = self.guard.deadletters
+        if marks.already_written(source, message.offset):
+            self.ctx.metrics.deadletters_already_written.inc()
+            log.debug("dead letter of %s[%s]@%s already written by the partition's previous owner",
+                      message.topic, message.partition, message.offset)
+            return
         record = rejection_record(
             raw, rejected.reason, rejected.detail,
             topic=message.topic, partition=message.partition, offset=message.offset,
         )
-        await self.deadletter_topic.send(key=message.key, value=orjson.dumps(record))
+        partition = self.guard.deadletter_partition_of(message.tp)
+        marks.note_sent(source, message.offset, partition)
+        self.forwards.setdefault(self.ctx.topics.deadletter, []).append(
+            Outgoing(partition, message.key, orjson.dumps(record)))
         self.ctx.metrics.deadletters.labels(rejected.reason).inc()
         log.debug("dead letter %s from %s[%s]@%s: %s", rejected.reason, message.topic,
                   message.partition, message.offset, rejected.detail)

@@ -26,8 +26,10 @@ class ProcessorMetrics:
     registry: CollectorRegistry
     events_in: Counter  # labels: topic, type
     deadletters: Counter  # labels: reason
+    deadletters_already_written: Counter
     ignored: Counter  # labels: reason (duplicate, already_closed)
     late_corrections: Counter  # labels: family
+    repartitioned: Counter  # labels: topic (where the forwarded record arrived)
     consumer_lag: Gauge  # labels: topic, partition
     partition_stalled: Gauge  # labels: topic, partition
     offset_holes: Counter  # labels: topic
@@ -61,6 +63,11 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
             "kpi_stream_deadletters", "Input messages rejected to the dead-letter topic, by reason",
             ["reason"], registry=registry,
         ),
+        deadletters_already_written=Counter(
+            "kpi_stream_deadletters_already_written", "Rejected input messages re-read after a restart or "
+            "rebalance whose dead letter the partition's previous owner had written: not written again",
+            registry=registry,
+        ),
         ignored=Counter(
             "kpi_stream_ignored_events", "Valid events that change no KPI: duplicate, already_closed",
             ["reason"], registry=registry,
@@ -68,6 +75,12 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
         late_corrections=Counter(
             "kpi_stream_late_corrections", "Accepted events whose slot is older than the current slot "
             "(they correct already published windows)", ["family"], registry=registry,
+        ),
+        repartitioned=Counter(
+            "kpi_stream_records_repartitioned", "Accepted input records forwarded to their entity's "
+            "partition (Kafka's default murmur2 partition of the entity key, on their type's topic) "
+            "before any state saw them, by the topic they arrived on: every record of sales.events, "
+            "and records of the typed topics sent with another key or partitioner", ["topic"], registry=registry,
         ),
         offset_holes=Counter(
             "kpi_stream_offset_holes", "Times faust delivered a message past offsets not yet applied "
