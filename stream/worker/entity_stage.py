@@ -1,7 +1,7 @@
 """Stage 1, the entity stage: one agent per input family, partitioned by entity key.
 
 decode -> (wrong topic, key or partition: forward to its entity's partition of the event's own
-topic, stream/worker/routing.py) -> dedupe + engine.apply -> the fact joins the partition's pending
+topic, stream/worker/forwarding.py) -> dedupe + engine.apply -> the fact joins the partition's pending
 facts (stream/worker/facts.py). At every flush instant of
 the wall-clock grid (stream/stages/cadence.py) each changed scope's partial vector -- absolute,
 not a delta -- goes to the partials topic, one message per scope-stage partition.
@@ -36,7 +36,7 @@ from stream.stages.outgoing import Outgoing, key_partition
 from stream.stages.waiting import WaitingCounts
 from stream.worker.context import WorkerContext
 from stream.worker.facts import FactLog
-from stream.worker.routing import Arrival, forward_partition, forwarded
+from stream.worker.forwarding import Arrival, forward_partition, forwarded
 from stream.worker.snapshots import CoveredBatches
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class EntityStage:
         self.entities: dict[tuple[Family, int], EntityPartition] = {}
         self.facts: FactLog | None = None  # set by the app once its tables exist
         # records forwarded to their entity's partition and dead letters, queued while a batch is
-        # handled, by topic: sent before faust acknowledges the batch (stream/worker/routing.py)
+        # handled, by topic: sent before faust acknowledges the batch (stream/worker/forwarding.py)
         self.forwards: dict[str, list[Outgoing]] = {}
         self.partition_counts: dict[str, int] = {}  # typed topic -> partitions, asked once
         self.repartitioned_counters: dict[str, Any] = {}

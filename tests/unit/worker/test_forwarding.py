@@ -15,7 +15,7 @@ from stream.core.config import KpiSettings, ServiceSettings, parse_clock
 from stream.core.engine import Family
 from stream.stages.outgoing import kafka_partition
 from stream.worker.app import KpiWorker
-from stream.worker.routing import FORWARDED_FROM_HEADER, Arrival, forward_partition, forwarded
+from stream.worker.forwarding import FORWARDED_FROM_HEADER, Arrival, forward_partition, forwarded
 from tests.e2e.harness import counter_total
 
 PARTITIONS = 8
