@@ -1,6 +1,10 @@
 """`kpi-stream replay` speed on a generated file, against the Python ceiling in the same run.
 
     .venv/bin/python bench/replay.py --events 1000000
+    KPI_PERIODS= .venv/bin/python bench/replay.py --events 1000000    # without calendar periods
+
+KPI settings come from the environment (KPI_WINDOWS, KPI_PERIODS, KPI_TIMEZONE...), as for
+`kpi-stream replay`.
 
 Ceiling: reading the same lines and orjson-decoding each (no validation, no engine). Also
 prints decode-only (the real validator) so the engine's share is visible.
@@ -9,6 +13,7 @@ prints decode-only (the real validator) so the engine's share is visible.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -33,7 +38,8 @@ def main() -> int:
         generator.write_jsonl(generator.generate(config), path)
         lines = list(read_lines(path))
     now = generator.now_us(config)
-    settings = KpiSettings(clock=ClockSetting("pinned", now))
+    # the KPI settings of the environment (KPI_PERIODS=... to compare), the clock pinned at the end
+    settings = dataclasses.replace(KpiSettings.from_env(), clock=ClockSetting("pinned", now))
 
     started = time.perf_counter()
     for raw in lines:
@@ -58,6 +64,7 @@ def main() -> int:
 
     print(f"command: {command()}")
     print(f"machine: {machine()}")
+    print(f"periods: {','.join(settings.periods) or '(none)'} in {settings.timezone}, history {settings.period_history}")
     print(f"lines: {len(lines)} ({report.applied} applied, rejected {sum(report.rejected.values())}, "
           f"ignored {sum(report.ignored.values())}), {len(values)} KPI values")
     print(f"ceiling (orjson.loads only): {ceiling:10.0f} lines/s")

@@ -15,6 +15,10 @@ How it works, in three plain steps:
    added to each scope it belongs to. Sums are exact (ints, Fractions); rounding happens only
    when a value is published.
 
+Calendar periods (spec 8) are more views of the same loops: a period's "inside" is "local date
+in the period (zoneinfo), at or before as_of"; lmtd's "in the previous month, slot at or before
+m's"; every current period is viewed again under its alias.
+
 Times are integer microseconds since the Unix epoch (finer fractions are truncated, i.e.
 floored, which leaves slot numbers exact). slot(t) = floor(t / R), S = slot(as_of).
 "inside W" = S - W/R < slot(t) <= S. "at or before as_of" = slot(t) <= S.
@@ -26,9 +30,11 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 from decimal import Decimal
 from fractions import Fraction
+from functools import lru_cache
 from pathlib import Path
 
 US = 1_000_000
@@ -48,6 +54,10 @@ class OracleSettings:
     future_tolerance: str = "5m"
     max_event_bytes: int = 65536
     dedupe_horizon: str = "7d"
+    # the business calendar (spec 8)
+    timezone: str = "Asia/Jakarta"
+    periods: tuple[str, ...] = ("day", "week", "month", "quarter")
+    period_history: int = 2
 
 
 # ------------------------------------------------------------------------------------------
@@ -112,6 +122,81 @@ def instant_us(text) -> int | None:
             offset_minutes = -offset_minutes
     local_us = (local - _EPOCH) // timedelta(microseconds=1) + micros
     return local_us - offset_minutes * 60 * US
+
+
+# ------------------------------------------------------------------------------------------
+# The business calendar (spec 8), from the definitions: a period is the set of instants whose
+# local date (in the zone) falls in it; it starts at the first instant whose local date is its
+# first day or later.
+# ------------------------------------------------------------------------------------------
+
+_UTC_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ALIAS = {"day": "today", "week": "wtd", "month": "mtd", "quarter": "qtd", "year": "ytd"}
+
+
+@lru_cache(maxsize=1 << 16)
+def local_date_of(t_us: int, zone: ZoneInfo) -> date:
+    return (_UTC_EPOCH + timedelta(microseconds=t_us)).astimezone(zone).date()
+
+
+def period_of(kind: str, day: date):
+    """A period as a comparable identity: (kind, year, number) with number = ordinal day, ISO
+    week, month or quarter (year: 0)."""
+    if kind == "day":
+        return (kind, day.year, day.toordinal())
+    if kind == "week":
+        iso_year, week, _ = day.isocalendar()
+        return (kind, iso_year, week)
+    if kind == "month":
+        return (kind, day.year, day.month)
+    if kind == "quarter":
+        return (kind, day.year, (day.month - 1) // 3 + 1)
+    return (kind, day.year, 0)
+
+
+def first_day_of(period) -> date:
+    kind, year, number = period
+    if kind == "day":
+        return date.fromordinal(number)
+    if kind == "week":
+        return date.fromisocalendar(year, number, 1)
+    if kind == "month":
+        return date(year, number, 1)
+    if kind == "quarter":
+        return date(year, 3 * number - 2, 1)
+    return date(year, 1, 1)
+
+
+def period_before(period):
+    return period_of(period[0], first_day_of(period) - timedelta(days=1))
+
+
+def period_name(period) -> str:
+    kind, year, number = period
+    if kind == "day":
+        return date.fromordinal(number).isoformat()
+    if kind == "week":
+        return f"{year:04d}-W{number:02d}"
+    if kind == "month":
+        return f"{year:04d}-{number:02d}"
+    if kind == "quarter":
+        return f"{year:04d}-Q{number}"
+    return f"{year:04d}"
+
+
+def period_start_us(period, zone: ZoneInfo) -> int:
+    """First instant (whole seconds: zone offsets are) whose local date is the period's first day
+    or later, by bisection over a window of four days around the UTC midnight of that day."""
+    day = first_day_of(period)
+    midnight = int((datetime(day.year, day.month, day.day, tzinfo=timezone.utc) - _UTC_EPOCH).total_seconds())
+    low, high = midnight - 2 * 86400, midnight + 2 * 86400
+    while low < high:
+        middle = (low + high) // 2
+        if local_date_of(middle * US, zone) >= day:
+            high = middle
+        else:
+            low = middle + 1
+    return low * US
 
 
 # ------------------------------------------------------------------------------------------
@@ -376,6 +461,30 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
     def upto(t: int) -> bool:
         return slot(t) <= S
 
+    # Views: (label, member(t), rolling). A rolling window's member is "inside W"; a period's is
+    # "inside the period, at or before as_of" (spec 8); lmtd's "inside the previous month, in a
+    # slot at or before m's". Each current period is also viewed under its alias.
+    views = [(label, (lambda t, width=width: inside(t, width)), True) for label, width in windows]
+    zone = ZoneInfo(settings.timezone)
+    as_of_date = local_date_of(as_of_us, zone)
+    for kind in settings.periods:
+        period = period_of(kind, as_of_date)
+        for back in range(settings.period_history + 1):
+            def member(t, kind=kind, period=period):
+                return upto(t) and period_of(kind, local_date_of(t, zone)) == period
+            views.append((period_name(period), member, False))
+            if back == 0:
+                views.append((ALIAS[kind], member, False))
+            period = period_before(period)
+    if "month" in settings.periods:
+        p0 = period_of("month", as_of_date)
+        p1 = period_before(p0)
+        m = period_start_us(p1, zone) + (as_of_us - period_start_us(p0, zone))
+
+        def lmtd_member(t):
+            return slot(t) <= m // R and period_of("month", local_date_of(t, zone)) == p1
+        views.append(("lmtd", lmtd_member, False))
+
     events = accepted_events(raw_messages, as_of_us, settings)
     out: dict[str, dict] = {}
 
@@ -423,11 +532,11 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
         known.update(s for order in orders[o] for s in order_scopes(order))
         known.update(s for visit in visits[o] for s in visit_scopes(visit))
 
-    for label, width in windows:
+    for label, member, rolling in views:
         tally = defaultdict(lambda: defaultdict(int))  # scope -> name -> exact number
         for o in outlet_ids:
             mine = orders[o]
-            in_window = [x for x in mine if inside(x.t, width)]
+            in_window = [x for x in mine if member(x.t)]
             so_far = [x for x in mine if upto(x.t)]
             counts = {}  # what this outlet adds to each of its scopes
             counts["active"] = 1 if in_window else 0
@@ -436,7 +545,7 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                 previous_order[x.event_id] is not None and x.t - previous_order[x.event_id].t > D
                 for x in in_window) else 0
             b = onboarded_at[o]
-            if b is not None and inside(b, width):
+            if b is not None and member(b):
                 counts["onboarded"] = 1
                 for h_label, n in horizons:
                     counts["converted " + h_label] = 1 if any(b <= x.t <= b + n and upto(x.t) for x in mine) else 0
@@ -450,7 +559,7 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                     tally[scope]["lines"] += int(order.get("lines"))
             linked = {x.get("visit_id") for x in so_far}  # visit ids named by orders at or before as_of
             for visit in visits[o]:
-                if not inside(visit.t, width):
+                if not member(visit.t):
                     continue
                 productive = visit.get("visit_id") in linked
                 for scope in visit_scopes(visit):
@@ -463,7 +572,8 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                 out[kpi_key(kpi, label, scope_type, scope_id, extra)] = record
 
             put("active_accounts", _count(v["active"]))
-            put("dormant_accounts", _count(v["dormant"]))
+            if rolling:  # dormant_accounts has no period values (spec 8)
+                put("dormant_accounts", _count(v["dormant"]))
             put("reactivated_accounts", _count(v["reactivated"]))
             for h_label, _n in horizons:
                 put("first_order_conversion", _ratio(v["converted " + h_label], v["onboarded"]), h_label)
@@ -518,14 +628,14 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
         out[kpi_key("open_leads", None, scope_type, scope_id)] = _count(open_count[scope])
         out[kpi_key("avg_open_lead_age_days", None, scope_type, scope_id)] = _days_mean(open_age_us[scope], open_count[scope])
 
-    for label, width in windows:
+    for label, member, _rolling in views:
         tally = defaultdict(lambda: defaultdict(int))
         for lead in leads:
             close = lead["close"]
             facts = defaultdict(int)
-            if inside(lead["created"], width):
+            if member(lead["created"]):
                 facts["new"] = 1
-            if close is not None and inside(close.t, width):
+            if close is not None and member(close.t):
                 if close.type == "lead.won":
                     facts["won"] = 1
                     facts["cycle_us"] = close.t - lead["created"]
@@ -559,10 +669,10 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
     # --- activities ------------------------------------------------------------------------
     activities = [e for e in events if e.type == "activity.logged"]
     activity_scopes = {("global", "all")} | {("rep", e.get("rep_id")) for e in activities}
-    for label, width in windows:
+    for label, member, _rolling in views:
         tally = defaultdict(lambda: defaultdict(int))
         for e in activities:
-            if inside(e.t, width):
+            if member(e.t):
                 for scope in (("global", "all"), ("rep", e.get("rep_id"))):
                     tally[scope][e.get("kind")] += 1
                     tally[scope]["all"] += 1

@@ -6,15 +6,19 @@ from __future__ import annotations
 from stream.core.catalogue import GLOBAL_SCOPE, ActivityLayout
 from stream.core.config import KpiSettings
 from stream.core.events import ACTIVITY_KINDS, ActivityLogged
+from stream.core.periods import PeriodTally
 from stream.core.windows import DeltaLedger, Scope
 
 _KIND_INDEX = {kind: index for index, kind in enumerate(ACTIVITY_KINDS)}
 
 
 class ActivityBook:
-    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: ActivityLayout) -> None:
+    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: ActivityLayout,
+                 periods: PeriodTally | None = None, period_layout: ActivityLayout | None = None) -> None:
         self.ledger = ledger
         self.layout = layout
+        self.periods = periods  # calendar periods (stream/core/periods.py), None without KPI_PERIODS
+        self.period_layout = period_layout
         self.reps: set[str] = set()
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
@@ -29,6 +33,9 @@ class ActivityBook:
             deltas.append((slot, field_index, 1))
             deltas.append((slot + width, field_index, -1))
         self.ledger.add_all((event.rep_id,), deltas)
+        if self.periods is not None:
+            self.periods.put((event.rep_id,), self.periods.clock.calendar.day_of(event.occurred_us).periods,
+                             slot, slot, ((self.period_layout.by_kind[0][kind], 1),))
 
 
 def activity_cell_scopes(cell: tuple[str]) -> tuple[Scope, ...]:

@@ -21,6 +21,8 @@ LEAD_KPIS = (
 ACTIVITY_KPIS = ("activities",)
 ALL_KPIS = OUTLET_KPIS + ORDER_KPIS + VISIT_KPIS + LEAD_KPIS + ACTIVITY_KPIS
 UNWINDOWED_KPIS = ("open_leads", "avg_open_lead_age_days")
+# Windowed KPIs that have no period values (spec 8: dormant_accounts is rolling only)
+ROLLING_ONLY_KPIS = ("dormant_accounts",)
 RATIO_KPIS = (
     "first_order_conversion", "average_order_value", "lines_per_order", "visit_to_order_ratio",
     "avg_open_lead_age_days", "win_rate", "avg_deal_size", "avg_sales_cycle_days",
@@ -63,8 +65,11 @@ class OutletLayout:
     size: int
 
     @classmethod
-    def build(cls, settings: KpiSettings) -> "OutletLayout":
-        n, h = len(settings.windows_seconds), len(settings.conversion_horizons_seconds)
+    def build(cls, settings: KpiSettings, windows: int | None = None) -> "OutletLayout":
+        """`windows`: how many windows the vector holds (default: KPI_WINDOWS'); a period vector
+        holds one (stream/core/periods.py)."""
+        n = len(settings.windows_seconds) if windows is None else windows
+        h = len(settings.conversion_horizons_seconds)
         alloc = _Allocator()
         fields = dict(
             active=alloc.take(n), reactivated=alloc.take(n), onboarded=alloc.take(n),
@@ -88,8 +93,8 @@ class LeadLayout:
     size: int
 
     @classmethod
-    def build(cls, settings: KpiSettings) -> "LeadLayout":
-        n = len(settings.windows_seconds)
+    def build(cls, settings: KpiSettings, windows: int | None = None) -> "LeadLayout":
+        n = len(settings.windows_seconds) if windows is None else windows
         alloc = _Allocator()
         fields = dict(
             created=alloc.take(n), won=alloc.take(n), lost=alloc.take(n), valued_wins=alloc.take(n),
@@ -105,7 +110,8 @@ class ActivityLayout:
     size: int
 
     @classmethod
-    def build(cls, settings: KpiSettings, kinds: int = 4) -> "ActivityLayout":
+    def build(cls, settings: KpiSettings, kinds: int = 4, windows: int | None = None) -> "ActivityLayout":
         alloc = _Allocator()
-        by_kind = tuple(alloc.take(kinds) for _ in settings.windows_seconds)
+        n = len(settings.windows_seconds) if windows is None else windows
+        by_kind = tuple(alloc.take(kinds) for _ in range(n))
         return cls(by_kind=by_kind, size=alloc.size)

@@ -76,6 +76,10 @@ class KpiSettings:
     max_event_bytes: int = 65536
     dedupe_horizon_seconds: int = 7 * 86400
     clock: ClockSetting = field(default_factory=lambda: ClockSetting("wall"))
+    # the business calendar (spec 8): zone, period kinds computed, closed periods kept per kind
+    timezone: str = "Asia/Jakarta"
+    periods: tuple[str, ...] = ("day", "week", "month", "quarter")
+    period_history: int = 2
     # derived once: read for every scope of every publication round
     window_labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
     horizon_labels: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -97,8 +101,34 @@ class KpiSettings:
             raise ConfigError(f"KPI_BASE_CURRENCY must be an ISO 4217 code: {self.base_currency!r}")
         if self.max_event_bytes <= 0:
             raise ConfigError("KPI_MAX_EVENT_BYTES must be positive")
+        self._check_calendar()
         object.__setattr__(self, "window_labels", tuple(format_duration(w) for w in self.windows_seconds))
         object.__setattr__(self, "horizon_labels", tuple(format_duration(h) for h in self.conversion_horizons_seconds))
+
+    def _check_calendar(self) -> None:
+        from stream.core.calendar import PERIOD_KINDS, UnknownZone, zone_named, zone_offsets_seconds  # local: light
+
+        try:
+            zone_named(self.timezone)
+        except UnknownZone:
+            raise ConfigError(f"KPI_TIMEZONE must be an IANA time zone name such as Asia/Jakarta: "
+                              f"{self.timezone!r}") from None
+        unknown = [kind for kind in self.periods if kind not in PERIOD_KINDS]
+        if unknown:
+            raise ConfigError(f"KPI_PERIODS must list kinds among {','.join(PERIOD_KINDS)}: unknown {unknown}")
+        if len(set(self.periods)) != len(self.periods):
+            raise ConfigError("KPI_PERIODS has a repeated kind")
+        if self.period_history < 0:
+            raise ConfigError("KPI_PERIOD_HISTORY must be 0 or more")
+        if self.periods:
+            # Period bounds must fall on slot boundaries: an outlet keeps its orders and visits per
+            # slot, and moving it between scopes places them in periods by slot.
+            odd = sorted(o for o in zone_offsets_seconds(self.timezone) if o % self.slot_seconds)
+            if 86400 % self.slot_seconds or odd:
+                raise ConfigError(
+                    f"KPI_SLOT_SECONDS={self.slot_seconds} does not put the local midnights of "
+                    f"KPI_TIMEZONE={self.timezone} on slot boundaries (needed by KPI_PERIODS): use a "
+                    f"slot dividing a day and every UTC offset of the zone, or KPI_PERIODS= (none)")
 
     @property
     def slot_us(self) -> int:
@@ -118,6 +148,9 @@ class KpiSettings:
             max_event_bytes=_whole_number("KPI_MAX_EVENT_BYTES", env.get("KPI_MAX_EVENT_BYTES", "65536"), 1),
             dedupe_horizon_seconds=_duration("KPI_DEDUPE_HORIZON", env.get("KPI_DEDUPE_HORIZON", "7d")),
             clock=parse_clock(env.get("KPI_CLOCK")),
+            timezone=env.get("KPI_TIMEZONE", "Asia/Jakarta"),
+            periods=_period_kinds(env.get("KPI_PERIODS", "day,week,month,quarter")),
+            period_history=_whole_number("KPI_PERIOD_HISTORY", env.get("KPI_PERIOD_HISTORY", "2"), 0),
         )
 
 
@@ -293,6 +326,11 @@ def _durations(name: str, text: str) -> tuple[int, ...]:
         raise ConfigError(f"{name} must be a comma-separated list of durations such as 7d,30d: {text!r}") from None
 
 
+def _period_kinds(text: str) -> tuple[str, ...]:
+    """KPI_PERIODS: a comma-separated list of kinds; empty: no periods (checked in KpiSettings)."""
+    return tuple(part.strip().lower() for part in text.split(",") if part.strip())
+
+
 def _port(name: str, text: str) -> int:
     port = _whole_number(name, text, 1)
     if port > 65535:
@@ -394,6 +432,9 @@ SETTINGS_DOC: tuple[tuple[str, str, str], ...] = (
     ("KPI_MAX_EVENT_BYTES", "65536", "larger events are dead-lettered as `oversized`"),
     ("KPI_DEDUPE_HORIZON", "7d", "how long an accepted `event_id` is remembered"),
     ("KPI_CLOCK", "(unset)", "unset: wall clock; an RFC 3339 instant: pinned clock; `event`: greatest accepted `occurred_at`"),
+    ("KPI_TIMEZONE", "Asia/Jakarta", "the business time zone (IANA name; DST-aware) of the calendar periods"),
+    ("KPI_PERIODS", "day,week,month,quarter", "calendar period kinds computed, among `day`, `week` (ISO), `month`, `quarter`, `year`; empty: none (no period, alias or `lmtd` values)"),
+    ("KPI_PERIOD_HISTORY", "2", "closed periods of each kind published besides the current one"),
     ("KPI_APP_ID", "kpi-stream", "Faust application id = consumer group and prefix of internal topics"),
     ("KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "Kafka bootstrap servers"),
     ("KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL"),

@@ -16,12 +16,15 @@ from enum import Enum
 from typing import Iterator, Sequence
 
 from stream.core.activities import ActivityBook, activity_cell_scopes
+from stream.core.calendar import ALIASES, LMTD, Calendar, designator
 from stream.core.catalogue import ActivityLayout, LeadLayout, OutletLayout
 from stream.core.config import KpiSettings
 from stream.core.events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
-from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
+from stream.core.kpis import (KpiValue, evaluate_activity_scope, evaluate_lead_period, evaluate_lead_scope,
+                              evaluate_outlet_scope)
 from stream.core.leads import LeadBook, lead_cell_scopes
 from stream.core.outlets import DEFAULT_HOT_OUTLETS, OutletBook, outlet_cell_scopes
+from stream.core.periods import PeriodClock, PeriodRollup, PeriodTally
 from stream.core.windows import DeltaLedger, Scope, ScopeRollup
 
 
@@ -56,6 +59,12 @@ class Layouts:
     @classmethod
     def build(cls, settings: KpiSettings) -> "Layouts":
         return cls(OutletLayout.build(settings), LeadLayout.build(settings), ActivityLayout.build(settings))
+
+    @classmethod
+    def build_periods(cls, settings: KpiSettings) -> "Layouts":
+        """The layouts of period vectors: one window each (stream/core/periods.py)."""
+        return cls(OutletLayout.build(settings, windows=1), LeadLayout.build(settings, windows=1),
+                   ActivityLayout.build(settings, windows=1))
 
     def size(self, family: Family) -> int:
         return {Family.OUTLET: self.outlet.size, Family.LEAD: self.lead.size, Family.ACTIVITY: self.activity.size}[family]
@@ -166,9 +175,30 @@ class KpiEngine:
             Family.LEAD: ScopeRollup(self.ledgers[Family.LEAD], lead_cell_scopes),
             Family.ACTIVITY: ScopeRollup(self.ledgers[Family.ACTIVITY], activity_cell_scopes),
         }
-        self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet, hot_outlets)
-        self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead)
-        self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity)
+        # Calendar periods (spec 8), when KPI_PERIODS lists any kind: per family a tally the books
+        # write to, a rollup of period sums per scope and one of lmtd sums.
+        self.period_clock: PeriodClock | None = None
+        self.period_tallies: dict[Family, PeriodTally] = {}
+        self.period_rollups: dict[Family, PeriodRollup] = {}
+        self.lmtd_rollups: dict[Family, PeriodRollup] = {}
+        self.period_layouts = Layouts.build_periods(settings)
+        if settings.periods:
+            self.period_clock = PeriodClock(Calendar(settings.timezone, settings.periods), settings.period_history,
+                                            now_us)
+            for family, scopes_of in ((Family.OUTLET, outlet_cell_scopes), (Family.LEAD, lead_cell_scopes),
+                                      (Family.ACTIVITY, activity_cell_scopes)):
+                tally = self.period_tallies[family] = PeriodTally(self.period_clock, slot, now_us, settings.slot_us)
+                size = self.period_layouts.size(family)
+                self.period_rollups[family] = PeriodRollup(tally.ledger, scopes_of, size, self.period_clock.oldest)
+                self.lmtd_rollups[family] = PeriodRollup(tally.lmtd, scopes_of, size, self.period_clock.lmtd_oldest)
+        tallies, playouts = self.period_tallies, self.period_layouts
+        self.outlets = OutletBook(settings, self.ledgers[Family.OUTLET], self.layouts.outlet, hot_outlets,
+                                  tallies.get(Family.OUTLET), playouts.outlet)
+        self.leads = LeadBook(settings, self.ledgers[Family.LEAD], self.layouts.lead,
+                              tallies.get(Family.LEAD), playouts.lead)
+        self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity,
+                                       tallies.get(Family.ACTIVITY), playouts.activity)
+        self._designators: dict[tuple[int, int], str] = {}
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
         self.latest_occurred_us = 0  # of the events applied: what an event clock restarts from
 
@@ -183,6 +213,22 @@ class KpiEngine:
         slot = now_us // self.settings.slot_us
         for ledger in self.ledgers.values():
             ledger.advance(slot)
+        if self.period_clock is not None:
+            crossed = self.period_clock.update(now_us)
+            for tally in self.period_tallies.values():
+                tally.advance(slot, now_us)
+            if crossed:
+                self._periods_rolled_over()
+
+    def _periods_rolled_over(self) -> None:
+        """A period boundary passed: periods no longer published are dropped, and every scope
+        holding periods is dirty -- its aliases (`mtd`...) now name the new period, and lmtd
+        another month, so they are evaluated and republished."""
+        for family in Family:
+            for rollups in (self.period_rollups, self.lmtd_rollups):
+                rollup = rollups[family]
+                rollup.flush()
+                rollup.dirty.update(rollup.prune())
 
     def apply(self, event: Event) -> Outcome:
         """Apply one decoded event (dedupe first). Cost is independent of windows and outlet count."""
@@ -240,9 +286,75 @@ class KpiEngine:
     def all_values(self) -> list[KpiValue]:
         out: list[KpiValue] = []
         for family in Family:
-            for scope, vector in list(self.vectors(family).items()):
+            vectors = self.vectors(family)
+            for scope, vector in list(vectors.items()):
                 out.extend(self.evaluate(family, scope, vector, self.now_us))
+            for scope in self.period_scopes(family):
+                out.extend(self.period_values(family, scope, vectors.get(scope)))
         return out
+
+    # -- calendar periods ----------------------------------------------------------------------
+
+    def period_scopes(self, family: Family) -> set[Scope]:
+        """Scopes holding a published period or lmtd sum."""
+        if self.period_clock is None:
+            return set()
+        for rollups in (self.period_rollups, self.lmtd_rollups):
+            rollups[family].flush()
+        return ({key[0] for key in self.period_rollups[family].values}
+                | {key[0] for key in self.lmtd_rollups[family].values})
+
+    def take_dirty_periods(self) -> set[tuple[Family, Scope]]:
+        """Scopes whose period values moved since the last call (sums, or a boundary passed)."""
+        out: set[tuple[Family, Scope]] = set()
+        for family in self.period_rollups:
+            for rollups in (self.period_rollups, self.lmtd_rollups):
+                rollup = rollups[family]
+                rollup.flush()
+                out.update((family, scope) for scope in rollup.dirty)
+                rollup.dirty = set()
+        return out
+
+    def period_values(self, family: Family, scope: Scope, rolling: Sequence | None) -> list[KpiValue]:
+        """The scope's values of every published period (under its designator), of the current
+        ones under their aliases, and lmtd. `rolling`: the scope's rolling vector (lead KPIs
+        take the current open leads from it)."""
+        clock = self.period_clock
+        if clock is None:
+            return []
+        values = self.period_rollups[family].values
+        layout = getattr(self.period_layouts, family.value)
+        zeros = (0,) * self.period_layouts.size(family)
+        out: list[KpiValue] = []
+        for position, kind in enumerate(clock.calendar.kinds):
+            for index in clock.published(position):
+                labels = (self._designator(position, index),)
+                if index == clock.current[position]:
+                    labels += (ALIASES[kind],)
+                out.extend(self._evaluate_period(family, scope, values.get((scope, position, index), zeros),
+                                                 layout, labels, rolling))
+        if clock.month >= 0:
+            month = clock.current[clock.month] - 1
+            vector = self.lmtd_rollups[family].values.get((scope, clock.month, month), zeros)
+            out.extend(self._evaluate_period(family, scope, vector, layout, (LMTD,), rolling))
+        return out
+
+    def _designator(self, position: int, index: int) -> str:
+        label = self._designators.get((position, index))
+        if label is None:
+            if len(self._designators) > 10_000:
+                self._designators.clear()
+            label = self._designators[(position, index)] = designator(self.period_clock.calendar.kinds[position], index)
+        return label
+
+    def _evaluate_period(self, family: Family, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],
+                         rolling: Sequence | None) -> list[KpiValue]:
+        if family is Family.OUTLET:
+            return evaluate_outlet_scope(vector, scope, self.settings, layout, labels=labels)
+        if family is Family.LEAD:
+            open_leads = 0 if rolling is None else rolling[self.layouts.lead.open]
+            return evaluate_lead_period(vector, scope, layout, labels, open_leads)
+        return evaluate_activity_scope(vector, scope, self.settings, layout, labels=labels)
 
 
 def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: Sequence,

@@ -56,23 +56,31 @@ def _money_mean(total, count: int) -> float | None:
 
 
 def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: OutletLayout,
-                          previous: Sequence | None = None) -> list[KpiValue]:
+                          previous: Sequence | None = None, labels: tuple[str, ...] | None = None) -> list[KpiValue]:
     """The scope's outlet, order and visit KPIs. With `previous`, the vector the scope's values
     were last evaluated from, only the values whose inputs differ from it: the rest are what that
-    evaluation gave (an order moves the order and account groups, a visit only its own)."""
+    evaluation gave (an order moves the order and account groups, a visit only its own).
+    With `labels`, `v` is a period vector (stream/core/periods.py: one window, published under each
+    label): no dormant_accounts, which is rolling only (spec 8)."""
     scope_type, scope_id = scope
     out: list[KpiValue] = []
+    rolling = labels is None
+    if rolling:
+        labels = settings.window_labels
     ever = v[layout.ever_ordered]
     ever_moved = previous is None or ever != previous[layout.ever_ordered]
 
     def moved(*slots: int) -> bool:
         return previous is None or any(v[j] != previous[j] for j in slots)
 
-    for i, window in enumerate(settings.window_labels):
+    for i, window in enumerate(labels):
+        if not rolling:
+            i = 0
         active = v[layout.active[i]]
         if ever_moved or moved(layout.active[i], layout.reactivated[i]):
             out.append(KpiValue("active_accounts", window, scope_type, scope_id, active))
-            out.append(KpiValue("dormant_accounts", window, scope_type, scope_id, ever - active))
+            if rolling:
+                out.append(KpiValue("dormant_accounts", window, scope_type, scope_id, ever - active))
             out.append(KpiValue("reactivated_accounts", window, scope_type, scope_id, v[layout.reactivated[i]]))
         if moved(layout.onboarded[i], *layout.converted[i]):
             onboarded = v[layout.onboarded[i]]
@@ -107,7 +115,21 @@ def evaluate_lead_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettin
                  age_us / (open_leads * US_PER_DAY) if open_leads else None,
                  age_us / US_PER_DAY, open_leads),
     ]
-    for i, window in enumerate(settings.window_labels):
+    out.extend(_lead_window_values(v, scope, layout, enumerate(settings.window_labels), open_leads))
+    return out
+
+
+def evaluate_lead_period(v: Sequence, scope: tuple[str, str], layout: LeadLayout, labels: tuple[str, ...],
+                         open_leads: int) -> list[KpiValue]:
+    """The windowed lead KPIs of a period vector (one window), under each label; pipeline
+    velocity takes the scope's current open leads (`open_leads`), as for rolling windows."""
+    return _lead_window_values(v, scope, layout, ((0, label) for label in labels), open_leads)
+
+
+def _lead_window_values(v: Sequence, scope: tuple[str, str], layout: LeadLayout, windows, open_leads: int) -> list[KpiValue]:
+    scope_type, scope_id = scope
+    out: list[KpiValue] = []
+    for i, window in windows:
         won, lost = v[layout.won[i]], v[layout.lost[i]]
         valued, value_sum, cycle_us = v[layout.valued_wins[i]], v[layout.won_value[i]], v[layout.cycle_us[i]]
         out.append(KpiValue("new_leads", window, scope_type, scope_id, v[layout.created[i]]))
@@ -126,10 +148,12 @@ def evaluate_lead_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettin
 
 
 def evaluate_activity_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings,
-                            layout: ActivityLayout) -> list[KpiValue]:
+                            layout: ActivityLayout, labels: tuple[str, ...] | None = None) -> list[KpiValue]:
+    """With `labels`: a period vector (one window) published under each label."""
     scope_type, scope_id = scope
     out: list[KpiValue] = []
-    for i, window in enumerate(settings.window_labels):
+    windows = enumerate(settings.window_labels) if labels is None else ((0, label) for label in labels)
+    for i, window in windows:
         counts = [v[index] for index in layout.by_kind[i]]
         for kind, count in zip(ACTIVITY_KIND_LABELS, counts + [sum(counts)]):
             out.append(KpiValue("activities", window, scope_type, scope_id, count, kind=kind))

@@ -19,6 +19,7 @@ from operator import attrgetter
 from stream.core.catalogue import GLOBAL_SCOPE, LeadLayout
 from stream.core.config import KpiSettings
 from stream.core.events import UNASSIGNED, LeadEvent
+from stream.core.periods import PeriodTally
 from stream.core.windows import DeltaLedger, Scope
 
 _NO_STAMP: tuple[int, str] = (-(1 << 80), "")
@@ -70,9 +71,12 @@ _record_of = attrgetter("created_us", "owner", "region", "values", "closes")
 
 
 class LeadBook:
-    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: LeadLayout) -> None:
+    def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: LeadLayout,
+                 periods: PeriodTally | None = None, period_layout: LeadLayout | None = None) -> None:
         self.ledger = ledger
         self.layout = layout
+        self.periods = periods  # calendar periods (stream/core/periods.py), None without KPI_PERIODS
+        self.period_layout = period_layout
         self.leads: dict[str, tuple] = {}  # lead_id -> LeadState.record()
         self._slot_us = settings.slot_us
         self._windows = tuple(w // settings.slot_seconds for w in settings.windows_seconds)
@@ -83,6 +87,7 @@ class LeadBook:
         record = self.leads.get(event.lead_id)
         state = LeadState(event.lead_id) if record is None else LeadState(event.lead_id, *record)
         before = self._contributions(state)
+        periods_before = self._period_contributions(state) if self.periods is not None else ()
         stamp = (event.occurred_us, event.event_id)
         if event.rep_id is not None and stamp > state.owner[0]:
             state.owner = (stamp, event.rep_id)
@@ -98,8 +103,39 @@ class LeadBook:
             if event.type == "lead.created" and (state.created_us is None or event.occurred_us < state.created_us):
                 state.created_us = event.occurred_us
         self._recontribute(before, self._contributions(state))
+        if self.periods is not None:
+            periods_after = self._period_contributions(state)
+            if periods_after != periods_before:
+                put = self.periods.put
+                for cell, periods, slot, items in periods_before:
+                    put(cell, periods, slot, slot, tuple((field, -delta) for field, delta in items))
+                for cell, periods, slot, items in periods_after:
+                    put(cell, periods, slot, slot, items)
         self.leads[event.lead_id] = state.record()
         return effective
+
+    def _period_contributions(self, state: LeadState) -> tuple:
+        """(cell, periods, slot, items) of the lead: its creation in the periods of its creation
+        instant, its close (won/lost, cycle, value) in those of the close instant."""
+        if state.created_us is None:
+            return ()
+        layout, slot_us = self.period_layout, self._slot_us
+        calendar = self.periods.clock.calendar
+        cell = (state.owner[1] or UNASSIGNED, state.region[1] or UNASSIGNED)
+        created_us = state.created_us
+        out = [(cell, calendar.day_of(created_us).periods, created_us // slot_us, ((layout.created[0], 1),))]
+        close = state.close()
+        if close is not None:
+            close_us, _close_id, won, _value = close
+            if won:
+                items = [(layout.won[0], 1), (layout.cycle_us[0], close_us - created_us)]
+                value = state.won_value(close)
+                if value is not None:
+                    items += [(layout.valued_wins[0], 1), (layout.won_value[0], value)]
+            else:
+                items = [(layout.lost[0], 1)]
+            out.append((cell, calendar.day_of(close_us).periods, close_us // slot_us, tuple(items)))
+        return tuple(out)
 
     def _recontribute(self, before: tuple[Contribution, ...], after: tuple[Contribution, ...]) -> None:
         if after == before:

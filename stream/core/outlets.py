@@ -28,6 +28,7 @@ from stream.core.config import KpiSettings
 from stream.core.events import OrderPlaced, OutletEvent, VisitCompleted
 from stream.core.outlet_packing import pack_outlet, unpack_outlet
 from stream.core.outlet_state import NO_ATTRIBUTES, Cell, OutletState, attribute_stamp
+from stream.core.periods import PeriodTally
 from stream.core.windows import Deltas, DeltaLedger, Number, Scope, SlotUnion
 
 _EMPTY: dict = {}  # read-only stand-in for an outlet's dicts that were never written
@@ -68,8 +69,12 @@ class OutletBook:
     handed to the ledger in one `add_all` call per cell."""
 
     def __init__(self, settings: KpiSettings, ledger: DeltaLedger, layout: OutletLayout,
-                 hot_limit: int = DEFAULT_HOT_OUTLETS) -> None:
+                 hot_limit: int = DEFAULT_HOT_OUTLETS, periods: PeriodTally | None = None,
+                 period_layout: OutletLayout | None = None) -> None:
         self.settings = settings
+        # calendar periods (stream/core/periods.py): None when KPI_PERIODS is empty
+        self.periods = periods
+        self.period_layout = period_layout
         self.hot_limit = hot_limit
         self.ledger = ledger
         self.layout = layout
@@ -157,6 +162,9 @@ class OutletBook:
             own: Deltas = []
             self._replace_conversion(before, self.conversion(state), own)
             self.ledger.add_all(state.cell(), own)
+            if self.periods is not None:
+                self._period_conversion(state.cell(), before, -1)
+                self._period_conversion(state.cell(), self.conversion(state), 1)
 
     def _canonical(self, attributes: tuple) -> tuple:
         index = self.canonical_attributes.get(attributes)
@@ -172,6 +180,9 @@ class OutletBook:
         slot = order.occurred_us // self._slot_us
         own: Deltas = []  # to the outlet's cell (its assigned rep)
         conversion = self.conversion(state)  # before this order joins the times it derives from
+        periods = self.periods
+        if periods is not None:
+            self._period_order(state, order, slot)
         self._insert_order_time(state, order.occurred_us, own)
         flat = state.orders_by_slot
         at, found = _order_sums_at(flat, slot, order.rep_id)
@@ -196,10 +207,15 @@ class OutletBook:
                         self._emit_productive(productive, visit_slot, previous, -1)
                     self._emit_productive(productive, visit_slot, slot, 1)
                     self.ledger.add_all(state.cell(visit_rep), productive)
+                    if periods is not None:
+                        self._period_productive(state.cell(visit_rep), visit_slot, previous, slot)
         if conversion is not None and order.occurred_us >= conversion[1] and (
             conversion[2] is None or order.occurred_us < conversion[2]
         ):
             self._replace_conversion(conversion, self.conversion(state), own)
+            if periods is not None:
+                self._period_conversion(state.cell(), conversion, -1)
+                self._period_conversion(state.cell(), self.conversion(state), 1)
         self.ledger.add_all(state.cell(), own)
 
     def apply_visit(self, visit: VisitCompleted) -> None:
@@ -209,8 +225,163 @@ class OutletBook:
             state.visits = {}
         state.visits[visit.visit_id] = state.visits.get(visit.visit_id, ()) + ((slot, visit.rep_id),)
         out: Deltas = []
-        self._emit_visit(out, slot, (state.first_link_slot or _EMPTY).get(visit.visit_id), 1)
+        link = (state.first_link_slot or _EMPTY).get(visit.visit_id)
+        self._emit_visit(out, slot, link, 1)
         self.ledger.add_all(state.cell(visit.rep_id), out)
+        if self.periods is not None:
+            cell, periods = state.cell(visit.rep_id), self.periods.clock.calendar.day_of(visit.occurred_us).periods
+            layout = self.period_layout
+            self.periods.put(cell, periods, slot, slot, ((layout.visits[0], 1),))
+            if link is not None:
+                self.periods.put(cell, periods, slot, max(slot, link), ((layout.productive[0], 1),))
+
+    # -- period contributions (stream/core/periods.py) ----------------------------------------
+
+    def _period_order(self, state: OutletState, order: OrderPlaced, slot: int) -> None:
+        """An order's period contributions, before it joins the outlet's order times: its sums,
+        and the outlet's active / reactivated account in the periods where it comes first."""
+        tally, layout, slot_us = self.periods, self.period_layout, self._slot_us
+        calendar = tally.clock.calendar
+        t_us = order.occurred_us
+        periods = calendar.day_of(t_us).periods
+        tally.put(state.cell(order.rep_id), periods, slot, slot,
+                  ((layout.orders[0], 1), (layout.amount[0], order.amount), (layout.lines[0], order.lines)))
+        times = state.order_times
+        index = bisect_right(times, t_us)
+        previous = times[index - 1] if index else None
+        following = times[index] if index < len(times) else None
+        cell = state.cell()
+        active = layout.active[0]
+        for position, period in enumerate(periods):
+            _index, start, end = period
+            if previous is not None and previous >= start:
+                continue  # the period had an order at or before this one: its earliest stays
+            if following is not None and following < end:
+                old_slot = following // slot_us
+                if old_slot == slot:
+                    continue
+                tally.put_one(cell, position, period, old_slot, old_slot, ((active, -1),))
+            tally.put_one(cell, position, period, slot, slot, ((active, 1),))
+        # reactivations: the new order's and the following order's status may change
+        gap = self._dormancy_us
+        reactivated_now = previous is not None and t_us - previous > gap
+        changes_following = following is not None and (
+            (previous is not None and following - previous > gap) != (following - t_us > gap))
+        if not reactivated_now and not changes_following:
+            return
+        new_times = times[:index] + (t_us,) + times[index:]
+        affected = {(position, period) for position, period in enumerate(periods)}
+        if changes_following:
+            affected.update(enumerate(calendar.day_of(following).periods))
+        field = layout.reactivated[0]
+        for position, period in sorted(affected):
+            _index, start, end = period
+            before = _earliest_reactivating(times, start, end, gap)
+            after = _earliest_reactivating(new_times, start, end, gap)
+            before_slot = None if before is None else before // slot_us
+            after_slot = None if after is None else after // slot_us
+            if before_slot == after_slot:
+                continue
+            if before_slot is not None:
+                tally.put_one(cell, position, period, before_slot, before_slot, ((field, -1),))
+            if after_slot is not None:
+                tally.put_one(cell, position, period, after_slot, after_slot, ((field, 1),))
+
+    def _period_conversion(self, cell: Cell, conversion: tuple | None, sign: int) -> None:
+        """first_order_conversion per period: onboarded in P counts from its slot; converted (per
+        horizon) from its first order's slot, when that order is within the horizon."""
+        if conversion is None:
+            return
+        onboard_slot, onboarded_us, first_order_us = conversion
+        layout = self.period_layout
+        periods = self.periods.clock.calendar.day_of(onboarded_us).periods
+        self.periods.put(cell, periods, onboard_slot, onboard_slot, ((layout.onboarded[0], sign),))
+        if first_order_us is None:
+            return
+        items = tuple((layout.converted[0][h], sign) for h, horizon_us in enumerate(self._horizons_us)
+                      if first_order_us - onboarded_us <= horizon_us)
+        if items:
+            self.periods.put(cell, periods, onboard_slot, first_order_us // self._slot_us, items)
+
+    def _period_productive(self, cell: Cell, visit_slot: int, old_link: int | None, new_link: int) -> None:
+        """A visit's productive contribution moves to an earlier first linked order's slot."""
+        field = self.period_layout.productive[0]
+        periods = self.periods.clock.calendar.day_of(visit_slot * self._slot_us).periods
+        if old_link is not None:
+            self.periods.put(cell, periods, visit_slot, max(visit_slot, old_link), ((field, -1),))
+        self.periods.put(cell, periods, visit_slot, max(visit_slot, new_link), ((field, 1),))
+
+    def _period_contributions_by_rep(self, state: OutletState) -> dict[str | None, list]:
+        """Every period contribution of the outlet to the periods kept (published, and lmtd's
+        month), as put calls grouped by the rep their cell names: ("all", periods, shift, due,
+        items) or ("one", position, period, shift, due, items). Orders and visits are placed in
+        periods by slot (KpiSettings checks that period bounds are slot bounds)."""
+        tally, layout, slot_us = self.periods, self.period_layout, self._slot_us
+        calendar = tally.clock.calendar
+        since = tally.clock.oldest_start_us()
+        own: list = []
+        groups: dict[str | None, list] = {None: own}
+        times = state.order_times
+        first_active: set = set()
+        first_reactivated: set = set()
+        gap = self._dormancy_us
+        for i in range(bisect_left(times, since), len(times)):
+            t_us = times[i]
+            reactivating = i > 0 and t_us - times[i - 1] > gap
+            t_slot = t_us // slot_us
+            for position, period in enumerate(calendar.day_of(t_us).periods):
+                if (position, period[0]) not in first_active:
+                    first_active.add((position, period[0]))
+                    own.append(("one", position, period, t_slot, t_slot, ((layout.active[0], 1),)))
+                if reactivating and (position, period[0]) not in first_reactivated:
+                    first_reactivated.add((position, period[0]))
+                    own.append(("one", position, period, t_slot, t_slot, ((layout.reactivated[0], 1),)))
+        conversion = self.conversion(state)
+        if conversion is not None and conversion[1] >= since:
+            onboard_slot, onboarded_us, first_order_us = conversion
+            periods = calendar.day_of(onboarded_us).periods
+            own.append(("all", periods, onboard_slot, onboard_slot, ((layout.onboarded[0], 1),)))
+            if first_order_us is not None:
+                items = tuple((layout.converted[0][h], 1) for h, horizon_us in enumerate(self._horizons_us)
+                              if first_order_us - onboarded_us <= horizon_us)
+                if items:
+                    own.append(("all", periods, onboard_slot, first_order_us // slot_us, items))
+        since_slot = -(-since // slot_us)
+        flat = state.orders_by_slot
+        for at in range(5 * bisect_left(flat[0::5], since_slot), len(flat), 5):
+            slot, rep, count, amount, lines = flat[at:at + 5]
+            groups.setdefault(rep, []).append(
+                ("all", calendar.day_of(slot * slot_us).periods, slot, slot,
+                 ((layout.orders[0], count), (layout.amount[0], amount), (layout.lines[0], lines))))
+        for visit_id, visits in (state.visits or _EMPTY).items():
+            link = (state.first_link_slot or _EMPTY).get(visit_id)
+            for visit_slot, rep in visits:
+                if visit_slot < since_slot:
+                    continue
+                periods = calendar.day_of(visit_slot * slot_us).periods
+                calls = groups.setdefault(rep, [])
+                calls.append(("all", periods, visit_slot, visit_slot, ((layout.visits[0], 1),)))
+                if link is not None:
+                    calls.append(("all", periods, visit_slot, max(visit_slot, link), ((layout.productive[0], 1),)))
+        return groups
+
+    def _move_periods(self, groups: dict[str | None, list], old_cells: dict, new_cells: dict) -> None:
+        tally = self.periods
+        for rep, calls in groups.items():
+            old_cell, new_cell = old_cells[rep], new_cells[rep]
+            if old_cell == new_cell:
+                continue
+            for call in calls:
+                items = call[-1]
+                negated = tuple((field, -delta) for field, delta in items)
+                if call[0] == "all":
+                    _kind, periods, shift, due, _items = call
+                    tally.put(old_cell, periods, shift, due, negated)
+                    tally.put(new_cell, periods, shift, due, items)
+                else:
+                    _kind, position, period, shift, due, _items = call
+                    tally.put_one(old_cell, position, period, shift, due, negated)
+                    tally.put_one(new_cell, position, period, shift, due, items)
 
     # -- contributions (appended to `out`, the deltas of one cell) -----------------------------
 
@@ -327,13 +498,16 @@ class OutletBook:
         their rep when only the assigned rep changed) is left where it is."""
         current = self.ledger.slot
         groups = self._contributions_by_rep(state, current)
-        old_cells = {rep: state.cell(rep) for rep in groups}
+        period_groups = {} if self.periods is None else self._period_contributions_by_rep(state)
+        old_cells = {rep: state.cell(rep) for rep in (*groups, *period_groups)}
         self.assignments.move(state.attributes, new_attributes)
         state.attributes = new_attributes
         for rep, deltas in groups.items():
             old_cell, new_cell = old_cells[rep], state.cell(rep)
             if old_cell != new_cell:
                 self.ledger.move_all(old_cell, new_cell, deltas)
+        if period_groups:
+            self._move_periods(period_groups, old_cells, {rep: state.cell(rep) for rep in period_groups})
 
     def _contributions_by_rep(self, state: OutletState, settled: int) -> dict[str | None, Deltas]:
         """An outlet's contributions that still count or will change at a slot after `settled`,
@@ -398,6 +572,17 @@ class OutletBook:
         for rep, sums in due.items():
             groups[rep].extend((settled, field, total) for field, total in sums.items())
         return groups
+
+
+def _earliest_reactivating(times: tuple[int, ...], start_us: int, end_us: int, gap_us: int) -> int | None:
+    """The earliest order time in [start, end) more than `gap` after the order before it."""
+    for i in range(bisect_left(times, start_us), len(times)):
+        t_us = times[i]
+        if t_us >= end_us:
+            return None
+        if i > 0 and t_us - times[i - 1] > gap_us:
+            return t_us
+    return None
 
 
 def _open_interval(out: Deltas, due: dict[int, Number], settled: int, start: int, end: int, field: int) -> None:

@@ -109,8 +109,12 @@ def values(worker: KpiWorker) -> dict[str, dict]:
     for family in Family:
         engine = worker.entity_stage.entities[(family, 0)].engine
         engine.advance(AS_OF_US)
-        for scope, vector in engine.vectors(family).items():
+        vectors = engine.vectors(family)
+        for scope, vector in vectors.items():
             for v in engine.evaluate(family, scope, vector, AS_OF_US):
+                out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+        for scope in engine.period_scopes(family):  # calendar periods: restored with the engine too
+            for v in engine.period_values(family, scope, vectors.get(scope)):
                 out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
     return out
 
