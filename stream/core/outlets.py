@@ -316,6 +316,8 @@ class OutletBook:
         month), as put calls grouped by the rep their cell names: ("all", periods, shift, due,
         items) or ("one", position, period, shift, due, items). Orders and visits are placed in
         periods by slot (KpiSettings checks that period bounds are slot bounds)."""
+        if not state.order_times and state.onboarded_us is None and not state.visits:
+            return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
         tally, layout, slot_us = self.periods, self.period_layout, self._slot_us
         calendar = tally.clock.calendar
         since = tally.clock.oldest_start_us()

@@ -42,7 +42,7 @@ class PeriodClock:
     `calendar.kinds`), the current period's index and the oldest published one's; shared, and
     changed in place, by every tally and rollup of an engine."""
 
-    __slots__ = ("calendar", "history", "current", "oldest", "lmtd_oldest", "month", "_day_end_us")
+    __slots__ = ("calendar", "history", "current", "oldest", "lmtd_oldest", "month", "_day_end_us", "_oldest_start")
 
     def __init__(self, calendar: Calendar, history: int, now_us: int) -> None:
         self.calendar = calendar
@@ -53,6 +53,7 @@ class PeriodClock:
         self.oldest = [0] * len(kinds)
         self.lmtd_oldest = [_NEVER] * len(kinds)
         self._day_end_us = None
+        self._oldest_start: int | None = None
         self.update(now_us)
 
     def update(self, now_us: int) -> bool:
@@ -62,6 +63,7 @@ class PeriodClock:
             return False
         info = self.calendar.day_of(now_us)
         self._day_end_us = info.end_us
+        self._oldest_start = None
         changed = False
         for position, (index, _start, _end) in enumerate(info.periods):
             if self.current[position] != index:
@@ -75,11 +77,14 @@ class PeriodClock:
     def oldest_start_us(self) -> int:
         """The start of the oldest period anything is kept for (lmtd's month included): older
         contributions change no period value."""
+        if self._oldest_start is not None:
+            return self._oldest_start
         starts = []
         for position, kind in enumerate(self.calendar.kinds):
             index = min(self.oldest[position], self.lmtd_oldest[position])
             starts.append(self.calendar.bounds(kind, index)[0])
-        return min(starts)
+        self._oldest_start = min(starts)
+        return self._oldest_start
 
     def published(self, position: int) -> range:
         """Indices of the published periods of a kind, the current one first."""
@@ -156,11 +161,21 @@ class PeriodTally:
         `shift_slot`*R + len(month), or `due_slot`*R if later."""
         clock = self.clock
         oldest, lmtd_oldest = clock.oldest, clock.lmtd_oldest
-        add = self.ledger.add
+        ledger = self.ledger
+        due_now = due_slot <= ledger.clock
+        changes = ledger.changes
         month = self.month
         for position, (index, start, end) in enumerate(periods):
             if index >= oldest[position]:
-                add((cell, position, index), due_slot, items)
+                key = (cell, position, index)
+                if due_now:  # nearly always: PeriodLedger.add's first branch, inline
+                    change = changes.get(key)
+                    if change is None:
+                        change = changes[key] = {}
+                    for field, delta in items:
+                        change[field] = change.get(field, 0) + delta
+                else:
+                    ledger.add(key, due_slot, items)
             if position == month and index >= lmtd_oldest[position]:
                 due = shift_slot * self.slot_us + (end - start)
                 fixed = due_slot * self.slot_us
