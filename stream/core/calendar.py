@@ -107,6 +107,12 @@ def designator(kind: str, index: int) -> str:
     return f"{start.year:04d}"
 
 
+def is_designator(window: str) -> bool:
+    """Whether a window name is a period designator: those end in a digit, rolling windows
+    (`30d`) and aliases (`mtd`) in a letter."""
+    return window[-1:].isdigit()
+
+
 _DESIGNATORS = (
     ("day", re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")),
     ("week", re.compile(r"([0-9]{4})-W([0-9]{2})")),

@@ -16,14 +16,14 @@ from enum import Enum
 from typing import Iterator, Sequence
 
 from stream.core.activities import ActivityBook, activity_cell_scopes
-from stream.core.calendar import ALIASES, LMTD, Calendar, designator
+from stream.core.calendar import Calendar
 from stream.core.catalogue import ActivityLayout, LeadLayout, OutletLayout
 from stream.core.config import KpiSettings
 from stream.core.events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
-from stream.core.kpis import (KpiValue, evaluate_activity_scope, evaluate_lead_period, evaluate_lead_scope,
-                              evaluate_outlet_scope)
+from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
 from stream.core.leads import LeadBook, lead_cell_scopes
 from stream.core.outlets import DEFAULT_HOT_OUTLETS, OutletBook, outlet_cell_scopes
+from stream.core.period_views import GroupKey, PeriodReader, published_groups
 from stream.core.periods import PeriodClock, PeriodRollup, PeriodTally
 from stream.core.windows import DeltaLedger, Scope, ScopeRollup
 
@@ -198,7 +198,7 @@ class KpiEngine:
                               tallies.get(Family.LEAD), playouts.lead)
         self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity,
                                        tallies.get(Family.ACTIVITY), playouts.activity)
-        self._designators: dict[tuple[int, int], str] = {}
+        self.period_reader = PeriodReader(settings, self.period_layouts)
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
         self.latest_occurred_us = 0  # of the events applied: what an event clock restarts from
 
@@ -270,14 +270,28 @@ class KpiEngine:
         for rollup in self.rollups.values():
             rollup.flush()
             rollup.dirty.update(rollup.values)
+        for rollups in (self.period_rollups, self.lmtd_rollups):
+            for rollup in rollups.values():
+                rollup.flush()
+                rollup.dirty.update(key[0] for key in rollup.values)
 
     def take_dirty(self) -> list[tuple[Family, Scope, tuple]]:
-        """Every scope whose vector moved since the last call, with its vector (cells rolled up
-        once per family, not once per scope)."""
+        """Every scope whose vector or period sums moved since the last call, with its vector
+        (cells rolled up once per family, not once per scope); `period_groups` gives its sums."""
         out = []
+        periods = self.take_dirty_periods()
         for family, rollup in self.rollups.items():
             values = rollup.values
-            out.extend((family, scope, values[scope]) for scope in rollup.take_dirty())
+            dirty = rollup.take_dirty()
+            out.extend((family, scope, values[scope]) for scope in dirty)
+            zeros = None
+            for fam, scope in periods:
+                if fam is family and scope not in dirty:
+                    vector = values.get(scope)
+                    if vector is None:
+                        zeros = zeros or (0,) * self.layouts.size(family)
+                        vector = zeros
+                    out.append((family, scope, vector))
         return out
 
     def evaluate(self, family: Family, scope: Scope, vector: Sequence, as_of_us: int) -> list[KpiValue]:
@@ -315,46 +329,29 @@ class KpiEngine:
                 rollup.dirty = set()
         return out
 
+    def period_groups(self, family: Family, scope: Scope) -> list[tuple[GroupKey, tuple]]:
+        """The scope's sums of every published period and of lmtd (stream/core/period_views.py),
+        those it holds; call after `take_dirty` or `period_scopes` (which roll the cells up)."""
+        clock = self.period_clock
+        if clock is None:
+            return []
+        sums, lmtd = self.period_rollups[family].values, self.lmtd_rollups[family].values
+        out = []
+        for key in published_groups(clock):
+            vector = (lmtd if key[2] else sums).get((scope, key[0], key[1]))
+            if vector is not None:
+                out.append((key, vector))
+        return out
+
     def period_values(self, family: Family, scope: Scope, rolling: Sequence | None) -> list[KpiValue]:
         """The scope's values of every published period (under its designator), of the current
         ones under their aliases, and lmtd. `rolling`: the scope's rolling vector (lead KPIs
         take the current open leads from it)."""
-        clock = self.period_clock
-        if clock is None:
+        if self.period_clock is None:
             return []
-        values = self.period_rollups[family].values
-        layout = getattr(self.period_layouts, family.value)
-        zeros = (0,) * self.period_layouts.size(family)
-        out: list[KpiValue] = []
-        for position, kind in enumerate(clock.calendar.kinds):
-            for index in clock.published(position):
-                labels = (self._designator(position, index),)
-                if index == clock.current[position]:
-                    labels += (ALIASES[kind],)
-                out.extend(self._evaluate_period(family, scope, values.get((scope, position, index), zeros),
-                                                 layout, labels, rolling))
-        if clock.month >= 0:
-            month = clock.current[clock.month] - 1
-            vector = self.lmtd_rollups[family].values.get((scope, clock.month, month), zeros)
-            out.extend(self._evaluate_period(family, scope, vector, layout, (LMTD,), rolling))
-        return out
-
-    def _designator(self, position: int, index: int) -> str:
-        label = self._designators.get((position, index))
-        if label is None:
-            if len(self._designators) > 10_000:
-                self._designators.clear()
-            label = self._designators[(position, index)] = designator(self.period_clock.calendar.kinds[position], index)
-        return label
-
-    def _evaluate_period(self, family: Family, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],
-                         rolling: Sequence | None) -> list[KpiValue]:
-        if family is Family.OUTLET:
-            return evaluate_outlet_scope(vector, scope, self.settings, layout, labels=labels)
-        if family is Family.LEAD:
-            open_leads = 0 if rolling is None else rolling[self.layouts.lead.open]
-            return evaluate_lead_period(vector, scope, layout, labels, open_leads)
-        return evaluate_activity_scope(vector, scope, self.settings, layout, labels=labels)
+        open_leads = rolling[self.layouts.lead.open] if family is Family.LEAD and rolling is not None else 0
+        return self.period_reader.values(self.period_clock, family.value, scope,
+                                         dict(self.period_groups(family, scope)), open_leads)
 
 
 def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: Sequence,

@@ -144,3 +144,16 @@ class Publisher:
             self.gauges.remove(KpiValue(kpi, window, scope_type, scope_id, None, horizon=horizon, kind=kind))
             self.last.pop(form[KEY], None)
             self.latest_bodies.pop(form[KEY], None)
+
+    def forget_windows(self, keep) -> int:
+        """Forget the keys whose window `keep(window)` rejects (calendar periods that left the
+        published set, spec 8: never republished, never tombstoned); how many."""
+        forgotten = 0
+        for forms in self.forms.values():
+            gone = [identity for identity in forms if identity[1] is not None and not keep(identity[1])]
+            for identity in gone:
+                key = forms.pop(identity)[KEY]
+                self.last.pop(key, None)
+                self.latest_bodies.pop(key, None)
+            forgotten += len(gone)
+        return forgotten

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from stream.core.period_views import sum_groups
 from stream.stages.cadence import due_for_publication, flush_published
 
 ScopeKey = tuple[str, str, str]  # (family, scope type, scope id)
@@ -37,20 +38,34 @@ class ScopePartials:
     by_source: dict[int, tuple] = field(default_factory=dict)
     encoded: dict[str, tuple] = field(default_factory=dict)  # by_source as stored: JSON-ready, keyed by str
     versions: dict[int, Version] = field(default_factory=dict)
+    # calendar period sums per source, `((GroupKey, vector), ...)` (stream/core/period_views.py), and
+    # as stored; only sources that hold some
+    groups: dict[int, tuple] = field(default_factory=dict)
+    encoded_groups: dict[str, list] = field(default_factory=dict)
 
     def is_newer(self, source: int, version: Version) -> bool:
         """Whether a partial of `version` from `source` is not older than the one kept: a previous
         owner's late partial is older than the new owner's."""
         return version >= self.versions.get(source, (-1, -1))
 
-    def keep(self, source: int, version: Version, vector: Iterable, encoded_vector: Iterable) -> None:
-        """`source`'s partial becomes the one this scope sums."""
+    def keep(self, source: int, version: Version, vector: Iterable, encoded_vector: Iterable,
+             groups: tuple = (), encoded_groups: list | None = None) -> None:
+        """`source`'s partial (its vector and period sums) becomes the one this scope sums."""
         self.by_source[source] = tuple(vector)
         self.encoded[str(source)] = tuple(encoded_vector)
         self.versions[source] = version
+        if groups:
+            self.groups[source] = groups
+            self.encoded_groups[str(source)] = encoded_groups
+        elif self.groups:
+            self.groups.pop(source, None)
+            self.encoded_groups.pop(str(source), None)
 
     def total(self) -> list:
         return sum_vectors(self.by_source.values())
+
+    def total_groups(self) -> dict:
+        return sum_groups(self.groups.values())
 
 
 @dataclass(slots=True)
@@ -102,6 +117,10 @@ class ScopeBoard:
             self._pending_flush[key] = flush
         if events:
             self._waiting_events.setdefault(key, []).extend(events)
+
+    def mark_dirty(self, keys: Iterable[ScopeKey]) -> None:
+        """These scopes are published again (their values moved with as_of alone)."""
+        self.dirty.update(key for key in keys if key in self.scopes)
 
     def mark_unpublished_dirty(self, family: str, period: int) -> None:
         """Every scope of `family` not published in flush period `period` is published again

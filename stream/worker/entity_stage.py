@@ -28,7 +28,7 @@ from stream.core.routing import TYPE_TOPIC
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
-from stream.kafka.wire_partials import encode_partials, partials_message_key, scope_key_bytes
+from stream.kafka.wire_partials import encode_groups, encode_partials, partials_message_key, scope_key_bytes
 from stream.kafka.wire_vectors import encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import next_flush
@@ -309,9 +309,12 @@ class EntityStage:
             entity.sequence += 1
             for fam, scope, vector in dirty:
                 destination = key_partition(scope_key_bytes((fam.value, scope[0], scope[1])), partitions)
-                by_destination.setdefault(destination, []).append(
-                    [fam.value, scope[0], scope[1], partition, entity.generation, entity.sequence,
-                     encode_vector(vector)])
+                entry = [fam.value, scope[0], scope[1], partition, entity.generation, entity.sequence,
+                         encode_vector(vector)]
+                groups = engine.period_groups(fam, scope)
+                if groups:
+                    entry.append(encode_groups(groups, encode_vector))
+                by_destination.setdefault(destination, []).append(entry)
         messages = []
         key = partials_message_key(self.facts.instance)
         for destination, entries in by_destination.items():

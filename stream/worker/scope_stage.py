@@ -17,13 +17,14 @@ from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
 from stream.kafka.tables import ChangelogWriter
-from stream.kafka.wire_partials import (decode_partials, decode_scope_entry, encode_scope_entry, scope_key_bytes,
-                                        scope_key_of_stored)
-from stream.kafka.wire_vectors import decode_vector
+from stream.kafka.wire_partials import (decode_groups, decode_partials, decode_scope_entry, encode_groups,
+                                        encode_scope_entry, scope_key_bytes, scope_key_of_stored)
+from stream.kafka.wire_vectors import decode_vector, encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import age_refresh_due, flush_period, publish_tick
 from stream.stages.publication import Publisher, RoundOutput
 from stream.stages.scope_board import ScopeBoard, ScopePartials
+from stream.stages.scope_periods import ScopePeriods
 from stream.stages.updates import round_stamp
 from stream.worker.context import WorkerContext
 from stream.worker.sinks import RedisSink
@@ -42,9 +43,10 @@ def scope_partials_from_stored(partition: int, stored_values: list) -> ScopePart
         if value is None:
             continue
         _, sources = decode_scope_entry(value)
-        for source, version, vector in sources:
+        for source, version, vector, groups in sources:
             if partials.is_newer(source, version):
-                partials.keep(source, version, decode_vector(vector), vector)
+                partials.keep(source, version, decode_vector(vector), vector, decode_groups(groups, decode_vector),
+                              groups)
     return partials
 
 
@@ -58,6 +60,7 @@ class ScopeStage:
         self.writer = writer
         self.publisher = publisher
         self.board = ScopeBoard()
+        self.periods = ScopePeriods(ctx.kpi, self.layouts, ctx.clock.now_us())
         self.table = None  # the scope-partials table, set by the app
         self.redis: RedisSink | None = None  # set once the Redis service has started
         self.last_as_of_us: int | None = None
@@ -80,7 +83,9 @@ class ScopeStage:
         events = waiting.decode(partials_message.events)
         received_at = time.time()
         self.partials_delay.observe(max(0.0, received_at - partials_message.sent_ms / 1000))
-        for family, scope_type, scope_id, source, generation, sequence, vector in partials_message.entries:
+        for entry in partials_message.entries:
+            family, scope_type, scope_id, source, generation, sequence, vector = entry[:7]
+            groups = entry[7] if len(entry) > 7 else []
             key = (family, scope_type, scope_id)
             key_bytes = scope_key_bytes(key)
             partials = board.get(key)
@@ -93,8 +98,14 @@ class ScopeStage:
             version = (generation, sequence)
             if not partials.is_newer(source, version):
                 continue  # a previous owner's late partial
-            partials.keep(source, version, decode_vector(vector), vector)
-            writes[key_bytes] = encode_scope_entry(message.partition, partials.encoded, partials.versions)
+            received = decode_groups(groups, decode_vector)
+            carried = self.periods.carried_over(partials.groups.get(source, ()), received)
+            if carried:
+                received += carried
+                groups = groups + encode_groups(carried, encode_vector)
+            partials.keep(source, version, decode_vector(vector), vector, received, groups)
+            writes[key_bytes] = encode_scope_entry(message.partition, partials.encoded, partials.versions,
+                                                   partials.encoded_groups)
             board.receive(key, received_at, partials_message.flush, events)
             events = []
         if events:  # every partial was a previous owner's: nothing of this flush to publish here
@@ -114,7 +125,7 @@ class ScopeStage:
         for raw_key, value in self.table.data.items():
             stored_by_scope.setdefault(scope_key_of_stored(raw_key), []).append(value)
         for key, values in stored_by_scope.items():
-            own_partition, _ = decode_scope_entry(values[0])
+            own_partition = decode_scope_entry(values[0])[0]
             partials = scope_partials_from_stored(own_partition, values)
             if partials.own_partition in assigned:
                 self.board.restore(key, partials)
@@ -123,6 +134,7 @@ class ScopeStage:
         for key in self.board.keys_in_partitions(partitions):
             self.board.withdraw(key)
             self.publisher.withdraw(key)
+            self.periods.withdraw(key)
 
     # -- publication ----------------------------------------------------------------------------
 
@@ -156,6 +168,10 @@ class ScopeStage:
             board.mark_unpublished_dirty(Family.LEAD.value, period)
             self.last_as_of_us = as_of
             self.age_refreshed_flush = period
+        if self.periods.follow(as_of):
+            # a period boundary passed: aliases name new periods, periods left the published set
+            board.mark_dirty(self.periods.scopes)
+            self.publisher.forget_windows(self.periods.is_published_window)
         due = board.due(now, period, interval, publish_tick(interval))
         if not due:
             return
@@ -179,6 +195,7 @@ class ScopeStage:
             values = evaluate_family(self.ctx.kpi, self.layouts, Family(key[0]), (key[1], key[2]), total, as_of,
                                      taken.evaluated)
             board.evaluated(key, total)
+            values.extend(self.periods.values(key, taken.partials, total))
             if not self.publisher.publish(key, values, out):
                 continue
             received_at = taken.received_at

@@ -15,6 +15,7 @@ from typing import Callable
 import orjson
 from prometheus_client import CollectorRegistry, Gauge
 
+from stream.core.calendar import is_designator
 from stream.core.catalogue import ALL_KPIS, UNWINDOWED_KPIS
 from stream.core.kpis import KpiValue
 from stream.worker.metrics import KPI_GAUGE_PREFIX, NO_WINDOW_LABEL, ProcessorMetrics
@@ -58,8 +59,8 @@ class KpiGauges:
         return value.kpi, value.window, value.scope, value.scope_id, value.horizon, value.kind
 
     def set(self, value: KpiValue) -> None:
-        if value.scope not in self.export_scopes:
-            return
+        if value.scope not in self.export_scopes or (value.window is not None and is_designator(value.window)):
+            return  # designated periods: the topic, Redis and /kpi only (spec 8, bounded label values)
         if value.value is None:
             self.remove(value)
             return

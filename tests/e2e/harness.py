@@ -211,9 +211,7 @@ class OracleCheck:
         from tests.kpi_compare import kpi_differences
         from tests.oracle import OracleSettings, oracle_kpis
 
-        # the worker publishes rolling windows only: calendar periods do not travel from stage 1 to
-        # stage 2 yet (docs/kpis.md, "Coming"); the engine and replay tests check them
-        expected = oracle_kpis([m.value for m in self.produced], self.as_of, OracleSettings(periods=()))
+        expected = oracle_kpis([m.value for m in self.produced], self.as_of, OracleSettings())
 
         def redis_values():
             for worker in workers:

@@ -36,7 +36,7 @@ def _scenario(seed: int, events: int):
     config = generator.GeneratorConfig(seed=seed, events=events)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    return messages, as_of, oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    return messages, as_of, oracle_kpis([m.value for m in messages], as_of, OracleSettings())
 
 
 def test_a_stalled_redis_holds_back_neither_consumption_nor_kpi_updates_and_its_backlog_stays_one_per_key(

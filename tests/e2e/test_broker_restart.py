@@ -34,7 +34,7 @@ def test_broker_restart_mid_run_loses_nothing_and_ready_reports_kafka(redis_serv
     config = generator.GeneratorConfig(seed=99, events=8000)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     first, second = messages[:4000], messages[4000:]
 
     broker = KafkaBroker().start(tmp_path / "kafka")  # our own: the session's broker stays up

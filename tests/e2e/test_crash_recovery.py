@@ -40,7 +40,7 @@ def test_worker_killed_at_random_moments_and_restarted_publishes_the_oracle_valu
     config = generator.GeneratorConfig(seed=4242, events=15_000)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     prefix, app_id = unique_names()
     # background snapshots every second: kills land mid-save too, and restarts restore from them
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",

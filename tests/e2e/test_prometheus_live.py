@@ -234,7 +234,7 @@ def _territory_gauge(prometheus: LocalPrometheus, territory: str) -> float | Non
 
 
 def _expected_active(events: list[bytes], as_of: str, territory: str) -> float:
-    expected = oracle_kpis(events, as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis(events, as_of, OracleSettings())
     return expected.get(f"active_accounts|30d|territory|{territory}", {"value": 0})["value"]
 
 

@@ -44,7 +44,7 @@ def test_kill_restart_and_a_third_worker_joining_mid_run_publish_the_oracle_valu
     config = generator.GeneratorConfig(seed=777, events=16_000)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     prefix, app_id = unique_names()
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state",
                      KPI_CLOCK=as_of, KPI_SESSION_TIMEOUT="6", KPI_PARTITIONS="6")

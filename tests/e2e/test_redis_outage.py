@@ -28,7 +28,7 @@ def test_redis_outage_loses_nothing_and_redis_catches_up(kafka_broker, tmp_path)
     config = generator.GeneratorConfig(seed=31, events=6000)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     first, second = messages[:3000], messages[3000:]
 
     own_redis = RedisServer().start(tmp_path / "redis")

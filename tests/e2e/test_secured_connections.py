@@ -87,7 +87,7 @@ def traffic():
     config = generator.GeneratorConfig(seed=20260512, events=3000, outlets=300)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    return messages, as_of, oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    return messages, as_of, oracle_kpis([m.value for m in messages], as_of, OracleSettings())
 
 
 def _ready(worker: WorkerProcess) -> bool | list:

@@ -38,7 +38,7 @@ def test_transaction_markers_in_the_input_are_accepted_as_gaps_and_every_event_i
     config = generator.GeneratorConfig(seed=91, events=3000)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     prefix, app_id = unique_names()
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of)
     worker = WorkerProcess(env, tmp_path / "worker.log").start()

@@ -30,7 +30,7 @@ def traffic():
     config = generator.GeneratorConfig(seed=20261124, events=EVENTS)
     messages = list(generator.generate(config))
     as_of = format_rfc3339_us(generator.now_us(config))
-    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([m.value for m in messages], as_of, OracleSettings())
     return messages, as_of, expected
 
 
@@ -176,7 +176,7 @@ def test_more_open_leads_than_a_64_bit_sum_of_their_creation_instants_are_publis
         doc = {"event_id": f"big-{n}", "type": "lead.created", "occurred_at": created, "lead_id": f"L{n}",
                "rep_id": f"rep-{n % 7}", "value": 100 + n}
         messages.append((f"L{n}".encode(), orjson.dumps(doc)))
-    expected = oracle_kpis([value for _key, value in messages], as_of, OracleSettings(periods=()))  # worker: rolling windows only (docs/kpis.md "Coming")
+    expected = oracle_kpis([value for _key, value in messages], as_of, OracleSettings())
     assert expected["open_leads|-|global|all"]["value"] == 10_400
     prefix, app_id = unique_names()
     env = worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, tmp_path / "state", KPI_CLOCK=as_of,
