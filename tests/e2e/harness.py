@@ -130,14 +130,25 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
     return count
 
 
-async def latest_updates(bootstrap: str, topic: str) -> dict[str, dict]:
-    """The compacted view of kpi.updates: the last message per key, with its headers."""
+async def latest_updates(bootstrap: str, topic: str, every: list | None = None) -> dict[str, dict]:
+    """The compacted view of kpi.updates: the last message per key, with its headers. `every`,
+    when given, receives every message's value in topic order."""
     from stream.devtools.tail import read_topic
 
     latest: dict[str, dict] = {}
     for row in await read_topic(bootstrap, topic, timeout_s=3.0, follow=False):
         latest[row["key"]] = {**row["value"], "_headers": row["headers"]}
+        if every is not None:
+            every.append(row["value"])
     return latest
+
+
+def kpi_update_schema():
+    """A validator of schemas/kpi_update.v1.json, the schema consumers are promised."""
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(orjson.loads((Path(__file__).resolve().parents[2] / "schemas" / "kpi_update.v1.json")
+                                             .read_bytes()))
 
 
 def redis_records(client, prefix: str) -> dict[str, dict]:

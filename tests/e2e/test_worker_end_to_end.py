@@ -10,12 +10,13 @@ import time
 import orjson
 import pytest
 
+from stream.core.calendar import is_designator
 from stream.devtools import generator
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.worker.metrics import LATENCY_BUCKETS
 from tests.e2e.harness import (
-    WorkerProcess, as_records, counter_total, gauge_values, kpi_all, latest_updates, metric_total, produce,
-    unique_names, wait_until, worker_env,
+    WorkerProcess, as_records, counter_total, gauge_values, kpi_all, kpi_update_schema, latest_updates, metric_total,
+    produce, unique_names, wait_until, worker_env,
 )
 from tests.kpi_compare import kpi_differences, values_by_key
 from tests.oracle import OracleSettings, accepted_events, oracle_kpis
@@ -67,8 +68,12 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
         time.sleep(2)
         assert kpi_differences(_redis_values(client, prefix), expected) == []
 
-        topic = asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates"))
+        every: list[dict] = []
+        topic = asyncio.run(latest_updates(kafka_broker.bootstrap, prefix + "kpi.updates", every))
         assert kpi_differences(as_records(topic), expected) == []
+        schema = kpi_update_schema()
+        for message in every:  # what a strictly validating consumer reads (schemas/README.md)
+            schema.validate(message)
         for key, latest in topic.items():  # spec 5.1: CloudEvents binary-mode headers on every message
             assert latest["_headers"] == {
                 "ce_specversion": "1.0",
@@ -79,13 +84,16 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
                 "content-type": "application/json",
             }, key
             assert latest["as_of"] == as_of.replace("+00:00", "Z")
+        # every kind of window the worker publishes reached the topic (and passed the schema above)
+        assert {"7d", "today", "mtd", "lmtd", None} <= {latest["window"] for latest in topic.values()}
 
         assert kpi_differences(values_by_key(kpi_all(procs[0])), expected) == []
 
+        # spec 8: gauges carry rolling windows and the aliases, never a designated period
         exported = {"global", "region", "territory"}
         expected_gauges = {
             key: {"value": record["value"]} for key, record in expected.items()
-            if key.split("|")[2] in exported and record["value"] is not None
+            if key.split("|")[2] in exported and record["value"] is not None and not is_designator(key.split("|")[1])
         }
         gauges: dict[str, dict] = {}
         for proc in procs:  # each worker exports the scopes whose partitions it owns
@@ -93,6 +101,7 @@ def _run_and_check(kafka_broker, redis_server, tmp_path, traffic, workers: int) 
             assert status == 200
             gauges.update(gauge_values(text.decode()))
         assert kpi_differences(gauges, expected_gauges) == []
+        assert {key.split("|")[1] for key in gauges} >= {"7d", "30d", "60d", "today", "wtd", "mtd", "qtd", "lmtd"}
         if workers == 1:
             # With two, a rebalance can drop a revoked partition's unflushed events from the
             # metric or count re-read ones again; the values above are what must be exact there.
