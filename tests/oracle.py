@@ -171,6 +171,14 @@ def period_before(period):
     return period_of(period[0], first_day_of(period) - timedelta(days=1))
 
 
+def period_after(period):
+    """The period following `period`: the one holding the first day that is not in it."""
+    day = first_day_of(period)
+    while period_of(period[0], day) == period:
+        day += timedelta(days=1)
+    return period_of(period[0], day)
+
+
 def period_name(period) -> str:
     kind, year, number = period
     if kind == "day":
@@ -269,6 +277,67 @@ _FIELDS = {
                         ("outlet_id", _ok_id, False)],
 }
 _FIELDS["outlet.updated"] = _FIELDS["outlet.onboarded"]
+_FIELDS["target.set"] = []  # judged by _target_problem (its fields depend on the kpi and settings)
+
+# Spec 9: targetable KPIs and the scopes of each (spec 2); distinct counts are not projected.
+TARGET_FAMILY = {"active_accounts": "outlet", "reactivated_accounts": "outlet", "orders": "outlet",
+                 "sales_amount": "outlet", "visits": "outlet", "productive_visits": "outlet",
+                 "new_leads": "lead", "activities": "activity"}
+TARGET_SCOPES = {"outlet": ("global", "region", "territory", "distributor", "channel", "rep"),
+                 "lead": ("global", "rep", "region"), "activity": ("global", "rep")}
+UNPROJECTED = ("active_accounts", "reactivated_accounts", "visited_outlets")
+MONEY_KPIS = ("sales_amount", "net_sales_amount")
+_PERIOD_FORMS = {"day": r"([0-9]{4})-([0-9]{2})-([0-9]{2})", "week": r"([0-9]{4})-W([0-9]{2})",
+                 "month": r"([0-9]{4})-([0-9]{2})", "quarter": r"([0-9]{4})-Q([1-4])", "year": r"([0-9]{4})"}
+
+
+def parse_period(text):
+    """A designator -> the oracle's period identity (kind, year, number), or None."""
+    if not isinstance(text, str):
+        return None
+    for kind, form in _PERIOD_FORMS.items():
+        match = re.fullmatch(form, text)
+        if not match:
+            continue
+        parts = [int(p) for p in match.groups()]
+        try:
+            if kind == "day":
+                day = date(*parts)
+            elif kind == "week":
+                day = date.fromisocalendar(parts[0], parts[1], 1)
+            elif kind == "month":
+                day = date(parts[0], parts[1], 1)
+            elif kind == "quarter":
+                day = date(parts[0], 3 * parts[1] - 2, 1)
+            else:
+                day = date(parts[0], 1, 1)
+        except ValueError:
+            return None
+        period = period_of(kind, day)
+        return period if period_name(period) == text else None
+    return None
+
+
+def _target_problem(doc: dict, settings) -> str | None:
+    kpi = doc.get("kpi")
+    if kpi not in TARGET_FAMILY:
+        return "kpi"
+    period = parse_period(doc.get("period"))
+    if period is None or period[0] not in settings.periods:
+        return "period"
+    if doc.get("scope") not in TARGET_SCOPES[TARGET_FAMILY[kpi]]:
+        return "scope"
+    if not _ok_id(doc.get("scope_id")):
+        return "scope_id"
+    kind = doc.get("kind")
+    if kind is not None and (kpi != "activities" or kind not in KINDS + ("all",)):
+        return "kind"
+    if "value" not in doc:
+        return "value missing"
+    value = doc["value"]
+    if value is not None and not _ok_amount(value):
+        return "value"
+    return None
 
 _schema_cache: dict[str, object] = {}
 
@@ -330,6 +399,10 @@ def judge(raw: bytes, ref_us: int, settings: OracleSettings) -> tuple[dict | Non
     t = instant_us(doc.get("occurred_at"))
     if t is None:
         return None, None, "occurred_at"
+    if event_type == "target.set":
+        problem = _target_problem(doc, settings)
+        if problem is not None:
+            return None, None, problem
     for name, check, required in _FIELDS[event_type]:
         value = doc.get(name)
         if value is None:
@@ -368,6 +441,8 @@ def accepted_events(raw_messages: list[bytes], as_of_us: int, settings: OracleSe
             identity = ("lead", doc["lead_id"], doc["event_id"])
         elif event_type == "activity.logged":
             identity = ("activity", doc["rep_id"], doc["event_id"])
+        elif event_type == "target.set":
+            identity = ("target", target_key(doc), doc["event_id"])
         else:
             identity = ("outlet", doc["outlet_id"], doc["event_id"])
         if identity in first_seen and 0 <= ref_us - first_seen[identity] <= horizon_us:
@@ -389,6 +464,15 @@ def exact_amount(x) -> Fraction:
 
 def _escape(segment: str) -> str:
     return segment.replace("%", "%25").replace("|", "%7C")
+
+
+def target_key(doc: dict) -> str:
+    """A target's identity (spec 9): `{kpi}|{period}|{scope}|{scope_id}` plus `|{kind}` (default
+    `all`) for activities, segments escaped as in 5.1."""
+    parts = [doc["kpi"], doc["period"], doc["scope"], doc["scope_id"]]
+    if doc["kpi"] == "activities":
+        parts.append(doc.get("kind") or "all")
+    return "|".join(_escape(part) for part in parts)
 
 
 def kpi_key(kpi: str, window: str | None, scope: str, scope_id: str, extra: str | None = None) -> str:
@@ -487,6 +571,7 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
 
     events = accepted_events(raw_messages, as_of_us, settings)
     out: dict[str, dict] = {}
+    exact_amounts: dict[str, Fraction] = {}  # sales_amount keys -> the exact sum (targets' actuals)
 
     # --- outlets, orders, visits -----------------------------------------------------------
     outlet_events, orders, visits = defaultdict(list), defaultdict(list), defaultdict(list)
@@ -579,6 +664,7 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                 put("first_order_conversion", _ratio(v["converted " + h_label], v["onboarded"]), h_label)
             put("orders", _count(v["orders"]))
             put("sales_amount", _money(Fraction(v["amount"])))
+            exact_amounts[kpi_key("sales_amount", label, scope_type, scope_id)] = Fraction(v["amount"])
             put("average_order_value", _money_mean(Fraction(v["amount"]), v["orders"]))
             put("lines_per_order", _ratio(v["lines"], v["orders"]))
             put("visits", _count(v["visits"]))
@@ -679,6 +765,57 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
         for scope_type, scope_id in activity_scopes:
             for kind in KINDS + ("all",):
                 out[kpi_key("activities", label, scope_type, scope_id, kind)] = _count(tally[(scope_type, scope_id)][kind])
+
+    # --- targets (spec 9) -------------------------------------------------------------------
+    published = {}  # designator -> (period, labels it is published under)
+    for kind in settings.periods:
+        period = period_of(kind, as_of_date)
+        for back in range(settings.period_history + 1):
+            published[period_name(period)] = (period, [period_name(period)] + ([ALIAS[kind]] if back == 0 else []))
+            period = period_before(period)
+    sets = defaultdict(list)
+    for e in events:
+        if e.type == "target.set" and upto(e.t):
+            sets[target_key(e.doc)].append(e)
+    for chosen in (max(found, key=lambda e: (e.t, e.event_id)) for found in sets.values()):
+        kpi, designator, scope_type, scope_id = (chosen.get(n) for n in ("kpi", "period", "scope", "scope_id"))
+        if designator not in published:
+            continue  # older than the history, or a future period
+        period, labels = published[designator]
+        kind = (chosen.get("kind") or "all") if kpi == "activities" else None
+        raw_target = chosen.get("value")
+        target = None if raw_target is None else exact_amount(raw_target)
+        money_kpi = kpi in MONEY_KPIS
+        start = period_start_us(period, zone)
+        end = period_start_us(period_after(period), zone)
+        elapsed = min(end, (S + 1) * R) - start
+
+        def shown(x: Fraction):
+            if money_kpi:
+                return _round_cents(x)
+            return int(x) if x.denominator == 1 else float(x)
+
+        for label in labels:
+            def put_target(suffix, value, numerator=None, denominator=None):
+                out[kpi_key(kpi + suffix, label, scope_type, scope_id, kind)] = {
+                    "value": value, "numerator": numerator, "denominator": denominator}
+
+            if target is None:
+                for suffix in ("_target", "_attainment") + (() if kpi in UNPROJECTED else ("_projected", "_projected_attainment")):
+                    put_target(suffix, None)
+                continue
+            actual_key = kpi_key(kpi, designator, scope_type, scope_id, kind)
+            if money_kpi:
+                actual = exact_amounts.get(actual_key, Fraction(0))
+            else:
+                actual = Fraction((out.get(actual_key) or {"value": 0})["value"] or 0)
+            put_target("_target", shown(target))
+            put_target("_attainment", float(actual / target) if target else None, shown(actual), shown(target))
+            if kpi not in UNPROJECTED:
+                projected = actual * Fraction(end - start, elapsed)
+                put_target("_projected", shown(projected))
+                put_target("_projected_attainment", float(projected / target) if target else None,
+                           shown(projected), shown(target))
 
     return out
 

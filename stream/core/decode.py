@@ -23,9 +23,11 @@ from decimal import Decimal
 import orjson
 
 from stream.core.config import KpiSettings
+from stream.core.calendar import parse_designator
 from stream.core.events import (
-    ACTIVITY_KINDS, ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted,
+    ACTIVITY_KINDS, ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, TargetSet, VisitCompleted,
 )
+from stream.core.targets import FAMILY_SCOPES, TARGETABLE, target_identity
 from stream.core.timeparse import parse_rfc3339_us
 
 REJECT_REASONS = (
@@ -156,7 +158,10 @@ def decode_event(raw: bytes, reference_us: int, settings: KpiSettings) -> Event:
     if len(event_id) > 128:
         raise Rejected("bad_value", f"field 'event_id' must be at most 128 characters, got {len(event_id)}")
     occurred_us = _timestamp(doc, "occurred_at", True)
-    event = builder(doc, event_type, event_id, occurred_us, reference_us)
+    if builder is _target:
+        event = _target(doc, event_id, occurred_us, reference_us, settings.periods)
+    else:
+        event = builder(doc, event_type, event_id, occurred_us, reference_us)
     if event_type == "order.placed" and event.currency != settings.base_currency:
         raise Rejected("currency_mismatch", f"currency {event.currency} is not the base currency {settings.base_currency}")
     if occurred_us - reference_us > settings.future_tolerance_seconds * 1_000_000:
@@ -220,10 +225,58 @@ def _activity(doc, event_type, event_id, occurred_us, ref_us) -> ActivityLogged:
     return ActivityLogged(event_id, occurred_us, ref_us, rep_id, kind, lead_id, outlet_id)
 
 
+def _target(doc, event_id, occurred_us, ref_us, periods: tuple[str, ...]) -> TargetSet:
+    kpi = _string(doc, "kpi")
+    if kpi not in TARGETABLE:
+        raise Rejected("bad_value", f"field 'kpi' must be a targetable KPI ({', '.join(TARGETABLE)}), got {_show(kpi)}")
+    period = _string(doc, "period")
+    parsed = parse_designator(period)
+    if parsed is None:
+        raise Rejected("bad_value", f"field 'period' must be a period designator like 2026-11, 2026-W48 or 2026-Q4, "
+                                    f"got {_show(period)}")
+    if parsed[0] not in periods:
+        raise Rejected("bad_value", f"field 'period' is a {parsed[0]}, not one of the configured KPI_PERIODS "
+                                    f"({', '.join(periods) or 'none'})")
+    scope = _string(doc, "scope")
+    family = TARGETABLE[kpi]
+    if scope not in FAMILY_SCOPES[family]:
+        raise Rejected("bad_value", f"field 'scope' must be one of {', '.join(FAMILY_SCOPES[family])} for {kpi}, "
+                                    f"got {_show(scope)}")
+    scope_id = _string(doc, "scope_id")
+    kind = _string(doc, "kind", False)
+    if kpi == "activities":
+        kind = kind or "all"
+        if kind != "all" and kind not in ACTIVITY_KINDS:
+            raise Rejected("bad_value", f"field 'kind' must be one of {', '.join(ACTIVITY_KINDS)} or all, got {_show(kind)}")
+    elif kind is not None:
+        raise Rejected("bad_value", f"field 'kind' applies to activities targets only, not {kpi}")
+    value = _target_value(doc)
+    return TargetSet(event_id, occurred_us, ref_us, kpi, period, parsed[0], parsed[1], scope, scope_id, kind, value,
+                     target_identity(kpi, period, scope, scope_id, kind))
+
+
+def _target_value(doc: dict) -> Decimal | None:
+    """A target's `value`: absent is missing (only an explicit null removes a target, spec 13.1)."""
+    if "value" not in doc:
+        raise Rejected("missing_field", "field 'value' is required (null removes the target)")
+    value = doc["value"]
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if not _DECIMAL_STRING.fullmatch(value):
+            raise Rejected("bad_value", f"field 'value' must be a decimal like 1200 or 1500.50, got {_show(value)}")
+        return Decimal(value)
+    if not _number(value):
+        raise Rejected("bad_type", f"field 'value' must be a number or decimal string, got {type(value).__name__}")
+    if value < 0:
+        raise Rejected("bad_value", f"field 'value' must be >= 0, got {_show(value)}")
+    return _decimal_number(value)
+
+
 _BUILDERS = {
     "outlet.onboarded": _outlet, "outlet.updated": _outlet, "order.placed": _order,
     "visit.completed": _visit, "lead.created": _lead, "lead.updated": _lead, "lead.won": _lead,
-    "lead.lost": _lead, "activity.logged": _activity,
+    "lead.lost": _lead, "activity.logged": _activity, "target.set": _target,
 }
 
 

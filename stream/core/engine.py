@@ -19,12 +19,14 @@ from stream.core.activities import ActivityBook, activity_cell_scopes
 from stream.core.calendar import Calendar
 from stream.core.catalogue import ActivityLayout, LeadLayout, OutletLayout
 from stream.core.config import KpiSettings
-from stream.core.events import ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, VisitCompleted, partition_key
+from stream.core.events import (ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, TargetSet, VisitCompleted,
+                                partition_key)
 from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
 from stream.core.leads import LeadBook, lead_cell_scopes
 from stream.core.outlets import DEFAULT_HOT_OUTLETS, OutletBook, outlet_cell_scopes
 from stream.core.period_views import GroupKey, PeriodReader, published_groups
 from stream.core.periods import PeriodClock, PeriodRollup, PeriodTally
+from stream.core.targets import TargetBook
 from stream.core.windows import DeltaLedger, Scope, ScopeRollup
 
 
@@ -40,6 +42,11 @@ class Family(str, Enum):
     OUTLET = "outlet"  # outlet, order and visit KPIs; entities keyed by outlet_id
     LEAD = "lead"  # entities keyed by lead_id
     ACTIVITY = "activity"  # entities keyed by rep_id
+    TARGET = "target"  # targets (spec 9), keyed by their identity; no KPI vector of their own
+
+
+# the families with KPI vectors
+KPI_FAMILIES = (Family.OUTLET, Family.LEAD, Family.ACTIVITY)
 
 
 def family_of(event: Event) -> Family:
@@ -47,6 +54,8 @@ def family_of(event: Event) -> Family:
         return Family.LEAD
     if isinstance(event, ActivityLogged):
         return Family.ACTIVITY
+    if isinstance(event, TargetSet):
+        return Family.TARGET
     return Family.OUTLET
 
 
@@ -169,7 +178,7 @@ class KpiEngine:
         self.layouts = Layouts.build(settings)
         slot = now_us // settings.slot_us
         self.now_us = now_us
-        self.ledgers = {family: DeltaLedger(self.layouts.size(family), slot) for family in Family}
+        self.ledgers = {family: DeltaLedger(self.layouts.size(family), slot) for family in KPI_FAMILIES}
         self.rollups = {
             Family.OUTLET: ScopeRollup(self.ledgers[Family.OUTLET], outlet_cell_scopes),
             Family.LEAD: ScopeRollup(self.ledgers[Family.LEAD], lead_cell_scopes),
@@ -199,6 +208,7 @@ class KpiEngine:
         self.activities = ActivityBook(settings, self.ledgers[Family.ACTIVITY], self.layouts.activity,
                                        tallies.get(Family.ACTIVITY), playouts.activity)
         self.period_reader = PeriodReader(settings, self.period_layouts)
+        self.targets = TargetBook(settings.periods, settings.slot_us, now_us)
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
         self.latest_occurred_us = 0  # of the events applied: what an event clock restarts from
 
@@ -217,6 +227,7 @@ class KpiEngine:
             crossed = self.period_clock.update(now_us)
             for tally in self.period_tallies.values():
                 tally.advance(slot, now_us)
+            self.targets.advance(now_us)
             if crossed:
                 self._periods_rolled_over()
 
@@ -224,11 +235,12 @@ class KpiEngine:
         """A period boundary passed: periods no longer published are dropped, and every scope
         holding periods is dirty -- its aliases (`mtd`...) now name the new period, and lmtd
         another month, so they are evaluated and republished."""
-        for family in Family:
+        for family in KPI_FAMILIES:
             for rollups in (self.period_rollups, self.lmtd_rollups):
                 rollup = rollups[family]
                 rollup.flush()
                 rollup.dirty.update(rollup.prune())
+        self.targets.crossed(self.period_clock.oldest)
 
     def apply(self, event: Event) -> Outcome:
         """Apply one decoded event (dedupe first). Cost is independent of windows and outlet count."""
@@ -247,6 +259,10 @@ class KpiEngine:
         elif isinstance(event, LeadEvent):
             if not self.leads.apply(event):
                 return Outcome.ALREADY_CLOSED
+        elif isinstance(event, TargetSet):
+            self.targets.apply(event.identity, event.kpi, event.kind, (event.scope, event.scope_id), event.period_kind,
+                               event.period_index, (event.occurred_us, event.event_id, event.value),
+                               self.period_clock.oldest)
         else:
             self.activities.apply(event)
         return Outcome.APPLIED
@@ -274,6 +290,7 @@ class KpiEngine:
             for rollup in rollups.values():
                 rollup.flush()
                 rollup.dirty.update(key[0] for key in rollup.values)
+        self.targets.mark_all_dirty()
 
     def take_dirty(self) -> list[tuple[Family, Scope, tuple]]:
         """Every scope whose vector or period sums moved since the last call, with its vector
@@ -299,12 +316,14 @@ class KpiEngine:
 
     def all_values(self) -> list[KpiValue]:
         out: list[KpiValue] = []
-        for family in Family:
+        for family in KPI_FAMILIES:
             vectors = self.vectors(family)
             for scope, vector in list(vectors.items()):
                 out.extend(self.evaluate(family, scope, vector, self.now_us))
             for scope in self.period_scopes(family):
                 out.extend(self.period_values(family, scope, vectors.get(scope)))
+            for scope in self.target_scopes(family):
+                out.extend(self.target_values(family, scope))
         return out
 
     # -- calendar periods ----------------------------------------------------------------------
@@ -352,6 +371,24 @@ class KpiEngine:
         open_leads = rolling[self.layouts.lead.open] if family is Family.LEAD and rolling is not None else 0
         return self.period_reader.values(self.period_clock, family.value, scope,
                                          dict(self.period_groups(family, scope)), open_leads)
+
+
+    # -- targets (spec 9) -----------------------------------------------------------------------
+
+    def target_scopes(self, family: Family) -> list[Scope]:
+        return [scope for fam, scope in self.targets.by_scope if fam == family.value]
+
+    def take_dirty_targets(self) -> list[tuple[Family, Scope, list]]:
+        """The (family, scope) pairs whose targets moved since the last call, with their targets."""
+        return [(Family(family), scope, self.targets.resolved(family, scope))
+                for family, scope in self.targets.take_dirty()]
+
+    def target_values(self, family: Family, scope: Scope) -> list[KpiValue]:
+        if self.period_clock is None:
+            return []
+        return self.period_reader.target_values(self.period_clock, family.value, scope,
+                                                dict(self.period_groups(family, scope)),
+                                                self.targets.resolved(family.value, scope), self.now_us)
 
 
 def evaluate_family(settings: KpiSettings, layouts: Layouts, family: Family, scope: Scope, vector: Sequence,

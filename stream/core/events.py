@@ -14,7 +14,7 @@ from typing import Union
 OUTLET_TYPES = ("outlet.onboarded", "outlet.updated")
 LEAD_TYPES = ("lead.created", "lead.updated", "lead.won", "lead.lost")
 ACTIVITY_KINDS = ("call", "email", "meeting", "demo")
-EVENT_TYPES = OUTLET_TYPES + ("order.placed", "visit.completed") + LEAD_TYPES + ("activity.logged",)
+EVENT_TYPES = OUTLET_TYPES + ("order.placed", "visit.completed") + LEAD_TYPES + ("activity.logged", "target.set")
 
 # Outlet attribute order, used wherever attributes are held as a tuple.
 OUTLET_ATTRIBUTES = ("region", "territory", "distributor_id", "channel", "rep_id")
@@ -86,7 +86,27 @@ class ActivityLogged:
     type: str = "activity.logged"
 
 
-Event = Union[OutletEvent, OrderPlaced, VisitCompleted, LeadEvent, ActivityLogged]
+@dataclass(frozen=True, slots=True)
+class TargetSet:
+    """A target for one identity (spec 9): `kpi` for `period` at (`scope`, `scope_id`), `kind` for
+    activities (a kind or `all`; None for other KPIs). `value` None removes the target."""
+
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    kpi: str
+    period: str  # the designator as sent, e.g. 2026-11
+    period_kind: str
+    period_index: int  # stream/core/calendar.py index_of_date numbering
+    scope: str
+    scope_id: str
+    kind: str | None
+    value: Decimal | None
+    identity: str  # the topic key: `{kpi}|{period}|{scope}|{scope_id}` (+ `|{kind}`), escaped as spec 5.1
+    type: str = "target.set"
+
+
+Event = Union[OutletEvent, OrderPlaced, VisitCompleted, LeadEvent, ActivityLogged, TargetSet]
 
 
 def partition_key(event: Event) -> str:
@@ -95,4 +115,6 @@ def partition_key(event: Event) -> str:
         return event.lead_id
     if isinstance(event, ActivityLogged):
         return event.rep_id
+    if isinstance(event, TargetSet):
+        return event.identity
     return event.outlet_id

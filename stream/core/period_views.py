@@ -16,6 +16,7 @@ from stream.core.calendar import ALIASES, LMTD, designator
 from stream.core.config import KpiSettings
 from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_period, evaluate_outlet_scope
 from stream.core.periods import PeriodClock
+from stream.core.targets import ResolvedTarget, actual_of, target_values
 from stream.core.windows import Scope
 
 GroupKey = tuple[int, int, bool]  # (kind position, period index, is lmtd)
@@ -84,6 +85,26 @@ class PeriodReader:
             month = clock.current[clock.month] - 1
             out.extend(self._evaluate(family, scope, groups.get((clock.month, month, True), zeros), layout,
                                       (LMTD,), open_leads))
+        return out
+
+    def target_values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
+                      targets: Sequence[ResolvedTarget], as_of_us: int) -> list[KpiValue]:
+        """The values of the scope's targets whose period is published (spec 9), each measured
+        against the scope's value of its KPI in its period."""
+        layout = getattr(self.layouts, family)
+        zeros = (0,) * layout.size
+        slot_us = self.settings.slot_us
+        out: list[KpiValue] = []
+        for kpi, kind, position, index, value in targets:
+            if not clock.oldest[position] <= index <= clock.current[position]:
+                continue
+            labels = (self.designator(clock, position, index),)
+            period_kind = clock.calendar.kinds[position]
+            if index == clock.current[position]:
+                labels += (ALIASES[period_kind],)
+            actual = actual_of(kpi, layout, groups.get((position, index, False), zeros), kind)
+            start_us, end_us = clock.calendar.bounds(period_kind, index)
+            out.extend(target_values(kpi, kind, labels, scope, actual, value, start_us, end_us, as_of_us, slot_us))
         return out
 
     def _evaluate(self, family: str, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],

@@ -19,13 +19,15 @@ from typing import Callable
 
 import orjson
 
+from stream.core.targets import target_identity
+
 MIXED_TOPIC = "sales.events"
 
 TYPE_TOPIC: dict[str, str] = {
     "outlet.onboarded": "sales.outlets", "outlet.updated": "sales.outlets",
     "order.placed": "sales.orders", "visit.completed": "sales.visits",
     "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
-    "lead.lost": "sales.leads", "activity.logged": "sales.activities",
+    "lead.lost": "sales.leads", "activity.logged": "sales.activities", "target.set": "sales.targets",
 }
 
 KeyOf = Callable[[dict], "str | None"]
@@ -42,17 +44,29 @@ def _field(name: str) -> KeyOf:
     return key_of
 
 
+def _target_key(doc: dict) -> str | None:
+    """A target's identity (spec 9), from the fields the decoder requires of it."""
+    parts = [doc.get(name) for name in ("kpi", "period", "scope", "scope_id")]
+    if not all(isinstance(part, str) and part for part in parts):
+        return None
+    kind = doc.get("kind")
+    if parts[0] == "activities":
+        kind = kind if isinstance(kind, str) and kind else "all"
+    elif kind is not None:
+        return None  # the decoder rejects it (bad_value): sent where it will be judged
+    return target_identity(*parts, kind)
+
+
 # Each typed topic's key, from the whole event (spec section 1). A key is a function of the event,
-# not a field name, so that a composite key has its place here: `sales.targets` (spec 9) is keyed
-# by the target's identity `{kpi}|{period}|{scope}|{scope_id}` (+ `|{kind}`), each segment escaped
-# as in 5.1 (stream/core/catalogue.py `escape_segment`); it joins this table
-# with its `target.set` type in TYPE_TOPIC.
+# not a field name: `sales.targets` (spec 9) is keyed by the target's identity
+# `{kpi}|{period}|{scope}|{scope_id}` (+ `|{kind}` for activities), each segment escaped as in 5.1.
 TOPIC_KEY: dict[str, KeyOf] = {
     "sales.outlets": _field("outlet_id"),
     "sales.orders": _field("outlet_id"),
     "sales.visits": _field("outlet_id"),
     "sales.leads": _field("lead_id"),
     "sales.activities": _field("rep_id"),
+    "sales.targets": _target_key,
 }
 
 

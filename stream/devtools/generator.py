@@ -11,6 +11,7 @@ deliveries, and malformed messages covering every rejection reason of spec secti
 from __future__ import annotations
 
 import asyncio
+import collections
 import itertools
 import random
 import time
@@ -20,6 +21,7 @@ from typing import Iterable, Iterator
 
 import orjson
 
+from stream.core.calendar import Calendar, designator
 from stream.core.routing import key_for
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 
@@ -140,6 +142,43 @@ class World:
                         region=outlet.region, territory=outlet.territory, distributor_id=outlet.distributor,
                         channel=outlet.channel, rep_id=outlet.rep)
 
+    def monthly_targets(self, end_us: int, months: int = 2, orders_per_day: float | None = None) -> list[tuple[int, str, dict]]:
+        """Monthly targets (spec 9) for the month holding `end_us` and the `months - 1` before it,
+        in the default business time zone: per territory active accounts, orders, sales and visits,
+        per rep orders, sales and activities; set at 08:00 on the 1st, about a tenth re-set on the
+        15th. Sized from the world (outlets per territory, the traffic's daily orders) with +-25 %
+        so that attainment spreads around 100 %. Values come from a random stream of their own."""
+        rng = random.Random(self.config.seed * 7_919 + 35)
+        calendar = Calendar("Asia/Jakarta", ("month",))
+        per_territory = collections.Counter(outlet.territory for outlet in self.outlets)
+        if orders_per_day is None:
+            orders_per_day = self.config.events / max(1, self.config.days) * 0.4
+        month_orders = orders_per_day * 30
+        territories, reps = len(per_territory) or 1, len(self.reps) or 1
+        aims = {  # kpi -> (scope, per-scope monthly size)
+            "territory": {"active_accounts": lambda t: per_territory[t] * 0.55, "orders": lambda t: month_orders / territories,
+                          "sales_amount": lambda t: month_orders / territories * 1_250, "visits": lambda t: month_orders / territories * 1.4},
+            "rep": {"orders": lambda r: month_orders / reps, "sales_amount": lambda r: month_orders / reps * 1_250,
+                    "activities": lambda r: month_orders / reps * 0.9},
+        }
+        index = calendar.index_of("month", end_us)
+        out: list[tuple[int, str, dict]] = []
+        for month in range(index - months + 1, index + 1):
+            start, _ = calendar.bounds("month", month)
+            period = designator("month", month)
+            for scope, ids in (("territory", sorted(per_territory)), ("rep", self.reps)):
+                for scope_id in ids:
+                    for kpi, size in aims[scope].items():
+                        for at, day in ((start + 8 * HOUR_US, 1), (start + 14 * DAY_US + 9 * HOUR_US, 15)):
+                            if at > end_us or (day == 15 and rng.random() > 0.1):
+                                continue
+                            value = size(scope_id) * rng.uniform(0.75, 1.25)
+                            value = f"{value:.2f}" if kpi == "sales_amount" else max(1, round(value))
+                            doc = self.doc("target.set", at, kpi=kpi, period=period, scope=scope, scope_id=scope_id,
+                                           value=value)
+                            out.append((at, "sales.targets", doc))
+        return out
+
     def timeline(self, valid: int) -> list[tuple[int, str, dict]]:
         """(occurred_us, topic, doc) for `valid` events, in occurred order."""
         rng = self.rng
@@ -148,6 +187,8 @@ class World:
             if outlet.onboards:
                 t = max(outlet.onboarded_us, self.start - 400 * DAY_US)
                 out.append((t, "sales.outlets", self.outlet_event(outlet, t, True)))
+        if valid >= 2_000:  # small worlds (unit tests) keep to the v1 event types
+            out.extend(self.monthly_targets(self.end))
         draws = max(0, round((valid - len(out)) / EVENTS_PER_DRAW))
         times = sorted(rng.randint(self.start, self.end) for _ in range(draws))
         for t in times:

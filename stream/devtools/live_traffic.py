@@ -146,6 +146,10 @@ class _LiveSimulation:
             if outlet.onboards:
                 t = max(outlet.onboarded_us, start - 400 * DAY_US)
                 self._schedule(t, "sales.outlets", world.outlet_event(outlet, t, True), may_be_late=False)
+        # this month's and last month's targets, sized for the history's daily orders
+        orders_per_day = config.history_events / max(1, config.history_days) * 0.4
+        for t, topic, doc in world.monthly_targets(self.now, orders_per_day=orders_per_day):
+            self._schedule(t, topic, doc, may_be_late=False)
         self.clock = start
         for t in self.draw_times():
             self.clock = t

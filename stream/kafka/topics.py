@@ -22,12 +22,13 @@ from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
 
-INPUT_TOPICS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities", "sales.events")
+INPUT_TOPICS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities", "sales.targets",
+                "sales.events")
 # The worker's Faust tables (stream/worker/app.py); their changelog topics are created here, before
 # Faust starts: a consumer that subscribes before a changelog topic exists records it with 0
 # partitions until its next metadata refresh, and Faust's table then fails every write with
 # PartitionsMismatch (seen on a fresh broker).
-TABLES = ("outlet-facts", "lead-facts", "activity-facts", "scope-partials")
+TABLES = ("outlet-facts", "lead-facts", "activity-facts", "target-facts", "scope-partials")
 DAY_MS = 86_400_000
 
 

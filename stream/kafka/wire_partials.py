@@ -12,11 +12,15 @@ Scope-partials table, one entry per scope:
 Vectors are encoded by stream/kafka/wire_vectors.py. `groups` are a scope's calendar period sums
 (stream/core/period_views.py): `[[kind position, period index, 1 if lmtd else 0, vector], ...]`,
 absent when the source holds none (and from workers configured without periods).
+A scope's targets (spec 9) travel as an entry of family `target.{family}` (the family of their
+KPIs, routed with that family's scope) with an empty vector and, in the groups' place,
+`[[kpi, kind, kind position, period index, value], ...]`, value a decimal string or null.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 import orjson
 
@@ -84,3 +88,26 @@ def encode_groups(groups, encode_vector) -> list:
 def decode_groups(encoded: list, decode_vector) -> tuple:
     return tuple(((position, index, bool(lmtd)), tuple(decode_vector(vector)))
                  for position, index, lmtd, vector in encoded)
+
+
+TARGET_PREFIX = "target."
+
+
+def target_board_family(family: str) -> str:
+    """The scope-stage family name of a scope's targets of `family`'s KPIs."""
+    return TARGET_PREFIX + family
+
+
+def targets_family(board_family: str) -> str | None:
+    """The KPI family whose targets a scope-stage family name holds; None for a KPI family."""
+    return board_family[len(TARGET_PREFIX):] if board_family.startswith(TARGET_PREFIX) else None
+
+
+def encode_targets(targets) -> list:
+    return [[kpi, kind, position, index, None if value is None else str(value)]
+            for kpi, kind, position, index, value in targets]
+
+
+def decode_targets(encoded: list) -> tuple:
+    return tuple((kpi, kind, position, index, None if value is None else Decimal(value))
+                 for kpi, kind, position, index, value in encoded)

@@ -32,9 +32,11 @@ class ScopePeriods:
         # are evaluated again when a boundary moves the aliases
         self.scopes: set[ScopeKey] = set()
         self._published_designators: set[str] = set()
+        self.as_of_us = now_us
 
     def follow(self, as_of_us: int) -> bool:
         """Move the period clock to `as_of_us`; True when a period boundary was crossed."""
+        self.as_of_us = as_of_us
         if self.clock is None or not self.clock.update(as_of_us):
             return False
         self._published_designators = self.reader.designators(self.clock)
@@ -57,6 +59,15 @@ class ScopePeriods:
         family = key[0]
         open_leads = total[self.layouts.lead.open] if family == Family.LEAD.value else 0
         return self.reader.values(self.clock, family, (key[1], key[2]), partials.total_groups(), open_leads)
+
+    def target_values(self, key: ScopeKey, partials: ScopePartials, targets: ScopePartials) -> list[KpiValue]:
+        """The values of the scope's targets (spec 9) against its summed period groups."""
+        if self.clock is None:
+            return []
+        self.scopes.add(key)  # re-evaluated at boundaries, like period values
+        resolved = [target for source_targets in targets.groups.values() for target in source_targets]
+        return self.reader.target_values(self.clock, key[0], (key[1], key[2]), partials.total_groups(), resolved,
+                                         self.as_of_us)
 
     def carried_over(self, kept: tuple, received: tuple) -> tuple:
         """The groups of `kept` (a source's previous groups) that `received` (its newer ones)

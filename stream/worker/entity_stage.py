@@ -28,7 +28,8 @@ from stream.core.routing import TYPE_TOPIC
 from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
-from stream.kafka.wire_partials import encode_groups, encode_partials, partials_message_key, scope_key_bytes
+from stream.kafka.wire_partials import (encode_groups, encode_partials, encode_targets, partials_message_key,
+                                        scope_key_bytes, target_board_family)
 from stream.kafka.wire_vectors import encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import next_flush
@@ -54,6 +55,7 @@ FAMILY_TOPICS = {
     Family.OUTLET: ("sales.outlets", "sales.orders", "sales.visits"),
     Family.LEAD: ("sales.leads",),
     Family.ACTIVITY: ("sales.activities",),
+    Family.TARGET: ("sales.targets",),
 }
 
 
@@ -301,7 +303,7 @@ class EntityStage:
             engine.advance(now_us)
             applied, entity.unsent_events = entity.unsent_events, {}
             dirty = engine.take_dirty()
-            if not dirty:
+            if not dirty and not engine.targets.dirty:
                 # nothing of theirs to publish: done now
                 observe_published(waiting.pairs(applied), time.time())
                 continue
@@ -315,6 +317,12 @@ class EntityStage:
                 if groups:
                     entry.append(encode_groups(groups, encode_vector))
                 by_destination.setdefault(destination, []).append(entry)
+            for fam, scope, targets in engine.take_dirty_targets():
+                # routed with the scope of the targets' KPI family: the scope stage joins them there
+                destination = key_partition(scope_key_bytes((fam.value, scope[0], scope[1])), partitions)
+                by_destination.setdefault(destination, []).append(
+                    [target_board_family(fam.value), scope[0], scope[1], partition, entity.generation, entity.sequence,
+                     [], encode_targets(targets)])
         messages = []
         key = partials_message_key(self.facts.instance)
         for destination, entries in by_destination.items():

@@ -17,13 +17,14 @@ from stream.kafka import faust_internals
 from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
 from stream.kafka.tables import ChangelogWriter
-from stream.kafka.wire_partials import (decode_groups, decode_partials, decode_scope_entry, encode_groups,
-                                        encode_scope_entry, scope_key_bytes, scope_key_of_stored)
+from stream.kafka.wire_partials import (decode_groups, decode_partials, decode_scope_entry, decode_targets,
+                                        encode_groups, encode_scope_entry, scope_key_bytes, scope_key_of_stored,
+                                        target_board_family, targets_family)
 from stream.kafka.wire_vectors import decode_vector, encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import age_refresh_due, flush_period, publish_tick
 from stream.stages.publication import Publisher, RoundOutput
-from stream.stages.scope_board import ScopeBoard, ScopePartials
+from stream.stages.scope_board import ScopeBoard, ScopeKey, ScopePartials
 from stream.stages.scope_periods import ScopePeriods
 from stream.stages.updates import round_stamp
 from stream.worker.context import WorkerContext
@@ -35,7 +36,12 @@ log = logging.getLogger(__name__)
 PUBLISH_CHUNK = 1_000
 
 
-def scope_partials_from_stored(partition: int, stored_values: list) -> ScopePartials:
+def decode_extra(family: str, encoded: list) -> tuple:
+    """What rides with a partial's vector: a KPI family's period groups, or a scope's targets."""
+    return decode_targets(encoded) if targets_family(family) else decode_groups(encoded, decode_vector)
+
+
+def scope_partials_from_stored(partition: int, stored_values: list, family: str = "outlet") -> ScopePartials:
     """A scope's partials from the scope-partials table's stored values for it (None: absent),
     keeping for each source partition the partial with the newest (generation, sequence)."""
     partials = ScopePartials(partition)
@@ -43,10 +49,9 @@ def scope_partials_from_stored(partition: int, stored_values: list) -> ScopePart
         if value is None:
             continue
         _, sources = decode_scope_entry(value)
-        for source, version, vector, groups in sources:
+        for source, version, vector, extra in sources:
             if partials.is_newer(source, version):
-                partials.keep(source, version, decode_vector(vector), vector, decode_groups(groups, decode_vector),
-                              groups)
+                partials.keep(source, version, decode_vector(vector), vector, decode_extra(family, extra), extra)
     return partials
 
 
@@ -88,22 +93,23 @@ class ScopeStage:
             groups = entry[7] if len(entry) > 7 else []
             key = (family, scope_type, scope_id)
             key_bytes = scope_key_bytes(key)
-            partials = board.get(key)
-            if partials is None:
-                # Not rebuilt yet (a partial can arrive before the recovery callback): start from
-                # what the table holds, or the write below would drop the other sources' partials.
-                data = self.table.data
-                partials = scope_partials_from_stored(message.partition, [data.get(key_bytes), data.get(key)])
-                board.place(key, partials)
+            partials = self._placed(key, message.partition)
             version = (generation, sequence)
             if not partials.is_newer(source, version):
                 continue  # a previous owner's late partial
-            received = decode_groups(groups, decode_vector)
-            carried = self.periods.carried_over(partials.groups.get(source, ()), received)
-            if carried:
-                received += carried
-                groups = groups + encode_groups(carried, encode_vector)
-            partials.keep(source, version, decode_vector(vector), vector, received, groups)
+            target_family = targets_family(family)
+            if target_family is not None:
+                # a scope's targets: published with its KPI family's scope, which is due now
+                partials.keep(source, version, (), (), decode_targets(groups), groups)
+                key = (target_family, scope_type, scope_id)
+                self._placed(key, message.partition)
+            else:
+                received = decode_groups(groups, decode_vector)
+                carried = self.periods.carried_over(partials.groups.get(source, ()), received)
+                if carried:
+                    received += carried
+                    groups = groups + encode_groups(carried, encode_vector)
+                partials.keep(source, version, decode_vector(vector), vector, received, groups)
             writes[key_bytes] = encode_scope_entry(message.partition, partials.encoded, partials.versions,
                                                    partials.encoded_groups)
             board.receive(key, received_at, partials_message.flush, events)
@@ -113,6 +119,17 @@ class ScopeStage:
         entries = list(writes.items())
         faust_internals.store_put_all(self.table, message.partition, entries)
         await self.writer.send(self.table, message.partition, entries)
+
+    def _placed(self, key: ScopeKey, partition: int) -> ScopePartials:
+        """The board's partials of `key`, placed first if absent. Not rebuilt yet (a partial can
+        arrive before the recovery callback): they start from what the table holds, or the next
+        write would drop the other sources' partials."""
+        partials = self.board.get(key)
+        if partials is None:
+            data = self.table.data
+            partials = scope_partials_from_stored(partition, [data.get(scope_key_bytes(key)), data.get(key)], key[0])
+            self.board.place(key, partials)
+        return partials
 
     async def rebuild(self) -> None:
         """After recovery: the scopes of the assigned partitions, from the table, all published again."""
@@ -126,9 +143,15 @@ class ScopeStage:
             stored_by_scope.setdefault(scope_key_of_stored(raw_key), []).append(value)
         for key, values in stored_by_scope.items():
             own_partition = decode_scope_entry(values[0])[0]
-            partials = scope_partials_from_stored(own_partition, values)
+            partials = scope_partials_from_stored(own_partition, values, key[0])
             if partials.own_partition in assigned:
                 self.board.restore(key, partials)
+        for key in list(self.board.scopes):
+            target_family = targets_family(key[0])
+            if target_family is not None:  # targets publish with their family's scope, events or not
+                base = (target_family, key[1], key[2])
+                self._placed(base, self.board.scopes[key].own_partition)
+                self.board.mark_dirty((base,))
 
     def revoke(self, partitions: set[int]) -> None:
         for key in self.board.keys_in_partitions(partitions):
@@ -187,15 +210,23 @@ class ScopeStage:
         for key in due:
             taken = board.take(key, period, now, interval)
             events.extend(taken.waiting_events)
-            if taken.partials is None or not taken.partials.by_source:
+            if taken.partials is None or targets_family(key[0]) is not None:
+                continue  # targets are published with their KPI family's scope
+            targets = board.get((target_board_family(key[0]), key[1], key[2]))
+            if taken.partials.by_source:
+                total = taken.partials.total()
+                # only groups that moved since the last evaluation are evaluated and compared again
+                # (a scope's ~40 values cost ~40 us to evaluate)
+                values = evaluate_family(self.ctx.kpi, self.layouts, Family(key[0]), (key[1], key[2]), total, as_of,
+                                         taken.evaluated)
+                board.evaluated(key, total)
+                values.extend(self.periods.values(key, taken.partials, total))
+            elif targets is not None:
+                values = []  # a scope with targets and no events yet: its targets alone (actual 0)
+            else:
                 continue
-            total = taken.partials.total()
-            # only groups that moved since the last evaluation are evaluated and compared again
-            # (a scope's ~40 values cost ~40 us to evaluate)
-            values = evaluate_family(self.ctx.kpi, self.layouts, Family(key[0]), (key[1], key[2]), total, as_of,
-                                     taken.evaluated)
-            board.evaluated(key, total)
-            values.extend(self.periods.values(key, taken.partials, total))
+            if targets is not None:
+                values.extend(self.periods.target_values(key, taken.partials, targets))
             if not self.publisher.publish(key, values, out):
                 continue
             received_at = taken.received_at

@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from stream.core.calendar import is_designator
 from stream.core.catalogue import ALL_KPIS, UNWINDOWED_KPIS
 from stream.core.kpis import KpiValue
+from stream.core.targets import TARGET_KPIS
 from stream.worker.metrics import KPI_GAUGE_PREFIX, NO_WINDOW_LABEL, ProcessorMetrics
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,11 @@ class KpiGauges:
         # (kpi, window, scope, scope_id, horizon, kind) -> the labelled series: labels() takes a
         # lock and builds its key on every call, 2 of the ~7 us a published update costs here
         self._series: dict[tuple, Gauge] = {}
-        for kpi in ALL_KPIS:
+        for kpi in ALL_KPIS + TARGET_KPIS:
             labels = ["window", "scope", "scope_id"]
             if kpi == "first_order_conversion":
                 labels.append("horizon")
-            if kpi == "activities":
+            if kpi.startswith("activities"):
                 labels.append("kind")
             window_note = "" if kpi not in UNWINDOWED_KPIS else " (window label 'none')"
             self.gauges[kpi] = Gauge(

@@ -1,7 +1,8 @@
-"""End to end, calendar periods (spec 8): a real broker, Redis and worker, traffic around the
-local month end in Asia/Jakarta with late events into closed periods; every output equals the
-oracle before local midnight, and again after the clock moved past it -- `mtd` names December,
-`2026-11` keeps November's value, `lmtd` is November to date.
+"""End to end, calendar periods and targets (spec 8, 9): a real broker, Redis and worker, traffic
+around the local month end in Asia/Jakarta with late events into closed periods and targets
+(re-set, removed, for a scope with no events); every output equals the oracle before local
+midnight, and again after the clock moved past it -- `mtd` names December (December's targets),
+`2026-11` keeps November's values, `lmtd` is November to date.
 
 The clock is pinned, then advanced by restarting the worker pinned 20 minutes later (the state
 comes back from its changelogs); and, in a running worker, advanced by the event clock
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.e2e
 BEFORE_MIDNIGHT = "2026-11-30T16:50:00Z"  # 23:50 on 30 November in Jakarta (UTC+7)
 AFTER_MIDNIGHT = "2026-11-30T17:10:00Z"  # 00:10 on 1 December
 TOPICS = {"outlet": "sales.outlets", "order": "sales.orders", "visit": "sales.visits", "lead": "sales.leads",
-          "activity": "sales.activities"}
+          "activity": "sales.activities", "target": "sales.targets"}
 
 
 def _local(text: str) -> str:
@@ -78,6 +79,23 @@ def month_end_traffic(seed: int) -> tuple[list[tuple[str, bytes, bytes]], list[t
     for n in range(30):
         before.append(event("activity", f"rep-{n % 4}", {"type": "activity.logged", "occurred_at": _local(
             f"{rng.choice(days)}T12:00:00"), "rep_id": f"rep-{n % 4}", "kind": ["call", "email", "meeting", "demo"][n % 4]}))
+    # targets (spec 9): November's and December's, one re-set, one removed, one for a scope with no events
+    for kpi, scope, scope_id, value, period in (("orders", "global", "all", 60, "2026-11"),
+                                                ("sales_amount", "territory", "T0", "90000.00", "2026-11"),
+                                                ("active_accounts", "region", "R1", 9, "2026-11"),
+                                                ("visits", "rep", "rep-9", 5, "2026-11"),
+                                                ("orders", "global", "all", 70, "2026-12"),
+                                                ("activities", "rep", "rep-1", 4, "2026-12")):
+        key = f"{kpi}|{period}|{scope}|{scope_id}" + ("|all" if kpi == "activities" else "")
+        before.append(event("target", key, {"type": "target.set", "occurred_at": _local("2026-11-01T08:00:00"),
+                                            "kpi": kpi, "period": period, "scope": scope, "scope_id": scope_id,
+                                            "value": value}))
+    before.append(event("target", "orders|2026-11|global|all", {
+        "type": "target.set", "occurred_at": _local("2026-11-15T09:00:00"), "kpi": "orders", "period": "2026-11",
+        "scope": "global", "scope_id": "all", "value": 55}))  # re-set mid-month
+    before.append(event("target", "active_accounts|2026-11|region|R1", {
+        "type": "target.set", "occurred_at": _local("2026-11-20T09:00:00"), "kpi": "active_accounts",
+        "period": "2026-11", "scope": "region", "scope_id": "R1", "value": None}))  # removed
     rng.shuffle(before)  # arrival order: most of October and November arrive after later days
     before.append(before[3])  # a byte-identical repeat: a duplicate
 
@@ -162,6 +180,9 @@ def test_aliases_move_at_local_midnight_and_closed_periods_keep_their_values(kaf
     assert second_expected["orders|mtd|global|all"]["value"] != first_expected["orders|mtd|global|all"]["value"]
     assert second_expected["orders|2026-11|global|all"] != first_expected["orders|2026-11|global|all"], \
         "the late November order corrects a closed month"
+    assert first_expected["orders_target|mtd|global|all"]["value"] == 55  # the mid-month re-set
+    assert second_expected["orders_target|mtd|global|all"]["value"] == 70  # December's, from midnight
+    assert first_expected["visits_attainment|mtd|rep|rep-9"]["value"] == 0  # a scope with no events
     proc = WorkerProcess(worker_env(kafka_broker.bootstrap, redis_server.url, prefix, app_id, state,
                                     KPI_CLOCK=AFTER_MIDNIGHT), tmp_path / "worker-after.log").start()
     try:

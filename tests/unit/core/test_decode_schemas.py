@@ -31,6 +31,8 @@ VALID = {
     "lead.won": {"lead_id": "L1", "value": 99.5},
     "lead.lost": {"lead_id": "L1", "reason": "price"},
     "activity.logged": {"rep_id": "r1", "kind": "demo", "outlet_id": "o1"},
+    "target.set": {"kpi": "sales_amount", "period": "2026-11", "scope": "territory", "scope_id": "JKT-01",
+                   "value": "150000.00"},
 }
 # (field, replacement value or DELETE): each must be rejected by both
 DELETE = object()
@@ -50,11 +52,16 @@ TYPE_BAD = {
     "lead.won": [("value", -0.5), ("lead_id", 9)],
     "lead.lost": [("reason", 3), ("lead_id", DELETE)],
     "activity.logged": [("kind", "fax"), ("kind", DELETE), ("rep_id", None), ("lead_id", "")],
+    "target.set": [("kpi", "win_rate"), ("kpi", DELETE), ("period", "2026-9"), ("period", "2026-M11"),
+                   ("period", 202611), ("scope", "district"), ("scope_id", ""), ("kind", "call"),
+                   ("value", DELETE), ("value", -1), ("value", "1e3"), ("value", True), ("value", [5])],
 }
 EXTRA_VALID = {
     "order.placed": [("amount", 0), ("amount", 7.875), ("lines", 2.0), ("rep_id", None), ("unknown_extra", {"a": 1})],
     "lead.updated": [("rep_id", "r2"), ("value", None)],
     "outlet.updated": [("region", None)],
+    "target.set": [("value", None), ("value", 0), ("value", 1200), ("value", 99.5), ("period", "2026-W48"),
+                   ("period", "2026-11-23"), ("period", "2026-Q4"), ("scope", "global"), ("kind", None)],
 }
 
 
@@ -115,3 +122,16 @@ def test_kpi_update_and_dead_letter_records_match_their_schemas():
     dead_schema = Draft202012Validator(orjson.loads((SCHEMAS / "deadletter.v1.json").read_bytes()))
     dead_schema.validate(rejection_record(b"\xff", "malformed_json", "not UTF-8", topic="sales.orders", partition=0, offset=5))
     dead_schema.validate(rejection_record(b"{}", "missing_field", "type", topic=None, partition=None, offset=None, line=3))
+
+
+@pytest.mark.parametrize("doc,valid", [
+    ({"kpi": "activities", "period": "2026-11", "scope": "rep", "scope_id": "r1", "kind": "call", "value": 40}, True),
+    ({"kpi": "activities", "period": "2026-11", "scope": "rep", "scope_id": "r1", "value": 40}, True),
+    ({"kpi": "activities", "period": "2026-11", "scope": "territory", "scope_id": "T1", "value": 40}, False),
+    ({"kpi": "new_leads", "period": "2026-Q4", "scope": "region", "scope_id": "north", "value": 12}, True),
+    ({"kpi": "new_leads", "period": "2026-Q4", "scope": "channel", "scope_id": "gt", "value": 12}, False),
+])
+def test_target_scopes_and_kinds_follow_the_kpi_in_decoder_and_schema(doc, valid):
+    doc = {"event_id": "e1", "type": "target.set", "occurred_at": T, **doc}
+    assert _schema_accepts(doc) == valid
+    assert _decoder_accepts(doc) == valid
