@@ -40,6 +40,8 @@ EVERY_TYPE = [
     (event("lead.won", "e7", lead_id="L-1"), "sales.leads", b"L-1"),
     (event("lead.lost", "e8", lead_id="L-3", reason="price"), "sales.leads", b"L-3"),
     (event("activity.logged", "e9", rep_id="rep-7", kind="call"), "sales.activities", b"rep-7"),
+    (event("target.set", "e9t", kpi="activities", period="2026-11", scope="rep", scope_id="rep|7", value=40),
+     "sales.targets", b"activities|2026-11|rep|rep%7C7|all"),
     (event("order.placed", "e10", outlet_id="café-9", order_id="y", amount=2, currency="USD", lines=2),
      "sales.orders", "café-9".encode()),
     # its own formatting and a carriage return: sent as they are, only the newline goes

@@ -20,7 +20,8 @@ from prometheus_client import generate_latest
 from stream.devtools import generator
 from stream.core.config import ClockSetting, KpiSettings, ServiceSettings
 from stream.core.decode import Rejected, decode_event
-from stream.core.engine import Family, Outcome, family_of
+from stream.core.engine import KPI_FAMILIES, Family, Outcome, family_of
+from stream.kafka.topics import INPUT_TOPICS
 from stream.core.events import partition_key
 from stream.core.timeparse import format_rfc3339_us
 from stream.stages.updates import update_key
@@ -106,16 +107,23 @@ def copy_tables(source: KpiWorker, target: KpiWorker, leave_out: set[bytes] = fr
 
 def values(worker: KpiWorker) -> dict[str, dict]:
     out = {}
-    for family in Family:
+    targets = worker.entity_stage.entities[(Family.TARGET, 0)].engine
+    targets.advance(AS_OF_US)
+    for family in KPI_FAMILIES:
         engine = worker.entity_stage.entities[(family, 0)].engine
         engine.advance(AS_OF_US)
         vectors = engine.vectors(family)
+        found = []
         for scope, vector in vectors.items():
-            for v in engine.evaluate(family, scope, vector, AS_OF_US):
-                out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+            found.extend(engine.evaluate(family, scope, vector, AS_OF_US))
         for scope in engine.period_scopes(family):  # calendar periods: restored with the engine too
-            for v in engine.period_values(family, scope, vectors.get(scope)):
-                out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+            found.extend(engine.period_values(family, scope, vectors.get(scope)))
+        for scope in targets.target_scopes(family):  # targets: restored with their own engine
+            found.extend(engine.period_reader.target_values(
+                engine.period_clock, family.value, scope, dict(engine.period_groups(family, scope)),
+                targets.targets.resolved(family.value, scope), AS_OF_US))
+        for v in found:
+            out[update_key(v)] = {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
     return out
 
 
@@ -358,8 +366,7 @@ def test_a_rebalance_restores_the_background_snapshot_and_applies_batches_in_fli
 
 def revoke_everything(worker: KpiWorker) -> None:
     """What faust's eager rebalance does first: every assigned partition revoked."""
-    topics = [worker.topics.input(name) for name in ("sales.outlets", "sales.orders", "sales.visits",
-                                                      "sales.leads", "sales.activities", "sales.events")]
+    topics = [worker.topics.input(name) for name in INPUT_TOPICS]
     asyncio.run(worker.on_partitions_revoked(worker.app, {TP(topic, 0) for topic in topics}))
 
 
