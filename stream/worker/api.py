@@ -19,12 +19,14 @@ added during the walk is returned if it sorts after the cursor.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import logging
 import re
+import time
 from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping
@@ -187,15 +189,60 @@ def _matches(message: dict, filters: dict[str, str]) -> bool:
     return all(str(message.get(name)) == wanted for name, wanted in filters.items())
 
 
+class SortedKeys:
+    """The hash's keys, sorted, listed again at most every `max_age` seconds: a walk through
+    /kpi's pages costs one HKEYS a second, not one per page (a field force's hash holds hundreds
+    of thousands of keys with calendar periods). A key published since the last listing shows
+    within `max_age`."""
+
+    def __init__(self, keys: Callable[[], Awaitable[list[str]]], max_age: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._keys = keys
+        self.max_age = max_age
+        self._clock = clock
+        self._sorted: list[str] = []
+        self._listed_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> list[str]:
+        async with self._lock:  # one listing for the requests that arrive together
+            now = self._clock()
+            if self._listed_at is None or now - self._listed_at >= self.max_age:
+                self._sorted = sorted(await self._keys())
+                self._listed_at = now
+            return self._sorted
+
+
+def _unescape(segment: str) -> str:
+    return segment.replace("%7C", "|").replace("%25", "%")
+
+
+def key_may_match(key: str, filters: dict[str, str]) -> bool:
+    """False when the key's segments (spec 5.1: kpi|window|scope|scope_id[|horizon or kind])
+    already show a value of another kpi, window, scope or scope_id; the body decides the rest."""
+    parts = key.split("|")
+    if len(parts) < 4:
+        return True
+    for position, name in enumerate(("kpi", "window", "scope", "scope_id")):
+        wanted = filters.get(name)
+        if wanted is None:
+            continue
+        segment = _unescape(parts[position])
+        if name == "window" and segment == "-":
+            segment = "None"  # the body's null window, as the filter compares it
+        if segment != wanted:
+            return False
+    return True
+
+
 async def kpi_page(keys: Callable[[], Awaitable[list[str]]],
                    read: Callable[[list[str]], Awaitable[list[bytes | None]]], query: KpiQuery) -> dict:
-    """One page of /kpi: up to `limit` values matching the filters, after the cursor's key."""
-    ordered = sorted(await keys())
+    """One page of /kpi: up to `limit` values matching the filters, after the cursor's key.
+    `keys` gives the hash's keys sorted (`SortedKeys`)."""
+    ordered = await keys()
+    if query.filters:  # the key shows kpi, window, scope and scope id: skip the others unread
+        ordered = [key for key in ordered if key_may_match(key, query.filters)]
     position = 0 if query.after is None else bisect_right(ordered, query.after)
-    wanted_kpi = query.filters.get("kpi")
-    if wanted_kpi is not None:  # the key starts with the KPI's name: skip the others unread
-        ordered = [key for key in ordered if key.partition("|")[0] == wanted_kpi]
-        position = 0 if query.after is None else bisect_right(ordered, query.after)
     rows: list[dict] = []
     last_key: str | None = None
     while position < len(ordered) and len(rows) < query.limit:

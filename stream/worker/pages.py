@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from stream.worker.api import KPI_FILTERS, ClientError, client_error, kpi_page, parse_kpi_query
+from stream.worker.api import KPI_FILTERS, ClientError, SortedKeys, client_error, kpi_page, parse_kpi_query
 
 if TYPE_CHECKING:
     from stream.worker.app import KpiWorker
@@ -53,6 +53,11 @@ def add_pages(app, worker: "KpiWorker") -> None:
     async def openapi_page(view, request):
         return view.bytes(description, headers={"Content-Type": "application/yaml; charset=utf-8"})
 
+    async def redis_keys() -> list[str]:
+        return await worker.scope_stage.redis.keys()
+
+    sorted_keys = SortedKeys(redis_keys)
+
     @app.page("/kpi")
     async def kpi_values_page(view, request):
         try:
@@ -63,7 +68,7 @@ def add_pages(app, worker: "KpiWorker") -> None:
         if redis is None:
             return view.json({"error": "redis not connected"}, status=503)
         try:
-            page = await kpi_page(redis.keys, redis.read, query)
+            page = await kpi_page(sorted_keys, redis.read, query)
         except Exception as error:  # noqa: BLE001
             return view.json({"error": f"redis unavailable: {type(error).__name__}: {error}"}, status=503)
         return view.json(page)

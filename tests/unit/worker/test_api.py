@@ -15,8 +15,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from stream.core.catalogue import kpi_key
 from stream.core.config import ConfigError, SecretStr, ServiceSettings
 from stream.worker.api import (
-    KPI_DEFAULT_LIMIT, KPI_MAX_LIMIT, ClientError, KpiQuery, QuietClientErrors, TokenCheck, access_middleware,
-    decode_cursor, encode_cursor, kpi_page, parse_kpi_query,
+    KPI_DEFAULT_LIMIT, KPI_MAX_LIMIT, ClientError, KpiQuery, QuietClientErrors, SortedKeys, TokenCheck,
+    access_middleware, decode_cursor, encode_cursor, key_may_match, kpi_page, parse_kpi_query,
 )
 
 TOKEN_A = "a" * 8 + "-token-one-0123"
@@ -212,7 +212,7 @@ def _walk(store, limit, filters=None, between=None):
     out, cursor, pages = [], None, 0
     while True:
         query = KpiQuery(filters or {}, limit, None if cursor is None else decode_cursor(cursor))
-        page = asyncio.run(kpi_page(store.keys, store.read, query))
+        page = asyncio.run(kpi_page(SortedKeys(store.keys, max_age=0), store.read, query))
         assert page["count"] == len(page["values"]) <= limit
         out += page["values"]
         pages += 1
@@ -241,7 +241,7 @@ def test_paging_returns_every_value_once_in_key_order_with_filters():
         got, _ = _walk(store, 11, filters)
         assert [_key(m) for m in got] == sorted(k for k, m in ((_key(m), m) for m in messages)
                                                 if all(str(m[f]) == v for f, v in filters.items())), filters
-    assert asyncio.run(kpi_page(store.keys, store.read, KpiQuery({}, 5000)))["next_cursor"] is None
+    assert asyncio.run(kpi_page(SortedKeys(store.keys, max_age=0), store.read, KpiQuery({}, 5000)))["next_cursor"] is None
 
 
 def test_paging_while_values_change_and_keys_come_and_go():
@@ -261,3 +261,39 @@ def test_paging_while_values_change_and_keys_come_and_go():
     keys = [_key(m) for m in got]
     assert len(keys) == len(set(keys))
     assert present_throughout <= set(keys) <= set(store.table)
+
+
+def test_a_filter_on_key_segments_reads_only_the_matching_values():
+    messages = [_message(kpi, window, scope, scope_id, 1)
+                for kpi in ("orders", "visits") for window in ("7d", "mtd", "2026-11", None)
+                for scope, scope_id in (("global", "all"), ("territory", "T|1"), ("territory", "T%2"))]
+    store = FakeHash(messages)
+    for filters in ({"scope_id": "T|1"}, {"window": "mtd", "scope": "territory"}, {"window": "None"},
+                    {"kpi": "visits", "scope_id": "T%2"}):
+        wanted = sorted(_key(m) for m in messages if all(str(m[f]) == v for f, v in filters.items()))
+        assert sorted(k for k in store.table if key_may_match(k, filters)) == wanted, filters
+        got, _ = _walk(store, 1000, filters)
+        assert [_key(m) for m in got] == wanted
+
+
+def test_listed_keys_are_kept_for_their_max_age_and_one_listing_serves_requests_arriving_together():
+    listings = []
+    now = [100.0]
+
+    async def keys():
+        listings.append(now[0])
+        await asyncio.sleep(0)
+        return ["b", "a"]
+
+    sorted_keys = SortedKeys(keys, max_age=1.0, clock=lambda: now[0])
+
+    async def together():
+        return await asyncio.gather(*(sorted_keys() for _ in range(5)))
+
+    assert asyncio.run(together()) == [["a", "b"]] * 5 and listings == [100.0]
+    now[0] = 100.9
+    asyncio.run(sorted_keys())
+    assert listings == [100.0]
+    now[0] = 101.0
+    asyncio.run(sorted_keys())
+    assert listings == [100.0, 101.0]
