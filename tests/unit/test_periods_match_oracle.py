@@ -213,3 +213,23 @@ def test_lmtd_on_30_march_is_all_of_february_and_mtd_falls_at_local_midnight():
     assert values["orders|2027-03|global|all"]["value"] == 1
     assert values["orders|lmtd|global|all"]["value"] == 0  # m = 1 March 00:00: no March order yet
     assert "dormant_accounts|mtd|global|all" not in values
+
+
+def test_an_order_exactly_at_local_midnight_of_the_first_belongs_to_the_new_month_and_counts_at_that_instant():
+    """Spec 8: a period is [start, end); at as_of exactly on a boundary the new period is current."""
+    zone = "Asia/Jakarta"
+    boundary = "2026-12-01T00:00:00+07:00"
+    docs = [{"type": "order.placed", "occurred_at": boundary, "outlet_id": "o1", "order_id": "a"},
+            {"type": "order.placed", "occurred_at": "2026-11-30T23:59:59.999999+07:00", "outlet_id": "o2",
+             "order_id": "b"}]
+    messages = [orjson.dumps({**doc, "event_id": f"e{n}", "amount": "1.00", "currency": "USD", "lines": 1})
+                for n, doc in enumerate(docs)]
+    settings = settings_for(zone, us(boundary), ("day", "month"), 1, 86400)
+    engine, _ = replay_lines(iter(messages), settings, None)
+    values = values_of(engine)
+    assert values["orders|mtd|global|all"]["value"] == 1  # December's, holding the midnight order
+    assert values["orders|2026-12|global|all"]["value"] == 1
+    assert values["orders|2026-11|global|all"]["value"] == 1  # the last microsecond of November
+    assert values["orders|today|global|all"]["value"] == 1
+    assert values["orders|2026-11-30|global|all"]["value"] == 1
+    assert kpi_differences(values, oracle_kpis(messages, boundary, oracle_settings(settings))) == []
