@@ -5,6 +5,7 @@
 | sales.outlets, sales.orders, sales.visits | KPI_PARTITIONS | delete | 7 days | outlet_id |
 | sales.leads | KPI_PARTITIONS | delete | 7 days | lead_id |
 | sales.activities | KPI_PARTITIONS | delete | 7 days | rep_id |
+| sales.targets | KPI_PARTITIONS | delete | 7 days | `{kpi}\\|{period}\\|{scope}\\|{scope_id}[\\|kind]` |
 | sales.events (any type; routed by `type`) | KPI_PARTITIONS | delete | 7 days | any |
 | kpi.updates | KPI_PARTITIONS | compact | latest per key kept | `{kpi}\\|{window}\\|{scope}\\|{scope_id}[\\|x]` |
 | kpi.deadletter (partition: the source's) | KPI_PARTITIONS | delete | 30 days | source key |
