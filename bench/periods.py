@@ -398,6 +398,7 @@ def part_worker(args, periods: str) -> None:
             for variant in order:
                 run_app = f"{app_id}-{pair}-{'p' if variant else 'n'}"
                 asyncio.run(internal_topics(broker.bootstrap, prefix, run_app))
+                (workdir / run_app).mkdir()
                 cpu = WorkerCpu()
                 rate, _ = worker_throughput(broker.bootstrap, redis.url, prefix, run_app, total, as_of,
                                            workdir / run_app, 1, cpu=cpu, env={"KPI_PERIODS": variant})
