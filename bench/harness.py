@@ -250,20 +250,21 @@ def worker_throughput(bootstrap: str, redis_url: str, prefix: str, app_id: str, 
                       settle: Callable[[], bool] | None = None, settle_timeout: float = 300.0,
                       standstill: LagStandstill | None = None,
                       cpu: WorkerCpu | None = None, py_spy: Path | None = None,
-                      publish_interval: float = 1.0) -> tuple[float, float]:
+                      publish_interval: float = 1.0, env: dict[str, str] | None = None) -> tuple[float, float]:
     """Events/s until every input event is consumed: (from the first event consumed -- how the
     empty Faust agent is timed --, from worker start, i.e. with Faust's start-up and recovery).
     With `cpu`, the workers' CPU time over the same span is recorded there.
     With `profile`, the (first) worker runs under cProfile and its stats are written there.
     With `py_spy`, the (first) worker is sampled by py-spy over the same span (collapsed stacks).
     `publish_interval` is the workers' KPI_PUBLISH_INTERVAL: the service's default unless a
-    benchmark measures another.
+    benchmark measures another. `env`: more settings of the workers (e.g. KPI_PERIODS, to
+    compare two variants in one run).
     With `settle`, the workers are kept running (untimed) until settle() is true or
     `settle_timeout` seconds have passed, e.g. until their output equals the oracle's."""
     from tests.e2e.harness import WorkerProcess, counter_total
 
     env = bench_worker_env(bootstrap, redis_url, prefix, app_id, workdir / "state", as_of,
-                           KPI_PUBLISH_INTERVAL=str(publish_interval))
+                           KPI_PUBLISH_INTERVAL=str(publish_interval), **(env or {}))
     procs = [WorkerProcess(env, workdir / f"worker{i}.log",
                            python_args=["-m", "cProfile", "-o", str(profile)] if profile and i == 0 else []).start()
              for i in range(workers)]

@@ -25,15 +25,20 @@ GroupKey = tuple[int, int, bool]  # (kind position, period index, is lmtd)
 OUTLET, LEAD = "outlet", "lead"
 
 
-def published_groups(clock: PeriodClock) -> list[GroupKey]:
+def published_groups(clock: PeriodClock) -> tuple[GroupKey, ...]:
     """The groups whose values are published at the clock: every published period, and lmtd's
-    month (the previous one) when months are configured."""
+    month (the previous one) when months are configured. Kept on the clock until it next crosses
+    a local midnight (stage 1 asks once per changed scope and flush)."""
+    cached = getattr(clock, "published_cache", None)  # None too in a clock pickled before it existed
+    if cached is not None:
+        return cached
     out: list[GroupKey] = []
     for position in range(len(clock.calendar.kinds)):
         out.extend((position, index, False) for index in clock.published(position))
     if clock.month >= 0:
         out.append((clock.month, clock.current[clock.month] - 1, True))
-    return out
+    clock.published_cache = tuple(out)
+    return clock.published_cache
 
 
 def is_published(clock: PeriodClock, key: GroupKey) -> bool:
@@ -67,24 +72,41 @@ class PeriodReader:
                 for position in range(len(clock.calendar.kinds)) for index in clock.published(position)}
 
     def values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
-               open_leads: int = 0) -> list[KpiValue]:
+               open_leads: int = 0, previous: Mapping[GroupKey, Sequence] | None = None) -> list[KpiValue]:
         """The scope's values of every published period, alias and lmtd. `open_leads`: the
-        scope's current open leads (pipeline velocity of lead periods takes them)."""
+        scope's current open leads (pipeline velocity of lead periods takes them).
+
+        With `previous`, the groups these values were last evaluated from at the same clock (so
+        under the same labels) and the same `open_leads`: a group equal to its previous vector is
+        left out (its values are those that evaluation gave), and of an outlet group only the
+        values whose inputs moved are given. Between two flushes most of a scope's ~13 groups do
+        not move (an event moves the periods holding its time), and the publisher would compare
+        and drop each of their values anyway."""
         layout = getattr(self.layouts, family)
         zeros = (0,) * layout.size
         out: list[KpiValue] = []
         for position, kind in enumerate(clock.calendar.kinds):
             current = clock.current[position]
             for index in clock.published(position):
+                vector = groups.get((position, index, False), zeros)
+                before = None
+                if previous is not None:
+                    before = previous.get((position, index, False), zeros)
+                    if before == vector:
+                        continue
                 labels = (self.designator(clock, position, index),)
                 if index == current:
                     labels += (ALIASES[kind],)
-                out.extend(self._evaluate(family, scope, groups.get((position, index, False), zeros), layout,
-                                          labels, open_leads))
+                out.extend(self._evaluate(family, scope, vector, layout, labels, open_leads, before))
         if clock.month >= 0:
-            month = clock.current[clock.month] - 1
-            out.extend(self._evaluate(family, scope, groups.get((clock.month, month, True), zeros), layout,
-                                      (LMTD,), open_leads))
+            key = (clock.month, clock.current[clock.month] - 1, True)
+            vector = groups.get(key, zeros)
+            before = None
+            if previous is not None:
+                before = previous.get(key, zeros)
+                if before == vector:
+                    return out
+            out.extend(self._evaluate(family, scope, vector, layout, (LMTD,), open_leads, before))
         return out
 
     def target_values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
@@ -108,24 +130,24 @@ class PeriodReader:
         return out
 
     def _evaluate(self, family: str, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],
-                  open_leads: int) -> list[KpiValue]:
+                  open_leads: int, before: Sequence | None = None) -> list[KpiValue]:
         if family == OUTLET:
-            return evaluate_outlet_scope(vector, scope, self.settings, layout, labels=labels)
+            return evaluate_outlet_scope(vector, scope, self.settings, layout, before, labels=labels)
         if family == LEAD:
             return evaluate_lead_period(vector, scope, layout, labels, open_leads)
         return evaluate_activity_scope(vector, scope, self.settings, layout, labels=labels)
 
 
-def sum_groups(group_sets) -> dict[GroupKey, list]:
-    """Groups of several sources summed per key (each source's groups: `(key, vector)` pairs)."""
-    total: dict[GroupKey, list] = {}
+def sum_groups(group_sets) -> dict[GroupKey, tuple]:
+    """Groups of several sources summed per key (each source's groups: `(key, vector)` pairs), as
+    tuples: a group only one source holds is its vector itself. Zeros are skipped, as in
+    stream/stages/scope_board.py's sum_vectors (a Decimal's exponent stays the first source's)."""
+    total: dict[GroupKey, tuple] = {}
     for groups in group_sets:
         for key, vector in groups:
             kept = total.get(key)
             if kept is None:
-                total[key] = list(vector)
+                total[key] = vector if type(vector) is tuple else tuple(vector)
             else:
-                for i, x in enumerate(vector):
-                    if x:
-                        kept[i] += x
+                total[key] = tuple([a + b if b else a for a, b in zip(kept, vector)])
     return total

@@ -42,7 +42,8 @@ class PeriodClock:
     `calendar.kinds`), the current period's index and the oldest published one's; shared, and
     changed in place, by every tally and rollup of an engine."""
 
-    __slots__ = ("calendar", "history", "current", "oldest", "lmtd_oldest", "month", "_day_end_us", "_oldest_start")
+    __slots__ = ("calendar", "history", "current", "oldest", "lmtd_oldest", "month", "_day_end_us", "_oldest_start",
+                 "published_cache")
 
     def __init__(self, calendar: Calendar, history: int, now_us: int) -> None:
         self.calendar = calendar
@@ -54,6 +55,7 @@ class PeriodClock:
         self.lmtd_oldest = [_NEVER] * len(kinds)
         self._day_end_us = None
         self._oldest_start: int | None = None
+        self.published_cache: tuple | None = None  # stream/core/period_views.py published_groups
         self.update(now_us)
 
     def update(self, now_us: int) -> bool:
@@ -64,6 +66,7 @@ class PeriodClock:
         info = self.calendar.day_of(now_us)
         self._day_end_us = info.end_us
         self._oldest_start = None
+        self.published_cache = None
         changed = False
         for position, (index, _start, _end) in enumerate(info.periods):
             if self.current[position] != index:

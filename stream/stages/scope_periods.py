@@ -33,6 +33,11 @@ class ScopePeriods:
         self.scopes: set[ScopeKey] = set()
         self._published_designators: set[str] = set()
         self.as_of_us = now_us
+        # per scope, what its period values were last evaluated from at this clock: (open leads,
+        # its summed groups as `(GroupKey, vector)` pairs -- tuples, which the cyclic GC stops
+        # walking). Only groups that moved since are evaluated again; a boundary clears it all
+        # (aliases and lmtd name other periods).
+        self._evaluated: dict[ScopeKey, tuple] = {}
 
     def follow(self, as_of_us: int) -> bool:
         """Move the period clock to `as_of_us`; True when a period boundary was crossed."""
@@ -40,6 +45,7 @@ class ScopePeriods:
         if self.clock is None or not self.clock.update(as_of_us):
             return False
         self._published_designators = self.reader.designators(self.clock)
+        self._evaluated = {}
         return True
 
     def is_published_window(self, window: str) -> bool:
@@ -58,7 +64,11 @@ class ScopePeriods:
         self.scopes.add(key)
         family = key[0]
         open_leads = total[self.layouts.lead.open] if family == Family.LEAD.value else 0
-        return self.reader.values(self.clock, family, (key[1], key[2]), partials.total_groups(), open_leads)
+        groups = partials.total_groups()
+        last = self._evaluated.get(key)
+        previous = dict(last[1]) if last is not None and last[0] == open_leads else None
+        self._evaluated[key] = (open_leads, tuple(groups.items()))
+        return self.reader.values(self.clock, family, (key[1], key[2]), groups, open_leads, previous)
 
     def target_values(self, key: ScopeKey, partials: ScopePartials, targets: ScopePartials) -> list[KpiValue]:
         """The values of the scope's targets (spec 9) against its summed period groups."""
@@ -82,3 +92,4 @@ class ScopePeriods:
 
     def withdraw(self, key: ScopeKey) -> None:
         self.scopes.discard(key)
+        self._evaluated.pop(key, None)
