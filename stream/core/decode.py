@@ -98,15 +98,19 @@ def _decimal_number(value: int | float) -> Decimal:
 
 
 def _amount(doc: dict) -> Decimal:
-    value = _field(doc, "amount", True)
+    return _non_negative_decimal("amount", _field(doc, "amount", True))
+
+
+def _non_negative_decimal(name: str, value: object) -> Decimal:
+    """A present money-like value: a JSON number >= 0 or a plain decimal string (`12.50`)."""
     if isinstance(value, str):
         if not _DECIMAL_STRING.fullmatch(value):
-            raise Rejected("bad_value", f"field 'amount' must be a decimal like 12.50, got {_show(value)}")
+            raise Rejected("bad_value", f"field '{name}' must be a decimal like 12.50, got {_show(value)}")
         return Decimal(value)
     if not _number(value):
-        raise Rejected("bad_type", f"field 'amount' must be a number or decimal string, got {type(value).__name__}")
+        raise Rejected("bad_type", f"field '{name}' must be a number or decimal string, got {type(value).__name__}")
     if value < 0:
-        raise Rejected("bad_value", f"field 'amount' must be >= 0, got {_show(value)}")
+        raise Rejected("bad_value", f"field '{name}' must be >= 0, got {_show(value)}")
     return _decimal_number(value)
 
 
@@ -259,18 +263,7 @@ def _target_value(doc: dict) -> Decimal | None:
     """A target's `value`: absent is missing (only an explicit null removes a target, spec 13.1)."""
     if "value" not in doc:
         raise Rejected("missing_field", "field 'value' is required (null removes the target)")
-    value = doc["value"]
-    if value is None:
-        return None
-    if isinstance(value, str):
-        if not _DECIMAL_STRING.fullmatch(value):
-            raise Rejected("bad_value", f"field 'value' must be a decimal like 1200 or 1500.50, got {_show(value)}")
-        return Decimal(value)
-    if not _number(value):
-        raise Rejected("bad_type", f"field 'value' must be a number or decimal string, got {type(value).__name__}")
-    if value < 0:
-        raise Rejected("bad_value", f"field 'value' must be >= 0, got {_show(value)}")
-    return _decimal_number(value)
+    return None if doc["value"] is None else _non_negative_decimal("value", doc["value"])
 
 
 _BUILDERS = {
