@@ -190,26 +190,31 @@ def _matches(message: dict, filters: dict[str, str]) -> bool:
 
 
 class SortedKeys:
-    """The hash's keys, sorted, listed again at most every `max_age` seconds: a walk through
-    /kpi's pages costs one HKEYS a second, not one per page (a field force's hash holds hundreds
-    of thousands of keys with calendar periods). A key published since the last listing shows
-    within `max_age`."""
+    """The hash's keys, sorted, listed again only when the hash's key count moved (HLEN is O(1))
+    or `max_age` seconds passed: a walk through /kpi's pages costs one HKEYS per change of the key
+    set, not one per page (a field force's hash holds hundreds of thousands of keys with calendar
+    periods). Keys are never deleted (spec 13: no tombstones), so an unchanged count is an
+    unchanged key set; `max_age` bounds the exception (Redis emptied and refilled to the same
+    count)."""
 
-    def __init__(self, keys: Callable[[], Awaitable[list[str]]], max_age: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, keys: Callable[[], Awaitable[list[str]]], count: Callable[[], Awaitable[int]],
+                 max_age: float = 30.0, clock: Callable[[], float] = time.monotonic) -> None:
         self._keys = keys
+        self._count = count
         self.max_age = max_age
         self._clock = clock
         self._sorted: list[str] = []
-        self._listed_at: float | None = None
+        self._listed: tuple[float, int] | None = None  # (when, key count then)
         self._lock = asyncio.Lock()
 
     async def __call__(self) -> list[str]:
         async with self._lock:  # one listing for the requests that arrive together
+            count = await self._count()
             now = self._clock()
-            if self._listed_at is None or now - self._listed_at >= self.max_age:
+            listed = self._listed
+            if listed is None or listed[1] != count or now - listed[0] >= self.max_age:
                 self._sorted = sorted(await self._keys())
-                self._listed_at = now
+                self._listed = (now, count)
             return self._sorted
 
 

@@ -56,7 +56,10 @@ def add_pages(app, worker: "KpiWorker") -> None:
     async def redis_keys() -> list[str]:
         return await worker.scope_stage.redis.keys()
 
-    sorted_keys = SortedKeys(redis_keys)
+    async def redis_key_count() -> int:
+        return await worker.scope_stage.redis.key_count()
+
+    sorted_keys = SortedKeys(redis_keys, redis_key_count)
 
     @app.page("/kpi")
     async def kpi_values_page(view, request):

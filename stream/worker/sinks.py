@@ -177,6 +177,10 @@ class RedisSink:
         """Every key in the hash (HKEYS: the keys only, no values)."""
         return [key.decode() if isinstance(key, bytes) else key for key in await self.client.hkeys(self.hash_name)]
 
+    async def key_count(self) -> int:
+        """How many keys the hash holds (HLEN, O(1))."""
+        return int(await self.client.hlen(self.hash_name))
+
     async def read(self, keys: list[str]) -> list[bytes | None]:
         """The latest message bodies of these keys, in order (None: no such key)."""
         return list(await self.client.hmget(self.hash_name, keys)) if keys else []

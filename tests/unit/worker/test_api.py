@@ -197,6 +197,9 @@ class FakeHash:
     async def keys(self):
         return list(self.table)
 
+    async def count(self):
+        return len(self.table)
+
     async def read(self, keys):
         self.reads += 1
         return [self.table.get(k) for k in keys]
@@ -212,7 +215,7 @@ def _walk(store, limit, filters=None, between=None):
     out, cursor, pages = [], None, 0
     while True:
         query = KpiQuery(filters or {}, limit, None if cursor is None else decode_cursor(cursor))
-        page = asyncio.run(kpi_page(SortedKeys(store.keys, max_age=0), store.read, query))
+        page = asyncio.run(kpi_page(SortedKeys(store.keys, store.count), store.read, query))
         assert page["count"] == len(page["values"]) <= limit
         out += page["values"]
         pages += 1
@@ -241,7 +244,7 @@ def test_paging_returns_every_value_once_in_key_order_with_filters():
         got, _ = _walk(store, 11, filters)
         assert [_key(m) for m in got] == sorted(k for k, m in ((_key(m), m) for m in messages)
                                                 if all(str(m[f]) == v for f, v in filters.items())), filters
-    assert asyncio.run(kpi_page(SortedKeys(store.keys, max_age=0), store.read, KpiQuery({}, 5000)))["next_cursor"] is None
+    assert asyncio.run(kpi_page(SortedKeys(store.keys, store.count), store.read, KpiQuery({}, 5000)))["next_cursor"] is None
 
 
 def test_paging_while_values_change_and_keys_come_and_go():
@@ -276,24 +279,29 @@ def test_a_filter_on_key_segments_reads_only_the_matching_values():
         assert [_key(m) for m in got] == wanted
 
 
-def test_listed_keys_are_kept_for_their_max_age_and_one_listing_serves_requests_arriving_together():
+def test_keys_are_listed_again_when_their_count_moves_or_they_are_old_and_once_for_requests_arriving_together():
     listings = []
     now = [100.0]
+    table = ["b", "a"]
 
     async def keys():
         listings.append(now[0])
         await asyncio.sleep(0)
-        return ["b", "a"]
+        return list(table)
 
-    sorted_keys = SortedKeys(keys, max_age=1.0, clock=lambda: now[0])
+    async def count():
+        return len(table)
+
+    sorted_keys = SortedKeys(keys, count, max_age=30.0, clock=lambda: now[0])
 
     async def together():
         return await asyncio.gather(*(sorted_keys() for _ in range(5)))
 
     assert asyncio.run(together()) == [["a", "b"]] * 5 and listings == [100.0]
-    now[0] = 100.9
+    now[0] = 110.0
+    assert asyncio.run(sorted_keys()) == ["a", "b"] and listings == [100.0]  # nothing new: no listing
+    table.append("c")  # a key published since: seen at once
+    assert asyncio.run(sorted_keys()) == ["a", "b", "c"] and listings == [100.0, 110.0]
+    now[0] = 140.0
     asyncio.run(sorted_keys())
-    assert listings == [100.0]
-    now[0] = 101.0
-    asyncio.run(sorted_keys())
-    assert listings == [100.0, 101.0]
+    assert listings == [100.0, 110.0, 140.0]  # max_age: listed again whatever the count
