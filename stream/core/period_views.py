@@ -112,20 +112,29 @@ class PeriodReader:
     def target_values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
                       targets: Sequence[ResolvedTarget], as_of_us: int) -> list[KpiValue]:
         """The values of the scope's targets whose period is published (spec 9), each measured
-        against the scope's value of its KPI in its period."""
+        against the scope's value of its KPI in its period. An alias whose new period has no
+        target for a KPI that had one in a closed published period gets that KPI's target keys as
+        null: the alias published them before it moved (spec 13, zeros)."""
         layout = getattr(self.layouts, family)
         zeros = (0,) * layout.size
         slot_us = self.settings.slot_us
         out: list[KpiValue] = []
+        current_targets = {(kpi, kind, position) for kpi, kind, position, index, _ in targets
+                           if index == clock.current[position]}
+        nulled: set[tuple] = set()
         for kpi, kind, position, index, value in targets:
             if not clock.oldest[position] <= index <= clock.current[position]:
                 continue
             labels = (self.designator(clock, position, index),)
             period_kind = clock.calendar.kinds[position]
+            start_us, end_us = clock.calendar.bounds(period_kind, index)
             if index == clock.current[position]:
                 labels += (ALIASES[period_kind],)
+            elif (kpi, kind, position) not in current_targets and (kpi, kind, position) not in nulled:
+                nulled.add((kpi, kind, position))
+                out.extend(target_values(kpi, kind, (ALIASES[period_kind],), scope, 0, None, start_us, end_us,
+                                         as_of_us, slot_us))
             actual = actual_of(kpi, layout, groups.get((position, index, False), zeros), kind)
-            start_us, end_us = clock.calendar.bounds(period_kind, index)
             out.extend(target_values(kpi, kind, labels, scope, actual, value, start_us, end_us, as_of_us, slot_us))
         return out
 

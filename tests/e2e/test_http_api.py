@@ -79,7 +79,7 @@ def test_paging_while_events_are_produced_returns_every_key_exactly_once(api):
     producing = threading.Thread(target=lambda: asyncio.run(generator.produce(
         api["rest"], api["bootstrap"], rate_per_second=100, topic_prefix=api["prefix"])), daemon=True)
     producing.start()
-    limit = 40
+    limit = max(40, len(before) // 150)  # ~150 pages, however many keys (periods multiply them)
     pause = min(0.2, 6.0 / (len(before) / limit))  # the walk spans about as long as the production
     returned: list[str] = []
     cursor, pages, changed_during, pages_while_producing = None, 0, 0, 0

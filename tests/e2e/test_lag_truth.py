@@ -15,6 +15,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.kafka.topics import INPUT_TOPICS
 from stream.core.timeparse import format_rfc3339_us
 from stream.devtools import generator
 from tests.e2e.harness import OracleCheck, WorkerProcess, produce, unique_names, wait_until, worker_env
@@ -22,7 +23,7 @@ from tests.e2e.harness import OracleCheck, WorkerProcess, produce, unique_names,
 pytestmark = pytest.mark.e2e
 
 PARTITIONS = 6
-INPUTS = ("sales.outlets", "sales.orders", "sales.visits", "sales.leads", "sales.activities", "sales.events")
+INPUTS = INPUT_TOPICS
 BOUND_SECONDS = 5.0
 WATCHED = re.compile(r"offsets: after the assignment, every partition with records to read delivered within "
                      r"([0-9.]+)s and reached the end offset seen when the worker was ready within ([0-9.]+)s "

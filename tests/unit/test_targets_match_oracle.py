@@ -122,3 +122,18 @@ def test_a_removed_target_publishes_its_keys_as_null_and_a_zero_target_has_no_at
     assert values["visits_attainment|mtd|global|all"]["value"] is None
     assert values["visits_projected_attainment|mtd|global|all"]["value"] is None
     assert kpi_differences(values, oracle_kpis(messages, as_of, oracle_settings(settings))) == []
+
+
+def test_an_alias_that_moves_to_a_period_without_a_target_publishes_the_target_keys_as_null():
+    """November had a target, December has none: at local midnight `mtd` names December, so the
+    target keys `mtd` published in November fall to null (spec 13) while `2026-11` keeps them."""
+    settings = settings_for("Asia/Jakarta", us("2026-11-30T23:50:00+07:00"), ("month",), 1, 3600)
+    messages = [orjson.dumps({"event_id": "a", "type": "target.set", "occurred_at": "2026-11-01T00:00:00+07:00",
+                              "kpi": "orders", "period": "2026-11", "scope": "global", "scope_id": "all", "value": 4})]
+    engine, _ = replay_lines(iter(messages), settings, None)
+    assert values_of(engine)["orders_target|mtd|global|all"]["value"] == 4
+    engine.advance(us("2026-12-01T00:00:00+07:00"))
+    values = values_of(engine)
+    assert values["orders_target|2026-11|global|all"]["value"] == 4
+    for suffix in ("_target", "_attainment", "_projected", "_projected_attainment"):
+        assert values[f"orders{suffix}|mtd|global|all"]["value"] is None
