@@ -31,13 +31,16 @@ VALID = {
     "lead.won": {"lead_id": "L1", "value": 99.5},
     "lead.lost": {"lead_id": "L1", "reason": "price"},
     "activity.logged": {"rep_id": "r1", "kind": "demo", "outlet_id": "o1"},
+    "visit.planned": {"outlet_id": "o1", "rep_id": "r1", "plan_date": "2026-11-25", "status": "cancelled"},
+    "order.cancelled": {"outlet_id": "o1", "order_id": "x", "reason": "out of stock"},
+    "order.returned": {"outlet_id": "o1", "order_id": "x", "amount": 3.25, "currency": "USD", "rep_id": "r1"},
 }
 # (field, replacement value or DELETE): each must be rejected by both
 DELETE = object()
 COMMON_BAD = [("event_id", DELETE), ("event_id", 5), ("event_id", ""), ("event_id", "x" * 129),
               ("occurred_at", DELETE), ("occurred_at", 17), ("occurred_at", "2026-11-24"),
               ("occurred_at", "2026-11-24 10:00:00Z"), ("occurred_at", "2026-11-24T10:00:00"),
-              ("type", DELETE), ("type", 3), ("type", "order.cancelled")]
+              ("type", DELETE), ("type", 3), ("type", "order.voided")]
 TYPE_BAD = {
     "outlet.onboarded": [("outlet_id", DELETE), ("outlet_id", ""), ("region", 4), ("rep_id", "")],
     "outlet.updated": [("outlet_id", None), ("channel", ["gt"])],
@@ -50,11 +53,18 @@ TYPE_BAD = {
     "lead.won": [("value", -0.5), ("lead_id", 9)],
     "lead.lost": [("reason", 3), ("lead_id", DELETE)],
     "activity.logged": [("kind", "fax"), ("kind", DELETE), ("rep_id", None), ("lead_id", "")],
+    "visit.planned": [("plan_date", DELETE), ("plan_date", 20261125), ("plan_date", "2026-9-01"),
+                      ("plan_date", "2026-11-25T00:00:00Z"), ("status", "done"), ("status", 1), ("rep_id", DELETE)],
+    "order.cancelled": [("order_id", DELETE), ("outlet_id", ""), ("reason", 7)],
+    "order.returned": [("amount", -1), ("amount", DELETE), ("currency", "usd"), ("order_id", DELETE), ("rep_id", "")],
 }
 EXTRA_VALID = {
     "order.placed": [("amount", 0), ("amount", 7.875), ("lines", 2.0), ("rep_id", None), ("unknown_extra", {"a": 1})],
     "lead.updated": [("rep_id", "r2"), ("value", None)],
     "outlet.updated": [("region", None)],
+    "visit.planned": [("status", None), ("status", "planned")],
+    "order.cancelled": [("reason", None)],
+    "order.returned": [("amount", "0"), ("rep_id", None)],
 }
 
 
