@@ -66,9 +66,10 @@ class PeriodReader:
                 for position in range(len(clock.calendar.kinds)) for index in clock.published(position)}
 
     def values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
-               open_leads: int = 0) -> list[KpiValue]:
+               open_leads: int = 0, registered: int = 0) -> list[KpiValue]:
         """The scope's values of every published period, alias and lmtd. `open_leads`: the
-        scope's current open leads (pipeline velocity of lead periods takes them)."""
+        scope's current open leads (pipeline velocity of lead periods takes them); `registered`:
+        its registered outlets (coverage and active rate of outlet periods take them)."""
         layout = getattr(self.layouts, family)
         zeros = (0,) * layout.size
         out: list[KpiValue] = []
@@ -79,17 +80,18 @@ class PeriodReader:
                 if index == current:
                     labels += (ALIASES[kind],)
                 out.extend(self._evaluate(family, scope, groups.get((position, index, False), zeros), layout,
-                                          labels, open_leads))
+                                          labels, open_leads, registered, True))
         if clock.month >= 0:
             month = clock.current[clock.month] - 1
             out.extend(self._evaluate(family, scope, groups.get((clock.month, month, True), zeros), layout,
-                                      (LMTD,), open_leads))
+                                      (LMTD,), open_leads, registered, False))
         return out
 
     def _evaluate(self, family: str, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],
-                  open_leads: int) -> list[KpiValue]:
+                  open_leads: int, registered: int, retention: bool) -> list[KpiValue]:
         if family == OUTLET:
-            return evaluate_outlet_scope(vector, scope, self.settings, layout, labels=labels)
+            return evaluate_outlet_scope(vector, scope, self.settings, layout, labels=labels, registered=registered,
+                                         retention=retention)
         if family == LEAD:
             return evaluate_lead_period(vector, scope, layout, labels, open_leads)
         return evaluate_activity_scope(vector, scope, self.settings, layout, labels=labels)

@@ -56,7 +56,9 @@ class ScopePeriods:
         self.scopes.add(key)
         family = key[0]
         open_leads = total[self.layouts.lead.open] if family == Family.LEAD.value else 0
-        return self.reader.values(self.clock, family, (key[1], key[2]), partials.total_groups(), open_leads)
+        registered = total[self.layouts.outlet.registered] if family == Family.OUTLET.value else 0
+        return self.reader.values(self.clock, family, (key[1], key[2]), partials.total_groups(), open_leads,
+                                  registered)
 
     def carried_over(self, kept: tuple, received: tuple) -> tuple:
         """The groups of `kept` (a source's previous groups) that `received` (its newer ones)
