@@ -313,7 +313,12 @@ class KpiEngine:
             vectors = self.vectors(family)
             for scope, vector in list(vectors.items()):
                 out.extend(self.evaluate(family, scope, vector, self.now_us))
-            for scope in self.period_scopes(family):
+            scopes = self.period_scopes(family)
+            if family is Family.OUTLET and scopes is not None and self.period_clock is not None:
+                # coverage and active rate have period values wherever outlets are registered (10.2)
+                registered = self.layouts.outlet.registered
+                scopes |= {scope for scope, vector in vectors.items() if vector[registered]}
+            for scope in scopes:
                 out.extend(self.period_values(family, scope, vectors.get(scope)))
         return out
 

@@ -51,8 +51,11 @@ class ScopePeriods:
     def values(self, key: ScopeKey, partials: ScopePartials, total: Sequence) -> list[KpiValue]:
         """The scope's period, alias and lmtd values from its summed groups (`total`: its summed
         rolling vector); none for a scope that never held period sums."""
-        if self.clock is None or (not partials.groups and key not in self.scopes):
+        if self.clock is None:
             return []
+        if not partials.groups and key not in self.scopes and not (
+                key[0] == Family.OUTLET.value and total[self.layouts.outlet.registered]):
+            return []  # (registered outlets give coverage and active rate period values: spec 10.2)
         self.scopes.add(key)
         family = key[0]
         open_leads = total[self.layouts.lead.open] if family == Family.LEAD.value else 0
