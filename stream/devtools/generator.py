@@ -46,6 +46,8 @@ class GeneratorConfig:
     late_fraction: float = 0.03
     malformed_fraction: float = 0.01
     topic_prefix: str = ""
+    # spec 10 traffic: beat plans, cancellations, repeated order ids, returns (off: the v1 mix)
+    field_execution: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +204,8 @@ class World:
                        amount=self.amount(), currency="USD", lines=self.rng.randint(1, 20),
                        rep_id=rep if rep else (outlet.rep if self.rng.random() < 0.6 else None), visit_id=visit_id)
         out.append((t, "sales.orders", doc))
-        self._after_order(out, t, outlet, doc)
+        if self.config.field_execution:
+            self._after_order(out, t, outlet, doc)
 
     def _after_order(self, out, t: int, outlet: Outlet, order: dict) -> None:
         """Cancellations (after placement, or a few stamped before it), a repeated placement of the
@@ -248,11 +251,12 @@ class World:
         out.append((t, "sales.visits", self.doc("visit.completed", t, outlet_id=outlet.outlet_id, visit_id=visit_id,
                                                 rep_id=outlet.rep, checked_in_at=stamp(check_in, 0),
                                                 checked_out_at=stamp(t, 0))))
-        if self.rng.random() < ON_PLAN:
-            self._plan(out, t, outlet, outlet.rep, visited=True)
-        if self.rng.random() < MISSED_PLAN:  # a planned call nobody made, on another outlet
-            other = self._pick_outlet(t)
-            self._plan(out, t, other, other.rep, visited=False)
+        if self.config.field_execution:
+            if self.rng.random() < ON_PLAN:
+                self._plan(out, t, outlet, outlet.rep, visited=True)
+            if self.rng.random() < MISSED_PLAN:  # a planned call nobody made, on another outlet
+                other = self._pick_outlet(t)
+                self._plan(out, t, other, other.rep, visited=False)
         if self.rng.random() < 0.45:
             delay = self.rng.randint(1, 90) * 60_000_000 if self.rng.random() < 0.8 else self.rng.randint(1, 5) * DAY_US
             when = min(self.end, t + delay)
