@@ -40,7 +40,6 @@ def applied_us_per_event(events: list, settings: KpiSettings, now: int) -> float
         started = time.perf_counter()
         for event in events:
             engine.apply(event)
-        engine.all_values()
         return (time.perf_counter() - started) / len(events) * 1e6
 
 
