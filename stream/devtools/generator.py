@@ -315,7 +315,7 @@ def malformed_message(world: World, index: int, ref_us: int | None = None) -> Me
     if reason == "not_an_object":
         return Message("sales.orders", key, orjson.dumps([base]))
     if reason == "unknown_type":
-        base["type"] = "order.cancelled"
+        base["type"] = "order.voided"
     elif reason == "missing_field":
         del base["order_id"]
     elif reason == "bad_type":
