@@ -60,8 +60,8 @@ def _replay_lines(lines: Iterable[bytes], settings: KpiSettings, deadletter: Bin
         if outcome is Outcome.DUPLICATE:
             report.ignored["duplicate"] = report.ignored.get("duplicate", 0) + 1
             continue
-        if outcome is Outcome.ALREADY_CLOSED:
-            report.ignored["already_closed"] = report.ignored.get("already_closed", 0) + 1
+        if outcome in (Outcome.ALREADY_CLOSED, Outcome.DUPLICATE_ORDER):
+            report.ignored[outcome.value] = report.ignored.get(outcome.value, 0) + 1
         report.applied += 1
         clock.observe(event.occurred_us)
     engine.advance(clock.now_us())

@@ -257,6 +257,21 @@ def _ok_time(x) -> bool:
     return instant_us(x) is not None
 
 
+def _ok_plan_date(x) -> bool:
+    """A local date written YYYY-MM-DD, zero-padded, that exists (spec 13.1)."""
+    if not isinstance(x, str) or re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", x) is None:
+        return False
+    try:
+        date(int(x[:4]), int(x[5:7]), int(x[8:]))
+    except ValueError:
+        return False
+    return True
+
+
+def _ok_status(x) -> bool:
+    return x in ("planned", "cancelled")
+
+
 # Per type: (field, check, required) in the order of spec section 1. Optional fields may be
 # absent or null; when present and non-null they must pass the check (an empty string fails).
 _FIELDS = {
@@ -275,12 +290,19 @@ _FIELDS = {
     "lead.lost": [("lead_id", _ok_id, True), ("reason", _ok_id, False)],
     "activity.logged": [("rep_id", _ok_id, True), ("kind", _ok_kind, True), ("lead_id", _ok_id, False),
                         ("outlet_id", _ok_id, False)],
+    # spec 10
+    "visit.planned": [("outlet_id", _ok_id, True), ("rep_id", _ok_id, True), ("plan_date", _ok_plan_date, True),
+                      ("status", _ok_status, False)],
+    "order.cancelled": [("outlet_id", _ok_id, True), ("order_id", _ok_id, True), ("reason", _ok_id, False)],
+    "order.returned": [("outlet_id", _ok_id, True), ("order_id", _ok_id, True), ("amount", _ok_amount, True),
+                       ("currency", None, True), ("rep_id", _ok_id, False)],
 }
 _FIELDS["outlet.updated"] = _FIELDS["outlet.onboarded"]
 _FIELDS["target.set"] = []  # judged by _target_problem (its fields depend on the kpi and settings)
 
 # Spec 9: targetable KPIs and the scopes of each (spec 2); distinct counts are not projected.
-TARGET_FAMILY = {"active_accounts": "outlet", "reactivated_accounts": "outlet", "orders": "outlet",
+TARGET_FAMILY = {"net_sales_amount": "outlet", "new_outlets": "outlet", "visited_outlets": "outlet",
+                 "calls_on_plan": "outlet", "active_accounts": "outlet", "reactivated_accounts": "outlet", "orders": "outlet",
                  "sales_amount": "outlet", "visits": "outlet", "productive_visits": "outlet",
                  "new_leads": "lead", "activities": "activity"}
 TARGET_SCOPES = {"outlet": ("global", "region", "territory", "distributor", "channel", "rep"),
@@ -416,7 +438,7 @@ def judge(raw: bytes, ref_us: int, settings: OracleSettings) -> tuple[dict | Non
         error = next(iter(validator.iter_errors(doc)), None)
         if error is not None:
             return None, None, f"schema: {error.message}"
-    if event_type == "order.placed" and doc.get("currency") != settings.base_currency:
+    if event_type in ("order.placed", "order.returned") and doc.get("currency") != settings.base_currency:
         return None, None, "currency"
     if t - ref_us > duration_seconds(settings.future_tolerance) * US:
         return None, None, "future"
@@ -551,14 +573,17 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
     views = [(label, (lambda t, width=width: inside(t, width)), True) for label, width in windows]
     zone = ZoneInfo(settings.timezone)
     as_of_date = local_date_of(as_of_us, zone)
+    view_period = {}  # label of a period or alias view -> its period (retention, spec 10.5)
     for kind in settings.periods:
         period = period_of(kind, as_of_date)
         for back in range(settings.period_history + 1):
             def member(t, kind=kind, period=period):
                 return upto(t) and period_of(kind, local_date_of(t, zone)) == period
             views.append((period_name(period), member, False))
+            view_period[period_name(period)] = period
             if back == 0:
                 views.append((ALIAS[kind], member, False))
+                view_period[ALIAS[kind]] = period
             period = period_before(period)
     if "month" in settings.periods:
         p0 = period_of("month", as_of_date)
@@ -571,18 +596,43 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
 
     events = accepted_events(raw_messages, as_of_us, settings)
     out: dict[str, dict] = {}
-    exact_amounts: dict[str, Fraction] = {}  # sales_amount keys -> the exact sum (targets' actuals)
+    exact_amounts: dict[str, Fraction] = {}  # money keys -> the exact sum (targets' actuals)
 
     # --- outlets, orders, visits -----------------------------------------------------------
     outlet_events, orders, visits = defaultdict(list), defaultdict(list), defaultdict(list)
+    placements, cancelled = defaultdict(list), set()
+    plan_events, returns = defaultdict(list), defaultdict(list)
     for e in events:
         if e.type in ("outlet.onboarded", "outlet.updated"):
             outlet_events[e.get("outlet_id")].append(e)
         elif e.type == "order.placed":
-            orders[e.get("outlet_id")].append(e)
+            placements[(e.get("outlet_id"), e.get("order_id"))].append(e)
         elif e.type == "visit.completed":
             visits[e.get("outlet_id")].append(e)
-    outlet_ids = set(outlet_events) | set(orders) | set(visits)
+        elif e.type == "order.cancelled" and upto(e.t):  # a cancellation at or before as_of
+            cancelled.add((e.get("outlet_id"), e.get("order_id")))
+        elif e.type == "visit.planned" and upto(e.t):  # a plan's state at as_of
+            plan_events[(e.get("outlet_id"), e.get("rep_id"), e.get("plan_date"))].append(e)
+        elif e.type == "order.returned":
+            returns[e.get("outlet_id")].append(e)
+    # spec 10.4: an identity's order is its earliest placement (ties: greater event_id), and it
+    # counts in nothing once cancelled; every other placement changes nothing
+    for (o, order_id), placed in placements.items():
+        earliest = min(e.t for e in placed)
+        order = max((e for e in placed if e.t == earliest), key=lambda e: e.event_id)
+        if (o, order_id) not in cancelled:
+            orders[o].append(order)
+    # spec 10.1: a planned call's state is its latest event at or before as_of
+    plans = defaultdict(list)  # outlet -> [(rep, local plan date, plan time)] of planned calls
+    planned_keys = set()
+    for (o, rep, plan_date), plan in plan_events.items():
+        latest = _latest(plan)
+        if latest.get("status") in (None, "planned"):
+            day = date.fromisoformat(plan_date)
+            plans[o].append((rep, day, period_start_us(period_of("day", day), zone)))
+            planned_keys.add((o, rep, day))
+    outlet_ids = (set(outlet_events) | {o for o, _ in placements} | set(visits) | {o for o, _ in cancelled}
+                  | {key[0] for key in plan_events} | set(returns))
 
     dims, assigned_rep, onboarded_at, previous_order = {}, {}, {}, {}
     for o in outlet_ids:
@@ -611,11 +661,29 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
     def visit_scopes(visit):
         return dims[visit.get("outlet_id")] + [("rep", visit.get("rep_id"))]
 
+    def return_scopes(returned):
+        o = returned.get("outlet_id")
+        return dims[o] + [("rep", returned.get("rep_id") or assigned_rep[o])]
+
+    def plan_scopes(o, rep):
+        return dims[o] + [("rep", rep)]
+
     known = set()
     for o in outlet_ids:
         known.update(outlet_scopes(o))
         known.update(s for order in orders[o] for s in order_scopes(order))
         known.update(s for visit in visits[o] for s in visit_scopes(visit))
+        known.update(s for returned in returns[o] for s in return_scopes(returned))
+        known.update(s for rep, _day, _t in plans[o] for s in plan_scopes(o, rep))
+
+    # spec 10.2: registered outlets (no window), the denominator of coverage and active rate
+    registered = {o for o in outlet_ids if onboarded_at[o] is not None and upto(onboarded_at[o])}
+    registered_count = defaultdict(int)
+    for o in registered:
+        for scope in outlet_scopes(o):
+            registered_count[scope] += 1
+    for scope_type, scope_id in known:
+        out[kpi_key("registered_outlets", None, scope_type, scope_id)] = _count(registered_count[(scope_type, scope_id)])
 
     for label, member, rolling in views:
         tally = defaultdict(lambda: defaultdict(int))  # scope -> name -> exact number
@@ -650,6 +718,44 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
                 for scope in visit_scopes(visit):
                     tally[scope]["visits"] += 1
                     tally[scope]["productive"] += 1 if productive else 0
+            # --- spec 10: field execution
+            seen = [v for v in visits[o] if member(v.t)]
+            own = {"visited": 1 if seen else 0, "covered": 1 if seen and o in registered else 0,
+                   "active_registered": 1 if in_window and o in registered else 0}
+            if label in view_period:  # retention: this period P against the one before, Q
+                p = view_period[label]
+                q = period_before(p)
+                in_p = any(upto(x.t) and period_of(p[0], local_date_of(x.t, zone)) == p for x in mine)
+                in_q = any(upto(x.t) and period_of(q[0], local_date_of(x.t, zone)) == q for x in mine)
+                own["had_q"] = 1 if in_q else 0
+                own["retained"] = 1 if in_p and in_q else 0
+            for scope in outlet_scopes(o):
+                for name, amount in own.items():
+                    tally[scope][name] += amount
+            for visit in seen:
+                facts = {}
+                day = local_date_of(visit.t, zone)
+                facts["unplanned"] = 0 if (o, visit.get("rep_id"), day) in planned_keys else 1
+                checked_in, checked_out = instant_us(visit.get("checked_in_at")), instant_us(visit.get("checked_out_at"))
+                if checked_in is not None and checked_out is not None and checked_out >= checked_in:
+                    facts["timed"] = 1
+                    facts["visit_us"] = checked_out - checked_in
+                for scope in visit_scopes(visit):
+                    for name, amount in facts.items():
+                        tally[scope][name] += amount
+            for rep, day, plan_t in plans[o]:
+                if not member(plan_t):
+                    continue
+                on_plan = any(v.get("rep_id") == rep and local_date_of(v.t, zone) == day and upto(v.t)
+                              for v in visits[o])
+                for scope in plan_scopes(o, rep):
+                    tally[scope]["planned"] += 1
+                    tally[scope]["on_plan"] += 1 if on_plan else 0
+            for returned in returns[o]:
+                if member(returned.t):
+                    for scope in return_scopes(returned):
+                        tally[scope]["returns"] += 1
+                        tally[scope]["returned_amount"] += exact_amount(returned.get("amount"))
         for scope_type, scope_id in known:
             v = tally[(scope_type, scope_id)]
 
@@ -670,6 +776,26 @@ def oracle_kpis(raw_messages: list[bytes], as_of: str, settings: OracleSettings 
             put("visits", _count(v["visits"]))
             put("productive_visits", _count(v["productive"]))
             put("visit_to_order_ratio", _ratio(v["productive"], v["visits"]))
+            put("planned_calls", _count(v["planned"]))
+            put("calls_on_plan", _count(v["on_plan"]))
+            put("call_compliance", _ratio(v["on_plan"], v["planned"]))
+            put("unplanned_visits", _count(v["unplanned"]))
+            put("new_outlets", _count(v["onboarded"]))
+            put("visited_outlets", _count(v["visited"]))
+            registered_here = registered_count[(scope_type, scope_id)]
+            put("coverage", _ratio(v["covered"], registered_here))
+            put("active_rate", _ratio(v["active_registered"], registered_here))
+            put("avg_visit_minutes", {"value": v["visit_us"] / (v["timed"] * 60 * US) if v["timed"] else None,
+                                      "numerator": v["visit_us"] / (60 * US), "denominator": v["timed"]})
+            put("returns", _count(v["returns"]))
+            put("returned_amount", _money(Fraction(v["returned_amount"])))
+            put("net_sales_amount", _money(Fraction(v["amount"]) - Fraction(v["returned_amount"])))
+            exact_amounts[kpi_key("net_sales_amount", label, scope_type, scope_id)] = (
+                Fraction(v["amount"]) - Fraction(v["returned_amount"]))
+            if label in view_period:
+                put("retained_accounts", _count(v["retained"]))
+                put("churned_accounts", _count(v["had_q"] - v["retained"]))
+                put("retention_rate", _ratio(v["retained"], v["had_q"]))
 
     # --- leads -----------------------------------------------------------------------------
     lead_events = defaultdict(list)

@@ -29,6 +29,7 @@ from stream.core.events import (
 )
 from stream.core.targets import FAMILY_SCOPES, TARGETABLE, target_identity
 from stream.core.timeparse import parse_rfc3339_us
+from stream.core import field_decode
 
 REJECT_REASONS = (
     "oversized", "malformed_json", "not_an_object", "unknown_type", "missing_field", "bad_type",
@@ -166,7 +167,7 @@ def decode_event(raw: bytes, reference_us: int, settings: KpiSettings) -> Event:
         event = _target(doc, event_id, occurred_us, reference_us, settings.periods)
     else:
         event = builder(doc, event_type, event_id, occurred_us, reference_us)
-    if event_type == "order.placed" and event.currency != settings.base_currency:
+    if event_type in field_decode.MONEY_TYPES and event.currency != settings.base_currency:
         raise Rejected("currency_mismatch", f"currency {event.currency} is not the base currency {settings.base_currency}")
     if occurred_us - reference_us > settings.future_tolerance_seconds * 1_000_000:
         raise Rejected("future_event", f"occurred_at is more than {settings.future_tolerance_seconds}s ahead of the reference instant")
@@ -271,6 +272,7 @@ _BUILDERS = {
     "visit.completed": _visit, "lead.created": _lead, "lead.updated": _lead, "lead.won": _lead,
     "lead.lost": _lead, "activity.logged": _activity, "target.set": _target,
 }
+_BUILDERS.update(field_decode.BUILDERS)  # spec 10: visit.planned, order.cancelled, order.returned
 
 
 def rejection_record(raw: bytes, reason: str, detail: str, *, topic: str | None, partition: int | None,

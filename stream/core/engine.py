@@ -21,6 +21,7 @@ from stream.core.catalogue import ActivityLayout, LeadLayout, OutletLayout
 from stream.core.config import KpiSettings
 from stream.core.events import (ActivityLogged, Event, LeadEvent, OrderPlaced, OutletEvent, TargetSet, VisitCompleted,
                                 partition_key)
+from stream.core.field_events import HeldEvents, apply_field_event, is_field_event
 from stream.core.kpis import KpiValue, evaluate_activity_scope, evaluate_lead_scope, evaluate_outlet_scope
 from stream.core.leads import LeadBook, lead_cell_scopes
 from stream.core.outlets import DEFAULT_HOT_OUTLETS, OutletBook, outlet_cell_scopes
@@ -34,6 +35,7 @@ class Outcome(Enum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
     ALREADY_CLOSED = "already_closed"
+    DUPLICATE_ORDER = "duplicate_order"  # a further placement of an order identity (spec 10.4)
 
 
 class Family(str, Enum):
@@ -72,7 +74,7 @@ class Layouts:
     @classmethod
     def build_periods(cls, settings: KpiSettings) -> "Layouts":
         """The layouts of period vectors: one window each (stream/core/periods.py)."""
-        return cls(OutletLayout.build(settings, windows=1), LeadLayout.build(settings, windows=1),
+        return cls(OutletLayout.build(settings, windows=1, periods=True), LeadLayout.build(settings, windows=1),
                    ActivityLayout.build(settings, windows=1))
 
     def size(self, family: Family) -> int:
@@ -211,6 +213,8 @@ class KpiEngine:
         self.targets = TargetBook(settings.periods, settings.slot_us, now_us)
         self.deduper = Deduper(settings.dedupe_horizon_seconds * 1_000_000)
         self.latest_occurred_us = 0  # of the events applied: what an event clock restarts from
+        # plan and cancellation events ahead of the clock, applied as it reaches their slot
+        self.held = HeldEvents()
 
     @property
     def slot(self) -> int:
@@ -230,6 +234,8 @@ class KpiEngine:
             self.targets.advance(now_us)
             if crossed:
                 self._periods_rolled_over()
+        for event in self.held.due(slot):
+            apply_field_event(self.outlets, event)
 
     def _periods_rolled_over(self) -> None:
         """A period boundary passed: periods no longer published are dropped, and every scope
@@ -251,7 +257,11 @@ class KpiEngine:
         if event.occurred_us > self.latest_occurred_us:
             self.latest_occurred_us = event.occurred_us
         if isinstance(event, OrderPlaced):
-            self.outlets.apply_order(event)
+            if self.outlets.apply_order(event):
+                return Outcome.DUPLICATE_ORDER
+        elif is_field_event(event):
+            if not self.held.hold(event, self.settings.slot_us, self.slot):
+                apply_field_event(self.outlets, event)
         elif isinstance(event, VisitCompleted):
             self.outlets.apply_visit(event)
         elif isinstance(event, OutletEvent):
@@ -320,7 +330,12 @@ class KpiEngine:
             vectors = self.vectors(family)
             for scope, vector in list(vectors.items()):
                 out.extend(self.evaluate(family, scope, vector, self.now_us))
-            for scope in self.period_scopes(family):
+            scopes = self.period_scopes(family)
+            if family is Family.OUTLET and scopes is not None and self.period_clock is not None:
+                # coverage and active rate have period values wherever outlets are registered (10.2)
+                registered = self.layouts.outlet.registered
+                scopes |= {scope for scope, vector in vectors.items() if vector[registered]}
+            for scope in scopes:
                 out.extend(self.period_values(family, scope, vectors.get(scope)))
             for scope in self.target_scopes(family):
                 out.extend(self.target_values(family, scope))
@@ -369,8 +384,9 @@ class KpiEngine:
         if self.period_clock is None:
             return []
         open_leads = rolling[self.layouts.lead.open] if family is Family.LEAD and rolling is not None else 0
+        registered = rolling[self.layouts.outlet.registered] if family is Family.OUTLET and rolling is not None else 0
         return self.period_reader.values(self.period_clock, family.value, scope,
-                                         dict(self.period_groups(family, scope)), open_leads)
+                                         dict(self.period_groups(family, scope)), open_leads, registered=registered)
 
 
     # -- targets (spec 9) -----------------------------------------------------------------------

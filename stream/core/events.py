@@ -15,6 +15,10 @@ OUTLET_TYPES = ("outlet.onboarded", "outlet.updated")
 LEAD_TYPES = ("lead.created", "lead.updated", "lead.won", "lead.lost")
 ACTIVITY_KINDS = ("call", "email", "meeting", "demo")
 EVENT_TYPES = OUTLET_TYPES + ("order.placed", "visit.completed") + LEAD_TYPES + ("activity.logged", "target.set")
+# Field execution (spec 10): journey plans, order cancellations and returns
+FIELD_TYPES = ("visit.planned", "order.cancelled", "order.returned")
+EVENT_TYPES += FIELD_TYPES
+PLAN_STATUSES = ("planned", "cancelled")
 
 # Outlet attribute order, used wherever attributes are held as a tuple.
 OUTLET_ATTRIBUTES = ("region", "territory", "distributor_id", "channel", "rep_id")
@@ -106,7 +110,47 @@ class TargetSet:
     type: str = "target.set"
 
 
-Event = Union[OutletEvent, OrderPlaced, VisitCompleted, LeadEvent, ActivityLogged, TargetSet]
+@dataclass(frozen=True, slots=True)
+class VisitPlanned:
+    """A planned call (spec 10.1): identified by (outlet_id, rep_id, plan_date); `plan_date` is a
+    local date in the business time zone, kept as its ISO text."""
+
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    rep_id: str
+    plan_date: str
+    planned: bool  # False: status `cancelled`
+    type: str = "visit.planned"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCancelled:
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    order_id: str
+    reason: str | None
+    type: str = "order.cancelled"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReturned:
+    event_id: str
+    occurred_us: int
+    ref_us: int
+    outlet_id: str
+    order_id: str
+    amount: Decimal
+    currency: str
+    rep_id: str | None
+    type: str = "order.returned"
+
+
+Event = Union[OutletEvent, OrderPlaced, VisitCompleted, LeadEvent, ActivityLogged, TargetSet, VisitPlanned,
+              OrderCancelled, OrderReturned]
 
 
 def partition_key(event: Event) -> str:

@@ -21,6 +21,7 @@ from stream.core.catalogue import ACTIVITY_KIND_LABELS, ActivityLayout, LeadLayo
 from stream.core.config import KpiSettings
 
 US_PER_DAY = 86_400_000_000
+US_PER_MINUTE = 60_000_000
 _CENT = Decimal("0.01")
 _MONEY = Context(prec=200, rounding=ROUND_HALF_EVEN)
 
@@ -56,22 +57,30 @@ def _money_mean(total, count: int) -> float | None:
 
 
 def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSettings, layout: OutletLayout,
-                          previous: Sequence | None = None, labels: tuple[str, ...] | None = None) -> list[KpiValue]:
+                          previous: Sequence | None = None, labels: tuple[str, ...] | None = None,
+                          registered: int | None = None, retention: bool = False) -> list[KpiValue]:
     """The scope's outlet, order and visit KPIs. With `previous`, the vector the scope's values
     were last evaluated from, only the values whose inputs differ from it: the rest are what that
     evaluation gave (an order moves the order and account groups, a visit only its own).
     With `labels`, `v` is a period vector (stream/core/periods.py: one window, published under each
-    label): no dormant_accounts, which is rolling only (spec 8)."""
+    label): no dormant_accounts, which is rolling only (spec 8); `registered` is then the scope's
+    registered outlets at as_of (its rolling vector's: spec 13.1), and `retention` says whether the
+    labels have retention values (periods and aliases: yes; lmtd: no)."""
     scope_type, scope_id = scope
     out: list[KpiValue] = []
     rolling = labels is None
     if rolling:
         labels = settings.window_labels
+        registered = v[layout.registered]
     ever = v[layout.ever_ordered]
     ever_moved = previous is None or ever != previous[layout.ever_ordered]
 
     def moved(*slots: int) -> bool:
         return previous is None or any(v[j] != previous[j] for j in slots)
+
+    registered_moved = rolling and moved(layout.registered)
+    if registered_moved:
+        out.append(KpiValue("registered_outlets", None, scope_type, scope_id, registered))
 
     for i, window in enumerate(labels):
         if not rolling:
@@ -101,6 +110,43 @@ def evaluate_outlet_scope(v: Sequence, scope: tuple[str, str], settings: KpiSett
             out.append(KpiValue("productive_visits", window, scope_type, scope_id, productive))
             out.append(KpiValue("visit_to_order_ratio", window, scope_type, scope_id,
                                 _ratio(productive, visits), productive, visits))
+        out.extend(_field_execution(v, layout, i, window, scope_type, scope_id, registered, moved, registered_moved,
+                                    retention and not rolling))
+    return out
+
+
+def _field_execution(v: Sequence, layout: OutletLayout, i: int, window: str, scope_type: str, scope_id: str,
+                     registered: int, moved, registered_moved: bool, retention: bool) -> list[KpiValue]:
+    """Spec 10's values of window (or period) `i`, those whose inputs moved."""
+    out: list[KpiValue] = []
+    if moved(layout.planned[i], layout.on_plan[i], layout.unplanned[i]):
+        planned, on_plan = v[layout.planned[i]], v[layout.on_plan[i]]
+        out.append(KpiValue("planned_calls", window, scope_type, scope_id, planned))
+        out.append(KpiValue("calls_on_plan", window, scope_type, scope_id, on_plan))
+        out.append(KpiValue("call_compliance", window, scope_type, scope_id, _ratio(on_plan, planned), on_plan, planned))
+        out.append(KpiValue("unplanned_visits", window, scope_type, scope_id, v[layout.unplanned[i]]))
+    if moved(layout.onboarded[i]):
+        out.append(KpiValue("new_outlets", window, scope_type, scope_id, v[layout.onboarded[i]]))
+    if registered_moved or moved(layout.visited[i], layout.covered[i], layout.active_registered[i]):
+        covered, active = v[layout.covered[i]], v[layout.active_registered[i]]
+        out.append(KpiValue("visited_outlets", window, scope_type, scope_id, v[layout.visited[i]]))
+        out.append(KpiValue("coverage", window, scope_type, scope_id, _ratio(covered, registered), covered, registered))
+        out.append(KpiValue("active_rate", window, scope_type, scope_id, _ratio(active, registered), active, registered))
+    if moved(layout.timed[i], layout.visit_us[i]):
+        timed, visit_us = v[layout.timed[i]], v[layout.visit_us[i]]
+        out.append(KpiValue("avg_visit_minutes", window, scope_type, scope_id,
+                            visit_us / (timed * US_PER_MINUTE) if timed else None, visit_us / US_PER_MINUTE, timed))
+    if moved(layout.amount[i], layout.returns[i], layout.returned_amount[i]):
+        returned = v[layout.returned_amount[i]]
+        out.append(KpiValue("returns", window, scope_type, scope_id, v[layout.returns[i]]))
+        out.append(KpiValue("returned_amount", window, scope_type, scope_id, money(returned)))
+        out.append(KpiValue("net_sales_amount", window, scope_type, scope_id,
+                            money(_MONEY.subtract(Decimal(v[layout.amount[i]]), Decimal(returned)))))
+    if retention:
+        before, retained = v[layout.prev_active[0]], v[layout.retained[0]]
+        out.append(KpiValue("retained_accounts", window, scope_type, scope_id, retained))
+        out.append(KpiValue("churned_accounts", window, scope_type, scope_id, before - retained))
+        out.append(KpiValue("retention_rate", window, scope_type, scope_id, _ratio(retained, before), retained, before))
     return out
 
 

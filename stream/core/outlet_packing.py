@@ -39,6 +39,8 @@ _SHORT_HEAD = struct.Struct("<BI")  # _BARE_ONBOARDED_AT_STAMP: layout, attribut
 _STAMP_INSTANT = struct.Struct(">Q")  # how attribute_stamp starts: the instant + STAMP_OFFSET
 _AMOUNT = 3  # position of the amount in each (slot, rep, count, amount, lines) record
 _RECORD = 5
+_RETURN_AMOUNT = 3  # in each (slot, rep, count, amount) record of `returns_by_slot`
+_RETURN_RECORD = 4
 
 
 def pack_outlet(state: OutletState, attribute_index: int) -> bytes:
@@ -48,7 +50,10 @@ def pack_outlet(state: OutletState, attribute_index: int) -> bytes:
     onboarded = state.onboarded_us
     if (not state.order_times and not state.orders_by_slot and not state.order_slots
             and not state.reactivation_slots and state.reactivation_slot_counts is None
-            and state.visits is None and state.first_link_slot is None and type(stamps) is bytes):
+            and state.visits is None and state.first_link_slot is None and type(stamps) is bytes
+            and state.order_records is None and state.cancelled is None and not state.returns_by_slot
+            and not state.visit_slots and state.visit_days is None and not state.timed_visits
+            and state.plans is None):
         # instants fit the signed 64-bit field: timeparse accepts four-digit years only
         if onboarded is None:
             return _BARE_HEAD.pack(_BARE, attribute_index, 0) + stamps
@@ -60,9 +65,15 @@ def pack_outlet(state: OutletState, attribute_index: int) -> bytes:
         records = list(orders)
         records[_AMOUNT::_RECORD] = [str(amount) for amount in records[_AMOUNT::_RECORD]]
         orders = tuple(records)
+    returns = state.returns_by_slot
+    if returns:
+        records = list(returns)
+        records[_RETURN_AMOUNT::_RETURN_RECORD] = [str(amount) for amount in records[_RETURN_AMOUNT::_RETURN_RECORD]]
+        returns = tuple(records)
     return bytes((_FULL,)) + marshal.dumps((
         attribute_index, stamps, onboarded, state.order_times, state.order_slots, state.reactivation_slots,
-        state.reactivation_slot_counts, orders, state.visits, state.first_link_slot))
+        state.reactivation_slot_counts, orders, state.visits, state.first_link_slot, state.order_records,
+        state.cancelled, returns, state.visit_slots, state.visit_days, state.timed_visits, state.plans))
 
 
 def unpack_outlet(packed: bytes, attribute_table: list[tuple]) -> tuple:
@@ -78,10 +89,15 @@ def unpack_outlet(packed: bytes, attribute_table: list[tuple]) -> tuple:
         return (attribute_table[attribute_index], packed[_BARE_HEAD.size:],
                 onboarded if layout == _BARE_ONBOARDED else None)
     (attribute_index, stamps, onboarded, order_times, order_slots, reactivation_slots, reactivation_slot_counts,
-     orders, visits, first_link_slot) = marshal.loads(memoryview(packed)[1:])
+     orders, visits, first_link_slot, *field_execution) = marshal.loads(memoryview(packed)[1:])
     if orders:
         records = list(orders)
         records[_AMOUNT::_RECORD] = [Decimal(amount) for amount in records[_AMOUNT::_RECORD]]
         orders = tuple(records)
+    returns = field_execution[2]
+    if returns:
+        records = list(returns)
+        records[_RETURN_AMOUNT::_RETURN_RECORD] = [Decimal(a) for a in records[_RETURN_AMOUNT::_RETURN_RECORD]]
+        field_execution[2] = tuple(records)
     return (attribute_table[attribute_index], stamps, onboarded, order_times, order_slots, reactivation_slots,
-            reactivation_slot_counts, orders, visits, first_link_slot)
+            reactivation_slot_counts, orders, visits, first_link_slot, *field_execution)

@@ -59,6 +59,20 @@ class OutletState:
     # (tuples, not lists, replaced on change: they drop out of the cyclic GC's walk)
     visits: dict[str, tuple[tuple[int, str], ...]] | None = None
     first_link_slot: dict[str, int] | None = None
+    # Field execution (spec 10; stream/core/order_identity.py, field_visits.py). Placed orders by
+    # order_id: (occurred_us, event_id, rep_id, amount as decimal text, lines, visit_id) of the
+    # placement that is the order; the order ids whose cancellation applied (-> its occurred_us).
+    order_records: dict[str, tuple] | None = None
+    cancelled: dict[str, int] | None = None
+    # returns per (slot, rep the return names or None), flat: (slot, rep, count, amount) repeated
+    returns_by_slot: tuple = ()
+    # distinct visit slots (a SlotUnion that never removes: visited / covered outlets); visit slots
+    # per (rep, slot of the local day's start); timed visits flat: (slot, rep, duration_us) repeated
+    visit_slots: tuple[int, ...] = ()
+    visit_days: dict[tuple[str, int], tuple[int, ...]] | None = None
+    timed_visits: tuple = ()
+    # planned calls: (rep, slot of the plan date's start) -> (stamp of its latest event, planned?)
+    plans: dict[tuple[str, int], tuple[bytes, bool]] | None = None
 
     def __reduce__(self):
         # Engine snapshots pickle a million of these: as the constructor's arguments they load in

@@ -21,11 +21,14 @@ from __future__ import annotations
 import sys
 from bisect import bisect_left, bisect_right
 
+from stream.core import field_visits, order_identity, registration
 from stream.core.assignments import TerritoryReps
+from stream.core.calendar import Calendar
 from stream.core.catalogue import GLOBAL_SCOPE, OutletLayout
 from stream.core.cold_outlets import ColdOutlets
 from stream.core.config import KpiSettings
 from stream.core.events import OrderPlaced, OutletEvent, VisitCompleted
+from stream.core.period_calls import clipped, put_calls
 from stream.core.outlet_packing import pack_outlet, unpack_outlet
 from stream.core.outlet_state import NO_ATTRIBUTES, Cell, OutletState, attribute_stamp
 from stream.core.periods import PeriodTally
@@ -100,6 +103,11 @@ class OutletBook:
         self._visit_fields = tuple(zip(self._windows, layout.visits, layout.productive))
         self._horizons_us = tuple(h * 1_000_000 for h in settings.conversion_horizons_seconds)
         self._dormancy_us = settings.dormancy_seconds * 1_000_000
+        # local days of the business calendar: plan dates and visit dates (spec 10.1)
+        self.days = periods.clock.calendar if periods is not None else Calendar(settings.timezone, ())
+        # a visited (active) outlet's fields -> the same, restricted to registered outlets (10.2)
+        self.visited_to_covered = dict(zip(layout.visited, layout.covered))
+        self.active_to_registered = dict(zip(layout.active, layout.active_registered))
 
     def state(self, outlet_id: str) -> OutletState:
         """The outlet's state as an object (unpacked if it was at rest), for changing in place until
@@ -158,9 +166,11 @@ class OutletBook:
             state.onboarded_us is None or event.occurred_us < state.onboarded_us
         ):
             before = self.conversion(state)
+            old_onboarded = state.onboarded_us
             state.onboarded_us = event.occurred_us
             own: Deltas = []
             self._replace_conversion(before, self.conversion(state), own)
+            registration.onboarding_moved(self, state, old_onboarded, own)
             self.ledger.add_all(state.cell(), own)
             if self.periods is not None:
                 self._period_conversion(state.cell(), before, -1)
@@ -175,8 +185,12 @@ class OutletBook:
             self.attribute_table.append(canonical)
         return self.attribute_table[index]
 
-    def apply_order(self, order: OrderPlaced) -> None:
-        state = self.state(order.outlet_id)
+    def apply_order(self, order: OrderPlaced) -> bool:
+        """True when the order's identity was placed before: ignored (`duplicate_order`)."""
+        return order_identity.apply_order(self, order)
+
+    def _place(self, state: OutletState, order: OrderPlaced) -> None:
+        """A placement that is a new order, not cancelled: its contributions (spec 3.1-3.3)."""
         slot = order.occurred_us // self._slot_us
         own: Deltas = []  # to the outlet's cell (its assigned rep)
         conversion = self.conversion(state)  # before this order joins the times it derives from
@@ -234,6 +248,7 @@ class OutletBook:
             self.periods.put(cell, periods, slot, slot, ((layout.visits[0], 1),))
             if link is not None:
                 self.periods.put(cell, periods, slot, max(slot, link), ((layout.productive[0], 1),))
+        field_visits.on_visit(self, state, visit, slot)
 
     # -- period contributions (stream/core/periods.py) ----------------------------------------
 
@@ -256,12 +271,14 @@ class OutletBook:
             _index, start, end = period
             if previous is not None and previous >= start:
                 continue  # the period had an order at or before this one: its earliest stays
+            old_slot = None
             if following is not None and following < end:
                 old_slot = following // slot_us
                 if old_slot == slot:
                     continue
                 tally.put_one(cell, position, period, old_slot, old_slot, ((active, -1),))
             tally.put_one(cell, position, period, slot, slot, ((active, 1),))
+            registration.first_order_moved(self, state, cell, position, period, old_slot, slot, times)
         # reactivations: the new order's and the following order's status may change
         gap = self._dormancy_us
         reactivated_now = previous is not None and t_us - previous > gap
@@ -316,7 +333,7 @@ class OutletBook:
         month), as put calls grouped by the rep their cell names: ("all", periods, shift, due,
         items) or ("one", position, period, shift, due, items). Orders and visits are placed in
         periods by slot (KpiSettings checks that period bounds are slot bounds)."""
-        if not state.order_times and state.onboarded_us is None and not state.visits:
+        if not _contributed(state):
             return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
         tally, layout, slot_us = self.periods, self.period_layout, self._slot_us
         calendar = tally.clock.calendar
@@ -365,6 +382,9 @@ class OutletBook:
                 calls.append(("all", periods, visit_slot, visit_slot, ((layout.visits[0], 1),)))
                 if link is not None:
                     calls.append(("all", periods, visit_slot, max(visit_slot, link), ((layout.productive[0], 1),)))
+        field_visits.period_calls(self, state, since, groups)
+        order_identity.return_period_calls(self, state, since, groups)
+        own.extend(registration.period_calls(self, state))
         return groups
 
     def _move_periods(self, groups: dict[str | None, list], old_cells: dict, new_cells: dict) -> None:
@@ -373,17 +393,8 @@ class OutletBook:
             old_cell, new_cell = old_cells[rep], new_cells[rep]
             if old_cell == new_cell:
                 continue
-            for call in calls:
-                items = call[-1]
-                negated = tuple((field, -delta) for field, delta in items)
-                if call[0] == "all":
-                    _kind, periods, shift, due, _items = call
-                    tally.put(old_cell, periods, shift, due, negated)
-                    tally.put(new_cell, periods, shift, due, items)
-                else:
-                    _kind, position, period, shift, due, _items = call
-                    tally.put_one(old_cell, position, period, shift, due, negated)
-                    tally.put_one(new_cell, position, period, shift, due, items)
+            put_calls(tally, old_cell, calls, -1)
+            put_calls(tally, new_cell, calls, 1)
 
     # -- contributions (appended to `out`, the deltas of one cell) -----------------------------
 
@@ -398,8 +409,11 @@ class OutletBook:
         state.order_times = times[:index] + (t_us,) + times[index:]
 
         active = SlotUnion(state.order_slots)
+        mark = len(out)
         active.insert(t_us // slot_us, windows, layout.active, out)
         state.order_slots = active.slots
+        if state.onboarded_us is not None and len(out) > mark:  # active registered outlets (10.2)
+            out.extend(clipped(out[mark:], state.onboarded_us // slot_us, self.active_to_registered))
 
         if first_before is None or t_us < first_before:
             if first_before is not None:
@@ -517,7 +531,7 @@ class OutletBook:
         visit older than the longest window opened and closed every interval it has by `settled`:
         its deltas cancel out in any cell, so it is left out -- a move then costs what the outlet
         did within the longest window, not its whole history."""
-        if not state.order_times and state.onboarded_us is None and not state.visits:
+        if not _contributed(state):
             return {}  # nothing contributed yet (an outlet's first attributes, at onboarding)
         layout, slot_us, windows = self.layout, self._slot_us, self._windows
         oldest_open = settled - max(windows) + 1  # a slot before this closed all its intervals
@@ -573,7 +587,17 @@ class OutletBook:
                         _open_interval(out, sums, settled, max(visit_slot, link), end, productive_field)
         for rep, sums in due.items():
             groups[rep].extend((settled, field, total) for field, total in sums.items())
+        if state.onboarded_us is not None:
+            own.extend(registration.rolling(self, state, state.onboarded_us // slot_us, settled))
+        field_visits.rolling_contributions(self, state, settled, groups)
+        order_identity.return_contributions(self, state, settled, groups)
         return groups
+
+
+def _contributed(state: OutletState) -> bool:
+    """Whether the outlet has given any contribution yet."""
+    return bool(state.order_times or state.onboarded_us is not None or state.visits or state.plans
+                or state.returns_by_slot)
 
 
 def _earliest_reactivating(times: tuple[int, ...], start_us: int, end_us: int, gap_us: int) -> int | None:

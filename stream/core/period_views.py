@@ -72,12 +72,14 @@ class PeriodReader:
                 for position in range(len(clock.calendar.kinds)) for index in clock.published(position)}
 
     def values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
-               open_leads: int = 0, previous: Mapping[GroupKey, Sequence] | None = None) -> list[KpiValue]:
+               open_leads: int = 0, previous: Mapping[GroupKey, Sequence] | None = None,
+               registered: int = 0) -> list[KpiValue]:
         """The scope's values of every published period, alias and lmtd. `open_leads`: the
-        scope's current open leads (pipeline velocity of lead periods takes them).
+        scope's current open leads (pipeline velocity of lead periods takes them); `registered`:
+        its registered outlets (coverage and active rate of outlet periods take them).
 
         With `previous`, the groups these values were last evaluated from at the same clock (so
-        under the same labels) and the same `open_leads`: a group equal to its previous vector is
+        under the same labels) and the same `open_leads` and `registered`: a group equal to its previous vector is
         left out (its values are those that evaluation gave), and of an outlet group only the
         values whose inputs moved are given. Between two flushes most of a scope's ~13 groups do
         not move (an event moves the periods holding its time), and the publisher would compare
@@ -97,7 +99,7 @@ class PeriodReader:
                 labels = (self.designator(clock, position, index),)
                 if index == current:
                     labels += (ALIASES[kind],)
-                out.extend(self._evaluate(family, scope, vector, layout, labels, open_leads, before))
+                out.extend(self._evaluate(family, scope, vector, layout, labels, open_leads, registered, True, before))
         if clock.month >= 0:
             key = (clock.month, clock.current[clock.month] - 1, True)
             vector = groups.get(key, zeros)
@@ -106,7 +108,7 @@ class PeriodReader:
                 before = previous.get(key, zeros)
                 if before == vector:
                     return out
-            out.extend(self._evaluate(family, scope, vector, layout, (LMTD,), open_leads, before))
+            out.extend(self._evaluate(family, scope, vector, layout, (LMTD,), open_leads, registered, False, before))
         return out
 
     def target_values(self, clock: PeriodClock, family: str, scope: Scope, groups: Mapping[GroupKey, Sequence],
@@ -139,9 +141,11 @@ class PeriodReader:
         return out
 
     def _evaluate(self, family: str, scope: Scope, vector: Sequence, layout, labels: tuple[str, ...],
-                  open_leads: int, before: Sequence | None = None) -> list[KpiValue]:
+                  open_leads: int, registered: int, retention: bool, before: Sequence | None = None) -> list[KpiValue]:
+        """`retention`: the period has retention values (spec 10.5: not lmtd)."""
         if family == OUTLET:
-            return evaluate_outlet_scope(vector, scope, self.settings, layout, before, labels=labels)
+            return evaluate_outlet_scope(vector, scope, self.settings, layout, before, labels=labels,
+                                         registered=registered, retention=retention)
         if family == LEAD:
             return evaluate_lead_period(vector, scope, layout, labels, open_leads)
         return evaluate_activity_scope(vector, scope, self.settings, layout, labels=labels)

@@ -195,6 +195,13 @@ class PeriodTally:
             fixed = due_slot * self.slot_us
             self.lmtd.add((cell, position, index), due if due > fixed else fixed, items)
 
+    def put_period(self, cell: tuple, position: int, index: int, due_slot: int,
+                   items: tuple[tuple[int, Number], ...]) -> None:
+        """`items` count in the period `index` of one kind from slot `due_slot` on, and in no lmtd:
+        retention (spec 10.5), which a period has from its own and the previous period's orders."""
+        if index >= self.clock.oldest[position]:
+            self.ledger.add((cell, position, index), due_slot, items)
+
     def advance(self, slot: int, now_us: int) -> None:
         self.ledger.advance(slot)
         self.lmtd.advance(now_us)

@@ -29,6 +29,9 @@ TYPE_TOPIC: dict[str, str] = {
     "lead.created": "sales.leads", "lead.updated": "sales.leads", "lead.won": "sales.leads",
     "lead.lost": "sales.leads", "activity.logged": "sales.activities", "target.set": "sales.targets",
 }
+# field execution (spec 10), keyed by outlet_id on the outlet family's topics
+TYPE_TOPIC.update({"visit.planned": "sales.visits", "order.cancelled": "sales.orders",
+                   "order.returned": "sales.orders"})
 
 KeyOf = Callable[[dict], "str | None"]
 

@@ -22,12 +22,11 @@ from stream.core.catalogue import ACTIVITY_KIND_LABELS, SCOPE_TYPES, escape_segm
 from stream.core.kpis import KpiValue, money
 from stream.core.windows import Scope
 
-# targetable KPI -> the family whose period sums hold its actual. Spec 9 also names
-# net_sales_amount, new_outlets, visited_outlets and calls_on_plan: they are targetable once the
-# KPIs of spec 10 exist.
+# targetable KPI (spec 9) -> the family whose period sums hold its actual
 TARGETABLE: dict[str, str] = {
     "active_accounts": "outlet", "reactivated_accounts": "outlet", "orders": "outlet", "sales_amount": "outlet",
-    "visits": "outlet", "productive_visits": "outlet", "new_leads": "lead", "activities": "activity",
+    "net_sales_amount": "outlet", "visits": "outlet", "productive_visits": "outlet", "new_outlets": "outlet",
+    "visited_outlets": "outlet", "calls_on_plan": "outlet", "new_leads": "lead", "activities": "activity",
 }
 # distinct counts: no projection (spec 9)
 NOT_PROJECTED = frozenset({"active_accounts", "reactivated_accounts", "visited_outlets"})
@@ -53,8 +52,11 @@ def actual_of(kpi: str, layout, vector: Sequence, kind: str | None) -> int | Dec
     if kpi == "activities":
         counts = [vector[index] for index in layout.by_kind[0]]
         return sum(counts) if kind == "all" else counts[ACTIVITY_KIND_LABELS.index(kind)]
+    if kpi == "net_sales_amount":  # exact sales minus exact returns (spec 13.1)
+        return Decimal(vector[layout.amount[0]]) - Decimal(vector[layout.returned_amount[0]])
     field_name = {"active_accounts": "active", "reactivated_accounts": "reactivated", "orders": "orders",
                   "sales_amount": "amount", "visits": "visits", "productive_visits": "productive",
+                  "new_outlets": "onboarded", "visited_outlets": "visited", "calls_on_plan": "on_plan",
                   "new_leads": "created"}[kpi]
     return vector[getattr(layout, field_name)[0]]
 

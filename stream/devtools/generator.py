@@ -48,6 +48,8 @@ class GeneratorConfig:
     late_fraction: float = 0.03
     malformed_fraction: float = 0.01
     topic_prefix: str = ""
+    # spec 10 traffic: beat plans, cancellations, repeated order ids, returns (off: the v1 mix)
+    field_execution: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +61,15 @@ class Message:
 
 # Events one draw of the timeline produces on average (a visit may bring an order, a lead its
 # updates and closing): used to size the draws so that `events` is reached near the period's end.
-EVENTS_PER_DRAW = 1.28
+EVENTS_PER_DRAW = 1.6
+# Field execution (spec 10). Beat plans are made in the business time zone the worker defaults to
+# (KPI_TIMEZONE Asia/Jakarta, UTC+7 all year): a plan date is the visit's local date there.
+BUSINESS_OFFSET_US = 7 * HOUR_US
+ON_PLAN = 0.8  # share of visits made on a planned call
+MISSED_PLAN = 0.15  # share of planned calls never visited (a plan with no visit)
+CANCELLED = 0.04  # share of orders cancelled, mostly after placement
+DUPLICATE_ORDER = 0.01  # share of orders placed twice under one order id
+RETURNED = 0.03  # share of orders with goods returned later
 THINNABLE_TOPICS = frozenset({"sales.orders", "sales.visits", "sales.activities"})
 
 
@@ -235,6 +245,45 @@ class World:
                        amount=self.amount(), currency="USD", lines=self.rng.randint(1, 20),
                        rep_id=rep if rep else (outlet.rep if self.rng.random() < 0.6 else None), visit_id=visit_id)
         out.append((t, "sales.orders", doc))
+        if self.config.field_execution:
+            self._after_order(out, t, outlet, doc)
+
+    def _after_order(self, out, t: int, outlet: Outlet, order: dict) -> None:
+        """Cancellations (after placement, or a few stamped before it), a repeated placement of the
+        same order id, and returns (spec 10.4)."""
+        rng = self.rng
+        ids = {"outlet_id": outlet.outlet_id, "order_id": order["order_id"]}
+        roll = rng.random()
+        if roll < CANCELLED:
+            when = min(self.end, t + rng.randint(-30, 2 * 24 * 60) * 60_000_000)
+            out.append((when, "sales.orders", self.doc("order.cancelled", when, reason="customer request", **ids)))
+        elif roll < CANCELLED + DUPLICATE_ORDER:
+            when = min(self.end, t + rng.randint(0, 60) * 60_000_000)
+            fields = {k: v for k, v in order.items() if k not in ("event_id", "type", "occurred_at")}
+            out.append((when, "sales.orders", self.doc("order.placed", when, **fields)))
+        elif roll < CANCELLED + DUPLICATE_ORDER + RETURNED:
+            when = min(self.end, t + rng.randint(1, 10) * DAY_US)
+            cents = rng.randint(100, 20_000)
+            out.append((when, "sales.orders", self.doc("order.returned", when, amount=f"{cents // 100}.{cents % 100:02d}",
+                                                       currency="USD", rep_id=order.get("rep_id"), **ids)))
+
+    def _plan(self, out, t: int, outlet: Outlet, rep: str, visited: bool) -> None:
+        """A beat plan's call on the local date of `t`, made on the Monday before (a weekly beat);
+        some are re-planned (moved to the next day) or cancelled later in the week."""
+        rng = self.rng
+        local = (t + BUSINESS_OFFSET_US) // DAY_US  # local day number
+        monday = (local - (local + 3) % 7) * DAY_US - BUSINESS_OFFSET_US + 6 * HOUR_US
+        made = max(self.start, min(monday, t - HOUR_US))
+        plan_date = format_rfc3339_us(local * DAY_US)[:10]
+        ids = {"outlet_id": outlet.outlet_id, "rep_id": rep}
+        out.append((made, "sales.visits", self.doc("visit.planned", made, plan_date=plan_date, **ids)))
+        if visited or rng.random() > 0.3:
+            return
+        when = min(self.end, made + rng.randint(1, 48) * HOUR_US)
+        out.append((when, "sales.visits", self.doc("visit.planned", when, plan_date=plan_date, status="cancelled", **ids)))
+        if rng.random() < 0.5:  # re-planned for the day after
+            next_date = format_rfc3339_us((local + 1) * DAY_US)[:10]
+            out.append((when, "sales.visits", self.doc("visit.planned", when, plan_date=next_date, **ids)))
 
     def _visit(self, out, t: int) -> None:
         outlet = self._pick_outlet(t)
@@ -243,6 +292,12 @@ class World:
         out.append((t, "sales.visits", self.doc("visit.completed", t, outlet_id=outlet.outlet_id, visit_id=visit_id,
                                                 rep_id=outlet.rep, checked_in_at=stamp(check_in, 0),
                                                 checked_out_at=stamp(t, 0))))
+        if self.config.field_execution:
+            if self.rng.random() < ON_PLAN:
+                self._plan(out, t, outlet, outlet.rep, visited=True)
+            if self.rng.random() < MISSED_PLAN:  # a planned call nobody made, on another outlet
+                other = self._pick_outlet(t)
+                self._plan(out, t, other, other.rep, visited=False)
         if self.rng.random() < 0.45:
             delay = self.rng.randint(1, 90) * 60_000_000 if self.rng.random() < 0.8 else self.rng.randint(1, 5) * DAY_US
             when = min(self.end, t + delay)
@@ -301,7 +356,7 @@ def malformed_message(world: World, index: int, ref_us: int | None = None) -> Me
     if reason == "not_an_object":
         return Message("sales.orders", key, orjson.dumps([base]))
     if reason == "unknown_type":
-        base["type"] = "order.cancelled"
+        base["type"] = "order.voided"
     elif reason == "missing_field":
         del base["order_id"]
     elif reason == "bad_type":

@@ -59,16 +59,20 @@ class ScopePeriods:
     def values(self, key: ScopeKey, partials: ScopePartials, total: Sequence) -> list[KpiValue]:
         """The scope's period, alias and lmtd values from its summed groups (`total`: its summed
         rolling vector); none for a scope that never held period sums."""
-        if self.clock is None or (not partials.groups and key not in self.scopes):
+        if self.clock is None:
             return []
+        if not partials.groups and key not in self.scopes and not (
+                key[0] == Family.OUTLET.value and total[self.layouts.outlet.registered]):
+            return []  # (registered outlets give coverage and active rate period values: spec 10.2)
         self.scopes.add(key)
         family = key[0]
         open_leads = total[self.layouts.lead.open] if family == Family.LEAD.value else 0
+        registered = total[self.layouts.outlet.registered] if family == Family.OUTLET.value else 0
         groups = partials.total_groups()
         last = self._evaluated.get(key)
-        previous = dict(last[1]) if last is not None and last[0] == open_leads else None
-        self._evaluated[key] = (open_leads, tuple(groups.items()))
-        return self.reader.values(self.clock, family, (key[1], key[2]), groups, open_leads, previous)
+        previous = dict(last[1]) if last is not None and last[0] == (open_leads, registered) else None
+        self._evaluated[key] = ((open_leads, registered), tuple(groups.items()))
+        return self.reader.values(self.clock, family, (key[1], key[2]), groups, open_leads, previous, registered)
 
     def target_values(self, key: ScopeKey, partials: ScopePartials, targets: ScopePartials) -> list[KpiValue]:
         """The values of the scope's targets (spec 9) against its summed period groups."""

@@ -210,8 +210,8 @@ class EntityStage:
         if outcome is Outcome.DUPLICATE:
             ctx.metrics.ignored.labels("duplicate").inc()
             return
-        if outcome is Outcome.ALREADY_CLOSED:
-            ctx.metrics.ignored.labels("already_closed").inc()
+        if outcome in (Outcome.ALREADY_CLOSED, Outcome.DUPLICATE_ORDER):
+            ctx.metrics.ignored.labels(outcome.value).inc()
         ctx.clock.observe(event.occurred_us)
         if event.occurred_us // ctx.kpi.slot_us < engine.slot:
             ctx.tally.count(self.late_correction_counters[family])

@@ -27,7 +27,7 @@ class ProcessorMetrics:
     events_in: Counter  # labels: topic, type
     deadletters: Counter  # labels: reason
     deadletters_already_written: Counter
-    ignored: Counter  # labels: reason (duplicate, already_closed)
+    ignored: Counter  # labels: reason (duplicate, already_closed, duplicate_order)
     late_corrections: Counter  # labels: family
     repartitioned: Counter  # labels: topic (where the forwarded record arrived)
     consumer_lag: Gauge  # labels: topic, partition
@@ -69,7 +69,7 @@ def build_processor_metrics(registry: CollectorRegistry | None = None) -> Proces
             registry=registry,
         ),
         ignored=Counter(
-            "kpi_stream_ignored_events", "Valid events that change no KPI: duplicate, already_closed",
+            "kpi_stream_ignored_events", "Valid events that change no KPI: duplicate, already_closed, duplicate_order",
             ["reason"], registry=registry,
         ),
         late_corrections=Counter(

@@ -31,7 +31,7 @@ BAD = [
     ("not_an_object", b"[1, 2, 3]"),
     ("missing_field", orjson.dumps({k: v for k, v in order("nt").items() if k != "type"})),
     ("bad_type", orjson.dumps(order("bt", type=7))),
-    ("unknown_type", orjson.dumps(order("ut", type="order.cancelled"))),
+    ("unknown_type", orjson.dumps(order("ut", type="order.voided"))),
     ("missing_field", orjson.dumps(order("mf", outlet_id=None))),
     ("bad_type", orjson.dumps(order("bty", lines="2"))),
     ("bad_value", orjson.dumps(order("bv", lines=0))),

@@ -52,7 +52,7 @@ MANY_OUTLETS = [(event("order.placed", f"m{n}", outlet_id=f"out-{n:03d}", order_
                        lines=1), "sales.orders", f"out-{n:03d}".encode()) for n in range(60)]
 UNROUTABLE = [
     (b'{"event_id": "broken"', "sales.events", None),  # malformed JSON
-    (event("order.cancelled", "u1", outlet_id="o-1"), "sales.events", None),  # unknown type
+    (event("order.voided", "u1", outlet_id="o-1"), "sales.events", None),  # unknown type
     (event("order.placed", "u2", order_id="z", amount="1", currency="USD", lines=1), "sales.events", None),  # no key
     (event("lead.created", "u3", lead_id="", rep_id="rep-1"), "sales.events", None),  # an empty key
     (b"[1, 2, 3]", "sales.events", None),  # not an object

@@ -23,7 +23,7 @@ from tests.unit.test_periods_match_oracle import (MINUTE, REPS, TERRITORIES, cas
                                                   values_of)
 
 KPIS = ["active_accounts", "reactivated_accounts", "orders", "sales_amount", "visits", "productive_visits",
-        "new_leads", "activities"]
+        "new_leads", "activities", "net_sales_amount", "new_outlets", "visited_outlets", "calls_on_plan"]
 SCOPES = [("global", "all"), ("territory", TERRITORIES[0]), ("territory", TERRITORIES[1]), ("rep", REPS[0]),
           ("region", "n"), ("channel", "unassigned"), ("rep", "nobody")]
 

@@ -33,13 +33,16 @@ VALID = {
     "activity.logged": {"rep_id": "r1", "kind": "demo", "outlet_id": "o1"},
     "target.set": {"kpi": "sales_amount", "period": "2026-11", "scope": "territory", "scope_id": "JKT-01",
                    "value": "150000.00"},
+    "visit.planned": {"outlet_id": "o1", "rep_id": "r1", "plan_date": "2026-11-25", "status": "cancelled"},
+    "order.cancelled": {"outlet_id": "o1", "order_id": "x", "reason": "out of stock"},
+    "order.returned": {"outlet_id": "o1", "order_id": "x", "amount": 3.25, "currency": "USD", "rep_id": "r1"},
 }
 # (field, replacement value or DELETE): each must be rejected by both
 DELETE = object()
 COMMON_BAD = [("event_id", DELETE), ("event_id", 5), ("event_id", ""), ("event_id", "x" * 129),
               ("occurred_at", DELETE), ("occurred_at", 17), ("occurred_at", "2026-11-24"),
               ("occurred_at", "2026-11-24 10:00:00Z"), ("occurred_at", "2026-11-24T10:00:00"),
-              ("type", DELETE), ("type", 3), ("type", "order.cancelled")]
+              ("type", DELETE), ("type", 3), ("type", "order.voided")]
 TYPE_BAD = {
     "outlet.onboarded": [("outlet_id", DELETE), ("outlet_id", ""), ("region", 4), ("rep_id", "")],
     "outlet.updated": [("outlet_id", None), ("channel", ["gt"])],
@@ -55,6 +58,10 @@ TYPE_BAD = {
     "target.set": [("kpi", "win_rate"), ("kpi", DELETE), ("period", "2026-9"), ("period", "2026-M11"),
                    ("period", 202611), ("scope", "district"), ("scope_id", ""), ("kind", "call"),
                    ("value", DELETE), ("value", -1), ("value", "1e3"), ("value", True), ("value", [5])],
+    "visit.planned": [("plan_date", DELETE), ("plan_date", 20261125), ("plan_date", "2026-9-01"),
+                      ("plan_date", "2026-11-25T00:00:00Z"), ("status", "done"), ("status", 1), ("rep_id", DELETE)],
+    "order.cancelled": [("order_id", DELETE), ("outlet_id", ""), ("reason", 7)],
+    "order.returned": [("amount", -1), ("amount", DELETE), ("currency", "usd"), ("order_id", DELETE), ("rep_id", "")],
 }
 EXTRA_VALID = {
     "order.placed": [("amount", 0), ("amount", 7.875), ("lines", 2.0), ("rep_id", None), ("unknown_extra", {"a": 1})],
@@ -62,6 +69,9 @@ EXTRA_VALID = {
     "outlet.updated": [("region", None)],
     "target.set": [("value", None), ("value", 0), ("value", 1200), ("value", 99.5), ("period", "2026-W48"),
                    ("period", "2026-11-23"), ("period", "2026-Q4"), ("scope", "global"), ("kind", None)],
+    "visit.planned": [("status", None), ("status", "planned")],
+    "order.cancelled": [("reason", None)],
+    "order.returned": [("amount", "0"), ("rep_id", None)],
 }
 
 

@@ -9,7 +9,7 @@ import dataclasses
 
 from stream.core.config import ClockSetting, KpiSettings
 from stream.core.decode import Rejected, decode_event
-from stream.core.engine import Family, KpiEngine, Layouts
+from stream.core.engine import KpiEngine, Layouts
 from stream.core.timeparse import parse_rfc3339_us
 from stream.devtools import generator
 from stream.stages.publication import Publisher, RoundOutput
