@@ -7,16 +7,13 @@ from collections import Counter
 
 import orjson
 
+from stream.core.routing import TYPE_TOPIC, key_for
 from stream.devtools import generator
 from stream.core.config import KpiSettings
 from stream.core.decode import REJECT_REASONS, Rejected, decode_event
 
 CONFIG = generator.GeneratorConfig(seed=5, events=20_000)
 MESSAGES = list(generator.generate(CONFIG))
-KEY_FIELD = {"sales.outlets": "outlet_id", "sales.orders": "outlet_id", "sales.visits": "outlet_id",
-             "sales.leads": "lead_id", "sales.activities": "rep_id"}
-TOPIC_OF = {"outlet": "sales.outlets", "order": "sales.orders", "visit": "sales.visits", "lead": "sales.leads",
-            "activity": "sales.activities"}
 
 
 def _decoded():
@@ -70,12 +67,12 @@ def test_valid_events_are_on_their_topic_keyed_by_their_entity_and_not_in_the_fu
         if isinstance(event, Rejected):
             continue
         types[event.type] += 1
-        assert message.topic == TOPIC_OF[event.type.split(".")[0]]
+        assert message.topic == TYPE_TOPIC[event.type]
         doc = orjson.loads(message.value)
-        assert message.key == doc[KEY_FIELD[message.topic]].encode()
+        assert message.key == key_for(message.topic, doc).encode()
         assert event.occurred_us <= now
     assert {"outlet.onboarded", "outlet.updated", "order.placed", "visit.completed", "lead.created",
-            "lead.updated", "lead.won", "lead.lost", "activity.logged"} <= set(types)
+            "lead.updated", "lead.won", "lead.lost", "activity.logged", "target.set"} <= set(types)
 
 
 def test_jsonl_keeps_every_message_byte_for_byte(tmp_path):
