@@ -118,6 +118,27 @@ def table(title: str, queries: list[tuple[str, str]], columns: dict[str, str], s
     }
 
 
+def bargauge(title: str, queries: list[tuple[str, str]], unit: str = "short", description: str = "",
+             decimals: int | None = None, thresholds: list[tuple[float | None, str]] | None = None,
+             max_value: float | None = None) -> dict:
+    """Instant queries as horizontal bars, one per series (in the order the query returns them:
+    wrap it in sort() / sort_desc())."""
+    steps = [{"color": color, "value": value} for value, color in (thresholds or [(None, "blue")])]
+    defaults: dict = {"unit": unit, "min": 0, "thresholds": {"mode": "absolute", "steps": steps}}
+    if max_value is not None:
+        defaults["max"] = max_value
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    return {
+        "type": "bargauge", "title": title, "description": description, "datasource": DATASOURCE,
+        "targets": _targets(queries, instant=True),
+        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "options": {"orientation": "horizontal", "displayMode": "basic", "showUnfilled": True,
+                    "valueMode": "color", "namePlacement": "left", "sizing": "auto", "minVizHeight": 10,
+                    "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}},
+    }
+
+
 def row(title: str) -> dict:
     return {"type": "row", "title": title, "collapsed": False, "panels": []}
 
@@ -303,6 +324,93 @@ def _global(metric: str, window: str = "$window", extra: str = "") -> str:
     return f'max({metric}{{scope="global", window="{window}"{extra}}})'
 
 
+# -- Targets: month to date ------------------------------------------------------------------------
+#
+# "Where do we stand against this month's targets, will we make it, and how does the month compare
+# with last month so far?" Targets (spec 9) are exported for the current periods' aliases only
+# (window="mtd" for monthly targets; no lmtd); `kpi_<kpi>{window="lmtd"}` is last month to date
+# (spec 8). Every query of the row keeps to the territories with a target for `$target`.
+# tests/e2e/test_prometheus_live.py evaluates these expressions (from the committed JSON) against
+# a live Prometheus and compares them with the oracle's values.
+
+# `$target`: targetable KPIs with a territory scope and a projection (not active_accounts: a
+# distinct count, it has its own panel); the ones the demo's generator sets targets for.
+TARGET_KPIS = ("sales_amount", "orders", "visits")
+PROJECTION_WARNING = 0.90  # ProjectedAttainmentBelowTarget fires below this (after day 3)
+
+
+def target_queries(kpi: str = "${target}", scope: str = "territory", ids: str = "$territory") -> dict[str, str]:
+    """PromQL per scope_id of the month's target of `kpi` and what it is measured against: `target`,
+    `mtd` (actual so far), `attainment`, `projected`, `projected_attainment`, `lmtd` (last month
+    to date) and `growth` (mtd / lmtd - 1; scopes with no lmtd left out), each for the scopes with
+    a target only."""
+    def gauge(metric: str, window: str = "mtd") -> str:
+        return f'max by (scope_id) ({metric}{{scope="{scope}", scope_id=~"{ids}", window="{window}"}})'
+
+    target = gauge(f"kpi_{kpi}_target")
+    mtd, lmtd = gauge(f"kpi_{kpi}"), gauge(f"kpi_{kpi}", "lmtd")
+    return {
+        "target": target,
+        "mtd": f"{mtd} and on (scope_id) {target}",
+        "attainment": gauge(f"kpi_{kpi}_attainment"),
+        "projected": gauge(f"kpi_{kpi}_projected"),
+        "projected_attainment": gauge(f"kpi_{kpi}_projected_attainment"),
+        "lmtd": f"{lmtd} and on (scope_id) {target}",
+        "growth": f"({mtd} / ({lmtd} > 0) - 1) and on (scope_id) {target}",
+    }
+
+
+_ON_COURSE = [(None, "red"), (PROJECTION_WARNING, "orange"), (1.0, "green")]
+
+
+def targets_row(lay: "Layout") -> None:
+    q = target_queries()
+    lay.row("Targets: month to date ($target)")
+    lay.add(bargauge(
+        "Attainment MTD by territory: $target", [(f"sort_desc({q['attainment']})", "{{scope_id}}")],
+        unit="percentunit", decimals=1,
+        description="kpi_${target}_attainment, window mtd: the month's actual so far / the month's target "
+                    "(spec 9), per territory with a target. Grows through the month: compare with the projection."),
+        8, 10)
+    lay.add(bargauge(
+        "Projected month-end attainment by territory: $target",
+        [(f"sort({q['projected_attainment']})", "{{scope_id}}")], unit="percentunit", decimals=1,
+        thresholds=_ON_COURSE,
+        description="kpi_${target}_projected_attainment, window mtd: at this month's run rate (actual x month "
+                    "length / time elapsed), the month-end value / target; lowest first. Red below "
+                    f"{PROJECTION_WARNING:.0%} (ProjectedAttainmentBelowTarget, after day 3 of the month, "
+                    "when it stays below for 24 hours)."), 8, 10)
+    lay.add(bargauge(
+        "Active accounts: attainment MTD by territory",
+        [(f"sort_desc({_by_territory('kpi_active_accounts_attainment', window='mtd')})", "{{scope_id}}")],
+        unit="percentunit", decimals=1,
+        description="kpi_active_accounts_attainment, window mtd: outlets that ordered this month / the month's "
+                    "target. A distinct count: no projection (an outlet counts once, whenever it orders)."),
+        8, 10)
+    lay.add(table(
+        "Targets by territory: $target, month to date against target and last month",
+        [(q["target"], ""), (q["mtd"], ""), (q["attainment"], ""), (q["projected"], ""),
+         (q["projected_attainment"], ""), (q["lmtd"], ""), (q["growth"], "")],
+        {"scope_id": "territory", "Value #A": "target", "Value #B": "MTD", "Value #C": "attainment",
+         "Value #D": "projected", "Value #E": "projected attainment", "Value #F": "LMTD",
+         "Value #G": "MTD against LMTD"},
+        "projected attainment",
+        units={"attainment": "percentunit", "projected attainment": "percentunit", "MTD against LMTD": "percentunit"},
+        links={"territory": [reps_of_territory("${__value.raw}")]},
+        description="Territories with a target for $target this month, lowest projected attainment first. "
+                    "MTD: this month so far; LMTD: last month up to the same point (spec 8); MTD against LMTD: "
+                    "MTD / LMTD - 1 (empty when LMTD is 0)."), 24, 10)
+    lay.add(timeseries(
+        "$target: month to date against last month to date (all territories)",
+        [(_global("kpi_${target}", window="mtd"), "MTD"), (_global("kpi_${target}", window="lmtd"), "LMTD")],
+        decimals=2, description="Global kpi_${target}, windows mtd and lmtd: this month so far against last month "
+                                "up to the same point. Both fall to the new month's values at local midnight of the 1st."))
+    lay.add(timeseries(
+        "$target: MTD against LMTD by territory", [(q["growth"], "{{scope_id}}")], unit="percentunit",
+        decimals=1, min_zero=False,
+        description="mtd / lmtd - 1 per territory with a target: above 0, ahead of last month at the same point."))
+
+
 def kpi_overview() -> dict:
     lay = Layout()
     lay.row("Active accounts: where is it falling")
@@ -312,6 +420,7 @@ def kpi_overview() -> dict:
     falling_row(lay, "territory", "territory", "territory", "territories",
                 link=[reps_of_territory("${__value.raw}")],
                 series_link=[reps_of_territory("${__field.labels.scope_id}")])
+    targets_row(lay)
 
     lay.row("Accounts ($window window)")
     lay.add(stat("Active accounts", _global("kpi_active_accounts"),
@@ -399,11 +508,13 @@ def kpi_overview() -> dict:
                        "Regions (scope_id of scope=region)"),
         query_variable("territory", "Territory", 'label_values(kpi_active_accounts{scope="territory"}, scope_id)',
                        "Territories (scope_id of scope=territory)"),
+        custom_variable("target", "Target KPI", TARGET_KPIS, "sales_amount",
+                        "KPI of the Targets row (targetable KPIs with territory targets and a projection)"),
     ]
     return dashboard(
         KPI_UID, "KPI overview",
         "Field-sales KPIs of kpi-stream (spec section 3): accounts, conversion, orders, visits, lead pipeline "
-        "and rep activity, by region and territory.",
+        "and rep activity, by region and territory, and this month against its targets and last month.",
         ["kpi-stream", "kpi"], lay, variables, "now-7d",
         [_link("Reps", REPS_UID), _link("Processor health", HEALTH_UID)], [active_alerts_annotation()],
     )
@@ -439,6 +550,27 @@ def reps() -> dict:
     lay.add(timeseries("Activities by rep (all kinds)", [(_by_rep("kpi_activities", extra=', kind="all"'),
                                                           "{{scope_id}}")]))
     lay.add(timeseries("Open leads by rep", [(_by_rep("kpi_open_leads", window="none"), "{{scope_id}}")]))
+    lay.row("Rep targets: month to date")
+    sales, orders = target_queries("sales_amount", "rep", "$rep"), target_queries("orders", "rep", "$rep")
+    lay.add(bargauge(
+        "Projected month-end sales attainment by rep", [(f"sort({sales['projected_attainment']})", "{{scope_id}}")],
+        unit="percentunit", decimals=1, thresholds=_ON_COURSE,
+        description="kpi_sales_amount_projected_attainment, window mtd: at this month's run rate, the rep's "
+                    "month-end sales / the rep's target; lowest first. Reps are not alerted "
+                    "(ProjectedAttainmentBelowTarget leaves out scope rep)."), 8, 10)
+    lay.add(table(
+        "Rep attainment, month to date (sales and orders)",
+        [(sales["target"], ""), (sales["mtd"], ""), (sales["attainment"], ""), (sales["projected_attainment"], ""),
+         (orders["target"], ""), (orders["mtd"], ""), (orders["attainment"], ""), (orders["projected_attainment"], "")],
+        {"scope_id": "rep", "Value #A": "sales target", "Value #B": "sales MTD", "Value #C": "sales attainment",
+         "Value #D": "sales projected", "Value #E": "orders target", "Value #F": "orders MTD",
+         "Value #G": "orders attainment", "Value #H": "orders projected"},
+        "sales projected",
+        units={name: "percentunit" for name in ("sales attainment", "sales projected", "orders attainment",
+                                                 "orders projected")},
+        description="Reps of $rep with a sales or orders target this month: target, actual so far, attainment "
+                    "and projected month-end attainment (\"projected\" columns), lowest projected sales first."),
+        16, 10)
     lay.add(timeseries("Outlets by rep in $territory", [(TERRITORY_OUTLETS_BY_REP, "{{rep}}")], stack=True,
                        description="Outlets in the selected territories assigned to each rep now "
                                    "(kpi_stream_rep_territory_outlets, summed over the workers). Not a KPI: it "
@@ -454,7 +586,8 @@ def reps() -> dict:
     ]
     return dashboard(
         REPS_UID, "Reps",
-        "Rep-level KPIs and the reps whose active accounts fall most, for the reps of the selected territories. "
+        "Rep-level KPIs, the reps whose active accounts fall most and the reps' targets this month, for the reps "
+        "of the selected territories. "
         "Needs KPI_EXPORT_SCOPES to include rep (not the default): see docs/operations.md, \"Rep-level gauges\", "
         "for the series it adds.",
         ["kpi-stream", "kpi"], lay, variables, "now-7d",

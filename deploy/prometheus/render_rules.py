@@ -6,6 +6,15 @@
         # a copy of the rules whose `for:` is at most 30s (for a short live test against a real
         # worker and Prometheus; ActiveAccountsSharpFall then fires on any fall of > 5 % from
         # the maximum of the last 3h). Never load this copy next to the real rules.
+    python deploy/prometheus/render_rules.py --timezone America/Sao_Paulo --rules-out OUT.yml
+        # the rules for a business time zone (KPI_TIMEZONE) other than Asia/Jakarta, to load
+        # instead of rules/kpi-alerts.yml; `--timezone` applies to every output above too.
+
+Business time zone: PromQL has no time zones, so ProjectedAttainmentBelowTarget reads "the day of
+the month in KPI_TIMEZONE" as `day_of_month(vector(time() + OFFSET))`, OFFSET the zone's standard
+UTC offset in seconds. The rules file carries Asia/Jakarta's (25200, KPI_TIMEZONE's default; no
+DST); `--timezone` writes another zone's. In a DST zone the local day is then an hour off during
+summer time, which the alert's three-day grace does not notice.
 
 Needs PyYAML (in the project's test extras).
 """
@@ -16,7 +25,9 @@ import argparse
 import copy
 import re
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import yaml
 
@@ -41,6 +52,33 @@ def duration_seconds(text: str) -> float:
     if not match:
         raise ValueError(f"unsupported duration {text!r}")
     return int(match.group(1)) * _SECONDS[match.group(2)]
+
+
+DEFAULT_TIMEZONE = "Asia/Jakarta"  # KPI_TIMEZONE's default: the offset written in the rules file
+_LOCAL_TIME = re.compile(r"vector\(time\(\)(?: [+-] \d+)?\)")
+
+
+def standard_offset_seconds(zone: str, at: datetime | None = None) -> int:
+    """The zone's standard (non-DST) UTC offset in seconds, as of `at` (default now)."""
+    local = (at or datetime.now(timezone.utc)).astimezone(ZoneInfo(zone))
+    return int((local.utcoffset() - local.dst()).total_seconds())
+
+
+def local_time_expr(offset: int) -> str:
+    """`vector(time() + OFFSET)`: Unix time shifted to read as local time in day_of_month()."""
+    if offset == 0:
+        return "vector(time())"
+    return f"vector(time() {'+' if offset > 0 else '-'} {abs(offset)})"
+
+
+def with_timezone(rules: dict, zone: str) -> dict:
+    """The rules with every `vector(time() + OFFSET)` written for `zone`'s standard offset."""
+    out = copy.deepcopy(rules)
+    replacement = local_time_expr(standard_offset_seconds(zone))
+    for group in out["groups"]:
+        for rule in group["rules"]:
+            rule["expr"] = _LOCAL_TIME.sub(replacement, rule["expr"])
+    return out
 
 
 def load_rules(path: Path = RULES_FILE) -> dict:
@@ -103,14 +141,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--live-test", metavar="OUT", help="write a copy of the rules with short `for:`")
     parser.add_argument("--for", dest="max_for", default="30s", help="longest `for:` in the live-test copy")
     parser.add_argument("--alert", action="append", help="only shorten these alerts (repeatable)")
+    parser.add_argument("--timezone", help="business time zone (KPI_TIMEZONE) of the rules (default: the "
+                                           f"rules file's, {DEFAULT_TIMEZONE})")
+    parser.add_argument("--rules-out", metavar="OUT", help="write the rules file for --timezone")
     args = parser.parse_args(argv)
 
+    rules = load_rules()
+    if args.timezone:
+        try:
+            rules = with_timezone(rules, args.timezone)
+        except (ValueError, KeyError) as error:  # zoneinfo: ZoneInfoNotFoundError is a KeyError
+            print(f"unknown time zone {args.timezone!r}: {error}", file=sys.stderr)
+            return 2
+    if args.rules_out:
+        Path(args.rules_out).write_text(dump(rules), encoding="utf-8")
+        return 0
     if args.live_test:
         Path(args.live_test).write_text(
-            dump(live_test_rules(load_rules(), args.max_for, set(args.alert or ()))), encoding="utf-8"
+            dump(live_test_rules(rules, args.max_for, set(args.alert or ()))), encoding="utf-8"
         )
         return 0
-    text = render_prometheus_rule()
+    text = render_prometheus_rule(rules)
     if args.check:
         current = PROMETHEUS_RULE_FILE.read_text(encoding="utf-8") if PROMETHEUS_RULE_FILE.exists() else ""
         if current != text:

@@ -42,7 +42,7 @@ SYNTHETIC_SERIES: dict[str, frozenset[str]] = {
 # Prometheus's own series of pending and firing alerts: alertname, alertstate, the rules' labels
 # (deploy/prometheus/rules/kpi-alerts.yml) and the labels their expressions keep.
 SYNTHETIC_SERIES["ALERTS"] = frozenset({"alertname", "alertstate", "severity", "service", "scope", "scope_id",
-                                        "topic", "partition"})
+                                        "topic", "partition", "kpi", "kind"})
 BUILTIN_VARIABLES = {"__rate_interval": "5m", "__interval": "1m", "__range": "1h", "__range_s": "3600",
                      "__interval_ms": "60000", "__range_ms": "3600000"}
 
@@ -90,13 +90,18 @@ def exported_series(exposition_text: str) -> dict[str, set[str]]:
 
 
 DEFAULT_EXPORT_SCOPES = ("global", "region", "territory")
+# the `window` labels of calendar periods with the default KPI_PERIODS (day, week, month, quarter)
+DEFAULT_ALIAS_WINDOWS = ("today", "wtd", "mtd", "qtd", "lmtd")
 
 
 def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES) -> str:
     """What a worker with default settings exports once data has flowed: processor metrics with
-    labelled samples, and KPI gauges for the scopes each KPI family has (spec section 2)
-    restricted to `export_scopes` (KPI_EXPORT_SCOPES; default global, region, territory)."""
+    labelled samples, KPI gauges for the scopes each KPI family has (spec section 2) restricted
+    to `export_scopes` (KPI_EXPORT_SCOPES; default global, region, territory), with the rolling
+    windows and the to-date aliases and lmtd (spec 8), and target gauges (spec 9) for targets set
+    per territory and rep (and a few others)."""
     from stream.core.kpis import KpiValue
+    from stream.core.targets import NOT_PROJECTED
     from stream.worker.metrics import RepTerritoryOutlets, build_processor_metrics
     from stream.worker.sinks import KpiGauges
 
@@ -140,9 +145,11 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
                          "visit_to_order_ratio")),
         (lead_scopes, ("new_leads", "win_rate", "avg_deal_size", "avg_sales_cycle_days", "pipeline_velocity")),
     )
-    for window in ("7d", "30d", "60d"):
+    for window in ("7d", "30d", "60d") + DEFAULT_ALIAS_WINDOWS:
         for scopes, kpis in families:
             for kpi in kpis:
+                if window in DEFAULT_ALIAS_WINDOWS and kpi == "dormant_accounts":
+                    continue  # rolling only (spec 8)
                 for scope, scope_id in scopes:
                     gauges.set(KpiValue(kpi, window, scope, scope_id, 1.0))
         for scope, scope_id in outlet_scopes:
@@ -151,6 +158,22 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
         for scope, scope_id in activity_scopes:
             for kind in ("call", "email", "meeting", "demo", "all"):
                 gauges.set(KpiValue("activities", window, scope, scope_id, 4, kind=kind))
+    # targets (spec 9), current periods only (their aliases: no lmtd): as the generator sets them,
+    # per territory and rep, plus a global activities target (a kind label) and a region new_leads one
+    targets = [(kpi, scope, None) for scope in ("territory", "rep")
+               for kpi in ("active_accounts", "orders", "sales_amount", "visits")]
+    targets += [("activities", "global", "all"), ("activities", "rep", "all"), ("new_leads", "region", None)]
+    for kpi, scope_type, kind in targets:
+        for scope, scope_id in outlet_scopes + lead_scopes + activity_scopes:
+            if scope != scope_type:
+                continue
+            for window in ("today", "wtd", "mtd", "qtd"):
+                gauges.set(KpiValue(kpi + "_target", window, scope, scope_id, 100, kind=kind))
+                gauges.set(KpiValue(kpi + "_attainment", window, scope, scope_id, 0.8, 80, 100, kind=kind))
+                if kpi not in NOT_PROJECTED:
+                    gauges.set(KpiValue(kpi + "_projected", window, scope, scope_id, 95, kind=kind))
+                    gauges.set(KpiValue(kpi + "_projected_attainment", window, scope, scope_id, 0.95, 95, 100,
+                                        kind=kind))
     for scope, scope_id in lead_scopes:
         gauges.set(KpiValue("open_leads", None, scope, scope_id, 7))
         gauges.set(KpiValue("avg_open_lead_age_days", None, scope, scope_id, 3.5, 24.5, 7))
@@ -208,6 +231,7 @@ class ParsedQuery:
     grouping: set[str] = field(default_factory=set)
     functions: set[str] = field(default_factory=set)
     result_labels: set[str] | None = None  # known when the outermost operation is an aggregation
+    added_labels: set[str] = field(default_factory=set)  # destination labels of label_replace/label_join
 
 
 def _read_matchers(tokens: list[Token], i: int) -> tuple[list[tuple[str, str, str]], int]:
@@ -234,6 +258,24 @@ def _read_label_list(tokens: list[Token], i: int) -> tuple[list[str], int]:
             labels.append(tokens[i].value if tokens[i].kind == "ident" else _unquote(tokens[i].value))
         i += 1
     return labels, i + 1
+
+
+def _argument(tokens: list[Token], i: int, n: int) -> list[Token]:
+    """tokens[i] is a call's '('; the tokens of its `n`th argument (from 0)."""
+    args: list[list[Token]] = [[]]
+    depth = 0
+    for tok in tokens[i + 1:]:
+        if tok.value in ("(", "[", "{"):
+            depth += 1
+        elif tok.value in (")", "]", "}"):
+            if depth == 0:
+                break
+            depth -= 1
+        elif tok.value == "," and depth == 0:
+            args.append([])
+            continue
+        args[-1].append(tok)
+    return args[n] if n < len(args) else []
 
 
 def _closing_paren(tokens: list[Token], i: int) -> int:
@@ -269,6 +311,10 @@ def parse_promql(expr: str) -> ParsedQuery:
                 continue
             if nxt == "(" or (word in AGGREGATIONS and nxt in ("by", "without")):
                 query.functions.add(word)
+                if word in ("label_replace", "label_join"):
+                    destination = _argument(tokens, i + 1, 1)
+                    if destination and destination[0].kind == "string":
+                        query.added_labels.add(_unquote(destination[0].value))
                 i += 1
                 continue
             selector = Selector(word)
@@ -413,32 +459,45 @@ def _check_expr(where: str, expr: str, legend: str, exposition: Exposition) -> l
         query = parse_promql(expr)
     except (ValueError, IndexError) as error:
         return [f"{where}: cannot parse {expr!r}: {error}"]
-    available: set[str] = set(TARGET_LABELS)
+    available: set[str] = set(TARGET_LABELS) | query.added_labels
     labels_unknown = False  # a labelled metric with no samples yet shows no label names
     for sel in query.selectors:
-        if sel.metric is None:
+        name_regex = [v for (label, op, v) in sel.matchers if label == "__name__" and op == "=~"]
+        if sel.metric is None and name_regex:
+            # {__name__=~"kpi_.+_projected_attainment", ...}: the exported metrics the regex names,
+            # checked as one metric with their labels and samples together
+            names = sorted(n for n in exposition.labels if _regex_full(name_regex[0], n))
+            if not names:
+                problems.append(f"{where}: no exported metric matches __name__=~{name_regex[0]!r}")
+                labels_unknown = True
+                continue
+            metric = f"__name__=~{name_regex[0]!r}"
+            labels = set().union(*(exposition.labels[n] for n in names))
+            samples = [s for n in names for s in exposition.samples.get(n, [])]
+            synthetic = False
+        elif sel.metric is None:
             problems.append(f"{where}: selector without a metric name in {expr!r}")
             continue
-        if sel.metric in SYNTHETIC_SERIES:
-            labels = set(SYNTHETIC_SERIES[sel.metric])
+        elif sel.metric in SYNTHETIC_SERIES:
+            metric, labels, samples, synthetic = sel.metric, set(SYNTHETIC_SERIES[sel.metric]), [], True
         elif sel.metric in exposition.labels:
-            labels = exposition.labels[sel.metric]
+            metric, labels, samples = sel.metric, exposition.labels[sel.metric], exposition.samples.get(sel.metric, [])
+            synthetic = False
         else:
             problems.append(f"{where}: metric {sel.metric!r} is not exported")
             labels_unknown = True
             continue
         available |= labels
-        if sel.metric not in SYNTHETIC_SERIES and not exposition.samples.get(sel.metric):
+        if not synthetic and not samples:
             labels_unknown = True
             continue
         for label, _op, _value in sel.matchers:
             if label not in labels and label not in TARGET_LABELS and label != "__name__":
-                problems.append(f"{where}: metric {sel.metric!r} has no label {label!r} "
+                problems.append(f"{where}: metric {metric!r} has no label {label!r} "
                                 f"(it has {sorted(labels) or 'none'})")
-        samples = exposition.samples.get(sel.metric, [])
-        if sel.metric not in SYNTHETIC_SERIES and not any(_matches(s, sel.matchers) for s in samples):
-            shown = ", ".join(f"{n}{op}{v!r}" for n, op, v in sel.matchers)
-            problems.append(f"{where}: {sel.metric}{{{shown}}} matches no exported series")
+        if not synthetic and not any(_matches(s, sel.matchers) for s in samples):
+            shown = ", ".join(f"{n}{op}{v!r}" for n, op, v in sel.matchers if n != "__name__")
+            problems.append(f"{where}: {sel.metric or metric}{{{shown}}} matches no exported series")
     if labels_unknown:
         return problems
     for label in sorted(query.grouping - available):

@@ -30,11 +30,11 @@ OPERATIONS = ROOT / "docs" / "operations.md"
 
 EXPECTED_ALERTS = {
     "ActiveAccountsDropWeekOverWeek", "ActiveAccountsSharpFall", "KpiSeriesStale", "ConsumerLagGrowing",
-    "PartitionStalled", "DeadLetterRateHigh", "WorkerDown", "RedisDown",
+    "PartitionStalled", "DeadLetterRateHigh", "WorkerDown", "RedisDown", "ProjectedAttainmentBelowTarget",
 }
 EXPECTED_FOR = {
     "ActiveAccountsDropWeekOverWeek": "30m", "ActiveAccountsSharpFall": "15m", "ConsumerLagGrowing": "10m", "PartitionStalled": "5m",
-    "DeadLetterRateHigh": "10m", "WorkerDown": "2m", "RedisDown": "5m",
+    "DeadLetterRateHigh": "10m", "WorkerDown": "2m", "RedisDown": "5m", "ProjectedAttainmentBelowTarget": "1h",
 }
 
 
@@ -155,6 +155,46 @@ def test_the_expected_alerts_exist_with_their_durations():
     assert "offset 7d" in alerts["ActiveAccountsDropWeekOverWeek"]["expr"]
     assert "max_over_time(" in alerts["ActiveAccountsSharpFall"]["expr"]
     assert 'up{job="kpi-stream"} == 0' in alerts["WorkerDown"]["expr"]
+    projected = alerts["ProjectedAttainmentBelowTarget"]["expr"]
+    assert 'window="mtd"' in projected and "< 0.90" in projected and "day_of_month(" in projected
+
+
+def test_the_business_day_is_read_in_the_default_time_zone():
+    """ProjectedAttainmentBelowTarget's `time() + OFFSET` is KPI_TIMEZONE's default's standard offset,
+    and --timezone rewrites it (and nothing else) for another zone."""
+    from stream.core.config import SETTINGS_DOC
+
+    render = _render_rules_module()
+    default_zone = next(default for name, default, _ in SETTINGS_DOC if name == "KPI_TIMEZONE")
+    assert default_zone == render.DEFAULT_TIMEZONE
+    offset = render.standard_offset_seconds(default_zone)
+    assert offset == 7 * 3600
+    (projected,) = [r["expr"] for r in _alerts() if r["alert"] == "ProjectedAttainmentBelowTarget"]
+    assert f"day_of_month({render.local_time_expr(offset)}) > 3" in projected
+    rules = render.load_rules()
+    assert render.with_timezone(rules, default_zone) == rules
+    for zone, expected in (("America/Sao_Paulo", "time() - 10800"), ("Europe/Berlin", "time() + 3600"),
+                           ("UTC", "time())")):
+        rewritten = render.with_timezone(rules, zone)
+        changed = [(a["expr"], b["expr"]) for ga, gb in zip(rules["groups"], rewritten["groups"])
+                   for a, b in zip(ga["rules"], gb["rules"]) if a != b]
+        assert len(changed) == 1 and expected in changed[0][1], zone
+        assert changed[0][1].replace(render.local_time_expr(render.standard_offset_seconds(zone)),
+                                     render.local_time_expr(offset)) == changed[0][0]
+    # DST zones: the standard offset, summer or winter
+    from datetime import datetime, timezone
+    for month in (1, 7):
+        assert render.standard_offset_seconds("Europe/Berlin", datetime(2026, month, 15, tzinfo=timezone.utc)) == 3600
+
+
+def test_rules_for_another_time_zone_pass_promtool(promtool, tmp_path):
+    render = _render_rules_module()
+    out = tmp_path / "rules.yml"
+    assert render.main(["--timezone", "America/Sao_Paulo", "--rules-out", str(out)]) == 0
+    result = _run(promtool, "check", "rules", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "day_of_month(vector(time() - 10800)) > 3" in out.read_text()
+    assert render.main(["--timezone", "Not/AZone", "--rules-out", str(out)]) == 2
 
 
 def test_alerts_have_severity_summary_description_and_runbook():

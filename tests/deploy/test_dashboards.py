@@ -293,3 +293,75 @@ def test_builder_output_is_deterministic():
     builder = _load_builder()
     assert builder.render() == builder.render()
     json.loads(builder.render()["kpi-overview.json"])
+
+
+# -- "Targets: month to date" ---------------------------------------------------------------------------
+
+
+def test_overview_has_a_targets_row_after_where_it_falls(dashboards):
+    """Attainment MTD, projected month-end attainment and MTD against LMTD per territory, for the
+    KPI picked in $target, and active accounts' attainment; the projection's red is the alert's
+    threshold."""
+    overview = next(d for d in dashboards if d["title"] == "KPI overview")
+    rows = [p["title"] for p in overview["panels"] if p["type"] == "row"]
+    assert rows[:2] == ["Active accounts: where is it falling", "Targets: month to date ($target)"]
+    target = next(v for v in overview["templating"]["list"] if v["name"] == "target")
+    assert [o["value"] for o in target["options"]] == ["sales_amount", "orders", "visits"]
+    assert target["current"]["value"] == "sales_amount"
+    start = next(i for i, p in enumerate(overview["panels"]) if p["title"].startswith("Targets: month to date"))
+    end = next(i for i, p in enumerate(overview["panels"]) if i > start and p["type"] == "row")
+    row = {p["title"]: p for p in overview["panels"][start + 1:end]}
+    assert sorted(row) == sorted([
+        "Attainment MTD by territory: $target", "Projected month-end attainment by territory: $target",
+        "Active accounts: attainment MTD by territory",
+        "Targets by territory: $target, month to date against target and last month",
+        "$target: month to date against last month to date (all territories)",
+        "$target: MTD against LMTD by territory"])
+    exprs = " ".join(t["expr"] for p in row.values() for t in p["targets"])
+    assert 'window="$window"' not in exprs, "targets are monthly: the row does not follow $window"
+    assert "kpi_${target}_projected_attainment{" in exprs and "kpi_active_accounts_attainment{" in exprs
+    assert 'window="lmtd"' in exprs and 'window="mtd"' in exprs
+    projected = row["Projected month-end attainment by territory: $target"]
+    steps = projected["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    alert = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules" / "kpi-alerts.yml").read_text())
+    (rule,) = [r for g in alert["groups"] for r in g["rules"] if r.get("alert") == "ProjectedAttainmentBelowTarget"]
+    assert [s["color"] for s in steps] == ["red", "orange", "green"]
+    assert f"< {steps[1]['value']:.2f}" in rule["expr"]
+    table = row["Targets by territory: $target, month to date against target and last month"]
+    assert [t["refId"] for t in table["targets"]] == list("ABCDEFG")
+    assert all(t["instant"] and t["format"] == "table" for t in table["targets"])
+    # MTD, LMTD and their growth exist for every territory: kept to those with a target (the
+    # target gauges exist only there)
+    target_expr = table["targets"][0]["expr"]
+    assert target_expr == 'max by (scope_id) (kpi_${target}_target{scope="territory", scope_id=~"$territory", window="mtd"})'
+    assert [t["refId"] for t in table["targets"] if t["expr"].endswith(f" and on (scope_id) {target_expr}")] == \
+        ["B", "F", "G"]
+
+
+def test_target_queries_differ_only_in_kpi_and_scope():
+    builder = _load_builder()
+    generic = builder.target_queries()
+    reps = builder.target_queries("orders", "rep", "$rep")
+    assert {k: v.replace("${target}", "orders").replace('scope="territory"', 'scope="rep"')
+            .replace("$territory", "$rep") for k, v in generic.items()} == reps
+
+
+def test_reps_has_rep_attainment(dashboards):
+    reps = next(d for d in dashboards if d["title"] == "Reps")
+    table = _panel(reps, "Rep attainment, month to date")
+    exprs = [t["expr"] for t in table["targets"]]
+    assert len(exprs) == 8 and all('scope="rep", scope_id=~"$rep", window="mtd"' in e for e in exprs)
+    assert sum("kpi_sales_amount" in e for e in exprs) == 4 and sum("kpi_orders" in e for e in exprs) == 4
+
+
+def test_checker_reads_name_regex_selectors_and_label_replace():
+    text = dc.default_metrics_text()
+    good = ('max by (kpi, scope_id) (label_replace({__name__=~"kpi_.+_projected_attainment", window="mtd"}, '
+            '"kpi", "$1", "__name__", "kpi_(.+)_projected_attainment"))')
+    assert dc.check_expression("ok", good, text, "{{kpi}} {{scope_id}}") == []
+    assert any("no exported metric matches" in p
+               for p in dc.check_expression("x", 'max({__name__=~"kpi_.+_nope", window="mtd"})', text))
+    assert any("matches no exported series" in p
+               for p in dc.check_expression("x", 'max({__name__=~"kpi_.+_projected_attainment", window="30d"})', text))
+    assert any("grouping label 'kpi'" in p
+               for p in dc.check_expression("x", 'max by (kpi) ({__name__=~"kpi_.+_projected_attainment"})', text))

@@ -23,6 +23,13 @@ per (territory, assigned rep) before and after the move, and the Reps dashboard'
 as Grafana runs it (the label values API over the dashboard's time range) for a territory, lists
 exactly the reps the oracle assigns there -- for the territory that lost outlets, also the reps
 whose outlets left it within the range.
+
+The generator's world carries monthly targets per territory and rep (stream/devtools/generator.py,
+`World.monthly_targets`): the "Targets: month to date" row of KPI overview (attainment, projected
+attainment, MTD against LMTD, for each `$target`) and the Reps dashboard's rep attainment return
+the oracle's target values, and ProjectedAttainmentBelowTarget fires for exactly the targets the
+oracle projects below 90 % (after day 3 of the month by Prometheus's own clock; before that, for
+none).
 """
 
 from __future__ import annotations
@@ -35,18 +42,21 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream.core.calendar import is_designator
 from stream.devtools import generator
 from stream.devtools.localstack import free_port
 from stream.core.timeparse import format_rfc3339_us
 from tests.deploy import dashboards_check as dc
-from tests.e2e.harness import WorkerProcess, produce, unique_names, wait_until, worker_env
+from tests.e2e.harness import WorkerProcess, gauge_values, produce, unique_names, wait_until, worker_env
+from tests.kpi_compare import kpi_differences
 from tests.oracle import OracleSettings, oracle_kpis, territory_rep_outlets
 
 pytestmark = pytest.mark.e2e
@@ -74,8 +84,8 @@ def _event(doc: dict) -> bytes:
 
 
 def _territory_traffic(as_of_us: int) -> tuple[list[tuple[str, bytes, bytes]], list[tuple[str, bytes, bytes]]]:
-    """Outlets in FALLING and STEADY, each with an order 3 days before as_of (active over 30d);
-    then the reassignment that moves MOVED of FALLING's outlets to RECEIVING."""
+    """Outlets in FALLING and STEADY, each with an order 3 days before as_of (active over 30d), and
+    two month targets; then the reassignment that moves MOVED of FALLING's outlets to RECEIVING."""
     def at(days: float) -> str:
         return format_rfc3339_us(as_of_us - int(timedelta(days=days).total_seconds() * 1_000_000))
 
@@ -90,6 +100,14 @@ def _territory_traffic(as_of_us: int) -> tuple[list[tuple[str, bytes, bytes]], l
             before.append(("sales.orders", outlet.encode(), _event({
                 "event_id": f"ord-{outlet}", "type": "order.placed", "occurred_at": at(3), "outlet_id": outlet,
                 "order_id": f"o-{outlet}", "amount": "12.50", "currency": "USD", "lines": 2})))
+    # month targets of our own (the generator's territories are all far behind theirs): STEADY's
+    # sales on course (30 orders of 12.50 = 375 so far, about 480 by the month's end: 120 %),
+    # FALLING's orders far behind
+    month = datetime.fromtimestamp(as_of_us / 1_000_000, ZoneInfo("Asia/Jakarta")).strftime("%Y-%m")
+    for kpi, territory, value in (("sales_amount", STEADY, "400.00"), ("orders", FALLING, 200)):
+        before.append(("sales.targets", f"{kpi}|{month}|territory|{territory}".encode(), _event({
+            "event_id": f"tgt-{kpi}-{territory}", "type": "target.set", "occurred_at": at(10), "kpi": kpi,
+            "period": month, "scope": "territory", "scope_id": territory, "value": value})))
     moves = [("sales.outlets", f"{FALLING}-{n:02d}".encode(), _event({
         "event_id": f"move-{FALLING}-{n:02d}", "type": "outlet.updated", "occurred_at": at(1),
         "outlet_id": f"{FALLING}-{n:02d}", "territory": RECEIVING})) for n in range(MOVED)]
@@ -203,6 +221,104 @@ def _by_scope_id(result: list[dict]) -> dict[str, float]:
 
 REPS = REPO / "deploy" / "grafana" / "dashboards" / "reps.json"
 
+# -- "Targets: month to date" (KPI overview) and rep attainment (Reps) -------------------------------
+#
+# Each panel's query (title, refId) -> the oracle's values it must return, by the column of
+# `target_columns` it is; "active" is active accounts' attainment, "global mtd"/"global lmtd" the
+# KPI's global values.
+TARGET_ROW_PANELS = {
+    ("Attainment MTD by territory: $target", "A"): "attainment",
+    ("Projected month-end attainment by territory: $target", "A"): "projected_attainment",
+    ("Active accounts: attainment MTD by territory", "A"): "active",
+    **{("Targets by territory: $target, month to date against target and last month", ref): column
+       for ref, column in zip("ABCDEFG", ("target", "mtd", "attainment", "projected", "projected_attainment",
+                                          "lmtd", "growth"))},
+    ("$target: month to date against last month to date (all territories)", "A"): "global mtd",
+    ("$target: month to date against last month to date (all territories)", "B"): "global lmtd",
+    ("$target: MTD against LMTD by territory", "A"): "growth",
+}
+REP_TARGET_PANELS = {
+    ("Projected month-end sales attainment by rep", "A"): ("sales_amount", "projected_attainment"),
+    **{("Rep attainment, month to date (sales and orders)", ref): (kpi, column)
+       for ref, (kpi, column) in zip("ABCDEFGH", [(k, c) for k in ("sales_amount", "orders")
+                                                  for c in ("target", "mtd", "attainment", "projected_attainment")])},
+}
+
+
+def _panel_queries(path: Path, titles: set[str], variables: dict[str, list[str]]) -> dict[tuple[str, str], str]:
+    """The committed queries of the panels titled `titles`, by (title, refId), with `variables`."""
+    out = {}
+    for panel in dc.iter_panels(json.loads(path.read_text())):
+        if panel["title"] in titles:
+            for t in panel["targets"]:
+                (one,), unknown = dc.expand(t["expr"], variables)
+                assert unknown == [], t["expr"]
+                out[(panel["title"], t["refId"])] = one
+    return out
+
+
+def target_columns(expected: dict[str, dict], kpi: str, scope: str) -> dict[str, dict[str, float]]:
+    """From the oracle's values: per scope_id of `scope`, the month's target of `kpi` (window mtd)
+    and what it is measured against, each for the scopes with a target, as the dashboards show them."""
+    def values(name: str, window: str) -> dict[str, float]:
+        out = {}
+        for key, record in expected.items():
+            parts = key.split("|")
+            if parts[:3] == [name, window, scope] and len(parts) == 4 and record.get("value") is not None:
+                out[parts[3]] = float(record["value"])
+        return out
+
+    target, mtd, lmtd = values(f"{kpi}_target", "mtd"), values(kpi, "mtd"), values(kpi, "lmtd")
+    return {
+        "target": target,
+        "mtd": {s: v for s, v in mtd.items() if s in target},
+        "attainment": values(f"{kpi}_attainment", "mtd"),
+        "projected": values(f"{kpi}_projected", "mtd"),
+        "projected_attainment": values(f"{kpi}_projected_attainment", "mtd"),
+        "lmtd": {s: v for s, v in lmtd.items() if s in target},
+        "growth": {s: mtd[s] / lmtd[s] - 1 for s in mtd if s in target and lmtd.get(s, 0) > 0},
+    }
+
+
+def _values(result: list[dict]) -> dict[str, float]:
+    """scope_id -> value of an instant query's result (`-`: a series without scope_id)."""
+    return {s["metric"].get("scope_id", "-"): round(float(s["value"][1]), 6) for s in result}
+
+
+def _rounded(values: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in values.items()}
+
+
+def _expected_target_panels(expected: dict[str, dict], target: str) -> dict[tuple[str, str], dict[str, float]]:
+    """What each query of the Targets row returns for `$target` = `target`, `$territory` = All."""
+    columns = target_columns(expected, target, "territory")
+    columns["active"] = target_columns(expected, "active_accounts", "territory")["attainment"]
+    for window in ("mtd", "lmtd"):
+        columns[f"global {window}"] = {"-": float(expected[f"{target}|{window}|global|all"]["value"])}
+    return {key: _rounded(columns[column]) for key, column in TARGET_ROW_PANELS.items()}
+
+
+def _expected_rep_panels(expected: dict[str, dict], reps: list[str]) -> dict[tuple[str, str], dict[str, float]]:
+    """What each query of Reps' target panels returns for `$rep` = `reps`."""
+    by_rep = {kpi: target_columns(expected, kpi, "rep") for kpi in ("sales_amount", "orders")}
+    return {key: _rounded({r: v for r, v in by_rep[kpi][column].items() if r in reps})
+            for key, (kpi, column) in REP_TARGET_PANELS.items()}
+
+
+def _expected_projection_alerts(expected: dict[str, dict], day_of_month: int) -> list[tuple[str, str, str]]:
+    """(kpi, scope, scope_id) ProjectedAttainmentBelowTarget fires for: month targets projected
+    below 90 %, every exported scope type but rep, from the 4th of the month (its day in
+    Asia/Jakarta at the time of the check: the alert reads Prometheus's clock, not the worker's)."""
+    if day_of_month <= 3:
+        return []
+    out = []
+    for key, record in expected.items():
+        parts = key.split("|")
+        if (parts[0].endswith("_projected_attainment") and parts[1] == "mtd" and parts[2] in ("global", "region", "territory")
+                and record.get("value") is not None and record["value"] < 0.90):
+            out.append((parts[0].removesuffix("_projected_attainment"), parts[2], parts[3]))
+    return sorted(out)
+
 
 def _rep_variable(prometheus: LocalPrometheus, territories: str, start: float, end: float) -> list[str]:
     """The Reps dashboard's `$rep` for `$territory` = `territories`, as Grafana asks Prometheus:
@@ -251,8 +367,11 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
     assert expected_before[FALLING] >= 20 and expected_after[FALLING] < 0.95 * expected_before[FALLING]
     assert expected_after[STEADY] == expected_before[STEADY]
 
-    expected_rep_series = sum(1 for key, record in oracle_kpis(events_before, as_of, OracleSettings()).items()
-                              if key.split("|")[2] == "rep" and record.get("value") is not None)
+    # designated periods (`2026-11`) go to the topic, Redis and /kpi only, never to gauges (spec 8)
+    expected_rep_series = {key: {"value": record["value"]}
+                           for key, record in oracle_kpis(events_before, as_of, OracleSettings()).items()
+                           if key.split("|")[2] == "rep" and record.get("value") is not None
+                           and not is_designator(key.split("|")[1])}
     assigned_before = territory_rep_outlets(events_before, as_of)
     assigned_after = territory_rep_outlets(events_after, as_of)
     assert _reps_in(assigned_before, FALLING) == ["R-FALL-1", "R-FALL-2", "R-FALL-3"]
@@ -291,7 +410,9 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         seen_before = time.time()
         up = prometheus.query('up{job="kpi-stream"}')
         assert [float(s["value"][1]) for s in up] == [1.0]
-        assert prometheus.firing("ActiveAccountsSharpFall") == []
+        # none of ours fires before the move (the generator's `unassigned` region may: while the
+        # worker catches up, orders can be applied before their outlet's onboarding, another topic)
+        assert [a for a in prometheus.firing("ActiveAccountsSharpFall") if a["scope_id"] in (FALLING, STEADY)] == []
 
         # Dashboards, against this worker's live exposition and this Prometheus's query engine.
         status, metrics_text = worker.get("/metrics")
@@ -304,11 +425,10 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         families = {f.name for f in text_string_to_metric_families(some.decode())}
         assert families == {"kpi_stream_events_consumed", "kpi_stream_consumer_lag"}, families
         # Rep-level series (docs/operations.md, "Rep-level gauges"): one per rep and value the oracle has.
+        # (compared as every output is, tests/kpi_compare.py: a key at 0 equals no key)
         def rep_series():
-            text = worker.get("/metrics")[1].decode()
-            got = sum(1 for f in text_string_to_metric_families(text) if not f.name.startswith("kpi_stream_")
-                      for sample in f.samples if sample.labels.get("scope") == "rep")
-            return got == expected_rep_series or [got, expected_rep_series]
+            gauges = gauge_values(worker.get("/metrics")[1].decode())
+            return kpi_differences({k: v for k, v in gauges.items() if k.split("|")[2] == "rep"}, expected_rep_series)
 
         wait_until(rep_series, timeout=30, interval=1, what="the oracle's rep series on /metrics")
         rejected = []
@@ -348,6 +468,48 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         # those whose outlets left it then -- the label values API lists every series of the range.
         assert _rep_variable(prometheus, FALLING, started, time.time()) == \
             sorted(set(_reps_in(assigned_after, FALLING)) | set(_reps_in(assigned_before, FALLING)))
+
+        # "Targets: month to date": each panel of the row, for each $target and $territory = All, and
+        # the Reps dashboard's rep attainment for $rep = All (the reps it lists), return the oracle's
+        # values; the moves changed no territory with a target (ours have none).
+        oracle_after = oracle_kpis(events_after, as_of, OracleSettings())
+        all_reps = _rep_variable(prometheus, ".*", started, time.time())
+        assert len(all_reps) > 10
+        titles = {title for title, _ in TARGET_ROW_PANELS}
+        for target in ("sales_amount", "orders", "visits"):
+            overview_queries = _panel_queries(OVERVIEW, titles, {"target": [target], "territory": [".*"]})
+            expected_overview = _expected_target_panels(oracle_after, target)
+            assert sorted(overview_queries) == sorted(expected_overview)
+            assert len(expected_overview[("Attainment MTD by territory: $target", "A")]) >= 20, target
+            assert expected_overview[("$target: MTD against LMTD by territory", "A")], target
+
+            def target_panels():
+                got = {key: _values(prometheus.query(expr)) for key, expr in overview_queries.items()}
+                return got == expected_overview or [{k: (got[k], expected_overview[k]) for k in got
+                                                     if got[k] != expected_overview[k]}]
+
+            wait_until(target_panels, timeout=30, interval=1, what=f"the Targets row ({target}) to equal the oracle")
+        rep_queries = _panel_queries(REPS, {title for title, _ in REP_TARGET_PANELS},
+                                     {"rep": ["|".join(all_reps)], "territory": [".*"]})
+        expected_reps = _expected_rep_panels(oracle_after, all_reps)
+        assert sorted(rep_queries) == sorted(expected_reps)
+        assert len(expected_reps[("Rep attainment, month to date (sales and orders)", "A")]) > 10
+        got_reps = {key: _values(prometheus.query(expr)) for key, expr in rep_queries.items()}
+        assert got_reps == expected_reps
+
+        # ProjectedAttainmentBelowTarget (its `for:` shortened to 5s) fires for exactly the month
+        # targets the oracle projects below 90 % -- after day 3 of the month by Prometheus's clock.
+        def projection_alerts():
+            fired = sorted((a["kpi"], a["scope"], a["scope_id"]) for a in prometheus.firing("ProjectedAttainmentBelowTarget"))
+            day = datetime.now(ZoneInfo("Asia/Jakarta")).day
+            want = _expected_projection_alerts(oracle_after, day)
+            return fired == want or [day, sorted(set(fired) ^ set(want))]
+
+        below = _expected_projection_alerts(oracle_after, 4)
+        assert ("orders", "territory", FALLING) in below and ("sales_amount", "territory", STEADY) not in below
+        assert oracle_after[f"sales_amount_projected_attainment|mtd|territory|{STEADY}"]["value"] > 1.1
+        wait_until(projection_alerts, timeout=150, interval=2,
+                   what="ProjectedAttainmentBelowTarget firing for the oracle's targets projected below 90 %")
 
         # "Active accounts: where is it falling", evaluated at seen_after against an instant 1-2 s
         # after seen_before: a scrape (every 1 s) after the one that showed the "before" levels, and
