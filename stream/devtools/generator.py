@@ -161,15 +161,16 @@ class World:
         rng = random.Random(self.config.seed * 7_919 + 35)
         calendar = Calendar("Asia/Jakarta", ("month",))
         per_territory = collections.Counter(outlet.territory for outlet in self.outlets)
-        if orders_per_day is None:
-            orders_per_day = self.config.events / max(1, self.config.days) * 0.4
+        if orders_per_day is None:  # ~0.3 orders per event once onboardings are left out (measured)
+            orders_per_day = max(0, self.config.events - len(self.outlets)) / max(1, self.config.days) * 0.30
         month_orders = orders_per_day * 30
         territories, reps = len(per_territory) or 1, len(self.reps) or 1
+        # per order: 0.6 visits and 0.36 activities (the draw's shares), 1,250 of sales on average
         aims = {  # kpi -> (scope, per-scope monthly size)
-            "territory": {"active_accounts": lambda t: per_territory[t] * 0.55, "orders": lambda t: month_orders / territories,
-                          "sales_amount": lambda t: month_orders / territories * 1_250, "visits": lambda t: month_orders / territories * 1.4},
+            "territory": {"active_accounts": lambda t: per_territory[t] * 0.45, "orders": lambda t: month_orders / territories,
+                          "sales_amount": lambda t: month_orders / territories * 1_250, "visits": lambda t: month_orders / territories * 0.6},
             "rep": {"orders": lambda r: month_orders / reps, "sales_amount": lambda r: month_orders / reps * 1_250,
-                    "activities": lambda r: month_orders / reps * 0.9},
+                    "activities": lambda r: month_orders / reps * 0.36},
         }
         index = calendar.index_of("month", end_us)
         out: list[tuple[int, str, dict]] = []
