@@ -439,7 +439,7 @@ def kpi_overview() -> dict:
     lay.row("Conversion and visits ($window window)")
     lay.add(timeseries(
         "First-order conversion by horizon",
-        [(f'max by (horizon) (kpi_first_order_conversion{{scope="global", window="$window"}})', "{{horizon}} horizon")],
+        [('max by (horizon) (kpi_first_order_conversion{scope="global", window="$window"})', "{{horizon}} horizon")],
         unit="percentunit", description="Outlets onboarded inside the window that ordered within the horizon "
                                         "after onboarding (global).", decimals=1))
     lay.add(timeseries(
@@ -497,7 +497,7 @@ def kpi_overview() -> dict:
     lay.row("Rep activity ($window window)")
     lay.add(timeseries(
         "Activities by kind",
-        [(f'max by (kind) (kpi_activities{{scope="global", window="$window", kind!="all"}})', "{{kind}}")],
+        [('max by (kind) (kpi_activities{scope="global", window="$window", kind!="all"})', "{{kind}}")],
         stack=True, description="Activity events inside the window, by kind (global; rep-level series are "
                                 "exported only when KPI_EXPORT_SCOPES includes rep)."), 18)
     lay.add(stat("Activities, all kinds", _global("kpi_activities", extra=', kind="all"')), 6, 8)
