@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+from tests.oracle import OracleSettings
+
 
 def _empty(record: dict | None) -> bool:
     if record is None:
@@ -60,3 +62,21 @@ def values_by_key(messages) -> dict[str, dict]:
         key = kpi_key(m["kpi"], m["window"], m["scope"], m["scope_id"], m.get("horizon") or m.get("kind"))
         out[key] = {"value": m["value"], "numerator": m["numerator"], "denominator": m["denominator"]}
     return out
+
+
+def oracle_settings(s) -> OracleSettings:
+    """The oracle's settings equal to the engine's KpiSettings `s` (the same spec section 6 values)."""
+    from stream.core.config import format_duration
+
+    return OracleSettings(slot_seconds=s.slot_seconds, windows=tuple(format_duration(w) for w in s.windows_seconds),
+                          horizons=tuple(format_duration(h) for h in s.conversion_horizons_seconds),
+                          dormancy=format_duration(s.dormancy_seconds), timezone=s.timezone, periods=s.periods,
+                          period_history=s.period_history)
+
+
+def values_of(engine) -> dict[str, dict]:
+    """Every value an engine holds now, by spec 5.1 key, in the oracle's record form."""
+    from stream.stages.updates import update_key
+
+    return {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
+            for v in engine.all_values()}

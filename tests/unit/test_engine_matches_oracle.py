@@ -13,13 +13,13 @@ from __future__ import annotations
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream.core.config import ClockSetting, KpiSettings, format_duration
+from stream.core.config import ClockSetting, KpiSettings
 from stream.core.outlets import DEFAULT_HOT_OUTLETS
 from stream.replay import replay_lines
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.stages.updates import update_key
-from tests.kpi_compare import kpi_differences
-from tests.oracle import OracleSettings, oracle_kpis
+from tests.kpi_compare import kpi_differences, oracle_settings, values_of
+from tests.oracle import oracle_kpis
 
 AS_OF = "2026-11-24T12:00:30Z"
 AS_OF_US = parse_rfc3339_us(AS_OF)
@@ -40,13 +40,6 @@ def engine_settings(slot: int, windows: tuple[int, ...], horizons: tuple[int, ..
     )
 
 
-def oracle_settings(s: KpiSettings) -> OracleSettings:
-    return OracleSettings(
-        slot_seconds=s.slot_seconds,
-        windows=tuple(format_duration(w) for w in s.windows_seconds),
-        horizons=tuple(format_duration(h) for h in s.conversion_horizons_seconds),
-        dormancy=format_duration(s.dormancy_seconds),
-    )
 
 
 # Offsets from as_of in milliseconds: mostly whole seconds (slot edges), some fractions, a few
@@ -148,10 +141,7 @@ def kpi_settings(draw):
 
 def engine_values(messages: list[bytes], settings: KpiSettings, hot_outlets: int = DEFAULT_HOT_OUTLETS) -> dict[str, dict]:
     engine, _report = replay_lines(iter(messages), settings, None, hot_outlets)
-    return {
-        update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
-        for v in engine.all_values()
-    }
+    return values_of(engine)
 
 
 @hsettings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -16,12 +16,11 @@ from __future__ import annotations
 import orjson
 from hypothesis import HealthCheck, given, settings as hsettings, strategies as st
 
-from stream.core.config import ClockSetting, KpiSettings, format_duration
+from stream.core.config import ClockSetting, KpiSettings
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.replay import replay_lines
-from stream.stages.updates import update_key
-from tests.kpi_compare import kpi_differences
-from tests.oracle import OracleSettings, oracle_kpis
+from tests.kpi_compare import kpi_differences, oracle_settings, values_of
+from tests.oracle import oracle_kpis
 
 MINUTE = 60 * 1_000_000
 HOUR = 60 * MINUTE
@@ -125,16 +124,8 @@ def settings_for(zone: str, as_of_us: int, periods, history: int, dormancy: int)
                        clock=ClockSetting("pinned", as_of_us), timezone=zone, periods=periods, period_history=history)
 
 
-def oracle_settings(s: KpiSettings) -> OracleSettings:
-    return OracleSettings(slot_seconds=s.slot_seconds, windows=tuple(format_duration(w) for w in s.windows_seconds),
-                          horizons=tuple(format_duration(h) for h in s.conversion_horizons_seconds),
-                          dormancy=format_duration(s.dormancy_seconds), timezone=s.timezone, periods=s.periods,
-                          period_history=s.period_history)
 
 
-def values_of(engine) -> dict[str, dict]:
-    return {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
-            for v in engine.all_values()}
 
 
 @hsettings(max_examples=1200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -15,9 +15,8 @@ from hypothesis import HealthCheck, given, settings as hsettings, strategies as 
 from stream.core.config import ClockSetting, KpiSettings, format_duration
 from stream.core.timeparse import format_rfc3339_us, parse_rfc3339_us
 from stream.replay import replay_lines
-from stream.stages.updates import update_key
-from tests.kpi_compare import kpi_differences
-from tests.oracle import OracleSettings, local_date_of, oracle_kpis, period_before, period_of, period_start_us
+from tests.kpi_compare import kpi_differences, oracle_settings, values_of
+from tests.oracle import local_date_of, oracle_kpis, period_before, period_of, period_start_us
 from zoneinfo import ZoneInfo
 
 MINUTE = 60 * 1_000_000
@@ -141,16 +140,8 @@ def settings_for(zone: str, as_of_us: int, periods, history: int, dormancy: int)
                        periods=periods, period_history=history)
 
 
-def oracle_settings(s: KpiSettings) -> OracleSettings:
-    return OracleSettings(slot_seconds=s.slot_seconds, windows=tuple(format_duration(w) for w in s.windows_seconds),
-                          horizons=tuple(format_duration(h) for h in s.conversion_horizons_seconds),
-                          dormancy=format_duration(s.dormancy_seconds), timezone=s.timezone, periods=s.periods,
-                          period_history=s.period_history)
 
 
-def values_of(engine) -> dict[str, dict]:
-    return {update_key(v): {"value": v.value, "numerator": v.numerator, "denominator": v.denominator}
-            for v in engine.all_values()}
 
 
 def period_keys(expected: dict, settings: KpiSettings) -> int:
