@@ -232,6 +232,13 @@ class PeriodRollup:
                 continue  # a period no longer published: its last value stays as it was
             moves = [(field, d) for field, d in change.items() if d]
             if not moves:
+                # A period a cell touched for the first time is kept even when it nets to zero: an
+                # engine rebuilt after a crash must still send its (zero) sums, or the scope stage
+                # keeps the previous owner's non-zero sums of this source for the period.
+                for scope in self.scopes_of(cell):
+                    key = (scope, position, index)
+                    if key not in values and key not in moving:
+                        moving[key] = [0] * size
                 continue
             for scope in self.scopes_of(cell):
                 key = (scope, position, index)
