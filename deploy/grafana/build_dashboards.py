@@ -411,6 +411,99 @@ def targets_row(lay: "Layout") -> None:
         description="mtd / lmtd - 1 per territory with a target: above 0, ahead of last month at the same point."))
 
 
+# -- Field execution --------------------------------------------------------------------------------
+#
+# "Are reps working their beat, reaching the outlet universe, spending time in market, and what do
+# the orders come to after returns?" (spec 10). Rolling windows via `$window`; `registered_outlets`
+# has no window (window="none"). tests/e2e/test_prometheus_live.py evaluates these expressions
+# (from the committed JSON) against a live Prometheus and compares them with the oracle's values.
+
+COMPLIANCE_WARNING = 0.80  # call compliance below this is orange, below 0.6 red
+
+
+def field_queries(scope: str = "territory", ids: str = "$territory", window: str = "$window") -> dict[str, str]:
+    """PromQL per scope_id of `scope` (`global`: one series, no scope_id) of the field execution KPIs
+    the row shows, by KPI name."""
+    def gauge(kpi: str, win: str = window) -> str:
+        if scope == "global":
+            return f'max(kpi_{kpi}{{scope="global", window="{win}"}})'
+        return f'max by (scope_id) (kpi_{kpi}{{scope="{scope}", scope_id=~"{ids}", window="{win}"}})'
+
+    kpis = ("planned_calls", "calls_on_plan", "call_compliance", "unplanned_visits", "coverage", "active_rate",
+            "avg_visit_minutes", "sales_amount", "returned_amount", "net_sales_amount")
+    out = {kpi: gauge(kpi) for kpi in kpis}
+    out["registered_outlets"] = gauge("registered_outlets", "none")
+    return out
+
+
+_COMPLIANCE = [(None, "red"), (0.6, "orange"), (COMPLIANCE_WARNING, "green")]
+
+
+def field_execution_row(lay: "Layout") -> None:
+    t, g = field_queries(), field_queries("global")
+    lay.row("Field execution ($window window)")
+    lay.add(stat("Call compliance", g["call_compliance"], unit="percentunit", decimals=1, thresholds=_COMPLIANCE,
+                 description="calls_on_plan / planned_calls (global): planned (not cancelled) calls of the beat "
+                             "plans inside the window visited by the planned rep on the planned local date."), 6, 4)
+    lay.add(stat("Coverage", g["coverage"], unit="percentunit", decimals=1,
+                 description="Registered outlets with a visit inside the window / registered_outlets (global; "
+                             "the denominator is every outlet onboarded so far, whatever the window)."), 6, 4)
+    lay.add(stat("Time in market (minutes per visit)", g["avg_visit_minutes"], decimals=1,
+                 description="avg_visit_minutes (global): mean of check-out - check-in over visits inside the window "
+                             "that have both (check-out not before check-in)."), 6, 4)
+    lay.add(stat("Net sales", g["net_sales_amount"], decimals=2,
+                 description="net_sales_amount (global): sales_amount (cancelled orders left out) - returned_amount "
+                             "(returns counted at their own time), base currency. May be negative."), 6, 4)
+    lay.add(bargauge(
+        "Call compliance by territory", [(f"sort({t['call_compliance']})", "{{scope_id}}")], unit="percentunit",
+        decimals=1, thresholds=_COMPLIANCE, max_value=1,
+        description="kpi_call_compliance per territory, lowest first: calls on plan / planned calls. A territory "
+                    "with no planned call in the window has no value."), 8, 10)
+    lay.add(bargauge(
+        "Coverage by territory", [(f"sort({t['coverage']})", "{{scope_id}}")], unit="percentunit", decimals=1,
+        max_value=1,
+        description="kpi_coverage per territory, lowest first: registered outlets visited inside the window / "
+                    "registered outlets of the territory."), 8, 10)
+    lay.add(bargauge(
+        "Time in market by territory (minutes per visit)", [(f"sort({t['avg_visit_minutes']})", "{{scope_id}}")],
+        decimals=1,
+        description="kpi_avg_visit_minutes per territory, shortest first: mean check-in to check-out of the "
+                    "window's visits."), 8, 10)
+    lay.add(table(
+        "Field execution by territory ($window window)",
+        [(t["planned_calls"], ""), (t["calls_on_plan"], ""), (t["call_compliance"], ""),
+         (t["unplanned_visits"], ""), (t["registered_outlets"], ""), (t["coverage"], ""), (t["active_rate"], ""),
+         (t["avg_visit_minutes"], ""), (t["sales_amount"], ""), (t["returned_amount"], ""),
+         (t["net_sales_amount"], "")],
+        {"scope_id": "territory", "Value #A": "planned calls", "Value #B": "calls on plan",
+         "Value #C": "call compliance", "Value #D": "unplanned visits", "Value #E": "registered outlets",
+         "Value #F": "coverage", "Value #G": "active rate", "Value #H": "minutes per visit",
+         "Value #I": "sales", "Value #J": "returned", "Value #K": "net sales"},
+        "call compliance",
+        units={"call compliance": "percentunit", "coverage": "percentunit", "active rate": "percentunit"},
+        links={"territory": [reps_of_territory("${__value.raw}")]},
+        description="Per territory, lowest call compliance first. Unplanned visits: visits with no planned call "
+                    "for their outlet, rep and local date. Active rate: registered outlets with an order inside "
+                    "the window / registered outlets. Net sales = sales - returned (spec 10)."), 24, 10)
+    lay.add(timeseries(
+        "Call compliance and coverage", [(g["call_compliance"], "call compliance"), (g["coverage"], "coverage"),
+                                         (g["active_rate"], "active rate")],
+        unit="percentunit", decimals=1, description="Global, over time."))
+    lay.add(timeseries(
+        "Net sales against returns", [(g["sales_amount"], "sales"), (g["returned_amount"], "returned"),
+                                      (g["net_sales_amount"], "net sales")],
+        decimals=2, min_zero=False,
+        description="Global sales_amount, returned_amount and net_sales_amount (= sales - returned) inside the "
+                    "window, base currency."))
+    lay.add(timeseries(
+        "Call compliance by territory over time", [(t["call_compliance"], "{{scope_id}}")], unit="percentunit", decimals=1,
+        description="kpi_call_compliance per territory over time."))
+    lay.add(timeseries(
+        "Time in market over time (minutes per visit)",
+        [(g["avg_visit_minutes"], "all"), (t["avg_visit_minutes"], "{{scope_id}}")], decimals=1,
+        description="kpi_avg_visit_minutes, global and per territory, over time."))
+
+
 def kpi_overview() -> dict:
     lay = Layout()
     lay.row("Active accounts: where is it falling")
@@ -421,6 +514,7 @@ def kpi_overview() -> dict:
                 link=[reps_of_territory("${__value.raw}")],
                 series_link=[reps_of_territory("${__field.labels.scope_id}")])
     targets_row(lay)
+    field_execution_row(lay)
 
     lay.row("Accounts ($window window)")
     lay.add(stat("Active accounts", _global("kpi_active_accounts"),
@@ -514,7 +608,8 @@ def kpi_overview() -> dict:
     return dashboard(
         KPI_UID, "KPI overview",
         "Field-sales KPIs of kpi-stream (spec section 3): accounts, conversion, orders, visits, lead pipeline "
-        "and rep activity, by region and territory, and this month against its targets and last month.",
+        "and rep activity, by region and territory, this month against its targets and last month, and field "
+        "execution (call compliance, coverage, time in market, net sales against returns).",
         ["kpi-stream", "kpi"], lay, variables, "now-7d",
         [_link("Reps", REPS_UID), _link("Processor health", HEALTH_UID)], [active_alerts_annotation()],
     )

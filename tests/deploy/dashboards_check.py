@@ -106,15 +106,15 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
     from stream.worker.sinks import KpiGauges
 
     metrics = build_processor_metrics()
-    for topic, types in (("sales.outlets", ("outlet.onboarded", "outlet.updated")), ("sales.orders", ("order.placed",)),
-                         ("sales.visits", ("visit.completed",)),
+    for topic, types in (("sales.outlets", ("outlet.onboarded", "outlet.updated")), ("sales.orders", ("order.placed", "order.cancelled", "order.returned")),
+                         ("sales.visits", ("visit.completed", "visit.planned")),
                          ("sales.leads", ("lead.created", "lead.updated", "lead.won", "lead.lost")),
                          ("sales.activities", ("activity.logged",)), ("sales.events", ("order.placed", "invalid"))):
         for event_type in types:
             metrics.events_in.labels(topic, event_type).inc(10)
     for reason in ("malformed_json", "missing_field", "bad_value", "future_event"):
         metrics.deadletters.labels(reason).inc()
-    for reason in ("duplicate", "already_closed"):
+    for reason in ("duplicate", "already_closed", "duplicate_order"):
         metrics.ignored.labels(reason).inc()
     for family in ("outlet", "lead", "activity"):
         metrics.late_corrections.labels(family).inc()
@@ -144,6 +144,10 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
                          "average_order_value", "lines_per_order", "visits", "productive_visits",
                          "visit_to_order_ratio")),
         (lead_scopes, ("new_leads", "win_rate", "avg_deal_size", "avg_sales_cycle_days", "pipeline_velocity")),
+        # field execution (spec 10); retention has period values only, not exported here
+        (outlet_scopes, ("planned_calls", "calls_on_plan", "call_compliance", "unplanned_visits", "new_outlets",
+                         "visited_outlets", "coverage", "active_rate", "avg_visit_minutes", "returns",
+                         "returned_amount", "net_sales_amount")),
     )
     for window in ("7d", "30d", "60d") + DEFAULT_ALIAS_WINDOWS:
         for scopes, kpis in families:
@@ -174,6 +178,8 @@ def default_metrics_text(export_scopes: tuple[str, ...] = DEFAULT_EXPORT_SCOPES)
                     gauges.set(KpiValue(kpi + "_projected", window, scope, scope_id, 95, kind=kind))
                     gauges.set(KpiValue(kpi + "_projected_attainment", window, scope, scope_id, 0.95, 95, 100,
                                         kind=kind))
+    for scope, scope_id in outlet_scopes:
+        gauges.set(KpiValue("registered_outlets", None, scope, scope_id, 40))
     for scope, scope_id in lead_scopes:
         gauges.set(KpiValue("open_leads", None, scope, scope_id, 7))
         gauges.set(KpiValue("avg_open_lead_age_days", None, scope, scope_id, 3.5, 24.5, 7))
