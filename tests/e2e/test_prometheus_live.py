@@ -29,7 +29,8 @@ The generator's world carries monthly targets per territory and rep (stream/devt
 attainment, MTD against LMTD, for each `$target`) and the Reps dashboard's rep attainment return
 the oracle's target values, and ProjectedAttainmentBelowTarget fires for exactly the targets the
 oracle projects below 90 % (after day 3 of the month by Prometheus's own clock; before that, for
-none).
+none). Its beat plans, cancellations and returns (spec 10) make the "Field execution" row of KPI
+overview return the oracle's call compliance, coverage, time in market and net sales against returns.
 """
 
 from __future__ import annotations
@@ -243,6 +244,54 @@ REP_TARGET_PANELS = {
        for ref, (kpi, column) in zip("ABCDEFGH", [(k, c) for k in ("sales_amount", "orders")
                                                   for c in ("target", "mtd", "attainment", "projected_attainment")])},
 }
+
+
+# -- "Field execution" (KPI overview) -----------------------------------------------------------------
+#
+# Each panel's query (title, refId) -> (the KPI it shows, "territory" or "global"), for $window = 30d
+# and $territory = All; registered_outlets has no window.
+_TERRITORY_TABLE = "Field execution by territory ($window window)"
+FIELD_ROW_PANELS = {
+    ("Call compliance", "A"): ("call_compliance", "global"),
+    ("Coverage", "A"): ("coverage", "global"),
+    ("Time in market (minutes per visit)", "A"): ("avg_visit_minutes", "global"),
+    ("Net sales", "A"): ("net_sales_amount", "global"),
+    ("Call compliance by territory", "A"): ("call_compliance", "territory"),
+    ("Coverage by territory", "A"): ("coverage", "territory"),
+    ("Time in market by territory (minutes per visit)", "A"): ("avg_visit_minutes", "territory"),
+    **{(_TERRITORY_TABLE, ref): (kpi, "territory") for ref, kpi in zip("ABCDEFGHIJK", (
+        "planned_calls", "calls_on_plan", "call_compliance", "unplanned_visits", "registered_outlets", "coverage",
+        "active_rate", "avg_visit_minutes", "sales_amount", "returned_amount", "net_sales_amount"))},
+    ("Call compliance and coverage", "A"): ("call_compliance", "global"),
+    ("Call compliance and coverage", "B"): ("coverage", "global"),
+    ("Call compliance and coverage", "C"): ("active_rate", "global"),
+    ("Net sales against returns", "A"): ("sales_amount", "global"),
+    ("Net sales against returns", "B"): ("returned_amount", "global"),
+    ("Net sales against returns", "C"): ("net_sales_amount", "global"),
+    ("Call compliance by territory over time", "A"): ("call_compliance", "territory"),
+    ("Time in market over time (minutes per visit)", "A"): ("avg_visit_minutes", "global"),
+    ("Time in market over time (minutes per visit)", "B"): ("avg_visit_minutes", "territory"),
+}
+
+
+def _expected_field_panels(expected: dict[str, dict], window: str = "30d") -> dict[tuple[str, str], dict[str, float]]:
+    """What each query of the Field execution row returns for `$window` = `window`, `$territory` =
+    All: the oracle's values (`-` for the global one), a null ratio (no denominator) and a 0 left
+    out -- a key at 0 equals no key (tests/kpi_compare.py)."""
+    def values(kpi: str, scope: str) -> dict[str, float]:
+        win = "-" if kpi == "registered_outlets" else window
+        out = {}
+        for key, record in expected.items():
+            parts = key.split("|")
+            if parts[:3] == [kpi, win, scope] and record.get("value") not in (None, 0):
+                out["-" if scope == "global" else parts[3]] = round(float(record["value"]), 6)
+        return out
+
+    return {key: values(kpi, scope) for key, (kpi, scope) in FIELD_ROW_PANELS.items()}
+
+
+def _nonzero(values: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in values.items() if v != 0 and not math.isnan(v)}
 
 
 def _panel_queries(path: Path, titles: set[str], variables: dict[str, list[str]]) -> dict[tuple[str, str], str]:
@@ -496,6 +545,22 @@ def test_prometheus_ingests_kpis_and_alerts_on_falling_active_accounts(kafka_bro
         assert len(expected_reps[("Rep attainment, month to date (sales and orders)", "A")]) > 10
         got_reps = {key: _values(prometheus.query(expr)) for key, expr in rep_queries.items()}
         assert got_reps == expected_reps
+
+        # "Field execution": every query of the row, for $window = 30d and $territory = All, returns the
+        # oracle's call compliance, coverage, time in market, sales, returns and net sales.
+        field_queries = _panel_queries(OVERVIEW, {title for title, _ in FIELD_ROW_PANELS},
+                                       {"window": ["30d"], "territory": [".*"]})
+        expected_field = _expected_field_panels(oracle_after)
+        assert sorted(field_queries) == sorted(expected_field)
+        assert len(expected_field[(_TERRITORY_TABLE, "C")]) >= 10  # territories with planned calls
+        assert expected_field[("Net sales against returns", "B")], "the generator's world has returns"
+
+        def field_panels():
+            got = {key: _nonzero(_values(prometheus.query(expr))) for key, expr in field_queries.items()}
+            return got == expected_field or [{k: (got[k], expected_field[k]) for k in got
+                                              if got[k] != expected_field[k]}]
+
+        wait_until(field_panels, timeout=30, interval=1, what="the Field execution row to equal the oracle")
 
         # ProjectedAttainmentBelowTarget (its `for:` shortened to 5s) fires for exactly the month
         # targets the oracle projects below 90 % -- after day 3 of the month by Prometheus's clock.
