@@ -49,6 +49,14 @@ def api(kafka_broker, redis_server, tmp_path_factory):
     hash_name = f"{prefix}kpi:latest"
     wait_until(lambda: client.hlen(hash_name) > 1000 or [client.hlen(hash_name), worker.alive() or worker.log_tail()],
                timeout=180, interval=1, what="values in Redis")
+    # the first events all published: the key count holds still for three seconds
+    counts: list[int] = []
+
+    def settled():
+        counts.append(client.hlen(hash_name))
+        return len(counts) > 3 and len(set(counts[-4:])) == 1 or [counts[-1]]
+
+    wait_until(settled, timeout=180, interval=1, what="the first events' keys all in Redis")
     try:
         yield {"worker": worker, "redis": client, "hash": hash_name, "rest": rest, "prefix": prefix,
                "bootstrap": kafka_broker.bootstrap}
@@ -80,7 +88,7 @@ def test_paging_while_events_are_produced_returns_every_key_exactly_once(api):
         api["rest"], api["bootstrap"], rate_per_second=100, topic_prefix=api["prefix"])), daemon=True)
     producing.start()
     limit = max(40, len(before) // 150)  # ~150 pages, however many keys (periods multiply them)
-    pause = min(0.2, 6.0 / (len(before) / limit))  # the walk spans about as long as the production
+    pause = min(0.2, 12.0 / (len(before) / limit))  # the walk spans the production and the worker's rounds
     returned: list[str] = []
     cursor, pages, changed_during, pages_while_producing = None, 0, 0, 0
     while True:

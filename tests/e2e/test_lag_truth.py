@@ -24,7 +24,7 @@ pytestmark = pytest.mark.e2e
 
 PARTITIONS = 6
 INPUTS = INPUT_TOPICS
-BOUND_SECONDS = 5.0
+BOUND_SECONDS = 8.0  # was 5 s before calendar periods made an event ~3x the work (bench/periods.py)
 WATCHED = re.compile(r"offsets: after the assignment, every partition with records to read delivered within "
                      r"([0-9.]+)s and reached the end offset seen when the worker was ready within ([0-9.]+)s "
                      r"\((\d+) partitions with records, (\d+) repaired")

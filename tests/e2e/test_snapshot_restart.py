@@ -10,6 +10,7 @@ import re
 
 import pytest
 
+from stream.core.engine import Family
 from stream.devtools import generator
 from stream.core.timeparse import format_rfc3339_us
 from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_names, wait_until, worker_env
@@ -17,7 +18,7 @@ from tests.e2e.harness import OracleCheck, WorkerProcess, metric_total, unique_n
 pytestmark = pytest.mark.e2e
 
 PARTITIONS = 4
-FAMILIES = 3  # outlet, lead, activity: one engine per family and partition
+FAMILIES = len(Family)  # outlet, lead, activity, target: one engine per family and partition
 
 
 def rebuilds(worker: WorkerProcess, source: str) -> float:
