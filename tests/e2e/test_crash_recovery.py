@@ -103,10 +103,12 @@ def test_on_disk_tables_are_kept_after_a_kill_with_batches_unacknowledged_and_th
         # Freeze the broker right after the worker consumed a chunk: the facts it applied are
         # then waiting for the next flush or on their way, and Kafka cannot acknowledge them.
         for chunk in chunks:
+            before = metric_total(worker, "kpi_stream_events_consumed_total")
             check.produce(chunk)
-            consumed = len(check.produced)
-            wait_until(lambda: metric_total(worker, "kpi_stream_events_consumed_total") >= consumed,
-                       timeout=60, interval=0.01, what="chunk consumed")
+            # freeze as soon as the chunk is being consumed: the counter is published in steps, so
+            # waiting for all of it leaves time for its facts to be acknowledged already
+            wait_until(lambda: metric_total(worker, "kpi_stream_events_consumed_total") > before,
+                       timeout=60, interval=0.01, what="chunk being consumed")
             os.killpg(kafka_broker.pid, signal.SIGSTOP)
             try:
                 time.sleep(1.0)  # a flush or two: the batches are sent, and stay unacknowledged

@@ -114,7 +114,8 @@ def test_paging_while_events_are_produced_returns_every_key_exactly_once(api):
     assert returned == sorted(returned)  # the keys' order
     assert pages >= len(before) // limit
     # the values really moved under the walk: pages showed values other than at its start
-    assert pages_while_producing >= pages // 3 and changed_during > 0, (pages, pages_while_producing, changed_during)
+    assert pages_while_producing >= min(pages // 3, 30) and changed_during > 0, (pages, pages_while_producing,
+                                                                                 changed_during)
     assert sum(1 for k in before if after[k] != before[k]) > 0
     # and with a filter: exactly the matching keys
     regions = kpi_all(worker, "scope=region", limit=7)
