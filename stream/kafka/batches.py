@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Callable, Iterable
 
 from stream.kafka.faust_internals import partition_count
@@ -24,11 +25,19 @@ from stream.stages.outgoing import Outgoing
 log = logging.getLogger(__name__)
 
 
+# a send that waited this long for room in the producer's queue means the broker is holding back
+QUEUE_WAIT_SECONDS = 0.5
+
+
 class BatchProducer:
     def __init__(self, producer_of: Callable[[], object], on_failure: Callable[[str, BaseException], None]) -> None:
         # `producer_of` returns the started aiokafka producer (Faust creates it at start-up)
         self._producer_of = producer_of
         self._on_failure = on_failure
+        # sends waiting for room in the producer's queue: the broker is not acknowledging fast
+        # enough (a quota, a slow disk), and whoever sends waits -- on purpose, not a stall
+        self._waiting = 0
+        self._waited_until = float("-inf")
 
     async def send(self, topic: str, messages: Iterable[Outgoing],
                    on_delivered: Callable[[int, int, list[Outgoing]], None] | None = None) -> int:
@@ -60,7 +69,14 @@ class BatchProducer:
     async def _submit(self, producer, batch, topic: str, partition: int, messages: list[Outgoing],
                       on_delivered: Callable[[int, int, list[Outgoing]], None] | None) -> None:
         batch.close()
-        future = await producer.send_batch(batch, topic, partition=partition)
+        started = time.monotonic()
+        self._waiting += 1
+        try:
+            future = await producer.send_batch(batch, topic, partition=partition)
+        finally:
+            self._waiting -= 1
+            if time.monotonic() - started > QUEUE_WAIT_SECONDS:
+                self._waited_until = time.monotonic()
 
         def delivered(done: asyncio.Future) -> None:
             if done.cancelled():
@@ -74,6 +90,11 @@ class BatchProducer:
                 on_delivered(partition, done.result().offset + len(messages) - 1, messages)
 
         future.add_done_callback(delivered)
+
+    def held_back(self, within_seconds: float) -> bool:
+        """A send waits for room in the producer's queue now, or waited longer than
+        QUEUE_WAIT_SECONDS within the last `within_seconds`."""
+        return self._waiting > 0 or time.monotonic() - self._waited_until < within_seconds
 
     async def partition_count(self, topic: str) -> int:
         """The topic's partition count as the producer's metadata knows it (fetched if needed)."""

@@ -62,6 +62,7 @@ class LagObserver:
         self.app = app
         self.guard = guard
         self.facts = facts
+        self.batches = None  # the worker's BatchProducer, set by the app
         self.metrics = metrics
         self.watched_topics = watched_topics  # the agents' topics (changelogs are read only in recovery)
         self.recovered = recovered
@@ -194,8 +195,10 @@ class LagObserver:
     async def observe(self, recovered: bool) -> None:
         self._withdraw(self.exported - self.held)
         # The agents wait, or waited within the last lag round, for Kafka to acknowledge facts
-        # (backpressure): partitions make no progress then, on purpose.
-        held_back = self.facts.held_back(LAG_ROUND_SECONDS)
+        # (backpressure) or for room in the producer's queue (a broker holding writes back):
+        # partitions make no progress then, on purpose.
+        held_back = self.facts.held_back(LAG_ROUND_SECONDS) or (
+            self.batches is not None and self.batches.held_back(LAG_ROUND_SECONDS))
         # right after an assignment the watch checks, faster
         checks = not held_back and not self.watching()
         epoch = self.epoch
