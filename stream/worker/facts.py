@@ -57,7 +57,10 @@ class FactLog:
         return self.unwritten < FACT_BACKLOG_LIMIT
 
     async def wait_for_room(self) -> None:
-        """Wait while FACT_BACKLOG_LIMIT facts are unwritten."""
+        """Wait while FACT_BACKLOG_LIMIT facts are unwritten; with room, return at once and record
+        no wait (a recorded wait makes the lag observer skip its stall checks for a round)."""
+        if self.has_room():
+            return
         waited_since = time.monotonic()
         while self.unwritten >= FACT_BACKLOG_LIMIT:
             await asyncio.sleep(FACT_FLUSH_SECONDS / 5)
