@@ -64,6 +64,7 @@ from stream.stages.outgoing import kafka_partition, key_partition
 from stream.stages.publication import Publisher, RoundOutput
 from stream.stages.scope_board import ScopeBoard, ScopePartials
 from stream.stages.scope_periods import ScopePeriods
+from stream.stages.sent_groups import SentGroups
 from stream.stages.updates import round_stamp
 
 DEFAULT_PERIODS = "day,week,month,quarter"
@@ -93,6 +94,7 @@ class Pipeline:
         self.settings = settings
         self.partitions = partitions
         self.engines = [KpiEngine(settings, now_us) for _ in range(partitions)]
+        self.sent_groups = [SentGroups() for _ in range(partitions)]
         self.layouts = Layouts.build(settings)
         self.board = ScopeBoard()
         self.periods = ScopePeriods(settings, self.layouts, now_us)
@@ -127,7 +129,7 @@ class Pipeline:
             for fam, scope, vector in dirty:
                 destination = key_partition(scope_key_bytes((fam.value, scope[0], scope[1])), self.partitions)
                 entry = [fam.value, scope[0], scope[1], partition, 1, self.flush_number, encode_vector(vector)]
-                groups = engine.period_groups(fam, scope)
+                groups = self.sent_groups[partition].moved((fam, scope), engine.period_groups(fam, scope))
                 if groups:
                     entry.append(encode_groups(groups, encode_vector))
                 by_destination.setdefault(destination, []).append(entry)
@@ -154,10 +156,11 @@ class Pipeline:
                 if not partials.is_newer(source, version):
                     continue
                 received = decode_groups(groups, decode_vector)
-                carried = periods.carried_over(partials.groups.get(source, ()), received)
+                carried, carried_stored = periods.carried_over(
+                    partials.groups.get(source, ()), partials.encoded_groups.get(str(source), []), received)
                 if carried:
                     received += carried
-                    groups = groups + encode_groups(carried, encode_vector)
+                    groups = groups + carried_stored
                 partials.keep(source, version, decode_vector(vector), vector, received, groups)
                 self.table[key_bytes] = encode_scope_entry(0, partials.encoded, partials.versions,
                                                            partials.encoded_groups)
