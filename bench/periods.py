@@ -64,7 +64,6 @@ from stream.stages.outgoing import kafka_partition, key_partition
 from stream.stages.publication import Publisher, RoundOutput
 from stream.stages.scope_board import ScopeBoard, ScopePartials
 from stream.stages.scope_periods import ScopePeriods
-from stream.stages.sent_groups import SentGroups
 from stream.stages.updates import round_stamp
 
 DEFAULT_PERIODS = "day,week,month,quarter"
@@ -94,7 +93,6 @@ class Pipeline:
         self.settings = settings
         self.partitions = partitions
         self.engines = [KpiEngine(settings, now_us) for _ in range(partitions)]
-        self.sent_groups = [SentGroups() for _ in range(partitions)]
         self.layouts = Layouts.build(settings)
         self.board = ScopeBoard()
         self.periods = ScopePeriods(settings, self.layouts, now_us)
@@ -129,7 +127,7 @@ class Pipeline:
             for fam, scope, vector in dirty:
                 destination = key_partition(scope_key_bytes((fam.value, scope[0], scope[1])), self.partitions)
                 entry = [fam.value, scope[0], scope[1], partition, 1, self.flush_number, encode_vector(vector)]
-                groups = self.sent_groups[partition].moved((fam, scope), engine.period_groups(fam, scope))
+                groups = engine.period_groups(fam, scope)
                 if groups:
                     entry.append(encode_groups(groups, encode_vector))
                 by_destination.setdefault(destination, []).append(entry)
@@ -156,11 +154,10 @@ class Pipeline:
                 if not partials.is_newer(source, version):
                     continue
                 received = decode_groups(groups, decode_vector)
-                carried, carried_stored = periods.carried_over(
-                    partials.groups.get(source, ()), partials.encoded_groups.get(str(source), []), received)
+                carried = periods.carried_over(partials.groups.get(source, ()), received)
                 if carried:
                     received += carried
-                    groups = groups + carried_stored
+                    groups = groups + encode_groups(carried, encode_vector)
                 partials.keep(source, version, decode_vector(vector), vector, received, groups)
                 self.table[key_bytes] = encode_scope_entry(0, partials.encoded, partials.versions,
                                                            partials.encoded_groups)

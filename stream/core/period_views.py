@@ -41,13 +41,11 @@ def published_groups(clock: PeriodClock) -> tuple[GroupKey, ...]:
     return clock.published_cache
 
 
-def has_expired(clock: PeriodClock, key: GroupKey) -> bool:
-    """Whether the group is older than every group published at the clock (a group newer than
-    the current period is not: the clock will reach it)."""
+def is_published(clock: PeriodClock, key: GroupKey) -> bool:
     position, index, lmtd = key
     if lmtd:
-        return position != clock.month or index < clock.current[position] - 1
-    return index < clock.oldest[position]
+        return position == clock.month and index == clock.current[position] - 1
+    return clock.oldest[position] <= index <= clock.current[position]
 
 
 class PeriodReader:

@@ -10,11 +10,8 @@ Scope-partials table, one entry per scope:
     value `{"part": own partition, "by": {source: vector}, "ver": {source: [generation, sequence]},
            "per": {source: groups}}`
 Vectors are encoded by stream/kafka/wire_vectors.py. `groups` are a scope's calendar period sums
-(stream/core/period_views.py): `[[kind position, period index, 1 if lmtd else 0, vector], ...]`.
-A partial carries those that moved since the source's previous partial for the scope (all of
-them in the first one an engine sends; stream/stages/sent_groups.py); the scope stage keeps the
-others as it had them, and the table stores every group it keeps. Absent when none moved (and
-from workers configured without periods).
+(stream/core/period_views.py): `[[kind position, period index, 1 if lmtd else 0, vector], ...]`,
+absent when the source holds none (and from workers configured without periods).
 A scope's targets (spec 9) travel as an entry of family `target.{family}` (the family of their
 KPIs, routed with that family's scope) with an empty vector and, in the groups' place,
 `[[kpi, kind, kind position, period index, value], ...]`, value a decimal string or null.

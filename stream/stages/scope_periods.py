@@ -15,7 +15,7 @@ from stream.core.calendar import Calendar, is_designator
 from stream.core.config import KpiSettings
 from stream.core.engine import Family, Layouts
 from stream.core.kpis import KpiValue
-from stream.core.period_views import PeriodReader, has_expired
+from stream.core.period_views import PeriodReader, is_published
 from stream.core.periods import PeriodClock
 from stream.stages.scope_board import ScopeKey, ScopePartials
 
@@ -83,26 +83,16 @@ class ScopePeriods:
         return self.reader.target_values(self.clock, key[0], (key[1], key[2]), partials.total_groups(), resolved,
                                          self.as_of_us)
 
-    def carried_over(self, kept: tuple, kept_encoded: list, received: tuple) -> tuple[tuple, list]:
-        """The groups of `kept` (a source's groups as this stage holds them, `kept_encoded` their
-        stored form in the same order) that `received` (the source's newer partial) lacks and
-        that have not expired here: (the groups, their stored forms). A source sends only the
-        groups that moved since its last partial (stream/stages/sent_groups.py): one it leaves out
-        holds what the stage kept. A group expires when it is older than every period this stage
-        publishes -- not when it is newer than the stage's current period (a source whose clock
-        crossed a boundary first already sums the next period, which this stage publishes once
-        its own clock crosses it); and a stage whose clock has not passed the boundary that
-        unpublishes a period keeps publishing the period's last sums rather than zeros."""
+    def carried_over(self, kept: tuple, received: tuple) -> tuple:
+        """The groups of `kept` (a source's previous groups) that `received` (its newer ones)
+        lacks and this stage still publishes. A source's group vanishes only when the source's
+        clock passed the boundary that unpublishes it; a stage whose clock has not passed it yet
+        keeps publishing the period's last sums rather than zeros."""
         if self.clock is None or not kept:
-            return (), []
+            return ()
         present = {key for key, _vector in received}
-        clock = self.clock
-        carried, encoded = [], []
-        for group, stored in zip(kept, kept_encoded):
-            if group[0] not in present and not has_expired(clock, group[0]):
-                carried.append(group)
-                encoded.append(stored)
-        return tuple(carried), encoded
+        return tuple((key, vector) for key, vector in kept
+                     if key not in present and is_published(self.clock, key))
 
     def withdraw(self, key: ScopeKey) -> None:
         self.scopes.discard(key)

@@ -34,7 +34,6 @@ from stream.kafka.wire_vectors import encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import next_flush
 from stream.stages.outgoing import Outgoing, key_partition
-from stream.stages.sent_groups import SentGroups
 from stream.stages.waiting import WaitingCounts
 from stream.worker.context import WorkerContext
 from stream.worker.facts import FactLog
@@ -104,8 +103,6 @@ class EntityPartition:
     # the facts-table batches whose facts the engine holds: with the pending facts, exactly its
     # state (what a snapshot of it covers, stream/worker/snapshots.py)
     covered: CoveredBatches = field(default_factory=CoveredBatches)
-    # the period groups of each scope its partials carried: the next carries only those that moved
-    sent_groups: SentGroups = field(default_factory=SentGroups)
 
 
 class EntityStage:
@@ -290,8 +287,6 @@ class EntityStage:
                 raise
             except Exception:  # noqa: BLE001 - the scopes stay dirty; the next flush sends them
                 log.exception("partials flush failed")
-                for entity in list(self.entities.values()):
-                    entity.sent_groups.forget()  # what this flush sent may not have been written
 
     async def flush_partials(self, flush: int, observe_published, scope_count) -> None:
         """Send every scope whose vector moved since the last flush to the scope stage: one
@@ -318,7 +313,7 @@ class EntityStage:
                 destination = key_partition(scope_key_bytes((fam.value, scope[0], scope[1])), partitions)
                 entry = [fam.value, scope[0], scope[1], partition, entity.generation, entity.sequence,
                          encode_vector(vector)]
-                groups = entity.sent_groups.moved((fam, scope), engine.period_groups(fam, scope))
+                groups = engine.period_groups(fam, scope)
                 if groups:
                     entry.append(encode_groups(groups, encode_vector))
                 by_destination.setdefault(destination, []).append(entry)

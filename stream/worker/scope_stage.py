@@ -18,9 +18,9 @@ from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import OffsetGuard
 from stream.kafka.tables import ChangelogWriter
 from stream.kafka.wire_partials import (decode_groups, decode_partials, decode_scope_entry, decode_targets,
-                                        encode_scope_entry, scope_key_bytes, scope_key_of_stored,
+                                        encode_groups, encode_scope_entry, scope_key_bytes, scope_key_of_stored,
                                         target_board_family, targets_family)
-from stream.kafka.wire_vectors import decode_vector
+from stream.kafka.wire_vectors import decode_vector, encode_vector
 from stream.stages import waiting
 from stream.stages.cadence import age_refresh_due, flush_period, publish_tick
 from stream.stages.publication import Publisher, RoundOutput
@@ -105,11 +105,10 @@ class ScopeStage:
                 self._placed(key, message.partition)
             else:
                 received = decode_groups(groups, decode_vector)
-                carried, carried_stored = self.periods.carried_over(
-                    partials.groups.get(source, ()), partials.encoded_groups.get(str(source), []), received)
+                carried = self.periods.carried_over(partials.groups.get(source, ()), received)
                 if carried:
                     received += carried
-                    groups = groups + carried_stored
+                    groups = groups + encode_groups(carried, encode_vector)
                 partials.keep(source, version, decode_vector(vector), vector, received, groups)
             writes[key_bytes] = encode_scope_entry(message.partition, partials.encoded, partials.versions,
                                                    partials.encoded_groups)
