@@ -3,9 +3,18 @@
 `live(config, now_us)` walks time forward: it writes `history_days` of traffic ending at `now_us`,
 then carries on past it at `rate` events per second at the peak of a working day. It is an
 iterator of (due instant, message) pairs: memory stays bounded whatever the count -- only
-follow-up events not yet due (a visit's order, a lead's update and closing) and a short ring of
+follow-up events not yet due (a visit's order, a lead's update and closing, an order's
+cancellation or return, a plan's cancellation), the current week's beat plans and a short ring of
 recent messages (for byte-identical resends) are held. The world (outlets, reps, territories) is
 stream/devtools/generator.py's; `generate(config)` there builds one fixed period instead.
+
+Field execution (spec 10), as the generator's World has it: every local Monday (Asia/Jakarta, the
+worker's default KPI_TIMEZONE) each rep gets a weekly beat -- `calls_per_day` planned calls on
+each day Monday to Saturday, sent then (the history's first week from its first day); some are
+cancelled later in the week, half of those re-planned for the day after, some are never visited.
+Most visits are made on a call planned for their day, by its rep; the rest are unplanned. Visits
+carry check-in and check-out times; orders are sometimes cancelled, placed twice under one order
+id, or have goods returned days later.
 """
 
 from __future__ import annotations
@@ -20,12 +29,16 @@ from typing import Iterable, Iterator, NamedTuple
 import orjson
 
 from stream.core.timeparse import format_rfc3339_us
-from stream.devtools.generator import (DAY_US, HOUR_US, KINDS, STAGES, GeneratorConfig, Message, Outlet, World, key_of,
+from stream.devtools.generator import (BUSINESS_OFFSET_US, CANCELLED, DAY_US, DUPLICATE_ORDER, HOUR_US, KINDS, MISSED_PLAN,
+                                       ON_PLAN, RETURNED, STAGES, GeneratorConfig, Message, Outlet, World, key_of,
                                        malformed_message, stamp)
 
 WEEK_HOURS = 7 * 24
 # Events one draw of the live world produces on average (see `_LiveSimulation._draw`)
-LIVE_EVENTS_PER_DRAW = 1.3
+LIVE_EVENTS_PER_DRAW = 1.34
+# Of the planned calls of a week: cancelled later in the week (half of them re-planned for the next day)
+PLAN_CANCELLED = 0.06
+VISIT_SHARE = 0.30  # of the draws (see `_draw`)
 # Follow-ups (lead updates and closings, days ahead) held at most; beyond it new leads get none
 MAX_PENDING = 20_000
 RECENT_FOR_DUPLICATES = 512
@@ -107,6 +120,10 @@ class _LiveSimulation:
         self.sequence = 0
         self.bad = 0
         self.clock = now_us  # the instant of the current draw
+        # this week's beat plans: local day number -> calls (outlet, rep) planned then, not yet visited
+        self.plans: dict[int, list[tuple[Outlet, str]]] = {}
+        self.plan_week: int | None = None  # local day number of the Monday planned for
+        self.calls_per_day = calls_per_day(config)
 
     def _event_id(self) -> str:
         self.serial += 1
@@ -116,12 +133,15 @@ class _LiveSimulation:
 
     def draw_times(self) -> Iterator[int]:
         """Increasing instants of draws: the history (thinned to the working day, about
-        `history_events` in all), then from now on at `rate` at the peak."""
+        `history_events` in all with the beat plans), then from now on at `rate` at the peak."""
         rng, config = self.rng, self.config
         mean = _mean_intensity(config.utc_offset_minutes)
         if config.history_events > 0 and config.history_days > 0:
             span_s = config.history_days * 86_400
-            peak = config.history_events / LIVE_EVENTS_PER_DRAW / (span_s * mean)
+            # less what is not drawn: onboardings and targets (scheduled already), and beat plans
+            drawn = max(config.history_events / 2,
+                        config.history_events - self.sequence - plan_events(config, self.calls_per_day))
+            peak = drawn / LIVE_EVENTS_PER_DRAW / (span_s * mean)
             t = self.now - config.history_days * DAY_US
             while True:
                 t += int(rng.expovariate(peak) * 1_000_000) + 1
@@ -153,6 +173,8 @@ class _LiveSimulation:
         self.clock = start
         for t in self.draw_times():
             self.clock = t
+            if _local_monday(t) != self.plan_week:
+                self._plan_week(t)
             while self.pending and self.pending[0][0] <= t:
                 due, _, message = heapq.heappop(self.pending)
                 self.recent.append(message)
@@ -177,7 +199,8 @@ class _LiveSimulation:
             self._draw(t)
 
     def _schedule(self, t: int, topic: str, doc: dict, may_be_late: bool = True) -> None:
-        """Send the event occurring at `t` at `t`, or (some) later: a late delivery. With
+        """Send the event occurring at `t` at `t` (at the current draw if `t` is before it: an
+        order's cancellation stamped before its placement), or (some) later: a late delivery. With
         `max_pending` messages waiting, nothing more is held for later than a minute ahead: late
         deliveries go on time, follow-ups further ahead are left out (memory stays bounded)."""
         rng = self.rng
@@ -223,18 +246,85 @@ class _LiveSimulation:
                         amount=world.amount(), currency="USD", lines=self.rng.randint(1, 20),
                         rep_id=rep if rep else (outlet.rep if self.rng.random() < 0.6 else None), visit_id=visit_id)
         self._schedule(t, "sales.orders", doc)
+        self._after_order(t, outlet, doc)
+
+    def _after_order(self, t: int, outlet: Outlet, order: dict) -> None:
+        """As World._after_order (spec 10.4): a cancellation (mostly after the placement, a few
+        stamped up to 30 minutes before it, though not before the current draw: nothing is sent
+        before it is due), a second placement of the same order id, or a return
+        1-10 days later."""
+        rng, world = self.rng, self.world
+        ids = {"outlet_id": outlet.outlet_id, "order_id": order["order_id"]}
+        roll = rng.random()
+        if roll < CANCELLED:
+            when = max(self.clock, t + rng.randint(-30, 2 * 24 * 60) * 60_000_000)
+            self._schedule(when, "sales.orders", world.doc("order.cancelled", when, reason="customer request", **ids))
+        elif roll < CANCELLED + DUPLICATE_ORDER:
+            when = t + rng.randint(0, 60) * 60_000_000
+            fields = {k: v for k, v in order.items() if k not in ("event_id", "type", "occurred_at")}
+            self._schedule(when, "sales.orders", world.doc("order.placed", when, **fields))
+        elif roll < CANCELLED + DUPLICATE_ORDER + RETURNED:
+            when = t + rng.randint(1, 10) * DAY_US
+            cents = rng.randint(100, 20_000)
+            self._schedule(when, "sales.orders", world.doc("order.returned", when, amount=f"{cents // 100}.{cents % 100:02d}",
+                                                           currency="USD", rep_id=order.get("rep_id"), **ids))
+
+    def _plan_week(self, t: int) -> None:
+        """The week's beat plans, made at `t` (the first draw of the local week): per rep,
+        `calls_per_day` calls on each remaining day Monday to Saturday at outlets assigned to it."""
+        rng, world = self.rng, self.world
+        monday = _local_monday(t)
+        self.plan_week = monday
+        self.plans = {}
+        by_rep: dict[str, list[Outlet]] = collections.defaultdict(list)
+        for outlet in world.outlets:
+            by_rep[outlet.rep].append(outlet)
+        first = max(monday, (t + BUSINESS_OFFSET_US) // DAY_US)
+        for rep in world.reps:
+            outlets = by_rep.get(rep)
+            if not outlets:
+                continue
+            for day in range(first, monday + 6):
+                for outlet in rng.sample(outlets, min(self.calls_per_day, len(outlets))):
+                    self._plan_call(t, outlet, rep, day, monday)
+
+    def _plan_call(self, t: int, outlet: Outlet, rep: str, day: int, monday: int) -> None:
+        rng, world = self.rng, self.world
+        ids = {"outlet_id": outlet.outlet_id, "rep_id": rep}
+        self._schedule(t, "sales.visits", world.doc("visit.planned", t, plan_date=_plan_date(day), **ids),
+                       may_be_late=False)
+        roll = rng.random()
+        if roll < PLAN_CANCELLED:  # cancelled in the next two days; half re-planned for the day after
+            when = t + rng.randint(1, 48) * HOUR_US
+            self._schedule(when, "sales.visits", world.doc("visit.planned", when, plan_date=_plan_date(day),
+                                                           status="cancelled", **ids))
+            if rng.random() < 0.5 and day + 1 < monday + 6:
+                self._schedule(when, "sales.visits", world.doc("visit.planned", when, plan_date=_plan_date(day + 1),
+                                                               **ids))
+                self.plans.setdefault(day + 1, []).append((outlet, rep))
+        elif roll < PLAN_CANCELLED + MISSED_PLAN:
+            pass  # planned, never visited
+        else:
+            self.plans.setdefault(day, []).append((outlet, rep))
 
     def _visit(self, t: int) -> None:
         rng, world = self.rng, self.world
-        outlet = world._pick_outlet(t)
+        calls = self.plans.get((t + BUSINESS_OFFSET_US) // DAY_US)
+        if calls and rng.random() < ON_PLAN:  # a call of today's beat, by its rep
+            i = rng.randrange(len(calls))
+            calls[i], calls[-1] = calls[-1], calls[i]
+            outlet, rep = calls.pop()
+        else:  # unplanned
+            outlet = world._pick_outlet(t)
+            rep = outlet.rep
         visit_id = f"VIS-{self.run_tag}-{self.serial}"
         check_in = t - rng.randint(5, 40) * 60_000_000
         self._schedule(t, "sales.visits", world.doc("visit.completed", t, outlet_id=outlet.outlet_id, visit_id=visit_id,
-                                                    rep_id=outlet.rep, checked_in_at=stamp(check_in, 0),
+                                                    rep_id=rep, checked_in_at=stamp(check_in, 0),
                                                     checked_out_at=stamp(t, 0)))
         if rng.random() < 0.45:  # the order taken on the visit, a few minutes to days later
             delay = rng.randint(1, 90) * 60_000_000 if rng.random() < 0.8 else rng.randint(1, 5) * DAY_US
-            self._order(t + delay, visit_id=visit_id, outlet=outlet, rep=outlet.rep)
+            self._order(t + delay, visit_id=visit_id, outlet=outlet, rep=rep)
 
     def _lead(self, t: int) -> None:
         rng, world = self.rng, self.world
@@ -259,6 +349,29 @@ class _LiveSimulation:
             if rng.random() < 0.05:  # closed twice
                 c2 = c + rng.randint(0, 3) * DAY_US
                 self._schedule(c2, "sales.leads", world.doc(rng.choice(["lead.won", "lead.lost"]), c2, lead_id=lead_id))
+
+
+def _local_monday(t_us: int) -> int:
+    """The local day number (business time zone) of the Monday of `t_us`'s week."""
+    local = (t_us + BUSINESS_OFFSET_US) // DAY_US
+    return local - (local + 3) % 7  # the epoch was a Thursday
+
+
+def _plan_date(local_day: int) -> str:
+    return format_rfc3339_us(local_day * DAY_US)[:10]
+
+
+def calls_per_day(config: LiveConfig) -> int:
+    """Planned calls per rep and working day: about ON_PLAN of the history's visits per rep and
+    day (at least one)."""
+    days = max(1, config.history_days)
+    visits_per_day = config.history_events / days / LIVE_EVENTS_PER_DRAW * VISIT_SHARE
+    return max(1, round(ON_PLAN * visits_per_day / (max(1, config.reps) * 6 / 7)))
+
+
+def plan_events(config: LiveConfig, per_day: int) -> float:
+    """About how many plan events (plans, cancellations, re-plans) the history holds."""
+    return per_day * config.reps * config.history_days * 6 / 7 * (1 + 1.5 * PLAN_CANCELLED)
 
 
 def live(config: LiveConfig, now_us: int) -> Iterator[Timed]:

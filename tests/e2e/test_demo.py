@@ -26,6 +26,9 @@ EXPECTED = {
     "new_leads": ("7d", "30d"), "open_leads": (None,), "avg_open_lead_age_days": (None,),
     "win_rate": ("7d", "30d"), "avg_deal_size": ("30d",), "avg_sales_cycle_days": ("30d",),
     "pipeline_velocity": ("30d",), "activities": ("7d", "30d"),
+    # field execution (spec 10): the live traffic's beat plans, check-in/out times and returns
+    "call_compliance": ("7d", "30d"), "coverage": ("30d",), "avg_visit_minutes": ("7d",),
+    "net_sales_amount": ("7d",), "returned_amount": ("30d",), "registered_outlets": (None,),
 }
 
 

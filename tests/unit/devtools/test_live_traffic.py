@@ -88,7 +88,14 @@ def test_same_seed_and_now_give_the_same_messages_another_now_shifts_them():
     again = list(itertools.islice(live_traffic.live(CONFIG, NOW), 2_000))
     assert again == STREAM[:2_000]
     later = list(itertools.islice(live_traffic.live(CONFIG, NOW + DAY_US), 2_000))
-    assert later[-1].due_us - STREAM[1_999].due_us > HOUR_US
+    # the traffic drawn starts a day later (the weekly beat plans keep to the calendar's Mondays,
+    # so the random streams part from the first plan round on)
+    def first_drawn(stream):
+        fixed = (b'"outlet.onboarded"', b'"target.set"', b'"visit.planned"')
+        return next(t for t in stream if not any(kind in t.message.value for kind in fixed))
+
+    assert first_drawn(later).due_us - first_drawn(STREAM).due_us > 20 * HOUR_US
+    assert later[-1] != STREAM[1_999]
     assert not _event_ids(later) & _event_ids(STREAM)
 
 
@@ -167,3 +174,81 @@ def test_it_is_an_iterator_whose_memory_does_not_grow_with_the_count():
 def test_events_stops_the_stream():
     config = live_traffic.LiveConfig(seed=6, history_events=500, events=700)
     assert sum(1 for _ in live_traffic.live(config, NOW)) == 700
+
+
+def _docs(stream):
+    for timed in stream:
+        try:
+            doc = orjson.loads(timed.message.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(doc, dict):
+            yield timed, doc
+
+
+def test_field_execution_events_as_the_generators_world_has_them():
+    """Spec 10 traffic: weekly beat plans (some cancelled, some re-planned), visits with check-in and
+    check-out, cancelled orders, order ids placed twice, returns -- in the history and live."""
+    types = Counter()
+    plans: dict[tuple[str, str, str], list[dict]] = {}
+    placements = Counter()
+    for timed, doc in _docs(STREAM):
+        types[doc.get("type")] += 1
+        if doc.get("type") == "visit.planned":
+            plans.setdefault((doc["outlet_id"], doc["rep_id"], doc["plan_date"]), []).append(doc)
+            # made in the week of its plan date (local Monday 00:00 to the plan date's end, UTC+7)
+            made = parse_rfc3339_us(doc["occurred_at"]) + 7 * HOUR_US
+            day = parse_rfc3339_us(doc["plan_date"] + "T00:00:00Z")
+            monday = day - ((day // DAY_US + 3) % 7) * DAY_US
+            assert monday <= made < day + DAY_US + 2 * DAY_US * (doc.get("status") == "cancelled"), doc
+        if doc.get("type") == "visit.completed":
+            assert parse_rfc3339_us(doc["checked_in_at"]) < parse_rfc3339_us(doc["checked_out_at"])
+        if doc.get("type") == "order.placed" and "ORD-BAD" not in str(doc.get("order_id")):
+            placements[(doc.get("outlet_id"), doc.get("order_id"), doc["event_id"])] += 1
+    for kind in ("visit.planned", "order.cancelled", "order.returned"):
+        assert types[kind] > 20, (kind, types)
+    cancelled = [call for call, docs in plans.items() if any(d.get("status") == "cancelled" for d in docs)]
+    assert 0.02 * len(plans) < len(cancelled) < 0.15 * len(plans)
+    by_order = Counter((outlet, order) for outlet, order, _ in placements)
+    assert sum(1 for n in by_order.values() if n > 1) > 5  # one order id, two event ids
+
+
+def test_field_execution_kpis_have_values_at_now_from_the_history_alone():
+    values = oracle_kpis([t.message.value for t in HISTORY], format_rfc3339_us(NOW), OracleSettings())
+
+    def value(key):
+        return float((values.get(key) or {}).get("value") or 0)
+
+    for window in ("7d", "30d"):
+        # most planned calls visited on plan, most visits on a plan
+        assert 0.6 < value(f"call_compliance|{window}|global|all") < 0.95, window
+        assert 0 < value(f"unplanned_visits|{window}|global|all") < value(f"calls_on_plan|{window}|global|all")
+        assert 0 < value(f"coverage|{window}|global|all") <= 1
+        assert 5 <= value(f"avg_visit_minutes|{window}|global|all") <= 40
+        assert value(f"returns|{window}|global|all") > 0
+        assert 0 < value(f"net_sales_amount|{window}|global|all") < value(f"sales_amount|{window}|global|all")
+    assert value("registered_outlets|-|global|all") > 0.8 * CONFIG.outlets
+    assert 0 < value("retention_rate|mtd|global|all") < 1
+
+
+def test_beat_plans_come_every_week_and_stay_bounded():
+    """A week of live traffic past the history: Monday's beat is sent on Monday (local), and the
+    plans held are only the current week's."""
+    config = live_traffic.LiveConfig(seed=7, history_events=0, rate=0.5, outlets=200, reps=10)
+    simulation = live_traffic._LiveSimulation(config, NOW)
+    mondays = set()
+    held = 0
+    for timed in simulation.messages():
+        if timed.due_us > NOW + 8 * DAY_US:
+            break
+        try:
+            doc = orjson.loads(timed.message.value)
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("type") == "visit.planned" and doc.get("status") is None:
+            mondays.add(live_traffic._local_monday(parse_rfc3339_us(doc["occurred_at"])))
+        held = max(held, sum(len(calls) for calls in simulation.plans.values()))
+    assert len(mondays) == 2  # the week of NOW (from its Wednesday) and the next
+    assert held <= config.reps * 6 * simulation.calls_per_day
