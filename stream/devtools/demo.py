@@ -159,7 +159,7 @@ def banner(run_dir: Path, web_port: int, bootstrap: str, redis_port: int, histor
            rate: float, status_interval: float, pids: dict[str, int]) -> str:
     python = _shown(sys.executable)
     web = f"http://127.0.0.1:{web_port}"
-    history = (f"{history_days} days of history (about {history_events:,} events) at once, then "
+    history = (f"{history_days} days of history (about {history_events:,} events and the reps' beat plans) at once, then "
                if history_events else "no new history (--keep), ")
     territory = EXAMPLE_TERRITORY
     return f"""

@@ -9,7 +9,7 @@ recent messages (for byte-identical resends) are held. The world (outlets, reps,
 stream/devtools/generator.py's; `generate(config)` there builds one fixed period instead.
 
 Field execution (spec 10), as the generator's World has it: every local Monday (Asia/Jakarta, the
-worker's default KPI_TIMEZONE) each rep gets a weekly beat -- `calls_per_day` planned calls on
+worker's default KPI_TIMEZONE) each rep gets a weekly beat -- about `calls_per_day` planned calls on
 each day Monday to Saturday, sent then (the history's first week from its first day); some are
 cancelled later in the week, half of those re-planned for the day after, some are never visited.
 Most visits are made on a call planned for their day, by its rep; the rest are unplanned. Visits
@@ -53,7 +53,7 @@ class LiveConfig:
     territories: int = 24
     distributors: int = 8
     history_days: int = 60
-    history_events: int = 40_000  # about; 0: no history, live traffic only
+    history_events: int = 40_000  # about, beat plans not counted; 0: no history, live traffic only
     rate: float = 40.0  # events per second at the peak of a working day
     events: int | None = None  # stop after this many messages in all (None: never)
     utc_offset_minutes: int = 0  # where the working day is (the demo passes the machine's)
@@ -133,15 +133,15 @@ class _LiveSimulation:
 
     def draw_times(self) -> Iterator[int]:
         """Increasing instants of draws: the history (thinned to the working day, about
-        `history_events` in all with the beat plans), then from now on at `rate` at the peak."""
+        `history_events` events drawn, the beat plans on top), then from now on at `rate` at the peak."""
         rng, config = self.rng, self.config
         mean = _mean_intensity(config.utc_offset_minutes)
         if config.history_events > 0 and config.history_days > 0:
             span_s = config.history_days * 86_400
-            # less what is not drawn: onboardings and targets (scheduled already), and beat plans
-            drawn = max(config.history_events / 2,
-                        config.history_events - self.sequence - plan_events(config, self.calls_per_day))
-            peak = drawn / LIVE_EVENTS_PER_DRAW / (span_s * mean)
+            # `history_events` are drawn (orders, visits, leads, activities): the weekly beat plans,
+            # onboardings and targets come on top, so the short windows hold as many orders as
+            # without field execution
+            peak = config.history_events / LIVE_EVENTS_PER_DRAW / (span_s * mean)
             t = self.now - config.history_days * DAY_US
             while True:
                 t += int(rng.expovariate(peak) * 1_000_000) + 1
@@ -284,9 +284,23 @@ class _LiveSimulation:
             outlets = by_rep.get(rep)
             if not outlets:
                 continue
+            weights = [1.0 / outlet.every_days for outlet in outlets]
             for day in range(first, monday + 6):
-                for outlet in rng.sample(outlets, min(self.calls_per_day, len(outlets))):
+                for outlet in self._beat(outlets, weights, day):
                     self._plan_call(t, outlet, rep, day, monday)
+
+    def _beat(self, outlets: list[Outlet], weights: list[float], day: int) -> list[Outlet]:
+        """A rep's calls of one local day: about `calls_per_day` distinct outlets drawn without
+        replacement, those that order more often more likely (as the world's unplanned visits pick
+        them), none in a dormant spell that day."""
+        day_us = day * DAY_US - BUSINESS_OFFSET_US
+        rng = self.rng
+        keyed = [(rng.random() ** (1.0 / weight), n) for n, (outlet, weight) in enumerate(zip(outlets, weights))
+                 if outlet.dormant_from is None or not outlet.dormant_from <= day_us < outlet.dormant_until]
+        keyed.sort(reverse=True)  # weighted sampling without replacement (Efraimidis-Spirakis keys)
+        whole = int(self.calls_per_day)
+        calls = whole + (rng.random() < self.calls_per_day - whole)  # the fraction on some days
+        return [outlets[n] for _, n in keyed[:calls]]
 
     def _plan_call(self, t: int, outlet: Outlet, rep: str, day: int, monday: int) -> None:
         rng, world = self.rng, self.world
@@ -361,12 +375,13 @@ def _plan_date(local_day: int) -> str:
     return format_rfc3339_us(local_day * DAY_US)[:10]
 
 
-def calls_per_day(config: LiveConfig) -> int:
-    """Planned calls per rep and working day: about ON_PLAN of the history's visits per rep and
-    day (at least one)."""
+def calls_per_day(config: LiveConfig) -> float:
+    """Planned calls per rep and working day: enough for about ON_PLAN of the history's visits
+    per rep and day to be on a plan (at least one)."""
     days = max(1, config.history_days)
     visits_per_day = config.history_events / days / LIVE_EVENTS_PER_DRAW * VISIT_SHARE
-    return max(1, round(ON_PLAN * visits_per_day / (max(1, config.reps) * 6 / 7)))
+    # planned calls a rep leaves unvisited (MISSED_PLAN) need planning too
+    return max(1.0, ON_PLAN * visits_per_day / (1 - MISSED_PLAN) / (max(1, config.reps) * 6 / 7))
 
 
 def plan_events(config: LiveConfig, per_day: int) -> float:
