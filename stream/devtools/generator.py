@@ -250,23 +250,36 @@ class World:
             self._after_order(out, t, outlet, doc)
 
     def _after_order(self, out, t: int, outlet: Outlet, order: dict) -> None:
-        """Cancellations (after placement, or a few stamped before it), a repeated placement of the
-        same order id, and returns (spec 10.4)."""
+        follow_up = self.order_follow_up(t, outlet, order, latest=self.end)
+        if follow_up is not None:
+            out.append(follow_up)
+
+    def order_follow_up(self, t: int, outlet: Outlet, order: dict, earliest: int | None = None,
+                        latest: int | None = None) -> tuple[int, str, dict] | None:
+        """What may follow an order placed at `t` (spec 10.4): a cancellation (after placement, or
+        a few stamped before it), a repeated placement of the same order id, or a return -- as
+        (when, topic, doc), `when` kept within [earliest, latest] -- or nothing."""
         rng = self.rng
         ids = {"outlet_id": outlet.outlet_id, "order_id": order["order_id"]}
+
+        def within(when: int) -> int:
+            when = when if earliest is None else max(earliest, when)
+            return when if latest is None else min(latest, when)
+
         roll = rng.random()
         if roll < CANCELLED:
-            when = min(self.end, t + rng.randint(-30, 2 * 24 * 60) * 60_000_000)
-            out.append((when, "sales.orders", self.doc("order.cancelled", when, reason="customer request", **ids)))
-        elif roll < CANCELLED + DUPLICATE_ORDER:
-            when = min(self.end, t + rng.randint(0, 60) * 60_000_000)
+            when = within(t + rng.randint(-30, 2 * 24 * 60) * 60_000_000)
+            return when, "sales.orders", self.doc("order.cancelled", when, reason="customer request", **ids)
+        if roll < CANCELLED + DUPLICATE_ORDER:
+            when = within(t + rng.randint(0, 60) * 60_000_000)
             fields = {k: v for k, v in order.items() if k not in ("event_id", "type", "occurred_at")}
-            out.append((when, "sales.orders", self.doc("order.placed", when, **fields)))
-        elif roll < CANCELLED + DUPLICATE_ORDER + RETURNED:
-            when = min(self.end, t + rng.randint(1, 10) * DAY_US)
+            return when, "sales.orders", self.doc("order.placed", when, **fields)
+        if roll < CANCELLED + DUPLICATE_ORDER + RETURNED:
+            when = within(t + rng.randint(1, 10) * DAY_US)
             cents = rng.randint(100, 20_000)
-            out.append((when, "sales.orders", self.doc("order.returned", when, amount=f"{cents // 100}.{cents % 100:02d}",
-                                                       currency="USD", rep_id=order.get("rep_id"), **ids)))
+            return when, "sales.orders", self.doc("order.returned", when, amount=f"{cents // 100}.{cents % 100:02d}",
+                                                  currency="USD", rep_id=order.get("rep_id"), **ids)
+        return None
 
     def _plan(self, out, t: int, outlet: Outlet, rep: str, visited: bool) -> None:
         """A beat plan's call on the local date of `t`, made on the Monday before (a weekly beat);

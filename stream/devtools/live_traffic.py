@@ -29,9 +29,8 @@ from typing import Iterable, Iterator, NamedTuple
 import orjson
 
 from stream.core.timeparse import format_rfc3339_us
-from stream.devtools.generator import (BUSINESS_OFFSET_US, CANCELLED, DAY_US, DUPLICATE_ORDER, HOUR_US, KINDS, MISSED_PLAN,
-                                       ON_PLAN, RETURNED, STAGES, GeneratorConfig, Message, Outlet, World, key_of,
-                                       malformed_message, stamp)
+from stream.devtools.generator import (BUSINESS_OFFSET_US, DAY_US, HOUR_US, KINDS, MISSED_PLAN, ON_PLAN, STAGES,
+                                       GeneratorConfig, Message, Outlet, World, key_of, malformed_message, stamp)
 
 WEEK_HOURS = 7 * 24
 # Events one draw of the live world produces on average (see `_LiveSimulation._draw`)
@@ -249,30 +248,16 @@ class _LiveSimulation:
         self._after_order(t, outlet, doc)
 
     def _after_order(self, t: int, outlet: Outlet, order: dict) -> None:
-        """As World._after_order (spec 10.4): a cancellation (mostly after the placement, a few
-        stamped up to 30 minutes before it, though not before the current draw: nothing is sent
-        before it is due), a second placement of the same order id, or a return
-        1-10 days later."""
-        rng, world = self.rng, self.world
-        ids = {"outlet_id": outlet.outlet_id, "order_id": order["order_id"]}
-        roll = rng.random()
-        if roll < CANCELLED:
-            when = max(self.clock, t + rng.randint(-30, 2 * 24 * 60) * 60_000_000)
-            self._schedule(when, "sales.orders", world.doc("order.cancelled", when, reason="customer request", **ids))
-        elif roll < CANCELLED + DUPLICATE_ORDER:
-            when = t + rng.randint(0, 60) * 60_000_000
-            fields = {k: v for k, v in order.items() if k not in ("event_id", "type", "occurred_at")}
-            self._schedule(when, "sales.orders", world.doc("order.placed", when, **fields))
-        elif roll < CANCELLED + DUPLICATE_ORDER + RETURNED:
-            when = t + rng.randint(1, 10) * DAY_US
-            cents = rng.randint(100, 20_000)
-            self._schedule(when, "sales.orders", world.doc("order.returned", when, amount=f"{cents // 100}.{cents % 100:02d}",
-                                                           currency="USD", rep_id=order.get("rep_id"), **ids))
+        """As the generator's World: a cancellation, a second placement or a return, never stamped
+        before the current draw (nothing is sent before it is due)."""
+        follow_up = self.world.order_follow_up(t, outlet, order, earliest=self.clock)
+        if follow_up is not None:
+            self._schedule(*follow_up)
 
     def _plan_week(self, t: int) -> None:
         """The week's beat plans, made at `t` (the first draw of the local week): per rep,
         `calls_per_day` calls on each remaining day Monday to Saturday at outlets assigned to it."""
-        rng, world = self.rng, self.world
+        world = self.world
         monday = _local_monday(t)
         self.plan_week = monday
         self.plans = {}
