@@ -140,8 +140,7 @@ class KpiWorker:
         self.entity_stage.facts = self.facts
         self.recovery = Recovery(ctx, self.entity_stage, self.facts, self.fact_tables)
         self.lag = LagObserver(app, guard, self.facts, self.metrics, self.agent_topics(),
-                               recovered=lambda: self.recovery.recovered)
-        self.lag.batches = self.batches
+                               recovered=lambda: self.recovery.recovered, batches=self.batches)
 
         self.partials_topic = app.topic(t.partials, partitions=s.partitions, internal=True, schema=BytesAsFetched())
         for family, names in FAMILY_TOPICS.items():

@@ -33,6 +33,7 @@ import time
 from typing import Any, Callable
 
 from stream.kafka import faust_internals
+from stream.kafka.batches import BatchProducer
 from stream.kafka.holes import SEEK_TIMEOUT_SECONDS, OffsetGuard, bounded
 from stream.worker.facts import FactLog
 from stream.worker.metrics import ProcessorMetrics
@@ -58,11 +59,12 @@ WATCH_SECONDS = 120.0  # then the lag rounds alone carry on
 
 class LagObserver:
     def __init__(self, app, guard: OffsetGuard, facts: FactLog, metrics: ProcessorMetrics,
-                 watched_topics: set[str], recovered: Callable[[], bool] = lambda: True) -> None:
+                 watched_topics: set[str], recovered: Callable[[], bool] = lambda: True,
+                 batches: BatchProducer | None = None) -> None:
         self.app = app
         self.guard = guard
         self.facts = facts
-        self.batches = None  # the worker's BatchProducer, set by the app
+        self.batches = batches  # the worker's BatchProducer: a send waiting for room holds partitions back
         self.metrics = metrics
         self.watched_topics = watched_topics  # the agents' topics (changelogs are read only in recovery)
         self.recovered = recovered
